@@ -1,0 +1,41 @@
+# fedhealth: two commands matter, `make demo` and `make test`.
+PY_BOOT ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+STAMP   := $(VENV)/.fedhealth-installed
+
+.PHONY: setup demo test test-fast lint format bench-heart clean
+
+setup: $(STAMP)
+
+# torch first: the CPU build on this machine's disk; a plain `torch` requirement may pull CUDA.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/fedhealth demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check custom tests scripts
+	$(VENV)/bin/ruff format --check custom tests scripts
+
+format: setup
+	$(VENV)/bin/ruff format custom tests scripts
+	$(VENV)/bin/ruff check --fix custom tests scripts
+
+bench-heart: setup
+	$(PY) scripts/bench_heart.py --out results/bench_heart.json
+
+clean:
+	rm -rf workspace results/demo

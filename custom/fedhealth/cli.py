@@ -1,0 +1,63 @@
+"""The ``fedhealth`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from fedhealth.poc.workspace import PocError
+
+
+def _repo_root() -> Path:
+    """The checkout that holds ``jobs/`` and ``project.yml`` (the working directory, or above)."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "jobs").is_dir() and (folder / "project.yml").is_file():
+            return folder
+    return here
+
+
+def _parser() -> argparse.ArgumentParser:
+    root = _repo_root()
+    parser = argparse.ArgumentParser(prog="fedhealth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run a heart job on four hospitals in FLARE POC mode, end to end")
+    demo.add_argument("--job", type=Path, default=root / "jobs" / "heart_fedprox")
+    demo.add_argument("--project", type=Path, default=root / "project.yml")
+    demo.add_argument("--workspace", type=Path, default=root / "workspace")
+    demo.add_argument("--results", type=Path, default=root / "results" / "demo")
+    demo.add_argument("--timeout", type=float, default=900.0, help="seconds the job may run")
+    return parser
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.command == "demo":
+        from fedhealth.poc.demo import run_demo
+
+        try:
+            run_demo(
+                job_dir=args.job,
+                project_file=args.project,
+                workspace=args.workspace,
+                results_dir=args.results,
+                timeout=args.timeout,
+            )
+        except PocError as exc:
+            print(f"\nfedhealth demo failed: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nfedhealth demo interrupted; every process it started was stopped.", file=sys.stderr)
+            return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

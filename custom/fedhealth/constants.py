@@ -1,0 +1,50 @@
+"""One name for one thing: task names, metric keys, header keys and file names."""
+
+from __future__ import annotations
+
+# Task names (server -> site).
+TASK_FED_STATS = "fed_stats"
+TASK_SET_SCALING = "set_scaling"
+TASK_TRAIN = "train"
+TASK_VALIDATE = "validate"
+TASK_SUBMIT_MODEL = "submit_model"
+
+# Keys in DXO meta / data.
+META_LEARNING_RATE = "fedhealth_learning_rate"
+META_ROUND = "fedhealth_round"
+META_SITE_METRICS = "fedhealth_site_metrics"
+HEADER_ERROR = "fedhealth_error"
+
+# Metric keys (aggregate numbers only; never patient values).
+M_ACCURACY = "accuracy"
+M_AUC = "auc"
+M_LOSS = "loss"
+M_TRAIN_LOSS = "train_loss"
+M_N_TRAIN = "n_train"
+M_N_TEST = "n_test"
+
+# Federated statistics payload keys.
+S_COUNT = "count"
+S_SUM = "sum"
+S_SUMSQ = "sumsq"
+S_MEAN = "mean"
+S_STD = "std"
+S_FEATURES = "features"
+
+# Site-side files and settings.
+SITE_CONFIG_FILE = "fedhealth_site.json"  # in the site's local/ folder
+SITE_DATA_ROOT_KEY = "data_root"
+HEART_DATASET_DIR = "heart_disease"
+TRAIN_FILE = "train.csv"
+TEST_FILE = "test.csv"
+SCALING_STATE_FILE = "fedhealth_scaling.json"
+
+# Server-side run record (in the server's run folder; downloaded with the job result).
+RUN_RECORD_FILE = "fedhealth_run.json"
+STATS_GROUP = "fedhealth"
+CROSS_VAL_DIR = "cross_site_val"
+CROSS_VAL_FILE = "cross_val_results.json"
+GLOBAL_MODEL_NAME = "SRV_server"
+
+# Hospitals in the UCI Heart Disease data, as FLARE site names.
+HEART_SITES = ("cleveland", "hungary", "switzerland", "va_long_beach")

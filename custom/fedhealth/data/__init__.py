@@ -1,0 +1,1 @@
+"""Data pipelines (FLARE-free): the UCI Heart Disease source and site-side loading."""

@@ -1,0 +1,107 @@
+"""Loading one site's own tabular files, with errors that say which file and which column.
+
+A site keeps ``<data_root>/heart_disease/train.csv`` and ``test.csv`` (UCI codes, one row per
+patient). Nothing here logs a patient value: messages name files, columns and row numbers only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedhealth.constants import (
+    HEART_DATASET_DIR,
+    SITE_CONFIG_FILE,
+    SITE_DATA_ROOT_KEY,
+    TEST_FILE,
+    TRAIN_FILE,
+)
+from fedhealth.data.heart_source import RAW_COLUMNS, TARGET
+
+
+class SiteDataError(ValueError):
+    """A site's data cannot be used; the message names the file and the column."""
+
+
+@dataclass(frozen=True)
+class SiteTable:
+    """Raw feature columns (UCI codes) and binary labels of one split at one site."""
+
+    features: pd.DataFrame
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def resolve_data_root(site_root: Path) -> Path:
+    """A site's data folder: ``local/fedhealth_site.json`` ``data_root`` if set, else ``<site>/data``.
+
+    The data location is the site's own setting; no job and no server names it.
+    """
+    config = Path(site_root) / "local" / SITE_CONFIG_FILE
+    if config.is_file():
+        try:
+            settings = json.loads(config.read_text())
+        except json.JSONDecodeError as exc:
+            raise SiteDataError(f"{config.name}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        root = settings.get(SITE_DATA_ROOT_KEY)
+        if root:
+            root_path = Path(root)
+            return root_path if root_path.is_absolute() else Path(site_root) / root_path
+    return Path(site_root) / "data"
+
+
+def read_split(path: Path) -> SiteTable:
+    """Read one split file and check every column FLamby's preprocessing needs.
+
+    Raises:
+        SiteDataError: the file is missing or unreadable, a column is missing, a value is not
+            numeric or is empty, or the label is not 0/1.
+    """
+    path = Path(path)
+    label = f"{path.parent.name}/{path.name}"
+    if not path.is_file():
+        raise SiteDataError(f"data file {label} is missing at this site")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SiteDataError(f"data file {label} cannot be read as CSV: {type(exc).__name__}") from exc
+    missing = [c for c in (*RAW_COLUMNS, TARGET) if c not in df.columns]
+    if missing:
+        raise SiteDataError(f"data file {label} has no column {', '.join(repr(c) for c in missing)}")
+    for column in (*RAW_COLUMNS, TARGET):
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = values.isna() & df[column].notna()
+        if bad.any():
+            rows = ", ".join(str(i + 2) for i in np.flatnonzero(bad.to_numpy())[:3])
+            raise SiteDataError(f"data file {label}, column {column!r}: non-numeric value in line(s) {rows}")
+        if values.isna().any():
+            rows = ", ".join(str(i + 2) for i in np.flatnonzero(values.isna().to_numpy())[:3])
+            raise SiteDataError(f"data file {label}, column {column!r}: empty value in line(s) {rows}")
+        df[column] = values
+    labels = df[TARGET].to_numpy()
+    if not np.isin(labels, (0, 1)).all():
+        raise SiteDataError(f"data file {label}, column {TARGET!r}: labels must be 0 or 1")
+    if len(df) == 0:
+        raise SiteDataError(f"data file {label} has no rows")
+    return SiteTable(features=df[list(RAW_COLUMNS)].astype("float64"), labels=labels.astype("float32"))
+
+
+def load_site(data_root: Path) -> tuple[SiteTable, SiteTable]:
+    """The site's train and test splits from ``<data_root>/heart_disease/``."""
+    folder = Path(data_root) / HEART_DATASET_DIR
+    return read_split(folder / TRAIN_FILE), read_split(folder / TEST_FILE)
+
+
+def write_site(data_root: Path, train: pd.DataFrame, test: pd.DataFrame) -> Path:
+    """Write one hospital's splits into its own data folder; returns that folder."""
+    folder = Path(data_root) / HEART_DATASET_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_csv(folder / TRAIN_FILE, index=False)
+    test.to_csv(folder / TEST_FILE, index=False)
+    return folder

@@ -1,0 +1,1 @@
+"""FLARE executors: the site side of each job (thin wrappers over the FLARE-free core)."""

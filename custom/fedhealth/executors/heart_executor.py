@@ -1,0 +1,223 @@
+"""Site executor for the heart-disease jobs: federated statistics, train, validate, submit_model.
+
+A thin FLARE layer over :class:`fedhealth.training.heart_site.HeartSite`: it reads the site's
+own data folder (the site's setting, never the job's), converts DXOs, and calls the core. Only
+model weights, aggregate metrics and feature moments leave the site. A data problem fails the task
+with a reply whose ``fedhealth_error`` header names the file and column, so the server can say
+which site failed and why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
+from nvflare.apis.event_type import EventType
+from nvflare.apis.executor import Executor
+from nvflare.apis.fl_constant import ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable, make_reply
+from nvflare.apis.signal import Signal
+from nvflare.app_common.app_constant import AppConstants
+
+from fedhealth import constants as C
+from fedhealth.data.site_data import SiteDataError, load_site, resolve_data_root
+from fedhealth.models.state import tabular_from_weights, to_numpy
+from fedhealth.training.heart_site import HeartSite
+from fedhealth.training.loops import LocalTrainConfig
+
+
+class HeartExecutor(Executor):
+    """Runs the site's part of a heart-disease job.
+
+    Args:
+        scaling: ``"global"`` (federated statistics, the kit's default) or ``"site"`` (FLamby).
+        chol_zero_as_missing: treat a recorded cholesterol of 0 as missing, with an indicator.
+        batch_size: local mini-batch size.
+        local_steps: optimizer steps per round (0: use ``local_epochs``).
+        local_epochs: passes over the local data per round.
+        mu: FedProx proximal weight (0 = FedAvg).
+        optimizer: ``"sgd"`` or ``"adam"``.
+        weight_decay: L2 penalty.
+        seed: seed of the local shuffling.
+    """
+
+    def __init__(
+        self,
+        *,
+        scaling: str = "global",
+        chol_zero_as_missing: bool = True,
+        batch_size: int = 4,
+        local_steps: int = 0,
+        local_epochs: int = 1,
+        mu: float = 0.0,
+        optimizer: str = "sgd",
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        # Checked here so a bad job config fails at start, not in a round.
+        LocalTrainConfig(
+            lr=1.0,
+            batch_size=batch_size,
+            local_steps=local_steps,
+            local_epochs=local_epochs,
+            mu=mu,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+        )
+        self.scaling = scaling
+        self.chol_zero_as_missing = chol_zero_as_missing
+        self.local = {
+            "batch_size": batch_size,
+            "local_steps": local_steps,
+            "local_epochs": local_epochs,
+            "mu": mu,
+            "optimizer": optimizer,
+            "weight_decay": weight_decay,
+        }
+        self.seed = seed
+        self._site: HeartSite | None = None
+        self._site_error: str | None = None
+        self._local_weights: dict | None = None
+        self._run_dir: Path | None = None
+        self._generator = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        if event_type == EventType.START_RUN:
+            self._start(fl_ctx)
+        elif event_type == EventType.END_RUN:
+            self._site = None
+
+    def _start(self, fl_ctx: FLContext) -> None:
+        import torch
+
+        workspace = fl_ctx.get_engine().get_workspace()
+        self._run_dir = Path(workspace.get_run_dir(fl_ctx.get_job_id()))
+        self._generator = torch.Generator().manual_seed(self.seed)
+        name = fl_ctx.get_identity_name()
+        try:
+            data_root = resolve_data_root(Path(workspace.get_root_dir()))
+            train, test = load_site(data_root)
+            self._site = HeartSite(
+                name, train, test, chol_zero_as_missing=self.chol_zero_as_missing, scaling=self.scaling
+            )
+            self._restore_scaling()
+            self.log_info(fl_ctx, f"site data loaded: n_train={len(train)} n_test={len(test)}")
+        except (SiteDataError, ValueError) as exc:
+            self._site_error = str(exc)
+            self.log_error(fl_ctx, f"site data unusable: {exc}")
+
+    # ----------------------------------------------------------------------------- dispatch
+    def execute(
+        self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal
+    ) -> Shareable:
+        handlers = {
+            C.TASK_FED_STATS: self._fed_stats,
+            C.TASK_SET_SCALING: self._set_scaling,
+            C.TASK_TRAIN: self._train,
+            C.TASK_VALIDATE: self._validate,
+            C.TASK_SUBMIT_MODEL: self._submit_model,
+        }
+        handler = handlers.get(task_name)
+        if handler is None:
+            self.log_error(fl_ctx, f"unknown task {task_name!r}")
+            return make_reply(ReturnCode.TASK_UNKNOWN)
+        if self._site is None:
+            return self._fail(fl_ctx, task_name, self._site_error or "site data not loaded")
+        if abort_signal.triggered:
+            return make_reply(ReturnCode.TASK_ABORTED)
+        try:
+            return handler(shareable, fl_ctx)
+        except (SiteDataError, ValueError, RuntimeError) as exc:
+            return self._fail(fl_ctx, task_name, str(exc))
+
+    def _fail(self, fl_ctx: FLContext, task_name: str, reason: str) -> Shareable:
+        message = f"site {fl_ctx.get_identity_name()} failed task {task_name!r}: {reason}"
+        self.log_error(fl_ctx, message)
+        reply = make_reply(ReturnCode.EXECUTION_EXCEPTION)
+        reply.set_header(C.HEADER_ERROR, message)
+        return reply
+
+    # ----------------------------------------------------------------------------- tasks
+    def _fed_stats(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        moments = self._site.moments()
+        data = {**moments, C.S_FEATURES: self._site.feature_names, C.M_N_TRAIN: self._site.n_train}
+        self.log_info(fl_ctx, f"sending feature moments of {self._site.n_train} training rows")
+        return DXO(data_kind=DataKind.COLLECTION, data=data).to_shareable()
+
+    def _set_scaling(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        stats = from_shareable(shareable).data
+        if list(stats.get(C.S_FEATURES, [])) != self._site.feature_names:
+            raise ValueError("the global scaling was computed for other features than this site encodes")
+        self._site.set_scaling(stats)
+        if self._run_dir is not None:
+            (self._run_dir / C.SCALING_STATE_FILE).write_text(json.dumps(stats))
+        return make_reply(ReturnCode.OK)
+
+    def _restore_scaling(self) -> None:
+        """Reload the global scaling after a site restart within the same job."""
+        path = self._run_dir / C.SCALING_STATE_FILE if self._run_dir else None
+        if path is not None and path.is_file() and self._site is not None:
+            self._site.set_scaling(json.loads(path.read_text()))
+
+    def _model_from(self, shareable: Shareable):
+        dxo = from_shareable(shareable)
+        if dxo.data_kind != DataKind.WEIGHTS:
+            raise ValueError(f"expected model weights, got a {dxo.data_kind} DXO")
+        model = tabular_from_weights(dxo.data)
+        if model.in_features != self._site.n_features:
+            raise ValueError(
+                f"the model takes {model.in_features} features but this site encodes {self._site.n_features} "
+                f"(chol_zero_as_missing={self.chol_zero_as_missing}); the job's model and executor disagree"
+            )
+        return model, dxo
+
+    def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        model, dxo = self._model_from(shareable)
+        lr = dxo.get_meta_prop(C.META_LEARNING_RATE)
+        if lr is None:
+            raise ValueError(
+                "the train task carries no learning rate; the server must use "
+                "fedhealth.shareables.scheduled_generator.ScheduledShareableGenerator"
+            )
+        current_round = shareable.get_header(AppConstants.CURRENT_ROUND, 0)
+        received = _clean(self._site.evaluate(model))
+        stats = self._site.train_round(
+            model, LocalTrainConfig(lr=float(lr), **self.local), generator=self._generator
+        )
+        self._local_weights = to_numpy(model)
+        metrics = {
+            **{f"global_{k}": v for k, v in received.items() if k not in (C.M_N_TRAIN, C.M_N_TEST)},
+            C.M_TRAIN_LOSS: stats[C.M_TRAIN_LOSS],
+            C.M_N_TRAIN: self._site.n_train,
+            C.M_N_TEST: self._site.n_test,
+            "lr": float(lr),
+            "round": current_round,
+        }
+        self.log_info(fl_ctx, f"round {current_round}: lr={lr:.5g} train_loss={stats[C.M_TRAIN_LOSS]:.4f}")
+        out = DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights)
+        out.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, self._site.n_train)  # FedAvg weight = samples
+        out.set_meta_prop(MetaKey.INITIAL_METRICS, received.get(C.M_ACCURACY))
+        out.set_meta_prop(C.META_SITE_METRICS, metrics)
+        return out.to_shareable()
+
+    def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        model, _ = self._model_from(shareable)
+        owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")
+        metrics = _clean(self._site.evaluate(model))
+        self.log_info(fl_ctx, f"validated model of {owner}: accuracy={metrics[C.M_ACCURACY]:.4f}")
+        return DXO(data_kind=DataKind.METRICS, data=metrics).to_shareable()
+
+    def _submit_model(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        if self._local_weights is None:
+            return make_reply(ReturnCode.EMPTY_RESULT)
+        return DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights).to_shareable()
+
+
+def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN (e.g. AUC on a one-class split) becomes None so JSON stays standard."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

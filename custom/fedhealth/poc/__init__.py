@@ -1,0 +1,1 @@
+"""Running the kit on one machine in FLARE POC mode: workspace, processes, admin session."""

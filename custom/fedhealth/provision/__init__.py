@@ -1,0 +1,1 @@
+"""Provisioning builders (run by ``nvflare provision`` / ``nvflare poc prepare -i project.yml``)."""

@@ -1,0 +1,1 @@
+"""Run reports: per-site tables, JSON, Markdown and plots (FLARE-free)."""

@@ -1,0 +1,173 @@
+"""The run report of a finished heart job: per-site table, global figures, rounds, cross-site matrix.
+
+Built from what the server keeps (``fedhealth_run.json`` and FLARE's ``cross_val_results.json``),
+which hold aggregate metrics only. Writes ``report.json``, ``report.md`` and ``rounds.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedhealth.constants import (
+    CROSS_VAL_DIR,
+    CROSS_VAL_FILE,
+    M_ACCURACY,
+    M_AUC,
+    M_N_TEST,
+    M_N_TRAIN,
+    RUN_RECORD_FILE,
+)
+from fedhealth.reports.summary import weighted_mean
+
+GLOBAL_MODEL_PREFIX = "SRV_"
+
+
+def find_run_files(result_dir: Path) -> tuple[dict, dict]:
+    """The run record and the cross-site results inside a downloaded job result folder."""
+    result_dir = Path(result_dir)
+    records = sorted(result_dir.rglob(RUN_RECORD_FILE))
+    if not records:
+        raise FileNotFoundError(
+            f"no {RUN_RECORD_FILE} under {result_dir}: did the job use fedhealth's RunRecorder?"
+        )
+    record = json.loads(records[0].read_text())
+    cross = sorted(result_dir.rglob(f"{CROSS_VAL_DIR}/{CROSS_VAL_FILE}"))
+    return record, (json.loads(cross[0].read_text()) if cross else {})
+
+
+def _global_model_name(cross: dict) -> str | None:
+    names = {model for site in cross.values() for model in site}
+    server = sorted(n for n in names if n.startswith(GLOBAL_MODEL_PREFIX))
+    return server[0] if server else None
+
+
+def build_report(job: str, record: dict, cross: dict) -> dict:
+    """The report as a dict: ``job``, ``rounds``, ``sites``, ``global``, ``history``, ``cross_site``."""
+    model = _global_model_name(cross)
+    rounds = record.get("rounds", [])
+    last_sizes = {}
+    for rnd in rounds:
+        for site, metrics in rnd.get("sites", {}).items():
+            last_sizes[site] = (metrics.get(M_N_TRAIN), metrics.get(M_N_TEST))
+    sites = []
+    for site in sorted(set(cross) | set(last_sizes)):
+        final = cross.get(site, {}).get(model, {}) if model else {}
+        n_train, n_test = last_sizes.get(site, (final.get(M_N_TRAIN), final.get(M_N_TEST)))
+        sites.append(
+            {
+                "name": site,
+                "n_train": _int(n_train),
+                "n_test": _int(n_test),
+                "accuracy": final.get(M_ACCURACY),
+                "auc": final.get(M_AUC),
+            }
+        )
+    weights = {s["name"]: float(s["n_test"] or 0) for s in sites}
+    accuracies = {s["name"]: s["accuracy"] for s in sites}
+    scored = [a for a in accuracies.values() if a is not None]
+    return {
+        "job": job,
+        "job_id": record.get("job_id"),
+        "rounds": len(rounds),
+        "sites": sites,
+        "global": {
+            "accuracy": weighted_mean(accuracies, weights),
+            "auc": weighted_mean({s["name"]: s["auc"] for s in sites}, weights),
+            "client_avg_accuracy": sum(scored) / len(scored) if scored else None,
+            "worst_site_accuracy": min(scored) if scored else None,
+            "model": model,
+            "note": "accuracy: over all sites' test patients; auc: test-size-weighted mean of site AUCs",
+        },
+        "history": [
+            {
+                "round": r.get("round"),
+                "global_accuracy": r.get("global_accuracy"),
+                "global_auc": r.get("global_auc"),
+            }
+            for r in rounds
+        ],
+        "cross_site": {
+            site: {m: v.get(M_ACCURACY) for m, v in models.items()} for site, models in cross.items()
+        },
+        "failures": record.get("failures", []),
+    }
+
+
+def _int(value: object) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def site_table(report: dict) -> str:
+    """A Markdown table of the sites and the global row."""
+    lines = ["| site | n_train | n_test | accuracy | AUC |", "|---|---:|---:|---:|---:|"]
+    for s in report["sites"]:
+        lines.append(
+            f"| {s['name']} | {s['n_train']} | {s['n_test']} | {_fmt(s['accuracy'])} | {_fmt(s['auc'])} |"
+        )
+    g = report["global"]
+    n_train = sum(s["n_train"] or 0 for s in report["sites"])
+    n_test = sum(s["n_test"] or 0 for s in report["sites"])
+    lines.append(f"| **global** | {n_train} | {n_test} | {_fmt(g['accuracy'])} | {_fmt(g['auc'])} |")
+    return "\n".join(lines)
+
+
+def to_markdown(report: dict, seconds: float | None = None) -> str:
+    g = report["global"]
+    parts = [
+        f"# fedhealth run report: {report['job']}",
+        "",
+        f"Job `{report['job_id']}`, {report['rounds']} rounds, {len(report['sites'])} sites"
+        + (f", {seconds:.0f} s end to end." if seconds else "."),
+        "",
+        "Final global model on each site's held-out test split:",
+        "",
+        site_table(report),
+        "",
+        f"Client-average accuracy {_fmt(g['client_avg_accuracy'])}, "
+        f"worst site {_fmt(g['worst_site_accuracy'])}. ({g['note']}.)",
+        "",
+        "![global metric per round](rounds.png)",
+    ]
+    if report["failures"]:
+        parts += ["", "## Failed sites", ""] + [
+            f"- {f['site']} ({f['task']}): {f['reason']}" for f in report["failures"]
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def plot_rounds(report: dict, path: Path) -> None:
+    """PNG of the global model's accuracy and AUC (as received by the sites) per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = report["history"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = [h["round"] for h in history]
+    for key, label in (("global_accuracy", "accuracy"), ("global_auc", "AUC")):
+        ax.plot(xs, [h[key] for h in history], marker="o", label=label)
+    ax.set_xlabel("round (model sent to the sites at its start)")
+    ax.set_ylabel("test metric, all sites")
+    ax.set_title(f"{report['job']}: global model per round")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path, seconds: float | None = None) -> list[Path]:
+    """Write report.json, report.md and rounds.png into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path, png_path = out_dir / "report.json", out_dir / "report.md", out_dir / "rounds.png"
+    json_path.write_text(json.dumps({**report, "seconds": seconds}, indent=2) + "\n")
+    md_path.write_text(to_markdown(report, seconds))
+    plot_rounds(report, png_path)
+    return [json_path, md_path, png_path]

@@ -1,0 +1,88 @@
+"""An in-process federation over :class:`HeartSite` objects, for benchmarks and tests.
+
+It runs the same site code (:meth:`HeartSite.train_round`) and the same weighted averaging as the
+FLARE job, without processes or networking, so many seeds and settings fit in a benchmark. The
+real federation is the FLARE job under ``jobs/``; this is its twin for measurement.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fedhealth.data.features import combine_moments
+from fedhealth.training.aggregation import weighted_average
+from fedhealth.training.heart_site import HeartSite
+from fedhealth.training.loops import LocalTrainConfig
+
+
+def federated_scaling(sites: Sequence[HeartSite]) -> dict[str, list[float]]:
+    """Combine the sites' feature moments and give every site the global scaling."""
+    stats = combine_moments([site.moments() for site in sites])
+    for site in sites:
+        site.set_scaling(stats)
+    return stats
+
+
+def lr_for_round(lr: float, gamma: float, round_index: int) -> float:
+    """The per-round learning-rate schedule sent with each task: ``lr * gamma ** round``."""
+    return lr * gamma**round_index
+
+
+@dataclass
+class FederationResult:
+    """The final global model and, per round, each site's metrics of the model it received."""
+
+    model: torch.nn.Module
+    history: list[dict[str, dict[str, float]]] = field(default_factory=list)
+
+
+def run_federation(
+    sites: Sequence[HeartSite],
+    model_fn: Callable[[], torch.nn.Module],
+    *,
+    rounds: int,
+    lr: float,
+    gamma: float = 1.0,
+    seed: int = 0,
+    track: bool = False,
+    on_round: Callable[[int, torch.nn.Module], None] | None = None,
+    **local: object,
+) -> FederationResult:
+    """FedAvg (``mu=0``) or FedProx (``mu>0``) with sample-count weighting.
+
+    Args:
+        sites: the sites, already scaled (see :func:`federated_scaling`).
+        model_fn: builds the initial global model.
+        rounds: number of rounds.
+        lr: base learning rate; round ``r`` uses ``lr * gamma ** r``.
+        gamma: per-round decay of the learning rate.
+        seed: seeds each site's shuffling (site ``i`` uses ``seed * 1000 + i``).
+        track: record each site's test metrics of the incoming global model every round.
+        on_round: called with ``(round_index, global_model)`` after each aggregation.
+        **local: further :class:`LocalTrainConfig` fields (batch_size, local_steps, mu, ...).
+    """
+    global_model = model_fn()
+    generators = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(len(sites))]
+    result = FederationResult(model=global_model)
+    for r in range(rounds):
+        config = LocalTrainConfig(lr=lr_for_round(lr, gamma, r), **local)  # type: ignore[arg-type]
+        if track:
+            result.history.append({s.name: s.evaluate(global_model) for s in sites})
+        states, weights = [], []
+        for site, gen in zip(sites, generators, strict=True):
+            local_model = copy.deepcopy(global_model)
+            site.train_round(local_model, config, generator=gen)
+            states.append({k: v.detach().numpy() for k, v in local_model.state_dict().items()})
+            weights.append(site.n_train)
+        averaged = weighted_average(states, weights)
+        global_model.load_state_dict(
+            {k: torch.as_tensor(np.asarray(v, dtype="float32")) for k, v in averaged.items()}
+        )
+        if on_round is not None:
+            on_round(r, global_model)
+    return result

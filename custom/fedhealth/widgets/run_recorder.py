@@ -1,0 +1,123 @@
+"""Server widget that records a run's progress: rounds, per-site metrics and failed sites.
+
+It writes ``fedhealth_run.json`` into the server's run folder (downloaded with the job result)
+after every round, and answers ``show_stats`` so an admin sees live progress: round i of N, which
+sites reported, the current global validation metric and any site that failed, with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from nvflare.apis.dxo import from_shareable
+from nvflare.apis.event_type import EventType
+from nvflare.apis.fl_component import FLComponent
+from nvflare.apis.fl_constant import FLContextKey, ReservedKey, ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import ReservedHeaderKey
+from nvflare.app_common.app_constant import AppConstants
+from nvflare.app_common.app_event_type import AppEventType
+from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
+
+from fedhealth.constants import HEADER_ERROR, META_SITE_METRICS, RUN_RECORD_FILE, STATS_GROUP, TASK_TRAIN
+from fedhealth.reports.summary import round_summary
+
+
+class RunRecorder(FLComponent):
+    """Keeps the run record; no patient data ever reaches it (sites send aggregates only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._record: dict = {}
+        self._path: Path | None = None
+
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        if event_type == EventType.START_RUN:
+            workspace = fl_ctx.get_engine().get_workspace()
+            self._path = Path(workspace.get_run_dir(fl_ctx.get_job_id())) / RUN_RECORD_FILE
+            with self._lock:
+                self._record = {
+                    "job_id": fl_ctx.get_job_id(),
+                    "started": time.time(),
+                    "status": "running",
+                    "current_round": None,
+                    "num_rounds": None,
+                    "rounds": [],
+                    "failures": [],
+                }
+        elif event_type == AppEventType.ROUND_STARTED:
+            with self._lock:
+                self._record["current_round"] = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
+                self._record["num_rounds"] = fl_ctx.get_prop(AppConstants.NUM_ROUNDS)
+        elif event_type == EventType.BEFORE_PROCESS_SUBMISSION:
+            self._on_result(fl_ctx)
+        elif event_type == AppEventType.ROUND_DONE:
+            self._write()
+        elif event_type == InfoCollector.EVENT_TYPE_GET_STATS:
+            collector = fl_ctx.get_prop(InfoCollector.CTX_KEY_STATS_COLLECTOR, None)
+            if isinstance(collector, GroupInfoCollector):
+                collector.add_info(group_name=STATS_GROUP, info=self.progress())
+        elif event_type == EventType.END_RUN:
+            with self._lock:
+                self._record["status"] = "finished"
+                self._record["ended"] = time.time()
+            self._write()
+
+    def _on_result(self, fl_ctx: FLContext) -> None:
+        result = fl_ctx.get_prop(FLContextKey.TASK_RESULT)
+        if result is None:
+            return
+        task = result.get_header(ReservedHeaderKey.TASK_NAME, "")
+        site = result.get_peer_prop(ReservedKey.IDENTITY_NAME, None) or "unknown"
+        rc = result.get_return_code(ReturnCode.OK)
+        with self._lock:
+            if rc != ReturnCode.OK:
+                reason = result.get_header(HEADER_ERROR, None) or f"returned {rc}"
+                self._record["failures"].append(
+                    {"site": site, "task": task, "round": self._record["current_round"], "reason": reason}
+                )
+                self._write_locked()
+                return
+            if task != TASK_TRAIN:
+                return
+            try:
+                metrics = from_shareable(result).get_meta_prop(META_SITE_METRICS, None)
+            except ValueError:
+                metrics = None
+            if metrics is None:
+                return
+            rnd = int(metrics.get("round", self._record["current_round"] or 0))
+            rounds = self._record["rounds"]
+            while len(rounds) <= rnd:
+                rounds.append({"round": len(rounds), "sites": {}})
+            rounds[rnd]["sites"][site] = metrics
+            rounds[rnd].update(round_summary(rounds[rnd]["sites"]))
+
+    def progress(self) -> dict:
+        """What ``show_stats`` shows: round, sites reported this round, current global metric, failures."""
+        with self._lock:
+            rounds = self._record.get("rounds", [])
+            last = rounds[-1] if rounds else {}
+            return {
+                "current_round": self._record.get("current_round"),
+                "num_rounds": self._record.get("num_rounds"),
+                "sites_reported": sorted(last.get("sites", {})),
+                "global_accuracy": last.get("global_accuracy"),
+                "global_auc": last.get("global_auc"),
+                "failures": list(self._record.get("failures", [])),
+            }
+
+    def _write(self) -> None:
+        with self._lock:
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        if self._path is None:
+            return
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._record, indent=2))
+        tmp.replace(self._path)  # atomic: a reader never sees half a record
