@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from fedhealth.poc.admin import AdminClient
 from fedhealth.poc.processes import PocProcesses
-from fedhealth.poc.workspace import PocError, prepare_workspace, write_heart_data
+from fedhealth.poc.workspace import PocError, PocLayout, prepare_workspace, write_heart_data
 from fedhealth.reports.run_report import build_report, find_run_files, site_table, write_report
 
 
@@ -32,7 +32,7 @@ def _job_rounds(job_dir: Path) -> int:
 def run_demo(
     *, job_dir: Path, project_file: Path, workspace: Path, results_dir: Path, timeout: float = 900.0
 ) -> dict:
-    """Run one job in POC mode and write its report; returns the report.
+    """Provision, place the data, run one job in POC mode and write its report; returns the report.
 
     Raises:
         PocError: a step failed; the message says which and why.
@@ -44,30 +44,9 @@ def run_demo(
     print(f"[1/6] provisioning the POC workspace in {workspace} (certificates, allow-list, loopback)")
     layout = prepare_workspace(project_file, Path(workspace) / "poc")
     sizes = write_heart_data(layout)
-    print(
-        "[2/6] each hospital's own rows written into its own site: "
-        + ", ".join(f"{s} {tr}+{te}" for s, (tr, te) in sizes.items())
-    )
-    downloads = Path(workspace) / "downloads"
-    shutil.rmtree(downloads, ignore_errors=True)
-    with PocProcesses(layout, Path(workspace) / "logs") as procs:
-        print(f"[3/6] starting the FLARE server (127.0.0.1:{layout.port}) and {len(layout.sites)} sites")
-        procs.start()
-        with AdminClient(layout) as admin:
-            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-            job_id = admin.submit(job_dir, Path(workspace) / "submit")
-            print(f"[4/6] submitted {job_dir.name} as {layout.admin}: job {job_id}")
-            status = _follow(admin, job_id, _job_rounds(job_dir), procs.check_alive, timeout)
-            result = admin.download(job_id, downloads)
-            if status != "FINISHED:COMPLETED":
-                record, _ = find_run_files(result)
-                reasons = "; ".join(f"{f['site']}: {f['reason']}" for f in record.get("failures", []))
-                logs = admin.error_logs(job_id)
-                raise PocError(
-                    f"job {job_id} ended {status}"
-                    + (f" - {reasons}" if reasons else "")
-                    + (f" (error logs: {logs})" if logs else "")
-                )
+    sites = ", ".join(f"{s} {tr}+{te}" for s, (tr, te) in sizes.items())
+    print(f"[2/6] each hospital's own rows written into its own site (train+test): {sites}")
+    result = run_job(layout, job_dir, workspace=Path(workspace), timeout=timeout)
     print("[6/6] all FLARE processes stopped; writing the report")
     record, cross = find_run_files(result)
     report = build_report(job_dir.name, record, cross)
@@ -82,6 +61,41 @@ def run_demo(
     print("report: " + ", ".join(str(p) for p in paths))
     print(f"done in {seconds:.0f} s")
     return report
+
+
+def run_job(layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float) -> Path:
+    """Start the federation, run ``job_dir`` as the project admin, stop everything; returns the result folder.
+
+    Raises:
+        PocError: the federation did not start, or the job did not complete; the message names the
+            failed sites and their reasons as the server recorded them.
+    """
+    downloads = workspace / "downloads"
+    shutil.rmtree(downloads, ignore_errors=True)
+    with PocProcesses(layout, workspace / "logs") as procs:
+        print(f"[3/6] starting the FLARE server (127.0.0.1:{layout.port}) and {len(layout.sites)} sites")
+        procs.start()
+        with AdminClient(layout) as admin:
+            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+            job_id = admin.submit(job_dir, workspace / "submit")
+            print(f"[4/6] submitted {job_dir.name} as {layout.admin}: job {job_id}")
+            status = _follow(admin, job_id, _job_rounds(job_dir), procs.check_alive, timeout)
+            result = admin.download(job_id, downloads)
+            if status != "FINISHED:COMPLETED":
+                raise PocError(_failure_message(job_id, status, result, admin.error_logs(job_id)))
+    return result
+
+
+def _failure_message(job_id: str, status: str, result: Path, logs: str) -> str:
+    try:
+        record, _ = find_run_files(result)
+        failures = record.get("failures", [])
+    except (FileNotFoundError, ValueError):
+        failures = []
+    reasons = "; ".join(f"{f['site']}: {f['reason']}" for f in failures)
+    message = f"job {job_id} ended {status}"
+    message += f" - failed sites: {reasons}" if reasons else " - no site reported a reason"
+    return message + (f" (site error logs downloaded to {logs})" if logs else "")
 
 
 def _follow(admin: AdminClient, job_id: str, rounds: int, check, timeout: float) -> str:

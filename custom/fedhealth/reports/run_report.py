@@ -14,6 +14,7 @@ from fedhealth.constants import (
     CROSS_VAL_FILE,
     M_ACCURACY,
     M_AUC,
+    M_LOSS,
     M_N_TEST,
     M_N_TRAIN,
     RUN_RECORD_FILE,
@@ -54,6 +55,7 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
     for site in sorted(set(cross) | set(last_sizes)):
         final = cross.get(site, {}).get(model, {}) if model else {}
         n_train, n_test = last_sizes.get(site, (final.get(M_N_TRAIN), final.get(M_N_TEST)))
+        first = rounds[0].get("sites", {}).get(site, {}) if rounds else {}
         sites.append(
             {
                 "name": site,
@@ -61,6 +63,8 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
                 "n_test": _int(n_test),
                 "accuracy": final.get(M_ACCURACY),
                 "auc": final.get(M_AUC),
+                "loss": final.get(M_LOSS),
+                "initial": {k: first.get(f"global_{k}") for k in (M_ACCURACY, M_AUC, M_LOSS)},
             }
         )
     weights = {s["name"]: float(s["n_test"] or 0) for s in sites}
