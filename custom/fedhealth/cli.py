@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workspace", type=Path, default=root / "workspace")
     demo.add_argument("--results", type=Path, default=root / "results" / "demo")
     demo.add_argument("--timeout", type=float, default=900.0, help="seconds the job may run")
+    up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
+    up.add_argument("--project", type=Path, default=root / "project.yml")
+    up.add_argument("--workspace", type=Path, default=root / "workspace")
     return parser
 
 
@@ -39,6 +42,20 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(
+        signal.SIGINT, signal.default_int_handler
+    )  # Ctrl-C stops everything, even if inherited as ignored
+    if args.command == "up":
+        from fedhealth.poc.up import run_up
+
+        try:
+            run_up(project_file=args.project, workspace=args.workspace)
+        except PocError as exc:
+            print(f"\nfedhealth up failed: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nfederation stopped.", file=sys.stderr)
+        return 0
     if args.command == "demo":
         from fedhealth.poc.demo import run_demo
 
