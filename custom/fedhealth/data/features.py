@@ -57,17 +57,34 @@ def local_moments(x: np.ndarray) -> dict[str, list[float]]:
     }
 
 
-def combine_moments(moments: list[dict[str, list[float]]]) -> dict[str, list[float]]:
-    """Global mean and (unbiased) standard deviation from several sites' moments."""
+def combine_moments(
+    moments: list[dict[str, list[float]]], *, allow_unobserved: bool = False
+) -> dict[str, list[float]]:
+    """Global mean and (unbiased) standard deviation from several sites' moments.
+
+    Args:
+        moments: each site's :func:`local_moments`.
+        allow_unobserved: give a feature seen fewer than twice mean 0 (if never seen) and standard
+            deviation 0 instead of raising; a site's own scaling needs this (Switzerland never
+            records cholesterol), global scaling does not.
+
+    Raises:
+        ValueError: no moments, or a feature observed fewer than twice while not allowed.
+    """
     if not moments:
         raise ValueError("combine_moments needs the moments of at least one site.")
     count = np.sum([m[S_COUNT] for m in moments], axis=0)
     total = np.sum([m[S_SUM] for m in moments], axis=0)
     total_sq = np.sum([m[S_SUMSQ] for m in moments], axis=0)
-    if (count < 2).any():
+    if (count < 2).any() and not allow_unobserved:
         raise ValueError("Every feature needs at least two observed values across sites to be scaled.")
-    mean = total / count
-    var = np.maximum(total_sq - count * mean**2, 0.0) / (count - 1)
+    mean = np.divide(total, count, out=np.zeros_like(total, dtype="float64"), where=count > 0)
+    var = np.divide(
+        np.maximum(total_sq - count * mean**2, 0.0),
+        count - 1,
+        out=np.zeros_like(total, dtype="float64"),
+        where=count > 1,
+    )
     return {S_MEAN: mean.tolist(), S_STD: np.sqrt(var).tolist()}
 
 
@@ -81,7 +98,7 @@ class Scaler:
     @classmethod
     def fit(cls, x: np.ndarray) -> Scaler:
         """Scaling from one matrix (FLamby's per-site or pooled scaling)."""
-        stats = combine_moments([local_moments(x)])
+        stats = combine_moments([local_moments(x)], allow_unobserved=True)
         return cls.from_stats(stats)
 
     @classmethod

@@ -25,7 +25,7 @@ from nvflare.app_common.app_constant import AppConstants
 from fedhealth import constants as C
 from fedhealth.data.site_data import SiteDataError, load_site, resolve_data_root
 from fedhealth.models.state import tabular_from_weights, to_numpy
-from fedhealth.training.heart_site import HeartSite
+from fedhealth.training.heart_site import SCALING_MODES, HeartSite
 from fedhealth.training.loops import LocalTrainConfig
 
 
@@ -68,6 +68,8 @@ class HeartExecutor(Executor):
             optimizer=optimizer,
             weight_decay=weight_decay,
         )
+        if scaling not in SCALING_MODES:
+            raise ValueError(f"scaling must be one of {SCALING_MODES}, not {scaling!r}.")
         self.scaling = scaling
         self.chol_zero_as_missing = chol_zero_as_missing
         self.local = {

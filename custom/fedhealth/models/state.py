@@ -34,5 +34,8 @@ def tabular_from_weights(weights: Mapping[str, object]) -> TabularNet:
         model = TabularNet(in_features=in_features, arch="mlp", hidden=hidden, seed=None)
     else:
         raise ValueError(f"The received weights are not a fedhealth TabularNet (names: {sorted(tensors)}).")
-    model.load_state_dict(tensors)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:  # right names, wrong shapes or missing entries
+        raise ValueError(f"The received weights do not fit a fedhealth TabularNet: {exc}") from exc
     return model

@@ -92,6 +92,8 @@ def train_local(
         global_params: the global weights for the FedProx term (copied from ``model`` if None).
         generator: random generator for shuffling (reproducible runs).
     """
+    if len(y) == 0:
+        raise ValueError("Cannot train on an empty split.")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     if global_params is None and config.mu > 0:

@@ -1,0 +1,236 @@
+"""HeartExecutor.execute with FLARE's own FLContext, Workspace, DXO and Shareable objects.
+
+FLARE's real client engine needs a running client process, so the engine here is a stand-in that
+offers ``get_workspace()`` (all the executor asks of it) and swallows log events; the full path runs
+in the POC integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
+from nvflare.apis.event_type import EventType
+from nvflare.apis.fl_constant import ReservedKey, ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable
+from nvflare.apis.signal import Signal
+from nvflare.apis.workspace import Workspace
+from nvflare.app_common.app_constant import AppConstants
+
+from fedhealth import constants as C
+from fedhealth.data.features import combine_moments, feature_names
+from fedhealth.data.site_data import write_site
+from fedhealth.executors.heart_executor import HeartExecutor
+from fedhealth.models.state import to_numpy
+from fedhealth.models.tabular import TabularNet
+
+JOB_ID = "job-1"
+# site -> (n_train, n_test, chol recorded in training rows)
+SITES = {"cleveland": (199, 104, 199), "va_long_beach": (85, 45, 63)}
+# (task name, return code) for tasks that need nothing from the server
+UNKNOWN_TASKS = ["training", "", "TRAIN"]
+
+
+class _Engine:
+    """Stand-in for FLARE's client engine: the workspace, and a sink for log events."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self._workspace = workspace
+        self.events: list[str] = []
+
+    def get_workspace(self) -> Workspace:
+        return self._workspace
+
+    def fire_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        self.events.append(event_type)
+
+
+def _kit(root: Path, site: str, splits: dict, drop: str | None = None) -> Path:
+    kit = root / site
+    (kit / "startup").mkdir(parents=True)
+    (kit / "local").mkdir()
+    (kit / "local" / C.SITE_CONFIG_FILE).write_text(json.dumps({C.SITE_DATA_ROOT_KEY: "hospital"}))
+    train, test = splits[site].train, splits[site].test
+    write_site(kit / "hospital", train.drop(columns=drop) if drop else train, test)
+    return kit
+
+
+def _context(kit: Path, site: str) -> FLContext:
+    workspace = Workspace(str(kit), site_name=site)
+    Path(workspace.get_run_dir(JOB_ID)).mkdir()
+    fl_ctx = FLContext()
+    fl_ctx.set_prop(ReservedKey.ENGINE, _Engine(workspace), private=True, sticky=True)
+    fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, site, private=False, sticky=True)
+    fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
+    return fl_ctx
+
+
+def _started(tmp_path: Path, splits: dict, site: str = "cleveland", **kwargs: object):
+    fl_ctx = _context(_kit(tmp_path, site, splits, kwargs.pop("drop", None)), site)
+    executor = HeartExecutor(**kwargs)
+    executor.handle_event(EventType.START_RUN, fl_ctx)
+    return executor, fl_ctx
+
+
+def _run(
+    executor: HeartExecutor, task: str, fl_ctx: FLContext, shareable: Shareable | None = None
+) -> Shareable:
+    return executor.execute(task, shareable if shareable is not None else Shareable(), fl_ctx, Signal())
+
+
+def _scaling(executor: HeartExecutor, fl_ctx: FLContext) -> dict:
+    moments = from_shareable(_run(executor, C.TASK_FED_STATS, fl_ctx)).data
+    stats = {
+        **combine_moments([{k: moments[k] for k in (C.S_COUNT, C.S_SUM, C.S_SUMSQ)}]),
+        C.S_FEATURES: moments[C.S_FEATURES],
+    }
+    reply = _run(executor, C.TASK_SET_SCALING, fl_ctx, DXO(DataKind.COLLECTION, data=stats).to_shareable())
+    assert reply.get_return_code() == ReturnCode.OK
+    return stats
+
+
+def _model_task(lr: float | None = 0.05, round_index: int = 0, in_features: int = 14) -> Shareable:
+    meta = {} if lr is None else {C.META_LEARNING_RATE: lr, C.META_ROUND: round_index}
+    shareable = DXO(
+        DataKind.WEIGHTS, data=to_numpy(TabularNet(in_features=in_features, seed=0)), meta=meta
+    ).to_shareable()
+    shareable.set_header(AppConstants.CURRENT_ROUND, round_index)
+    return shareable
+
+
+@pytest.mark.parametrize(("site", "sizes"), SITES.items())
+def test_fed_stats_returns_moments_with_counts(
+    tmp_path: Path, heart_splits: dict, site: str, sizes: tuple
+) -> None:
+    n_train, _, chol_observed = sizes
+    executor, fl_ctx = _started(tmp_path, heart_splits, site)
+    reply = _run(executor, C.TASK_FED_STATS, fl_ctx)
+    assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK
+    dxo = from_shareable(reply)
+    assert dxo.data_kind == DataKind.COLLECTION
+    assert dxo.data[C.S_FEATURES] == feature_names(True)
+    assert dxo.data[C.M_N_TRAIN] == n_train
+    counts = dxo.data[C.S_COUNT]
+    chol = feature_names(True).index("chol")
+    assert counts[chol] == chol_observed
+    assert [c for i, c in enumerate(counts) if i != chol] == [float(n_train)] * 13
+    assert len(dxo.data[C.S_SUM]) == len(dxo.data[C.S_SUMSQ]) == 14
+
+
+def test_train_after_set_scaling_returns_sample_weighted_weights(tmp_path: Path, heart_splits: dict) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits)
+    stats = _scaling(executor, fl_ctx)
+    saved = json.loads((tmp_path / "cleveland" / JOB_ID / C.SCALING_STATE_FILE).read_text())
+    assert saved == stats
+    task = _model_task(lr=0.05, round_index=3)
+    reply = _run(executor, C.TASK_TRAIN, fl_ctx, task)
+    assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK
+    dxo = from_shareable(reply)
+    assert dxo.data_kind == DataKind.WEIGHTS
+    assert dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == 199
+    assert {k: v.shape for k, v in dxo.data.items()} == {"net.weight": (1, 14), "net.bias": (1,)}
+    sent = from_shareable(task).data
+    assert not np.array_equal(dxo.data["net.weight"], sent["net.weight"])
+    metrics = dxo.get_meta_prop(C.META_SITE_METRICS)
+    assert (metrics["n_train"], metrics["n_test"], metrics["lr"], metrics["round"]) == (199, 104, 0.05, 3)
+    assert 0.0 <= metrics["global_accuracy"] <= 1.0
+    assert dxo.get_meta_prop(MetaKey.INITIAL_METRICS) == metrics["global_accuracy"]
+    submitted = from_shareable(_run(executor, C.TASK_SUBMIT_MODEL, fl_ctx))
+    np.testing.assert_array_equal(submitted.data["net.weight"], dxo.data["net.weight"])
+
+
+def test_validate_returns_metrics(tmp_path: Path, heart_splits: dict) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits, "va_long_beach")
+    _scaling(executor, fl_ctx)
+    dxo = from_shareable(_run(executor, C.TASK_VALIDATE, fl_ctx, _model_task()))
+    assert dxo.data_kind == DataKind.METRICS
+    assert (dxo.data["n_train"], dxo.data["n_test"]) == (85.0, 45.0)
+    assert 0.0 <= dxo.data["accuracy"] <= 1.0 and 0.0 <= dxo.data["auc"] <= 1.0
+
+
+def test_scaling_survives_a_site_restart(tmp_path: Path, heart_splits: dict) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits)
+    _scaling(executor, fl_ctx)
+    restarted = HeartExecutor()
+    restarted.handle_event(EventType.START_RUN, fl_ctx)
+    reply = _run(restarted, C.TASK_TRAIN, fl_ctx, _model_task())
+    assert from_shareable(reply).get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == 199
+
+
+def test_submit_model_before_training_is_empty(tmp_path: Path, heart_splits: dict) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits)
+    assert _run(executor, C.TASK_SUBMIT_MODEL, fl_ctx).get_return_code() == ReturnCode.EMPTY_RESULT
+
+
+# (task shareable factory, whether to set scaling first, fragments of the fedhealth_error header)
+FAILING_TASKS = [
+    (
+        lambda: _model_task(lr=None),
+        True,
+        ["failed task 'train'", "carries no learning rate", "ScheduledShareableGenerator"],
+    ),
+    (lambda: _model_task(), False, ["failed task 'train'", "no feature scaling yet", "federated statistics"]),
+    (lambda: _model_task(in_features=13), True, ["takes 13 features but this site encodes 14"]),
+    (lambda: DXO(DataKind.METRICS, data={"a": 1}).to_shareable(), True, ["expected model weights"]),
+]
+
+
+@pytest.mark.parametrize(("make_task", "scaled", "fragments"), FAILING_TASKS)
+def test_bad_train_task_fails_with_reason(
+    tmp_path: Path, heart_splits: dict, make_task, scaled: bool, fragments: list[str]
+) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits)
+    if scaled:
+        _scaling(executor, fl_ctx)
+    reply = _run(executor, C.TASK_TRAIN, fl_ctx, make_task())
+    assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+    message = reply.get_header(C.HEADER_ERROR)
+    assert message.startswith("site cleveland failed task")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_set_scaling_for_other_features_fails(tmp_path: Path, heart_splits: dict) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits)
+    stats = {"mean": [0.0] * 13, "std": [1.0] * 13, C.S_FEATURES: feature_names(False)}
+    reply = _run(executor, C.TASK_SET_SCALING, fl_ctx, DXO(DataKind.COLLECTION, data=stats).to_shareable())
+    assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+    assert "computed for other features" in reply.get_header(C.HEADER_ERROR)
+
+
+@pytest.mark.parametrize("task", [C.TASK_FED_STATS, C.TASK_TRAIN, C.TASK_VALIDATE])
+def test_site_missing_chol_column_names_file_and_column(
+    tmp_path: Path, heart_splits: dict, task: str
+) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits, drop="chol")
+    reply = _run(executor, task, fl_ctx, _model_task())
+    assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+    message = reply.get_header(C.HEADER_ERROR)
+    assert f"site cleveland failed task '{task}'" in message
+    assert "heart_disease/train.csv" in message and "'chol'" in message
+
+
+@pytest.mark.parametrize("task", UNKNOWN_TASKS)
+def test_unknown_task(tmp_path: Path, heart_splits: dict, task: str) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits)
+    assert _run(executor, task, fl_ctx).get_return_code() == ReturnCode.TASK_UNKNOWN
+
+
+def test_aborted_task(tmp_path: Path, heart_splits: dict) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits)
+    signal = Signal()
+    signal.trigger("stop")
+    reply = executor.execute(C.TASK_FED_STATS, Shareable(), fl_ctx, signal)
+    assert reply.get_return_code() == ReturnCode.TASK_ABORTED
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [({"mu": -1.0}, "mu"), ({"local_steps": 0, "local_epochs": 0}, "local")]
+)
+def test_constructor_checks_training_args(args: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HeartExecutor(**args)

@@ -1,0 +1,206 @@
+"""Every folder under jobs/ is a FLARE job an admin can submit as it is, with no code and no paths."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
+from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer
+
+from fedhealth import constants as C
+from fedhealth.data.features import feature_names
+from fedhealth.executors.heart_executor import HeartExecutor
+from fedhealth.provision.allow_list_builder import DEFAULT_EXTRA
+
+JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
+JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())
+CONFIG_FILES = ("config_fed_server.json", "config_fed_client.json")
+ALLOW_LIST = [*DEFAULT_CLASS_ALLOW_LIST, *DEFAULT_EXTRA]
+# job -> FedProx mu of its executor (FedAvg is mu = 0)
+EXPECTED_MU = {"heart_fedavg": 0.0, "heart_fedprox": "positive"}
+# Components whose constructor we run with the job's args (a wrong arg name fails here, not at a site).
+CHECKED_CLASSES = (
+    "fedhealth.executors.heart_executor.HeartExecutor",
+    "fedhealth.shareables.scheduled_generator.ScheduledShareableGenerator",
+    "fedhealth.workflows.fed_stats_controller.FedStatsController",
+    "fedhealth.models.tabular.TabularNet",
+    "fedhealth.widgets.run_recorder.RunRecorder",
+)
+
+
+def _apps(job: str) -> list[Path]:
+    return sorted(p for p in (JOBS_DIR / job).iterdir() if p.is_dir())
+
+
+def _configs(job: str) -> Iterator[tuple[Path, dict]]:
+    for app in _apps(job):
+        for name in CONFIG_FILES:
+            path = app / "config" / name
+            if path.is_file():
+                yield path, json.loads(path.read_text())
+
+
+def _component_specs(node: object) -> Iterator[dict]:
+    """Every ``{"path": "pkg.mod.Class", ...}`` dict, nested model args included."""
+    if isinstance(node, dict):
+        path = node.get("path")
+        if isinstance(path, str) and "." in path and "/" not in path:
+            yield node
+        for value in node.values():
+            yield from _component_specs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _component_specs(item)
+
+
+def _strings(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
+def _import(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _build(spec: dict) -> object:
+    """Instantiate a component as FLARE would, building nested ``{"path", "args"}`` args first."""
+    args = {
+        k: _build(v) if isinstance(v, dict) and "path" in v else v for k, v in spec.get("args", {}).items()
+    }
+    return _import(spec["path"])(**args)
+
+
+def _executor_args(job: str) -> dict:
+    client = dict(_configs(job))[JOBS_DIR / job / "app" / "config" / "config_fed_client.json"]
+    (entry,) = client["executors"]
+    return entry["executor"]["args"]
+
+
+def _server(job: str) -> dict:
+    return dict(_configs(job))[JOBS_DIR / job / "app" / "config" / "config_fed_server.json"]
+
+
+def test_the_expected_jobs_exist() -> None:
+    assert set(EXPECTED_MU) <= set(JOBS)
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_meta_deploy_map_matches_apps(job: str) -> None:
+    meta = json.loads((JOBS_DIR / job / "meta.json").read_text())
+    assert meta["name"] == job
+    assert set(meta["deploy_map"]) == {p.name for p in _apps(job)}
+    assert all(isinstance(sites, list) and sites for sites in meta["deploy_map"].values())
+    assert 1 <= meta.get("min_clients", 1) <= len(C.HEART_SITES)
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_each_app_has_parsable_configs(job: str) -> None:
+    for app in _apps(job):
+        present = [n for n in CONFIG_FILES if (app / "config" / n).is_file()]
+        assert present, f"{app} has neither server nor client config"
+        for name in present:
+            config = json.loads((app / "config" / name).read_text())
+            assert config.get("format_version") == 2
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_component_paths_import_and_are_allowed(job: str) -> None:
+    specs = [spec for _, config in _configs(job) for spec in _component_specs(config)]
+    assert len(specs) >= 5
+    assert "fedhealth.models.tabular.TabularNet" in {s["path"] for s in specs}  # nested model found
+    for spec in specs:
+        cls = _import(spec["path"])
+        assert inspect.isclass(cls), spec["path"]
+        allowed = [p for p in ALLOW_LIST if ComponentPathAuthorizer._path_matches_prefix(spec["path"], p)]
+        assert allowed, f"{spec['path']} is not on the provisioned class allow-list"
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_component_args_are_accepted(job: str) -> None:
+    built = 0
+    for _, config in _configs(job):
+        for spec in _component_specs(config):
+            if spec["path"] in CHECKED_CLASSES:
+                assert _build(spec) is not None
+                built += 1
+    assert built >= 4
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_executor_instantiates_with_job_args(job: str) -> None:
+    executor = HeartExecutor(**_executor_args(job))
+    args = _executor_args(job)
+    assert executor.local["mu"] == args["mu"] and executor.scaling == args["scaling"]
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_model_matches_executor_encoding(job: str) -> None:
+    (persistor,) = [c for c in _server(job)["components"] if c["id"] == "persistor"]
+    model = _build(persistor["args"]["model"])
+    assert model.in_features == len(feature_names(_executor_args(job)["chol_zero_as_missing"]))
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_task_names_are_the_kit_constants(job: str) -> None:
+    (entry,) = json.loads((JOBS_DIR / job / "app" / "config" / "config_fed_client.json").read_text())[
+        "executors"
+    ]
+    assert set(entry["tasks"]) == {
+        C.TASK_FED_STATS,
+        C.TASK_SET_SCALING,
+        C.TASK_TRAIN,
+        C.TASK_VALIDATE,
+        C.TASK_SUBMIT_MODEL,
+    }
+    workflows = {w["id"]: w["args"] for w in _server(job)["workflows"]}
+    sag = next(a for a in workflows.values() if "train_task_name" in a)
+    assert sag["train_task_name"] == C.TASK_TRAIN
+    cse = next(a for a in workflows.values() if "validation_task_name" in a)
+    assert (cse["validation_task_name"], cse["submit_model_task_name"]) == (
+        C.TASK_VALIDATE,
+        C.TASK_SUBMIT_MODEL,
+    )
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_no_absolute_paths(job: str) -> None:
+    for path, config in _configs(job):
+        for value in _strings(config):
+            assert not value.startswith("/") and ":\\" not in value, f"{path.name}: {value!r}"
+    meta = json.loads((JOBS_DIR / job / "meta.json").read_text())
+    assert not [v for v in _strings(meta) if v.startswith("/") or ":\\" in v]
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_no_python_in_the_job(job: str) -> None:
+    assert sorted((JOBS_DIR / job).rglob("*.py")) == []
+    assert not any(p.name == "custom" for p in (JOBS_DIR / job).rglob("*") if p.is_dir())
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_job_has_readme(job: str) -> None:
+    readme = JOBS_DIR / job / "README.md"
+    assert readme.is_file(), f"jobs/{job}/README.md is missing"
+    assert readme.read_text().strip()
+
+
+@pytest.mark.parametrize(("job", "mu"), EXPECTED_MU.items())
+def test_fedavg_and_fedprox_differ_in_mu(job: str, mu: float | str) -> None:
+    actual = _executor_args(job)["mu"]
+    if mu == "positive":
+        assert actual > 0
+    else:
+        assert actual == mu
