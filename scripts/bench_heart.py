@@ -35,14 +35,16 @@ from fedhealth.data.heart_source import RAW_COLUMNS, TARGET, load_heart_sites
 from fedhealth.data.site_data import SiteTable
 from fedhealth.training.federation import federated_scaling
 from fedhealth.training.heart_site import HeartSite
-from fedhealth.training.tuning import (
+from fedhealth.training.trainers import (
     FT_SCOPES,
-    CVScore,
     Model,
     Trainer,
     centralized_trainer,
     federated_trainer,
     finetuned_trainer,
+)
+from fedhealth.training.tuning import (
+    CVScore,
     grid,
     make_folds,
     model_for,
