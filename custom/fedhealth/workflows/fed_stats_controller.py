@@ -7,6 +7,9 @@ each hospital by its own statistics instead, which hides real differences betwee
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from nvflare.apis.client import Client
 from nvflare.apis.controller_spec import ClientTask, Task
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
@@ -22,6 +25,7 @@ from fedhealth.constants import (
     S_FEATURES,
     S_SUM,
     S_SUMSQ,
+    SCALING_STATE_FILE,
     TASK_FED_STATS,
     TASK_SET_SCALING,
 )
@@ -92,6 +96,9 @@ class FedStatsController(Controller):
             return
         self.global_stats = {**combine_moments(moments), S_FEATURES: names}
         self.log_info(fl_ctx, f"global scaling from {len(moments)} sites over {len(names)} features")
+        # Kept with the run (downloaded with the result): a new site needs it to use the model.
+        run_dir = Path(fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id()))
+        (run_dir / SCALING_STATE_FILE).write_text(json.dumps(self.global_stats, indent=2))
         acks = self._broadcast(
             TASK_SET_SCALING,
             DXO(DataKind.COLLECTION, data=self.global_stats).to_shareable(),
