@@ -302,6 +302,45 @@ def aims(methods: dict[str, dict]) -> dict[str, dict]:
     return {"best_federated_by_cv": best, "best_kit_pooled_client_avg": pooled, "met": checks}
 
 
+def site_comparison(methods: dict[str, dict], best: str) -> dict[str, dict]:
+    """Per hospital: the CV-chosen federated method vs its own local-only model vs pooled training.
+
+    Shows which hospitals gain from federation and which lose (all under the kit's scaling).
+    """
+    pooled = max(
+        (n for n in methods if n.startswith("kit_pooled_") and "chol0" not in n),
+        key=lambda n: methods[n]["client_avg"],
+    )
+    out = {}
+    for site in HEART_SITES:
+        fed = methods[best]["per_site"][site]
+        local = methods[f"kit_local_{site}"]["per_site"][site]
+        pool = methods[pooled]["per_site"][site]
+        out[site] = {
+            "federated": fed,
+            "local_only": local,
+            "pooled": pool,
+            "gain_vs_local": fed - local,
+            "gain_vs_pooled": fed - pool,
+            "federated_method": best,
+            "pooled_method": pooled,
+        }
+    return out
+
+
+def print_site_comparison(comparison: dict[str, dict]) -> None:
+    print("\nper hospital: federated (CV choice) vs local-only vs pooled")
+    print(
+        f"{'hospital':15s} {'federated':>10s} {'local':>8s} {'pooled':>8s} "
+        f"{'vs local':>9s} {'vs pooled':>10s}"
+    )
+    for site, row in comparison.items():
+        print(
+            f"{site:15s} {row['federated']:10.3f} {row['local_only']:8.3f} {row['pooled']:8.3f} "
+            f"{row['gain_vs_local']:+9.3f} {row['gain_vs_pooled']:+10.3f}"
+        )
+
+
 def _reference(name: str) -> str:
     if name in FLAMBY:
         return f"{FLAMBY[name]['client_avg']:.3f} / {FLAMBY[name]['pooled_test']:.3f}"
@@ -356,8 +395,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods |= kit_block(tables, chosen)
     seconds = time.perf_counter() - start
     verdict = aims(methods)
+    comparison = site_comparison(methods, verdict["best_federated_by_cv"])
     print_table(methods)
     print_notes(methods, verdict)
+    print_site_comparison(comparison)
     hardware = {
         "platform": platform.platform(),
         "processor": platform.processor(),
@@ -368,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     record = {
         "methods": methods,
         "aims": verdict,
+        "per_site_comparison": comparison,
         "flamby_published": FLAMBY,
         "seeds": list(SEEDS),
         "cv": {"folds": CV_FOLDS, "repeats": CV_REPEATS, "seed": TUNE_SEED},

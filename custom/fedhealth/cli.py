@@ -7,6 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
+from fedhealth.onboarding.validate_site import add_arguments as add_validate_arguments
+from fedhealth.onboarding.validate_site import run as run_validate_site
 from fedhealth.poc.workspace import PocError
 
 
@@ -29,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workspace", type=Path, default=root / "workspace")
     demo.add_argument("--results", type=Path, default=root / "results" / "demo")
     demo.add_argument("--timeout", type=float, default=900.0, help="seconds the job may run")
+    validate = sub.add_parser(
+        "validate-site",
+        help="judge a global model on a new hospital's labelled data; fine-tune if it falls short",
+    )
+    add_validate_arguments(validate)
     up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
     up.add_argument("--project", type=Path, default=root / "project.yml")
     up.add_argument("--workspace", type=Path, default=root / "workspace")
@@ -45,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(
         signal.SIGINT, signal.default_int_handler
     )  # Ctrl-C stops everything, even if inherited as ignored
+    if args.command == "validate-site":
+        return run_validate_site(args)
     if args.command == "up":
         from fedhealth.poc.up import run_up
 

@@ -22,6 +22,12 @@ M_LOSS = "loss"
 M_TRAIN_LOSS = "train_loss"
 M_N_TRAIN = "n_train"
 M_N_TEST = "n_test"
+M_LOCAL_LOSS = "local_loss"  # the site's model after local training, on its test split
+M_INTERVALS = "intervals"  # metrics with 95% bootstrap intervals (training/site_metrics.py)
+# Per-round curves each site streams to the server (FLARE analytics -> TensorBoard).
+STREAMED_METRICS = ("train_loss", "global_loss", "local_loss", "global_accuracy", "global_auc")
+ANALYTICS_EVENT = "fed.analytix_log_stats"
+TB_DIR = "tb_events"
 
 # Federated statistics payload keys.
 S_COUNT = "count"

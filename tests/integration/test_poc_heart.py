@@ -86,6 +86,20 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
     assert (tmp_path / "results" / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The cross-site matrix holds the global model and each site's local model, on every site.
     assert all(len(models) == 5 for models in report["cross_site"].values())
+    matrix = report["cross_site_matrix"]["auc"]
+    assert len(matrix["sites"]) == 4 and len(matrix["models"]) == 5
+    # Per-site validation with intervals, flags and the gate on the minimum site.
+    assert saved["deploy_decision"] in ("DEPLOY", "DO NOT DEPLOY")
+    for site in saved["sites"]:
+        auc = site["metrics"]["auc"]
+        assert auc["lo"] <= auc["value"] <= auc["hi"] and site["deploy"] in ("DEPLOY", "DO NOT DEPLOY")
+        assert site["flagged"] is False  # four sites: the 2-SD rule cannot fire, and the report says so
+    switzerland = next(s for s in saved["sites"] if s["name"] == "switzerland")
+    assert switzerland["deploy"] == "DO NOT DEPLOY" and "1 negative" in switzerland["deploy_reason"]
+    assert saved["deploy_decision"] == "DO NOT DEPLOY"
+    assert len(saved["curves"]["cleveland"]["train_loss"]) == ROUNDS
+    # TensorBoard event files with per-site curves, streamed to the server.
+    assert {p.name for p in (tmp_path / "results" / "tb_events").iterdir()} == set(HEART_SITES)
     assert _flare_processes() == []
 
 

@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from nvflare.apis.analytix import AnalyticsDataType
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.executor import Executor
@@ -20,13 +21,15 @@ from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
+from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
 from fedhealth.data.site_data import SiteDataError, load_site, resolve_data_root
 from fedhealth.models.state import tabular_from_weights, to_numpy
 from fedhealth.training.heart_site import SCALING_MODES, HeartSite
-from fedhealth.training.loops import LocalTrainConfig
+from fedhealth.training.loops import LocalTrainConfig, predict
+from fedhealth.training.site_metrics import evaluate_with_intervals
 
 
 class HeartExecutor(Executor):
@@ -42,6 +45,8 @@ class HeartExecutor(Executor):
         optimizer: ``"sgd"`` or ``"adam"``.
         weight_decay: L2 penalty.
         seed: seed of the local shuffling.
+        n_bootstrap: bootstrap resamples for the 95% intervals of the validate task.
+        stream_metrics: stream per-round training and validation loss to the server (TensorBoard).
     """
 
     def __init__(
@@ -56,6 +61,8 @@ class HeartExecutor(Executor):
         optimizer: str = "sgd",
         weight_decay: float = 0.0,
         seed: int = 0,
+        n_bootstrap: int = 1000,
+        stream_metrics: bool = True,
     ) -> None:
         super().__init__()
         # Checked here so a bad job config fails at start, not in a round.
@@ -81,6 +88,8 @@ class HeartExecutor(Executor):
             "weight_decay": weight_decay,
         }
         self.seed = seed
+        self.n_bootstrap = n_bootstrap
+        self.stream_metrics = stream_metrics
         self._site: HeartSite | None = None
         self._site_error: str | None = None
         self._local_weights: dict | None = None
@@ -192,25 +201,49 @@ class HeartExecutor(Executor):
             model, LocalTrainConfig(lr=float(lr), **self.local), generator=self._generator
         )
         self._local_weights = to_numpy(model)
+        local = _clean(self._site.evaluate(model))
         metrics = {
             **{f"global_{k}": v for k, v in received.items() if k not in (C.M_N_TRAIN, C.M_N_TEST)},
             C.M_TRAIN_LOSS: stats[C.M_TRAIN_LOSS],
+            C.M_LOCAL_LOSS: local[C.M_LOSS],
             C.M_N_TRAIN: self._site.n_train,
             C.M_N_TEST: self._site.n_test,
             "lr": float(lr),
             "round": current_round,
         }
-        self.log_info(fl_ctx, f"round {current_round}: lr={lr:.5g} train_loss={stats[C.M_TRAIN_LOSS]:.4f}")
+        self.log_info(
+            fl_ctx,
+            f"round {current_round}: lr={lr:.5g} train_loss={stats[C.M_TRAIN_LOSS]:.4f} "
+            f"val_loss(received)={received[C.M_LOSS]:.4f}",
+        )
+        self._stream(fl_ctx, current_round, metrics)
         out = DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights)
         out.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, self._site.n_train)  # FedAvg weight = samples
         out.set_meta_prop(MetaKey.INITIAL_METRICS, received.get(C.M_ACCURACY))
         out.set_meta_prop(C.META_SITE_METRICS, metrics)
         return out.to_shareable()
 
+    def _stream(self, fl_ctx: FLContext, current_round: int, metrics: dict) -> None:
+        """Per-round curves to the server's TensorBoard receiver (aggregate numbers only)."""
+        if not self.stream_metrics:
+            return
+        for key in C.STREAMED_METRICS:
+            value = metrics.get(key)
+            if value is not None:
+                dxo = create_analytic_dxo(
+                    tag=key,
+                    value=float(value),
+                    data_type=AnalyticsDataType.SCALAR,
+                    global_step=int(current_round),
+                )
+                send_analytic_dxo(self, dxo, fl_ctx, event_type=C.ANALYTICS_EVENT, fire_fed_event=True)
+
     def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         model, _ = self._model_from(shareable)
         owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")
         metrics = _clean(self._site.evaluate(model))
+        x, y = self._site.arrays("test")
+        metrics[C.M_INTERVALS] = evaluate_with_intervals(y, predict(model, x), n_bootstrap=self.n_bootstrap)
         self.log_info(fl_ctx, f"validated model of {owner}: accuracy={metrics[C.M_ACCURACY]:.4f}")
         return DXO(data_kind=DataKind.METRICS, data=metrics).to_shareable()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fedhealth.constants import TB_DIR
 from fedhealth.poc.admin import AdminClient
 from fedhealth.poc.processes import PocProcesses
 from fedhealth.poc.workspace import PocError, PocLayout, prepare_workspace, write_heart_data
@@ -58,9 +59,38 @@ def run_demo(
     print(
         f"\nclient-average accuracy {g['client_avg_accuracy']:.3f}, worst site {g['worst_site_accuracy']:.3f}"
     )
+    _print_gate(report)
+    tb = _copy_tensorboard(result, Path(results_dir))
+    if tb:
+        print(f"TensorBoard (per-site curves): tensorboard --logdir {tb}")
     print("report: " + ", ".join(str(p) for p in paths))
     print(f"done in {seconds:.0f} s")
     return report
+
+
+def _print_gate(report: dict) -> None:
+    gate = report.get("gate") or {}
+    flagged = [s["name"] for s in report["sites"] if s.get("flagged")]
+    print(f"flagged sites: {', '.join(flagged) if flagged else 'none'}")
+    if gate:
+        print(
+            f"deployment gate ({gate['metric']} lower 95% bound >= {gate['threshold']} at every site): "
+            f"{gate['decision']} (deciding site: {gate['deciding_site']})"
+        )
+    divergence = report.get("divergence") or {}
+    if divergence.get("diverging"):
+        print(f"WARNING: {divergence['message']}")
+
+
+def _copy_tensorboard(result: Path, results_dir: Path) -> Path | None:
+    """Copy the server's TensorBoard event files (per-site curves) next to the report."""
+    found = sorted(Path(result).rglob(TB_DIR))
+    if not found:
+        return None
+    target = results_dir / TB_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(found[0], target)
+    return target
 
 
 def run_job(layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float) -> Path:

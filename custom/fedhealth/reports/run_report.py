@@ -19,6 +19,14 @@ from fedhealth.constants import (
     M_N_TRAIN,
     RUN_RECORD_FILE,
 )
+from fedhealth.reports.plots import write_plots
+from fedhealth.reports.site_report import (
+    cross_site_matrix,
+    fairness_markdown,
+    fairness_section,
+    site_curves,
+    site_rows,
+)
 from fedhealth.reports.summary import weighted_mean
 
 GLOBAL_MODEL_PREFIX = "SRV_"
@@ -67,6 +75,10 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
                 "initial": {k: first.get(f"global_{k}") for k in (M_ACCURACY, M_AUC, M_LOSS)},
             }
         )
+    section = fairness_section(cross, model, record)
+    extra = site_rows(section)
+    for row in sites:
+        row.update(extra.get(row["name"], {"flagged": False, "deploy": None}))
     weights = {s["name"]: float(s["n_test"] or 0) for s in sites}
     accuracies = {s["name"]: s["accuracy"] for s in sites}
     scored = [a for a in accuracies.values() if a is not None]
@@ -94,6 +106,15 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "cross_site": {
             site: {m: v.get(M_ACCURACY) for m, v in models.items()} for site, models in cross.items()
         },
+        "cross_site_matrix": {
+            metric: cross_site_matrix(cross, metric)
+            for metric in {M_ACCURACY, section["settings"]["primary_metric"]}
+        },
+        "deploy_decision": (section["gate"] or {}).get("decision", "DO NOT DEPLOY"),
+        "gate": section["gate"],
+        "flags": section["flags"],
+        "curves": site_curves(record),
+        "divergence": record.get("divergence"),
         "failures": record.get("failures", []),
     }
 
@@ -136,6 +157,8 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         f"worst site {_fmt(g['worst_site_accuracy'])}. ({g['note']}.)",
         "",
         "![global metric per round](rounds.png)",
+        "",
+        fairness_markdown(report),
     ]
     if report["failures"]:
         parts += ["", "## Failed sites", ""] + [
@@ -144,34 +167,11 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plot_rounds(report: dict, path: Path) -> None:
-    """PNG of the global model's accuracy and AUC (as received by the sites) per round."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    history = report["history"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = [h["round"] for h in history]
-    for key, label in (("global_accuracy", "accuracy"), ("global_auc", "AUC")):
-        ax.plot(xs, [h[key] for h in history], marker="o", label=label)
-    ax.set_xlabel("round (model sent to the sites at its start)")
-    ax.set_ylabel("test metric, all sites")
-    ax.set_title(f"{report['job']}: global model per round")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_report(report: dict, out_dir: Path, seconds: float | None = None) -> list[Path]:
-    """Write report.json, report.md and rounds.png into ``out_dir``."""
+    """Write report.json, report.md and the PNG plots into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path, png_path = out_dir / "report.json", out_dir / "report.md", out_dir / "rounds.png"
+    json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     json_path.write_text(json.dumps({**report, "seconds": seconds}, indent=2) + "\n")
     md_path.write_text(to_markdown(report, seconds))
-    plot_rounds(report, png_path)
-    return [json_path, md_path, png_path]
+    return [json_path, md_path, *write_plots(report, out_dir)]

@@ -22,15 +22,38 @@ from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
-from fedhealth.constants import HEADER_ERROR, META_SITE_METRICS, RUN_RECORD_FILE, STATS_GROUP, TASK_TRAIN
+from fedhealth.constants import (
+    HEADER_ERROR,
+    M_TRAIN_LOSS,
+    META_SITE_METRICS,
+    RUN_RECORD_FILE,
+    STATS_GROUP,
+    TASK_TRAIN,
+)
+from fedhealth.reports.fairness import loss_divergence
 from fedhealth.reports.summary import round_summary
+from fedhealth.training.site_metrics import METRICS
 
 
 class RunRecorder(FLComponent):
-    """Keeps the run record; no patient data ever reaches it (sites send aggregates only)."""
+    """Keeps the run record; no patient data ever reaches it (sites send aggregates only).
 
-    def __init__(self) -> None:
+    Args:
+        primary_metric: the metric the deployment gate judges (``auc``, ``accuracy``,
+            ``sensitivity`` or ``specificity``).
+        threshold: the clinical threshold the gate applies to each site's lower 95% bound.
+        flag_sd: a site is flagged when its metric is more than this many SD below the sites' mean.
+    """
+
+    def __init__(self, *, primary_metric: str = "auc", threshold: float = 0.75, flag_sd: float = 2.0) -> None:
         super().__init__()
+        if primary_metric not in METRICS:
+            raise ValueError(f"primary_metric must be one of {METRICS}, not {primary_metric!r}.")
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
+        if flag_sd <= 0:
+            raise ValueError(f"flag_sd must be positive, got {flag_sd}.")
+        self.gate = {"primary_metric": primary_metric, "threshold": threshold, "flag_sd": flag_sd}
         self._lock = threading.Lock()
         self._record: dict = {}
         self._path: Path | None = None
@@ -56,6 +79,7 @@ class RunRecorder(FLComponent):
         elif event_type == EventType.BEFORE_PROCESS_SUBMISSION:
             self._on_result(fl_ctx)
         elif event_type == AppEventType.ROUND_DONE:
+            self._check_divergence(fl_ctx)
             self._write()
         elif event_type == InfoCollector.EVENT_TYPE_GET_STATS:
             collector = fl_ctx.get_prop(InfoCollector.CTX_KEY_STATS_COLLECTOR, None)
@@ -97,6 +121,19 @@ class RunRecorder(FLComponent):
             rounds[rnd]["sites"][site] = metrics
             rounds[rnd].update(round_summary(rounds[rnd]["sites"]))
 
+    def _check_divergence(self, fl_ctx: FLContext) -> None:
+        """Warn (log and record) when the sites' training losses drift apart over rounds."""
+        with self._lock:
+            history = [
+                {site: m[M_TRAIN_LOSS] for site, m in r["sites"].items() if m.get(M_TRAIN_LOSS) is not None}
+                for r in self._record.get("rounds", [])
+            ]
+            result = loss_divergence(history)
+            was = (self._record.get("divergence") or {}).get("diverging")
+            self._record["divergence"] = result
+        if result.get("diverging") and not was:
+            self.log_warning(fl_ctx, result["message"])
+
     def progress(self) -> dict:
         """What ``show_stats`` shows: round, sites reported this round, current global metric, failures."""
         with self._lock:
@@ -109,6 +146,7 @@ class RunRecorder(FLComponent):
                 "global_accuracy": last.get("global_accuracy"),
                 "global_auc": last.get("global_auc"),
                 "failures": list(self._record.get("failures", [])),
+                "divergence": (self._record.get("divergence") or {}).get("message"),
             }
 
     def _write(self) -> None:

@@ -89,7 +89,14 @@ def test_site_table_has_global_row() -> None:
 def test_write_report_files(tmp_path: Path) -> None:
     report = build_report("heart_fedprox", _record(), _cross())
     paths = write_report(report, tmp_path / "out", seconds=42.0)
-    assert [p.name for p in paths] == ["report.json", "report.md", "rounds.png"]
+    assert [p.name for p in paths] == [
+        "report.json",
+        "report.md",
+        "rounds.png",
+        "site_metrics.png",
+        "site_curves.png",
+        "cross_site.png",
+    ]
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert data["job"] == "heart_fedprox" and data["rounds"] == ROUNDS and data["seconds"] == 42.0
     assert len(data["sites"]) == 4

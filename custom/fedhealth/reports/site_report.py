@@ -1,0 +1,142 @@
+"""The per-site part of a run report: intervals, 2-SD flags, the deployment gate, curves, matrix.
+
+Input is what the server keeps: each site's validation of the final global model (with the 95%
+bootstrap intervals the site computed itself), the per-round record and the gate settings from the
+job config. The overall decision follows the minimum site, never the mean.
+"""
+
+from __future__ import annotations
+
+from fedhealth.constants import M_INTERVALS, STREAMED_METRICS
+from fedhealth.reports.fairness import deployment_gate, flag_sites, site_values
+from fedhealth.training.site_metrics import METRICS
+
+
+def site_intervals(cross: dict, model: str | None) -> dict[str, dict]:
+    """Each site's intervals for ``model`` (the global model) from the cross-site results."""
+    if model is None:
+        return {}
+    return {
+        site: models[model][M_INTERVALS]
+        for site, models in cross.items()
+        if model in models and M_INTERVALS in models[model]
+    }
+
+
+def site_curves(record: dict) -> dict[str, dict[str, list]]:
+    """Per site, per streamed metric: the value in each round (None where the site did not report)."""
+    rounds = record.get("rounds", [])
+    names = sorted({site for r in rounds for site in r.get("sites", {})})
+    return {
+        site: {key: [r.get("sites", {}).get(site, {}).get(key) for r in rounds] for key in STREAMED_METRICS}
+        for site in names
+    }
+
+
+def cross_site_matrix(cross: dict, metric: str) -> dict:
+    """``{"metric", "models", "sites", "values": [[site x model]]}`` (None where not evaluated)."""
+    models = sorted({m for per_site in cross.values() for m in per_site})
+    sites = sorted(cross)
+    values = [[_metric(cross[s].get(m, {}), metric) for m in models] for s in sites]
+    return {"metric": metric, "models": models, "sites": sites, "values": values}
+
+
+def _metric(result: dict, metric: str) -> float | None:
+    intervals = result.get(M_INTERVALS, {})
+    if metric in intervals:
+        return intervals[metric].get("value")
+    return result.get(metric)
+
+
+def fairness_section(cross: dict, model: str | None, record: dict) -> dict:
+    """Flags, gate and summary for every metric; the primary metric decides deployment."""
+    gate_cfg = record.get("gate") or {"primary_metric": "auc", "threshold": 0.75, "flag_sd": 2.0}
+    intervals = site_intervals(cross, model)
+    flags = {}
+    for metric in METRICS:
+        values, reasons = site_values(intervals, metric)
+        flags[metric] = flag_sites(values, k=gate_cfg["flag_sd"], reasons=reasons)
+    gate = (
+        deployment_gate(intervals, metric=gate_cfg["primary_metric"], threshold=gate_cfg["threshold"])
+        if intervals
+        else None
+    )
+    return {"settings": gate_cfg, "flags": flags, "gate": gate, "intervals": intervals}
+
+
+def site_rows(section: dict) -> dict[str, dict]:
+    """What each site's row of the report gains: intervals, flagged, deploy."""
+    primary = section["settings"]["primary_metric"]
+    flags = section["flags"][primary]["sites"]
+    gate_sites = (section["gate"] or {}).get("sites", {})
+    rows = {}
+    for site, iv in section["intervals"].items():
+        rows[site] = {
+            "metrics": {m: iv.get(m) for m in METRICS},
+            "n_pos": iv.get("n_pos"),
+            "n_neg": iv.get("n_neg"),
+            "flagged": bool(flags.get(site, {}).get("flagged", False)),
+            "deploy": gate_sites.get(site, {}).get("decision"),
+            "deploy_reason": gate_sites.get(site, {}).get("reason"),
+        }
+    return rows
+
+
+def _ci(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "n/a"
+    if m.get("lo") is None:
+        return f"{m['value']:.3f}"
+    return f"{m['value']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+
+
+def fairness_markdown(report: dict) -> str:
+    """The report's per-site validation section: intervals, flags, gate, divergence."""
+    gate = report.get("gate") or {}
+    lines = ["## Per-site validation of the final global model (95% bootstrap CI)", ""]
+    lines += [
+        "| site | n (pos/neg) | AUC | accuracy | sensitivity | specificity | flagged | decision |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["sites"]:
+        m = s.get("metrics") or {}
+        lines.append(
+            f"| {s['name']} | {s.get('n_test')} ({s.get('n_pos')}/{s.get('n_neg')}) | {_ci(m.get('auc'))} | "
+            f"{_ci(m.get('accuracy'))} | {_ci(m.get('sensitivity'))} | {_ci(m.get('specificity'))} | "
+            f"{'FLAGGED' if s.get('flagged') else 'no'} | {s.get('deploy') or 'n/a'} |"
+        )
+    lines.append("")
+    for s in report["sites"]:
+        for m in (s.get("metrics") or {}).values():
+            if m and m.get("reason"):
+                lines.append(f"- {s['name']}: {m['reason']}.")
+    primary = (report.get("gate") or {}).get("metric") or "auc"
+    flags = (report.get("flags") or {}).get(primary, {})
+    if flags:
+        summary = (
+            f"{primary}: mean {_num(flags.get('mean'))}, minimum {_num(flags.get('min'))} "
+            f"({flags.get('min_site')}), best-worst gap {_num(flags.get('gap'))}."
+        )
+        lines += ["", summary]
+        if flags.get("reason"):
+            lines.append(f"Flag rule ({flags.get('k')} SD below the mean): {flags['reason']}")
+    if gate:
+        lines += [
+            "",
+            f"**Deployment gate: {gate.get('decision')}** ({gate.get('metric')} lower 95% bound "
+            f">= {gate.get('threshold')} at every site; deciding site: {gate.get('deciding_site')}). "
+            f"{gate.get('rule', '')}.",
+        ]
+        for site, d in gate.get("sites", {}).items():
+            if d.get("reason"):
+                lines.append(f"- {site}: {d['decision']}: {d['reason']}")
+    divergence = report.get("divergence") or {}
+    if divergence.get("diverging"):
+        lines += ["", f"**Warning:** {divergence.get('message')}"]
+    lines += ["", "![per-site metrics](site_metrics.png)", "", "![per-site curves](site_curves.png)", ""]
+    lines += ["![cross-site matrix](cross_site.png)"]
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
