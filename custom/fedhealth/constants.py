@@ -45,6 +45,10 @@ TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
 SCALING_STATE_FILE = "fedhealth_scaling.json"
 
+# Server-side events and props.
+EVENT_UPDATE_REJECTED = "fedhealth.update_rejected"  # fired by the robust aggregator
+PROP_REJECTION = "fedhealth.rejection"  # {"site", "round", "reason"} of a rejected update
+
 # Server-side run record (in the server's run folder; downloaded with the job result).
 RUN_RECORD_FILE = "fedhealth_run.json"
 STATS_GROUP = "fedhealth"

@@ -109,6 +109,18 @@ class PocProcesses:
                 tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []
                 raise PocError(f"{name} exited with code {proc.returncode}:\n  " + "\n  ".join(tail))
 
+    def kill(self, name: str) -> None:
+        """Kill one participant and its job processes at once (a site that drops out mid-round)."""
+        proc = self._procs.pop(name)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(proc.pid)
+            for child in parent.children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
     def check_alive(self) -> None:
         """Raise :class:`PocError` naming a participant that died."""
         self._check_alive()

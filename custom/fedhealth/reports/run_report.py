@@ -24,6 +24,7 @@ from fedhealth.reports.site_report import (
     cross_site_matrix,
     fairness_markdown,
     fairness_section,
+    participation,
     site_curves,
     site_rows,
 )
@@ -114,6 +115,8 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "gate": section["gate"],
         "flags": section["flags"],
         "curves": site_curves(record),
+        "participation": participation(record),
+        "rejected_updates": record.get("rejected_updates", []),
         "divergence": record.get("divergence"),
         "failures": record.get("failures", []),
     }
@@ -141,6 +144,21 @@ def site_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def participation_markdown(report: dict) -> str:
+    """One line per site that missed rounds (a dropped or late site); empty when all took part."""
+    rows = report.get("participation", {})
+    missed = {site: p for site, p in rows.items() if p["missed_rounds"]}
+    if not missed:
+        return f"All {len(rows)} sites contributed to every round.\n" if rows else ""
+    lines = ["Participation (sites that missed rounds):", ""]
+    for site, p in missed.items():
+        lines.append(
+            f"- {site}: {p['rounds']} of {report['rounds']} rounds ({p['rate']:.0%}); "
+            f"missed {p['missed_rounds']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(report: dict, seconds: float | None = None) -> str:
     g = report["global"]
     parts = [
@@ -158,8 +176,13 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         "",
         "![global metric per round](rounds.png)",
         "",
+        participation_markdown(report),
         fairness_markdown(report),
     ]
+    if report.get("rejected_updates"):
+        parts += ["", "## Rejected updates (never aggregated)", ""] + [
+            f"- round {r.get('round')}, {r.get('site')}: {r.get('reason')}" for r in report["rejected_updates"]
+        ]
     if report["failures"]:
         parts += ["", "## Failed sites", ""] + [
             f"- {f['site']} ({f['task']}): {f['reason']}" for f in report["failures"]

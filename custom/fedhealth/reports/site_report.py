@@ -33,6 +33,21 @@ def site_curves(record: dict) -> dict[str, dict[str, list]]:
     }
 
 
+def participation(record: dict) -> dict[str, dict]:
+    """Per site: rounds it contributed to, the share of all rounds, and the rounds it missed."""
+    rounds = record.get("rounds", [])
+    names = sorted({site for r in rounds for site in r.get("sites", {})})
+    out = {}
+    for site in names:
+        missed = [r.get("round", i) for i, r in enumerate(rounds) if site not in r.get("sites", {})]
+        out[site] = {
+            "rounds": len(rounds) - len(missed),
+            "rate": (len(rounds) - len(missed)) / len(rounds) if rounds else None,
+            "missed_rounds": missed,
+        }
+    return out
+
+
 def cross_site_matrix(cross: dict, metric: str) -> dict:
     """``{"metric", "models", "sites", "values": [[site x model]]}`` (None where not evaluated)."""
     models = sorted({m for per_site in cross.values() for m in per_site})

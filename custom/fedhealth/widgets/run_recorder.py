@@ -23,9 +23,11 @@ from nvflare.app_common.app_event_type import AppEventType
 from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
 from fedhealth.constants import (
+    EVENT_UPDATE_REJECTED,
     HEADER_ERROR,
     M_TRAIN_LOSS,
     META_SITE_METRICS,
+    PROP_REJECTION,
     RUN_RECORD_FILE,
     STATS_GROUP,
     TASK_TRAIN,
@@ -71,6 +73,9 @@ class RunRecorder(FLComponent):
                     "num_rounds": None,
                     "rounds": [],
                     "failures": [],
+                    "gate": dict(self.gate),
+                    "divergence": None,
+                    "rejected_updates": [],
                 }
         elif event_type == AppEventType.ROUND_STARTED:
             with self._lock:
@@ -81,6 +86,12 @@ class RunRecorder(FLComponent):
         elif event_type == AppEventType.ROUND_DONE:
             self._check_divergence(fl_ctx)
             self._write()
+        elif event_type == EVENT_UPDATE_REJECTED:
+            rejection = fl_ctx.get_prop(PROP_REJECTION)
+            if isinstance(rejection, dict):
+                with self._lock:
+                    self._record["rejected_updates"].append(dict(rejection))
+                    self._write_locked()
         elif event_type == InfoCollector.EVENT_TYPE_GET_STATS:
             collector = fl_ctx.get_prop(InfoCollector.CTX_KEY_STATS_COLLECTOR, None)
             if isinstance(collector, GroupInfoCollector):
@@ -147,6 +158,7 @@ class RunRecorder(FLComponent):
                 "global_auc": last.get("global_auc"),
                 "failures": list(self._record.get("failures", [])),
                 "divergence": (self._record.get("divergence") or {}).get("message"),
+                "rejected_updates": list(self._record.get("rejected_updates", [])),
             }
 
     def _write(self) -> None:

@@ -1,0 +1,109 @@
+"""RunRecorder with FLARE's own FLContext, Shareable and DXO: what lands in fedhealth_run.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from nvflare.apis.dxo import DXO, DataKind
+from nvflare.apis.event_type import EventType
+from nvflare.apis.fl_constant import FLContextKey, ReservedKey, ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import ReservedHeaderKey, make_reply
+from nvflare.apis.workspace import Workspace
+from nvflare.app_common.app_constant import AppConstants
+from nvflare.app_common.app_event_type import AppEventType
+
+from fedhealth import constants as C
+from fedhealth.widgets.run_recorder import RunRecorder
+
+JOB_ID = "job-7"
+# (site, train loss per round): Switzerland drifts away from the others from round 2 on.
+LOSSES = {
+    "cleveland": [0.60, 0.55, 0.52, 0.50, 0.49, 0.48],
+    "hungary": [0.62, 0.56, 0.53, 0.51, 0.50, 0.49],
+    "switzerland": [0.61, 0.57, 0.55, 0.70, 0.90, 1.20],
+}
+BAD_ARGS = [
+    ({"primary_metric": "f1"}, "primary_metric"),
+    ({"threshold": 1.5}, "threshold"),
+    ({"flag_sd": 0}, "flag_sd"),
+]
+
+
+class _Engine:
+    def __init__(self, workspace: Workspace) -> None:
+        self._workspace = workspace
+
+    def get_workspace(self) -> Workspace:
+        return self._workspace
+
+    def fire_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        pass
+
+
+def _ctx(tmp_path: Path) -> FLContext:
+    (tmp_path / "startup").mkdir()
+    (tmp_path / "local").mkdir()
+    workspace = Workspace(str(tmp_path), site_name="server")
+    Path(workspace.get_run_dir(JOB_ID)).mkdir(parents=True)
+    fl_ctx = FLContext()
+    fl_ctx.set_prop(ReservedKey.ENGINE, _Engine(workspace), private=True, sticky=True)
+    fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
+    return fl_ctx
+
+
+def _submit(recorder: RunRecorder, fl_ctx: FLContext, site: str, rnd: int, loss: float | None) -> None:
+    if loss is None:
+        result = make_reply(ReturnCode.EXECUTION_EXCEPTION)
+        result.set_header(
+            C.HEADER_ERROR, f"site {site} failed task 'train': data file heart_disease/train.csv"
+        )
+    else:
+        dxo = DXO(DataKind.WEIGHTS, data={})
+        dxo.set_meta_prop(
+            C.META_SITE_METRICS, {"round": rnd, "train_loss": loss, "n_test": 10, "global_accuracy": 0.8}
+        )
+        result = dxo.to_shareable()
+    result.set_header(ReservedHeaderKey.TASK_NAME, C.TASK_TRAIN)
+    result.set_peer_props({ReservedKey.IDENTITY_NAME: site})
+    fl_ctx.set_prop(FLContextKey.TASK_RESULT, result, private=True, sticky=False)
+    recorder.handle_event(EventType.BEFORE_PROCESS_SUBMISSION, fl_ctx)
+
+
+@pytest.mark.parametrize(("args", "word"), BAD_ARGS)
+def test_bad_gate_settings_are_refused(args: dict, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        RunRecorder(**args)
+
+
+def test_record_has_rounds_gate_failures_rejections_and_divergence(tmp_path: Path) -> None:
+    fl_ctx = _ctx(tmp_path)
+    recorder = RunRecorder(primary_metric="auc", threshold=0.7)
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    for rnd in range(6):
+        fl_ctx.set_prop(AppConstants.CURRENT_ROUND, rnd, private=True, sticky=True)
+        fl_ctx.set_prop(AppConstants.NUM_ROUNDS, 6, private=True, sticky=True)
+        recorder.handle_event(AppEventType.ROUND_STARTED, fl_ctx)
+        for site, losses in LOSSES.items():
+            _submit(recorder, fl_ctx, site, rnd, losses[rnd])
+        if rnd == 4:
+            fl_ctx.set_prop(C.PROP_REJECTION, {"site": "hungary", "round": 4, "reason": "NaN"}, private=True)
+            recorder.handle_event(C.EVENT_UPDATE_REJECTED, fl_ctx)
+        recorder.handle_event(AppEventType.ROUND_DONE, fl_ctx)
+    _submit(recorder, fl_ctx, "va_long_beach", 5, None)
+    recorder.handle_event(EventType.END_RUN, fl_ctx)
+
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    assert record["status"] == "finished" and record["num_rounds"] == 6
+    assert record["gate"] == {"primary_metric": "auc", "threshold": 0.7, "flag_sd": 2.0}
+    assert [sorted(r["sites"]) for r in record["rounds"]] == [sorted(LOSSES)] * 6
+    assert record["rounds"][5]["sites"]["switzerland"]["train_loss"] == 1.20
+    assert record["rejected_updates"] == [{"site": "hungary", "round": 4, "reason": "NaN"}]
+    assert record["failures"][0]["site"] == "va_long_beach" and "train.csv" in record["failures"][0]["reason"]
+    assert record["divergence"]["diverging"] is True
+    assert "switzerland" in record["divergence"]["message"]
+    progress = recorder.progress()
+    assert progress["current_round"] == 5 and progress["sites_reported"] == sorted(LOSSES)
+    assert progress["global_accuracy"] == pytest.approx(0.8)
