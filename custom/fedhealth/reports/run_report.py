@@ -181,7 +181,8 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
     ]
     if report.get("rejected_updates"):
         parts += ["", "## Rejected updates (never aggregated)", ""] + [
-            f"- round {r.get('round')}, {r.get('site')}: {r.get('reason')}" for r in report["rejected_updates"]
+            f"- round {r.get('round')}, {r.get('site')}: {r.get('reason')}"
+            for r in report["rejected_updates"]
         ]
     if report["failures"]:
         parts += ["", "## Failed sites", ""] + [
