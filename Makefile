@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/fedhealth demo
 
+# Lint first (fast), then every test: unit and the real POC federations (marked slow).
 test: setup
+	$(VENV)/bin/ruff check custom tests scripts
 	$(PY) -m pytest -q
 
 test-fast: setup

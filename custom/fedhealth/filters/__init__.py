@@ -1,0 +1,1 @@
+"""FLARE filters applied to what a site sends or receives."""
