@@ -13,6 +13,7 @@ TASK_SUBMIT_MODEL = "submit_model"
 META_LEARNING_RATE = "fedhealth_learning_rate"
 META_ROUND = "fedhealth_round"
 META_SITE_METRICS = "fedhealth_site_metrics"
+META_LOCAL_STEPS = "fedhealth_local_steps"  # optimizer steps a site took this round (FedNova's tau_i)
 HEADER_ERROR = "fedhealth_error"
 
 # Metric keys (aggregate numbers only; never patient values).
@@ -22,6 +23,7 @@ M_LOSS = "loss"
 M_TRAIN_LOSS = "train_loss"
 M_N_TRAIN = "n_train"
 M_N_TEST = "n_test"
+M_STEPS = "steps"  # local optimizer steps taken this round
 M_LOCAL_LOSS = "local_loss"  # the site's model after local training, on its test split
 M_INTERVALS = "intervals"  # metrics with 95% bootstrap intervals (training/site_metrics.py)
 # Per-round curves each site streams to the server (FLARE analytics -> TensorBoard).
@@ -40,6 +42,7 @@ S_FEATURES = "features"
 # Site-side files and settings.
 SITE_CONFIG_FILE = "fedhealth_site.json"  # in the site's local/ folder
 SITE_DATA_ROOT_KEY = "data_root"
+SITE_MAX_LOCAL_STEPS_KEY = "max_local_steps"  # optional cap on a slow site's optimizer steps per round
 HEART_DATASET_DIR = "heart_disease"
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"

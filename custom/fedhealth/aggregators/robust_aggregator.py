@@ -3,8 +3,10 @@
 Every contribution is checked against the round's global model (parameter names, shapes, finite
 values) when it arrives; at aggregation time the updates (weights minus global weights) whose norm is
 far above the median are dropped, and the rest are combined with a robust rule: coordinate-wise median
-or trimmed mean (Yin et al. 2018) or the mean of norm-clipped updates (Sun et al. 2019). The math is in
-:mod:`fedhealth.training.robust`; this class only converts FLARE objects and keeps the round's state.
+or trimmed mean (Yin et al. 2018) or the mean of norm-clipped updates (Sun et al. 2019), or with FedNova
+(Wang et al. 2020), which weights each site's direction by its samples whatever number of local steps it
+could afford. The math is in :mod:`fedhealth.training.robust`; this class only converts FLARE objects and
+keeps the round's state.
 """
 
 from __future__ import annotations
@@ -23,11 +25,35 @@ from nvflare.app_common.abstract.aggregator import Aggregator
 from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 
-from fedhealth.constants import EVENT_UPDATE_REJECTED, PROP_REJECTION
-from fedhealth.training.robust import RULES, aggregate_updates, norm_outliers, update_norm, validate_update
+from fedhealth.constants import EVENT_UPDATE_REJECTED, META_LOCAL_STEPS, PROP_REJECTION
+from fedhealth.training.robust import (
+    RULES,
+    aggregate_updates,
+    norm_outliers,
+    normalized_updates,
+    update_norm,
+    validate_update,
+)
 
 # Fired once per rejected contribution, with the record under PROP_REJECTION (candidates for constants.py).
 DATA_KINDS = (DataKind.WEIGHTS, DataKind.WEIGHT_DIFF)
+
+
+def _local_steps(value: Any) -> tuple[str | None, float | None]:
+    """A contribution's local step count τ_i from its meta, or why it is unusable."""
+    if value is None:
+        return (
+            f"It carries no {META_LOCAL_STEPS} (its local optimizer steps), which the fednova rule "
+            "normalizes by; the site's executor must report them.",
+            None,
+        )
+    try:
+        steps = float(value)
+    except (TypeError, ValueError):
+        steps = float("nan")
+    if not (np.isfinite(steps) and steps > 0):
+        return f"Its {META_LOCAL_STEPS} {value!r} is not a positive number of local steps.", None
+    return None, steps
 
 
 def _name(kind: Any) -> str:
@@ -45,8 +71,14 @@ class RobustAggregator(Aggregator):
     ``{"site", "round", "reason"}`` and announced with the event ``fedhealth.update_rejected``
     (the record is in the FLContext prop ``fedhealth.rejection``).
 
+    With ``rule="fednova"`` every contribution must carry its local optimizer steps τ_i in the DXO meta
+    key ``fedhealth_local_steps`` (HeartExecutor sends it); one without is rejected. The norm check then
+    compares per-step updates Δ_i / τ_i, the quantities FedNova rescales, so a site that under-reports
+    its steps to inflate its say shows up as an outlier.
+
     Args:
-        rule: ``"mean"`` (sample-weighted), ``"median"``, ``"trimmed_mean"`` or ``"clipped_mean"``.
+        rule: ``"mean"`` (sample-weighted), ``"median"``, ``"trimmed_mean"``, ``"clipped_mean"`` or
+            ``"fednova"`` (sample-weighted, normalized by each site's local steps).
         trim_fraction: β of the trimmed mean: the fraction of values cut at each end per coordinate.
         clip_norm: L2 bound of each update for ``"clipped_mean"`` (required by it).
         max_norm_ratio: reject an update whose norm is above this multiple of the median norm of the
@@ -86,7 +118,8 @@ class RobustAggregator(Aggregator):
         self.max_norm_ratio = max_norm_ratio
         self.expected_data_kind = expected_data_kind
         self.rejections: list[dict[str, Any]] = []
-        self._received: dict[str, tuple[dict[str, np.ndarray], float]] = {}
+        # site -> (weights or difference, sample weight, local steps or None)
+        self._received: dict[str, tuple[dict[str, np.ndarray], float, float | None]] = {}
         self._round: int | None = None
         self._lock = threading.Lock()
 
@@ -104,9 +137,9 @@ class RobustAggregator(Aggregator):
         site = shareable.get_peer_prop(key=ReservedKey.IDENTITY_NAME, default="?")
         current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
         try:
-            reason, data, weight = self._check(shareable, site, current_round, fl_ctx)
+            reason, data, weight, steps = self._check(shareable, site, current_round, fl_ctx)
         except Exception as e:  # a malformed contribution is a rejection, never a crash of the server
-            reason, data, weight = f"It could not be checked ({type(e).__name__}: {e}).", {}, 0.0
+            reason, data, weight, steps = f"It could not be checked ({type(e).__name__}: {e}).", {}, 0.0, None
         if reason is None:
             with self._lock:
                 if self._round != current_round:  # a missed reset must not mix rounds
@@ -114,7 +147,7 @@ class RobustAggregator(Aggregator):
                 if site in self._received:
                     reason = f"It is a second contribution for round {current_round}; the first was kept."
                 else:
-                    self._received[site] = (data, weight)
+                    self._received[site] = (data, weight, steps)
         if reason is not None:
             self._reject(site, current_round, reason, fl_ctx)
             return False
@@ -122,32 +155,38 @@ class RobustAggregator(Aggregator):
 
     def _check(
         self, shareable: Shareable, site: str, current_round: int | None, fl_ctx: FLContext
-    ) -> tuple[str | None, dict[str, np.ndarray], float]:
-        """Why a contribution is rejected (``None`` if it is not), its data and its weight."""
+    ) -> tuple[str | None, dict[str, np.ndarray], float, float | None]:
+        """Why a contribution is rejected (``None`` if it is not), its data, weight and local steps."""
         rc = shareable.get_return_code()
         if rc and rc != ReturnCode.OK:
-            return f"The site returned {rc} instead of a result.", {}, 0.0
+            return f"The site returned {rc} instead of a result.", {}, 0.0, None
         contribution_round = shareable.get_cookie(AppConstants.CONTRIBUTION_ROUND)
         if contribution_round != current_round:
-            return f"It was trained for round {contribution_round}, not the current {current_round}.", {}, 0.0
+            return (
+                f"It was trained for round {contribution_round}, not the current {current_round}.",
+                {},
+                0.0,
+                None,
+            )
         try:
             dxo = from_shareable(shareable)
         except Exception as e:
-            return f"It is not a valid DXO ({type(e).__name__}: {e}).", {}, 0.0
+            return f"It is not a valid DXO ({type(e).__name__}: {e}).", {}, 0.0, None
         if dxo.data_kind != self.expected_data_kind:
             return (
                 f"It holds {_name(dxo.data_kind)} but {_name(self.expected_data_kind)} is expected.",
                 {},
                 0.0,
+                None,
             )
         if not isinstance(dxo.data, dict) or not dxo.data:
-            return "It holds no parameters.", {}, 0.0
+            return "It holds no parameters.", {}, 0.0, None
         reference = self._global_weights(fl_ctx)
         if reference is None:
-            return "The server has no global model to check it against.", {}, 0.0
+            return "The server has no global model to check it against.", {}, 0.0, None
         reason = validate_update(dxo.data, reference=reference)
         if reason is not None:
-            return reason, {}, 0.0
+            return reason, {}, 0.0, None
         steps = dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND)
         if steps is None:
             self.log_warning(fl_ctx, f"{site} sent no NUM_STEPS_CURRENT_ROUND; its weight is 1.")
@@ -157,8 +196,13 @@ class RobustAggregator(Aggregator):
         except (TypeError, ValueError):
             weight = float("nan")
         if not (np.isfinite(weight) and weight > 0):
-            return f"Its NUM_STEPS_CURRENT_ROUND weight {steps!r} is not a positive number.", {}, 0.0
-        return None, {k: np.asarray(v) for k, v in dxo.data.items()}, weight
+            return f"Its NUM_STEPS_CURRENT_ROUND weight {steps!r} is not a positive number.", {}, 0.0, None
+        local_steps = None
+        if self.rule == "fednova":
+            reason, local_steps = _local_steps(dxo.get_meta_prop(META_LOCAL_STEPS))
+            if reason is not None:
+                return reason, {}, 0.0, None
+        return None, {k: np.asarray(v) for k, v in dxo.data.items()}, weight, local_steps
 
     def aggregate(self, fl_ctx: FLContext) -> Shareable:
         current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
@@ -168,11 +212,15 @@ class RobustAggregator(Aggregator):
         if reference is None:
             self.log_error(fl_ctx, f"Round {current_round}: no global model; returning no change.")
             return DXO(data_kind=self.expected_data_kind, data={}).to_shareable()
-        updates = {site: self._update(data, reference) for site, (data, _) in received.items()}
+        updates = {site: self._update(data, reference) for site, (data, _, _) in received.items()}
         if self.max_norm_ratio is not None:
-            norms = {site: update_norm(u) for site, u in updates.items()}
+            checked, note = updates, ""
+            if self.rule == "fednova":  # FedNova rescales Δ_i / τ_i, so that is what must not be extreme
+                per_step = normalized_updates(list(updates.values()), [received[s][2] for s in updates])
+                checked, note = dict(zip(updates, per_step, strict=True)), " (fednova: norms per local step)"
+            norms = {site: update_norm(u) for site, u in checked.items()}
             for site, reason in norm_outliers(norms, max_ratio=self.max_norm_ratio).items():
-                self._reject(site, current_round, reason, fl_ctx)
+                self._reject(site, current_round, reason + note, fl_ctx)
                 del updates[site]
         sites = sorted(updates)
         if not sites:
@@ -191,6 +239,7 @@ class RobustAggregator(Aggregator):
                     rule=self.rule,
                     trim_fraction=self.trim_fraction,
                     clip_norm=self.clip_norm,
+                    steps=[received[s][2] for s in sites] if self.rule == "fednova" else None,
                 )
             for warning in caught:
                 self.log_warning(fl_ctx, f"Round {current_round}: {warning.message}")
@@ -202,6 +251,9 @@ class RobustAggregator(Aggregator):
         self.log_info(
             fl_ctx, f"Round {current_round}: {self.rule} of {len(sites)} update(s) from {', '.join(sites)}."
         )
+        if self.rule == "fednova":
+            taus = ", ".join(f"{s}={received[s][2]:g}" for s in sites)
+            self.log_info(fl_ctx, f"Round {current_round}: local steps {taus}.")
         return self._result(aggregate, reference)
 
     def _update(self, data: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

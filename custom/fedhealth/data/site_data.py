@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from fedhealth.constants import (
     HEART_DATASET_DIR,
     SITE_CONFIG_FILE,
     SITE_DATA_ROOT_KEY,
+    SITE_MAX_LOCAL_STEPS_KEY,
     TEST_FILE,
     TRAIN_FILE,
 )
@@ -38,21 +40,51 @@ class SiteTable:
         return len(self.labels)
 
 
+def site_settings(site_root: Path) -> dict[str, Any]:
+    """A site's own settings from ``<site>/local/fedhealth_site.json``; ``{}`` when there is no file.
+
+    The hospital writes this file; no job and no server can change it. Keys the kit reads:
+
+    * ``data_root``: the data folder, absolute or relative to the site folder (:func:`resolve_data_root`).
+    * ``max_local_steps``: optional cap on the local optimizer steps per round, for a site that knows
+      it is slow (a whole number, at least 1; ``null`` or absent means no cap). The executor trains
+      ``min(job's workload, cap)`` steps and reports the steps it took, so FedNova can weight them.
+
+    Raises:
+        SiteDataError: the file is not valid JSON or not a JSON object, or ``max_local_steps`` is not a
+            whole number of at least 1; the message names the file and the key.
+    """
+    config = Path(site_root) / "local" / SITE_CONFIG_FILE
+    label = f"local/{SITE_CONFIG_FILE}"
+    if not config.is_file():
+        return {}
+    try:
+        settings = json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise SiteDataError(f"{label}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(settings, dict):
+        raise SiteDataError(f"{label}: must hold a JSON object of settings, not a {type(settings).__name__}")
+    cap = settings.get(SITE_MAX_LOCAL_STEPS_KEY)
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise SiteDataError(
+            f"{label}: {SITE_MAX_LOCAL_STEPS_KEY!r} must be a whole number of local optimizer steps, "
+            f"at least 1 (or null for no cap), got {cap!r}"
+        )
+    return settings
+
+
 def resolve_data_root(site_root: Path) -> Path:
     """A site's data folder: ``local/fedhealth_site.json`` ``data_root`` if set, else ``<site>/data``.
 
     The data location is the site's own setting; no job and no server names it.
+
+    Raises:
+        SiteDataError: the settings file is unusable (:func:`site_settings`).
     """
-    config = Path(site_root) / "local" / SITE_CONFIG_FILE
-    if config.is_file():
-        try:
-            settings = json.loads(config.read_text())
-        except json.JSONDecodeError as exc:
-            raise SiteDataError(f"{config.name}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-        root = settings.get(SITE_DATA_ROOT_KEY)
-        if root:
-            root_path = Path(root)
-            return root_path if root_path.is_absolute() else Path(site_root) / root_path
+    root = site_settings(site_root).get(SITE_DATA_ROOT_KEY)
+    if root:
+        root_path = Path(root)
+        return root_path if root_path.is_absolute() else Path(site_root) / root_path
     return Path(site_root) / "data"
 
 

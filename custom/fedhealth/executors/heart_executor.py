@@ -5,6 +5,12 @@ own data folder (the site's setting, never the job's), converts DXOs, and calls 
 model weights, aggregate metrics and feature moments leave the site. A data problem fails the task
 with a reply whose ``fedhealth_error`` header names the file and column, so the server can say
 which site failed and why.
+
+A site that knows it is slow can cap its own local workload with ``max_local_steps`` in its
+``local/fedhealth_site.json``; it then trains ``min(job's steps, cap)`` optimizer steps a round and
+reports the steps it took (DXO meta ``fedhealth_local_steps``), so that the server's FedNova rule
+(:func:`fedhealth.training.robust.fednova`) counts its direction fully instead of dropping or
+under-weighting it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
-from fedhealth.data.site_data import SiteDataError, load_site, resolve_data_root
+from fedhealth.data.site_data import SiteDataError, load_site, resolve_data_root, site_settings
 from fedhealth.models.state import tabular_from_weights, to_numpy
 from fedhealth.training.heart_site import SCALING_MODES, HeartSite
 from fedhealth.training.loops import LocalTrainConfig, predict
@@ -40,7 +46,8 @@ class HeartExecutor(Executor):
         chol_zero_as_missing: treat a recorded cholesterol of 0 as missing, with an indicator.
         batch_size: local mini-batch size.
         local_steps: optimizer steps per round (0: use ``local_epochs``).
-        local_epochs: passes over the local data per round.
+        local_epochs: passes over the local data per round. Either workload is capped by the site's own
+            ``max_local_steps`` setting, if it has one (``local/fedhealth_site.json``).
         mu: FedProx proximal weight (0 = FedAvg).
         optimizer: ``"sgd"`` or ``"adam"``.
         weight_decay: L2 penalty.
@@ -92,6 +99,7 @@ class HeartExecutor(Executor):
         self.stream_metrics = stream_metrics
         self._site: HeartSite | None = None
         self._site_error: str | None = None
+        self._max_local_steps: int | None = None  # the site's own cap, from local/fedhealth_site.json
         self._local_weights: dict | None = None
         self._run_dir: Path | None = None
         self._generator = None
@@ -111,13 +119,21 @@ class HeartExecutor(Executor):
         self._generator = torch.Generator().manual_seed(self.seed)
         name = fl_ctx.get_identity_name()
         try:
-            data_root = resolve_data_root(Path(workspace.get_root_dir()))
+            site_root = Path(workspace.get_root_dir())
+            self._max_local_steps = site_settings(site_root).get(C.SITE_MAX_LOCAL_STEPS_KEY)
+            data_root = resolve_data_root(site_root)
             train, test = load_site(data_root)
             self._site = HeartSite(
                 name, train, test, chol_zero_as_missing=self.chol_zero_as_missing, scaling=self.scaling
             )
             self._restore_scaling()
             self.log_info(fl_ctx, f"site data loaded: n_train={len(train)} n_test={len(test)}")
+            if self._max_local_steps is not None:
+                self.log_info(
+                    fl_ctx,
+                    f"site setting {C.SITE_MAX_LOCAL_STEPS_KEY}={self._max_local_steps}: at most "
+                    f"{self._max_local_steps} local steps per round (job asks for {self._planned_steps()})",
+                )
         except (SiteDataError, ValueError) as exc:
             self._site_error = str(exc)
             self.log_error(fl_ctx, f"site data unusable: {exc}")
@@ -197,14 +213,23 @@ class HeartExecutor(Executor):
             )
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND, 0)
         received = _clean(self._site.evaluate(model))
+        workload = self._workload()
+        if workload["local_steps"] != self.local["local_steps"]:
+            self.log_info(
+                fl_ctx,
+                f"round {current_round}: {C.SITE_MAX_LOCAL_STEPS_KEY}={self._max_local_steps} caps local "
+                f"training at {workload['local_steps']} of {self._planned_steps()} steps",
+            )
         stats = self._site.train_round(
-            model, LocalTrainConfig(lr=float(lr), **self.local), generator=self._generator
+            model, LocalTrainConfig(lr=float(lr), **workload), generator=self._generator
         )
+        steps = int(stats[C.M_STEPS])
         self._local_weights = to_numpy(model)
         local = _clean(self._site.evaluate(model))
         metrics = {
             **{f"global_{k}": v for k, v in received.items() if k not in (C.M_N_TRAIN, C.M_N_TEST)},
             C.M_TRAIN_LOSS: stats[C.M_TRAIN_LOSS],
+            C.M_STEPS: steps,
             C.M_LOCAL_LOSS: local[C.M_LOSS],
             C.M_N_TRAIN: self._site.n_train,
             C.M_N_TEST: self._site.n_test,
@@ -220,8 +245,26 @@ class HeartExecutor(Executor):
         out = DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights)
         out.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, self._site.n_train)  # FedAvg weight = samples
         out.set_meta_prop(MetaKey.INITIAL_METRICS, received.get(C.M_ACCURACY))
+        out.set_meta_prop(C.META_LOCAL_STEPS, steps)  # FedNova's tau_i
         out.set_meta_prop(C.META_SITE_METRICS, metrics)
         return out.to_shareable()
+
+    def _planned_steps(self) -> int:
+        """Optimizer steps the job asks for per round: ``local_steps``, or batches times epochs."""
+        if self.local["local_steps"] > 0:
+            return self.local["local_steps"]
+        return math.ceil(self._site.n_train / self.local["batch_size"]) * self.local["local_epochs"]
+
+    def _workload(self) -> dict:
+        """This round's local training arguments: the job's, with steps capped by the site's setting.
+
+        Epochs become ``ceil(n_train / batch_size) * epochs`` steps only when the cap binds; the
+        step loop then draws the same shuffled batches that the epoch loop would have begun with.
+        """
+        cap = self._max_local_steps
+        if cap is None or self._planned_steps() <= cap:
+            return dict(self.local)
+        return {**self.local, "local_steps": cap}
 
     def _stream(self, fl_ctx: FLContext, current_round: int, metrics: dict) -> None:
         """Per-round curves to the server's TensorBoard receiver (aggregate numbers only)."""

@@ -67,12 +67,13 @@ class PocProcesses:
         env.pop("NVFL_WORKSPACE", None)
         return env
 
-    def _start(self, name: str) -> None:
+    def _start(self, name: str, *, append: bool = False) -> None:
         script = self.layout.kit(name) / "startup" / "sub_start.sh"
         if not script.is_file():
             raise PocError(f"no startup kit for {name}: {script} is missing")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        mode = "ab" if append else "wb"
+        log = open(self.log_dir / f"{name}.log", mode)  # noqa: SIM115 - closed with the process
         self._procs[name] = subprocess.Popen(
             ["bash", str(script), "--once"],
             cwd=self.layout.kit(name),
@@ -101,6 +102,40 @@ class PocProcesses:
             time.sleep(0.3)
         for site in self.layout.sites:
             self._start(site)
+
+    def _wait_for_server_port(self, timeout: float) -> None:
+        port = self.layout.port
+        deadline = time.monotonic() + timeout
+        while not port_in_use(port):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise PocError(f"the FLARE server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+            time.sleep(0.3)
+
+    def pid(self, name: str) -> int:
+        """The process id of a started participant (its process group id too)."""
+        if name not in self._procs:
+            raise PocError(f"{name} is not running under this PocProcesses")
+        return self._procs[name].pid
+
+    def restart(self, name: str, *, timeout: float = 60.0) -> None:
+        """Kill one participant at once (SIGKILL, job processes included) and start it again from its kit.
+
+        A crash and a restart by the site's operator: the kit's workspace (job store, run folders) is
+        kept, the console output is appended to the same log. For the server, wait until it listens
+        again; the sites reconnect on their own.
+        """
+        if name in self._procs:
+            self.kill(name)
+        if name == self.layout.server:
+            deadline = time.monotonic() + timeout
+            while port_in_use(self.layout.port):  # the killed server's socket closes with it
+                if time.monotonic() > deadline:
+                    raise PocError(f"port {self.layout.port} still taken after killing {name}")
+                time.sleep(0.2)
+        self._start(name, append=True)
+        if name == self.layout.server:
+            self._wait_for_server_port(timeout)
 
     def _check_alive(self) -> None:
         for name, proc in self._procs.items():

@@ -2,7 +2,7 @@
 
 A site's *update* is its locally trained weights minus the global weights it started from. The
 server checks each update before it can reach the global model (:func:`validate_update`,
-:func:`norm_outliers`) and then combines the survivors with one of four rules
+:func:`norm_outliers`) and then combines the survivors with one of five rules
 (:func:`aggregate_updates`):
 
 * ``"mean"``: the sample-weighted mean (FedAvg, McMahan et al. 2017).
@@ -11,6 +11,10 @@ server checks each update before it can reach the global model (:func:`validate_
 * ``"trimmed_mean"``: the coordinate-wise β-trimmed mean (Yin et al. 2018).
 * ``"clipped_mean"``: the sample-weighted mean of updates clipped to an L2 norm bound (Sun et al. 2019,
   "Can You Really Backdoor Federated Learning?", arXiv:1911.07963).
+* ``"fednova"``: the sample-weighted mean of updates normalized by each site's local step count, rescaled
+  by the effective step count (Wang et al. 2020, "Tackling the Objective Inconsistency Problem in
+  Heterogeneous Federated Optimization", NeurIPS). A site that does fewer steps (a slow site with a
+  capped workload) then pulls the model in its own direction as hard as a site that does them all.
 
 The median and the trimmed mean are unweighted, as in Yin et al.: a site that claims many samples
 must not buy itself more say in a rule meant to resist lying sites.
@@ -24,7 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-RULES = ("mean", "median", "trimmed_mean", "clipped_mean")
+RULES = ("mean", "median", "trimmed_mean", "clipped_mean", "fednova")
 MIN_SITES_FOR_NORM_CHECK = 3
 
 Update = Mapping[str, np.ndarray]
@@ -209,6 +213,77 @@ def norm_clipped_mean(
     return weighted_mean([clip_by_norm(u, max_norm=clip_norm) for u in updates], weights)
 
 
+def _check_steps(steps: Sequence[float], n: int) -> np.ndarray:
+    if len(steps) != n:
+        raise ValueError(f"Got {n} updates but {len(steps)} local step counts.")
+    tau = np.asarray(steps, dtype="float64")
+    if not (np.isfinite(tau).all() and (tau > 0).all()):
+        raise ValueError(f"Local step counts must be finite and positive, got {list(steps)}.")
+    return tau
+
+
+def effective_steps(weights: Sequence[float], steps: Sequence[float]) -> float:
+    """FedNova's τ_eff = Σ p_i τ_i with p_i the normalized weights (Wang et al. 2020).
+
+    Computed as ``min τ + Σ p_i (τ_i - min τ)``, which is the same number but exactly ``τ`` when every
+    site took ``τ`` steps, so that FedNova then reproduces the weighted mean bit for bit.
+
+    Raises:
+        ValueError: on mismatched lengths, bad weights, or step counts that are not finite and positive.
+    """
+    tau = _check_steps(steps, len(weights))
+    w = np.asarray(weights, dtype="float64")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"Weights must be finite and non-negative with a positive sum, got {list(weights)}.")
+    p = w / w.sum()
+    low = float(tau.min())
+    return low + float(np.dot(p, tau - low))
+
+
+def normalized_updates(updates: Sequence[Update], steps: Sequence[float]) -> list[dict[str, np.ndarray]]:
+    """FedNova's per-step updates d_i = Δ_i / τ_i, in float64 (Wang et al. 2020)."""
+    tau = _check_steps(steps, len(updates))
+    return [
+        {k: np.asarray(v, dtype="float64") / t for k, v in u.items()}
+        for u, t in zip(updates, tau, strict=True)
+    ]
+
+
+def fednova(
+    updates: Sequence[Update], weights: Sequence[float], steps: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """FedNova: the weighted mean of step-normalized updates, rescaled by τ_eff (Wang et al. 2020).
+
+    Wang et al. 2020, "Tackling the Objective Inconsistency Problem in Heterogeneous Federated
+    Optimization" (NeurIPS), Section 4, for local SGD (a_i = [1, ..., 1], so ||a_i||_1 = τ_i).
+    Site i took τ_i local steps and sent Δ_i. With p_i the normalized weights (sample counts), the
+    global update is ``τ_eff · Σ p_i Δ_i / τ_i`` with ``τ_eff = Σ p_i τ_i``. FedAvg (``Σ p_i Δ_i``)
+    instead lets a site that ran more steps dominate the direction and so optimizes a different
+    objective; FedNova weights each site's *direction* by ``p_i`` whatever its workload. When every
+    τ_i is equal the two agree exactly. The normalization is exact for plain local SGD; with momentum,
+    Adam or a FedProx term the paper's a_i differ and dividing by τ_i is an approximation.
+
+    Args:
+        updates: the sites' updates (trained weights minus the global weights).
+        weights: one per update, e.g. its number of training samples.
+        steps: one per update, the local optimizer steps it took (τ_i > 0).
+
+    Raises:
+        ValueError: on mismatched lengths or parameters, bad weights, or steps that are not positive.
+    """
+    names, n = _check(updates)
+    if len(weights) != n:
+        raise ValueError(f"Got {n} updates but {len(weights)} weights.")
+    tau = _check_steps(steps, n)
+    tau_eff = effective_steps(weights, steps)
+    # Σ p_i (τ_eff / τ_i) Δ_i; the factors are exactly 1 when all τ_i are equal.
+    scaled = [
+        {k: np.asarray(u[k], dtype="float64") * (tau_eff / t) for k in names}
+        for u, t in zip(updates, tau, strict=True)
+    ]
+    return weighted_mean(scaled, weights)
+
+
 def aggregate_updates(
     updates: Sequence[Update],
     weights: Sequence[float],
@@ -216,20 +291,22 @@ def aggregate_updates(
     rule: str,
     trim_fraction: float = 0.1,
     clip_norm: float | None = None,
+    steps: Sequence[float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Combine sites' updates with one of :data:`RULES`; the result is float64.
 
     Args:
         updates: the sites' updates (weights minus the global weights), same names and shapes.
-        weights: one per update, e.g. its number of training samples; used by ``"mean"`` and
-            ``"clipped_mean"``, ignored by ``"median"`` and ``"trimmed_mean"``.
-        rule: ``"mean"``, ``"median"``, ``"trimmed_mean"`` or ``"clipped_mean"``.
+        weights: one per update, e.g. its number of training samples; used by ``"mean"``,
+            ``"clipped_mean"`` and ``"fednova"``, ignored by ``"median"`` and ``"trimmed_mean"``.
+        rule: ``"mean"``, ``"median"``, ``"trimmed_mean"``, ``"clipped_mean"`` or ``"fednova"``.
         trim_fraction: β of ``"trimmed_mean"``.
         clip_norm: the L2 bound of ``"clipped_mean"``; required by that rule.
+        steps: each update's local optimizer steps τ_i; required by ``"fednova"``, ignored otherwise.
 
     Raises:
-        ValueError: on an unknown rule, a missing ``clip_norm``, bad weights or a bad ``trim_fraction``,
-            or updates that do not match.
+        ValueError: on an unknown rule, a missing ``clip_norm`` or ``steps``, bad weights, steps or
+            ``trim_fraction``, or updates that do not match.
     """
     if rule not in RULES:
         raise ValueError(f"Unknown aggregation rule {rule!r}; choose one of {', '.join(RULES)}.")
@@ -241,6 +318,10 @@ def aggregate_updates(
         return coordinate_median(updates)
     if rule == "trimmed_mean":
         return trimmed_mean(updates, trim_fraction=trim_fraction)
+    if rule == "fednova":
+        if steps is None:
+            raise ValueError("The fednova rule needs steps, each site's local optimizer steps this round.")
+        return fednova(updates, weights, steps)
     if clip_norm is None:
         raise ValueError("The clipped_mean rule needs clip_norm, the L2 bound of each site's update.")
     return norm_clipped_mean(updates, weights, clip_norm=clip_norm)

@@ -1,0 +1,59 @@
+"""Fault drills on a running POC federation: kill a site mid-job, then follow the job to its end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from fedhealth.poc.admin import AdminClient
+from fedhealth.poc.processes import PocProcesses
+from fedhealth.poc.workspace import PocError, PocLayout
+
+
+def set_heartbeat_timeout(layout: PocLayout, seconds: int) -> None:
+    """How long the server waits before declaring a silent site dead (POC kits: 600 s).
+
+    FLARE keeps a job open until every site has ended it or is declared dead, so a killed site
+    holds the job this long after its last round.
+    """
+    path = layout.kit(layout.server) / "local" / "resources.json"
+    resources = json.loads(path.read_text())
+    for server in resources.get("servers", []):
+        server["heart_beat_timeout"] = seconds
+    path.write_text(json.dumps(resources, indent=2))
+
+
+def run_drill(
+    layout: PocLayout,
+    job_dir: Path,
+    *,
+    workspace: Path,
+    kill_site: str | None = None,
+    kill_at_round: int = 2,
+    timeout: float = 300.0,
+) -> tuple[str, Path, float]:
+    """Run ``job_dir``; optionally kill ``kill_site`` once round ``kill_at_round`` has started.
+
+    Returns:
+        The job's final status, the downloaded result folder and the job's wall time in seconds.
+    """
+    with PocProcesses(layout, workspace / "logs") as procs:
+        procs.start()
+        with AdminClient(layout) as admin:
+            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+            start = time.monotonic()
+            job_id = admin.submit(job_dir, workspace / "submit")
+            if kill_site:
+                deadline = time.monotonic() + timeout
+                while (admin.progress(job_id).get("current_round") or 0) < kill_at_round:
+                    if time.monotonic() > deadline:
+                        raise PocError(f"job {job_id} never reached round {kill_at_round}")
+                    time.sleep(0.5)
+                procs.kill(kill_site)
+            status = admin.follow(
+                job_id, on_progress=lambda p: None, check=procs.check_alive, timeout=timeout
+            )
+            seconds = time.monotonic() - start
+            result = admin.download(job_id, workspace / "downloads" / job_id)
+    return status, result, seconds

@@ -1,0 +1,103 @@
+"""Job and project variants for drills, tests and benchmarks: same job, one setting changed.
+
+Each function copies a job folder (or project file) and edits the copy, so the jobs under
+``jobs/`` stay exactly what an admin submits.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+FAULT_FILTER = "fedhealth.filters.fault_injector.FaultInjector"
+
+
+def project_on_port(project_file: Path, dest: Path, port: int) -> Path:
+    """A copy of ``project_file`` whose server listens on ``port`` (FL and admin)."""
+    project = yaml.safe_load(Path(project_file).read_text())
+    for participant in project["participants"]:
+        if participant["type"] == "server":
+            participant["fed_learn_port"] = participant["admin_port"] = port
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(project))
+    return dest
+
+
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def job_variant(
+    src: Path,
+    dest: Path,
+    *,
+    rounds: int | None = None,
+    min_sites: int | None = None,
+    wait_after_min_s: float | None = None,
+    cse_timeout_s: int | None = None,
+    faulty_site: str | None = None,
+    fault: dict | None = None,
+) -> Path:
+    """Copy the job ``src`` to ``dest`` and change the named settings.
+
+    Args:
+        rounds: ScatterAndGather's ``num_rounds``.
+        min_sites: sites needed per round (ScatterAndGather ``min_clients`` and the job's ``min_clients``).
+        wait_after_min_s: how long a round waits for the others once ``min_sites`` answered.
+        cse_timeout_s: cross-site evaluation's submit/validate timeouts (a dead site must not stall it).
+        faulty_site: the site that runs a second app with the fault-drill filter.
+        fault: the filter's args, e.g. ``{"mode": "nan"}``, ``{"mode": "scale", "factor": 100}``.
+    """
+    dest = Path(dest)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".__nvfl_*"))
+    server = dest / "app" / "config" / "config_fed_server.json"
+
+    def server_change(config: dict) -> None:
+        for workflow in config["workflows"]:
+            args = workflow["args"]
+            if "num_rounds" in args:
+                if rounds is not None:
+                    args["num_rounds"] = rounds
+                if min_sites is not None:
+                    args["min_clients"] = min_sites
+                if wait_after_min_s is not None:
+                    args["wait_time_after_min_received"] = wait_after_min_s
+            if "submit_model_task_name" in args and cse_timeout_s is not None:
+                args.update(submit_model_timeout=cse_timeout_s, validation_timeout=cse_timeout_s)
+
+    _edit_json(server, server_change)
+    if min_sites is not None:
+        _edit_json(dest / "meta.json", lambda meta: meta.update(min_clients=min_sites))
+    if faulty_site:
+        _add_faulty_app(dest, faulty_site, fault or {"mode": "nan"})
+    return dest
+
+
+def _add_faulty_app(job: Path, site: str, fault: dict) -> None:
+    shutil.copytree(job / "app", job / "app_fault")
+
+    def deploy(meta: dict) -> None:
+        everyone = meta["deploy_map"].pop("app")
+        others = [s for s in everyone if s != site] if everyone != ["@ALL"] else None
+        meta["deploy_map"]["app"] = others if others is not None else ["server", *_other_sites(job, site)]
+        meta["deploy_map"]["app_fault"] = [site]
+
+    _edit_json(job / "meta.json", deploy)
+    filters = [{"tasks": ["train"], "filters": [{"path": FAULT_FILTER, "args": dict(fault)}]}]
+    _edit_json(
+        job / "app_fault" / "config" / "config_fed_client.json",
+        lambda c: c.update(task_result_filters=filters),
+    )
+
+
+def _other_sites(job: Path, site: str) -> list[str]:
+    from fedhealth.constants import HEART_SITES
+
+    return [s for s in HEART_SITES if s != site]
