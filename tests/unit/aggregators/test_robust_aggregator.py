@@ -22,13 +22,15 @@ from fedhealth.aggregators.robust_aggregator import (
     PROP_REJECTION,
     RobustAggregator,
 )
-from fedhealth.constants import HEART_SITES
+from fedhealth.constants import HEART_SITES, META_LOCAL_STEPS
 from fedhealth.shareables.scheduled_generator import ScheduledShareableGenerator
 from fedhealth.training.aggregation import weighted_average
 from fedhealth.training.robust import clip_by_norm, update_norm
 
 ROUND = 2
 COUNTS = dict(zip(HEART_SITES, (199, 172, 30, 85), strict=True))  # n_train, as the executor reports it
+# local optimizer steps: cleveland and hungary run the job's 50, switzerland caps itself at 5
+STEPS = dict(zip(HEART_SITES, (50, 50, 5, 22), strict=True))
 POISONED = HEART_SITES[2]
 NAN = float("nan")
 
@@ -108,11 +110,14 @@ def _context(round_: int = ROUND) -> FLContext:
     return fl_ctx
 
 
-def _result(site: str, weights: dict, *, round_: int = ROUND, kind: str = DataKind.WEIGHTS) -> Shareable:
+def _result(
+    site: str, weights: dict, *, round_: int = ROUND, kind: str = DataKind.WEIGHTS, steps: object = None
+) -> Shareable:
     """A train result as HeartExecutor builds it, as it reaches the server's aggregator."""
-    shareable = DXO(
-        kind, data=weights, meta={MetaKey.NUM_STEPS_CURRENT_ROUND: COUNTS.get(site, 1)}
-    ).to_shareable()
+    meta = {MetaKey.NUM_STEPS_CURRENT_ROUND: COUNTS.get(site, 1)}
+    if steps is not None:
+        meta[META_LOCAL_STEPS] = steps
+    shareable = DXO(kind, data=weights, meta=meta).to_shareable()
     shareable.set_peer_props({ReservedKey.IDENTITY_NAME: site})
     shareable.add_cookie(AppConstants.CONTRIBUTION_ROUND, round_)
     return shareable
@@ -122,10 +127,14 @@ def _run(
     aggregator: RobustAggregator | InTimeAccumulateWeightedAggregator,
     weights: dict[str, dict[str, np.ndarray]],
     fl_ctx: FLContext | None = None,
+    steps: dict[str, object] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[bool]]:
     fl_ctx = fl_ctx or _context()
     aggregator.handle_event(EventType.START_RUN, fl_ctx)
-    accepted = [aggregator.accept(_result(site, w), fl_ctx) for site, w in weights.items()]
+    steps = steps or {}
+    accepted = [
+        aggregator.accept(_result(site, w, steps=steps.get(site)), fl_ctx) for site, w in weights.items()
+    ]
     dxo = from_shareable(aggregator.aggregate(fl_ctx))
     assert dxo.data_kind == DataKind.WEIGHTS
     return dxo.data, accepted
@@ -319,3 +328,77 @@ def test_weight_diff_contributions_give_a_weight_diff_result() -> None:
 def test_constructor_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RobustAggregator(**kwargs)
+
+
+def test_fednova_normalizes_each_update_by_its_local_steps() -> None:
+    weights = _site_weights()
+    out, accepted = _run(RobustAggregator(rule="fednova"), weights, steps=STEPS)
+    assert accepted == [True] * 4
+    base = _global()
+    p = np.array([COUNTS[s] for s in COUNTS], dtype="float64") / sum(COUNTS.values())
+    tau = np.array([STEPS[s] for s in COUNTS], dtype="float64")
+    tau_eff = float(np.dot(p, tau))
+    assert tau_eff == pytest.approx((199 * 50 + 172 * 50 + 30 * 5 + 85 * 22) / 486)  # 42.33
+    for name in base:
+        deltas = [weights[s][name].astype("float64") - base[name] for s in COUNTS]
+        step = tau_eff * sum(pi * d / t for pi, d, t in zip(p, deltas, tau, strict=True))
+        np.testing.assert_allclose(out[name], base[name] + step, rtol=1e-6, atol=1e-6)
+    fedavg, _ = _run(RobustAggregator(), weights)
+    assert np.abs(fedavg["net.weight"] - out["net.weight"]).max() > 1e-3  # the capped site now counts more
+
+
+def test_fednova_with_equal_steps_is_the_mean() -> None:
+    weights = _site_weights(seed=4)
+    out, _ = _run(RobustAggregator(rule="fednova"), weights, steps=dict.fromkeys(COUNTS, 50))
+    mean, _ = _run(RobustAggregator(), weights)
+    for name, value in mean.items():
+        np.testing.assert_array_equal(out[name], value)
+
+
+# (local steps the poisoned site reports, the recorded reason)
+FEDNOVA_BAD_STEPS = [
+    (
+        None,
+        "It carries no fedhealth_local_steps (its local optimizer steps), which the fednova rule normalizes "
+        "by; the site's executor must report them.",
+    ),
+    (0, "Its fedhealth_local_steps 0 is not a positive number of local steps."),
+    (-3, "Its fedhealth_local_steps -3 is not a positive number of local steps."),
+    ("many", "Its fedhealth_local_steps 'many' is not a positive number of local steps."),
+    (NAN, "Its fedhealth_local_steps nan is not a positive number of local steps."),
+]
+
+
+@pytest.mark.parametrize(("steps", "reason"), FEDNOVA_BAD_STEPS)
+def test_fednova_rejects_a_contribution_without_usable_steps(steps: object, reason: str) -> None:
+    weights = _site_weights()
+    aggregator = RobustAggregator(rule="fednova")
+    out, accepted = _run(aggregator, weights, steps={**STEPS, POISONED: steps})
+    assert accepted == [site != POISONED for site in COUNTS]
+    assert aggregator.rejections == [{"site": POISONED, "round": ROUND, "reason": reason}]
+    honest = [s for s in COUNTS if s != POISONED]
+    expected, _ = _run(RobustAggregator(rule="fednova"), {s: weights[s] for s in honest}, steps=STEPS)
+    _assert_close(out, expected)
+
+
+def test_the_mean_rule_needs_no_local_steps() -> None:
+    aggregator = RobustAggregator()
+    _, accepted = _run(aggregator, _site_weights())
+    assert accepted == [True] * 4 and aggregator.rejections == []
+
+
+def test_fednova_rejects_a_site_that_under_reports_its_steps() -> None:
+    # An ordinary update claimed as 1 step (others 50) would be scaled up about 40x by FedNova; per
+    # local step its norm is about 50x the median, so the norm check catches it.
+    weights = _site_weights()
+    aggregator = RobustAggregator(rule="fednova")
+    claimed = {**dict.fromkeys(COUNTS, 50), POISONED: 1}
+    out, accepted = _run(aggregator, weights, steps=claimed)
+    assert accepted == [True] * 4
+    assert [r["site"] for r in aggregator.rejections] == [POISONED]
+    assert aggregator.rejections[0]["reason"].endswith(
+        "at most 10 times is allowed. (fednova: norms per local step)"
+    )
+    _assert_close(out, _mean_of(weights, [s for s in COUNTS if s != POISONED]))
+    unchecked, _ = _run(RobustAggregator(rule="fednova", max_norm_ratio=None), weights, steps=claimed)
+    assert np.abs(unchecked["net.weight"] - out["net.weight"]).max() > 0.1  # the inflated update got through

@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from fedhealth.data.heart_source import RAW_COLUMNS, TARGET
-from fedhealth.data.site_data import SiteDataError, load_site, read_split, resolve_data_root, write_site
+from fedhealth.data.site_data import (
+    SiteDataError,
+    load_site,
+    read_split,
+    resolve_data_root,
+    site_settings,
+    write_site,
+)
 
 GOOD = pd.DataFrame(
     {
@@ -117,6 +124,28 @@ def test_load_site_reads_real_hospital_split(tmp_path: Path, heart_splits: dict)
     np.testing.assert_array_equal(train.labels, split.train[TARGET].to_numpy("float32"))
 
 
+# (fedhealth_site.json text or None for no file, the settings read)
+SETTINGS_CASES = [
+    (None, {}),
+    ("{}", {}),
+    ('{"max_local_steps": 20}', {"max_local_steps": 20}),
+    ('{"max_local_steps": 1, "data_root": "d"}', {"max_local_steps": 1, "data_root": "d"}),
+    ('{"max_local_steps": null}', {"max_local_steps": None}),
+]
+# (fedhealth_site.json text, fragment of the error)
+BAD_SETTINGS_CASES = [
+    (
+        '{"max_local_steps": -3}',
+        "'max_local_steps' must be a whole number of local optimizer steps, at least 1",
+    ),
+    ('{"max_local_steps": 0}', "got 0"),
+    ('{"max_local_steps": 2.5}', "got 2.5"),
+    ('{"max_local_steps": 20.0}', "got 20.0"),
+    ('{"max_local_steps": "20"}', "got '20'"),
+    ('{"max_local_steps": true}', "got True"),
+    ("[1, 2]", "must hold a JSON object of settings, not a list"),
+    ("{max_local_steps: 3}", "not valid JSON"),
+]
 # (fedhealth_site.json content or None for no file, expected data root relative to the site; None = absolute)
 ROOT_CASES = [
     (None, "data"),
@@ -146,3 +175,22 @@ def test_resolve_data_root_rejects_bad_json(tmp_path: Path) -> None:
     (tmp_path / "local" / "fedhealth_site.json").write_text("{data_root: ")
     with pytest.raises(SiteDataError, match=r"fedhealth_site\.json: not valid JSON .* line 1"):
         resolve_data_root(tmp_path)
+
+
+@pytest.mark.parametrize(("text", "expected"), SETTINGS_CASES)
+def test_site_settings(tmp_path: Path, text: str | None, expected: dict) -> None:
+    (tmp_path / "local").mkdir()
+    if text is not None:
+        (tmp_path / "local" / "fedhealth_site.json").write_text(text)
+    assert site_settings(tmp_path) == expected
+
+
+@pytest.mark.parametrize(("text", "fragment"), BAD_SETTINGS_CASES)
+def test_site_settings_errors_name_file_and_key(tmp_path: Path, text: str, fragment: str) -> None:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "fedhealth_site.json").write_text(text)
+    for read in (site_settings, resolve_data_root):
+        with pytest.raises(SiteDataError) as info:
+            read(tmp_path)
+        assert str(info.value).startswith("local/fedhealth_site.json: ")
+        assert fragment in str(info.value)

@@ -33,6 +33,21 @@ JOB_ID = "job-1"
 SITES = {"cleveland": (199, 104, 199), "va_long_beach": (85, 45, 63)}
 # (task name, return code) for tasks that need nothing from the server
 UNKNOWN_TASKS = ["training", "", "TRAIN"]
+# (executor arguments, the site's max_local_steps or None, local steps taken); cleveland: 199 rows
+WORKLOAD_CASES = [
+    ({}, None, 50),  # one epoch of batches of 4: ceil(199 / 4)
+    ({}, 20, 20),
+    ({}, 50, 50),
+    ({}, 100, 50),  # a cap above the job's workload changes nothing
+    ({"local_epochs": 2}, None, 100),
+    ({"local_epochs": 2}, 60, 60),
+    ({"local_epochs": 3, "batch_size": 32}, 10, 10),  # 3 * 7 = 21 planned
+    ({"local_steps": 30}, None, 30),
+    ({"local_steps": 30}, 7, 7),
+    ({"local_steps": 30}, 1, 1),
+]
+# max_local_steps values a site may not set
+BAD_CAPS = [-5, 0, 2.5, "20", True, [10]]
 
 
 class _Engine:
@@ -49,11 +64,12 @@ class _Engine:
         self.events.append(event_type)
 
 
-def _kit(root: Path, site: str, splits: dict, drop: str | None = None) -> Path:
+def _kit(root: Path, site: str, splits: dict, drop: str | None = None, settings: dict | None = None) -> Path:
     kit = root / site
     (kit / "startup").mkdir(parents=True)
     (kit / "local").mkdir()
-    (kit / "local" / C.SITE_CONFIG_FILE).write_text(json.dumps({C.SITE_DATA_ROOT_KEY: "hospital"}))
+    settings = {C.SITE_DATA_ROOT_KEY: "hospital", **(settings or {})}
+    (kit / "local" / C.SITE_CONFIG_FILE).write_text(json.dumps(settings))
     train, test = splits[site].train, splits[site].test
     write_site(kit / "hospital", train.drop(columns=drop) if drop else train, test)
     return kit
@@ -70,7 +86,8 @@ def _context(kit: Path, site: str) -> FLContext:
 
 
 def _started(tmp_path: Path, splits: dict, site: str = "cleveland", **kwargs: object):
-    fl_ctx = _context(_kit(tmp_path, site, splits, kwargs.pop("drop", None)), site)
+    kit = _kit(tmp_path, site, splits, kwargs.pop("drop", None), kwargs.pop("settings", None))
+    fl_ctx = _context(kit, site)
     executor = HeartExecutor(**kwargs)
     executor.handle_event(EventType.START_RUN, fl_ctx)
     return executor, fl_ctx
@@ -137,6 +154,7 @@ def test_train_after_set_scaling_returns_sample_weighted_weights(tmp_path: Path,
     assert not np.array_equal(dxo.data["net.weight"], sent["net.weight"])
     metrics = dxo.get_meta_prop(C.META_SITE_METRICS)
     assert (metrics["n_train"], metrics["n_test"], metrics["lr"], metrics["round"]) == (199, 104, 0.05, 3)
+    assert metrics["steps"] == dxo.get_meta_prop(C.META_LOCAL_STEPS) == 50  # ceil(199 / 4), one epoch
     assert 0.0 <= metrics["global_accuracy"] <= 1.0
     assert dxo.get_meta_prop(MetaKey.INITIAL_METRICS) == metrics["global_accuracy"]
     submitted = from_shareable(_run(executor, C.TASK_SUBMIT_MODEL, fl_ctx))
@@ -234,3 +252,55 @@ def test_aborted_task(tmp_path: Path, heart_splits: dict) -> None:
 def test_constructor_checks_training_args(args: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         HeartExecutor(**args)
+
+
+def _train_once(tmp_path: Path, heart_splits: dict, cap: int | None, **kwargs: object) -> DXO:
+    settings = {} if cap is None else {C.SITE_MAX_LOCAL_STEPS_KEY: cap}
+    executor, fl_ctx = _started(tmp_path, heart_splits, settings=settings, **kwargs)
+    _scaling(executor, fl_ctx)
+    reply = _run(executor, C.TASK_TRAIN, fl_ctx, _model_task())
+    assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK, reply.get_header(C.HEADER_ERROR)
+    return from_shareable(reply)
+
+
+@pytest.mark.parametrize(("kwargs", "cap", "steps"), WORKLOAD_CASES)
+def test_site_cap_on_local_steps(
+    tmp_path: Path, heart_splits: dict, kwargs: dict, cap: int | None, steps: int
+) -> None:
+    dxo = _train_once(tmp_path, heart_splits, cap, **kwargs)
+    assert dxo.get_meta_prop(C.META_LOCAL_STEPS) == steps
+    assert dxo.get_meta_prop(C.META_SITE_METRICS)["steps"] == steps
+    assert dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == 199  # the sample weight is unchanged
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"local_epochs": 2}, {"local_steps": 30}])
+def test_a_cap_that_does_not_bind_leaves_the_training_unchanged(
+    tmp_path: Path, heart_splits: dict, kwargs: dict
+) -> None:
+    free = _train_once(tmp_path / "free", heart_splits, None, **kwargs)
+    capped = _train_once(tmp_path / "capped", heart_splits, 1000, **kwargs)
+    for name, value in free.data.items():
+        np.testing.assert_array_equal(capped.data[name], value)
+    tight = _train_once(tmp_path / "tight", heart_splits, 3, **kwargs)
+    assert not np.array_equal(tight.data["net.weight"], free.data["net.weight"])
+
+
+@pytest.mark.parametrize("cap", BAD_CAPS)
+def test_a_bad_cap_fails_every_task_naming_file_and_key(
+    tmp_path: Path, heart_splits: dict, cap: object
+) -> None:
+    executor, fl_ctx = _started(tmp_path, heart_splits, settings={C.SITE_MAX_LOCAL_STEPS_KEY: cap})
+    for task in (C.TASK_FED_STATS, C.TASK_TRAIN):
+        reply = _run(executor, task, fl_ctx, _model_task())
+        assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+        message = reply.get_header(C.HEADER_ERROR)
+        assert message.startswith(f"site cleveland failed task '{task}': local/fedhealth_site.json: ")
+        assert "'max_local_steps' must be a whole number of local optimizer steps, at least 1" in message
+        assert message.endswith(f"got {cap!r}")
+
+
+def test_a_binding_cap_on_epochs_trains_like_that_many_steps(tmp_path: Path, heart_splits: dict) -> None:
+    capped = _train_once(tmp_path / "capped", heart_splits, 60, local_epochs=2)
+    steps = _train_once(tmp_path / "steps", heart_splits, None, local_steps=60)
+    for name, value in steps.data.items():
+        np.testing.assert_array_equal(capped.data[name], value)

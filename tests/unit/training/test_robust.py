@@ -12,8 +12,11 @@ from fedhealth.training.robust import (
     aggregate_updates,
     clip_by_norm,
     coordinate_median,
+    effective_steps,
+    fednova,
     norm_clipped_mean,
     norm_outliers,
+    normalized_updates,
     trimmed_mean,
     update_norm,
     validate_update,
@@ -98,6 +101,28 @@ ERROR_CASES = [
     ([GOOD] * 4, [1] * 4, {"rule": "trimmed_mean", "trim_fraction": -0.1}, "got -0.1"),
     ([GOOD], [1], {"rule": "clipped_mean"}, "The clipped_mean rule needs clip_norm"),
     ([GOOD], [1], {"rule": "clipped_mean", "clip_norm": 0.0}, "max_norm must be positive, got 0.0."),
+    ([GOOD], [1], {"rule": "fednova"}, "The fednova rule needs steps, each site's local optimizer steps"),
+    ([GOOD, GOOD], [1, 1], {"rule": "fednova", "steps": [5]}, "Got 2 updates but 1 local step counts."),
+    (
+        [GOOD, GOOD],
+        [1, 1],
+        {"rule": "fednova", "steps": [5, 0]},
+        r"Local step counts must be finite and positive, got \[5, 0\].",
+    ),
+    ([GOOD, GOOD], [1, 1], {"rule": "fednova", "steps": [5, NAN]}, "finite and positive"),
+    ([GOOD, GOOD], [1, -1], {"rule": "fednova", "steps": [5, 5]}, "non-negative"),
+]
+# FedNova by hand (Wang et al. 2020): (updates Δ_i, weights, steps τ_i, τ_eff, global update, FedAvg's)
+FEDNOVA_CASES = [
+    # A runs 10 steps of +1 along x, B (slow) 1 step of +1 along y, equal samples: p = (1/2, 1/2),
+    # d = (1/2, 1/2), τ_eff = 5.5. FedAvg moves 10x further along A's axis; FedNova along both alike.
+    ([[10.0, 0.0], [0.0, 1.0]], [1, 1], [10, 1], 5.5, [2.75, 2.75], [5.0, 0.5]),
+    # The same with 3x more samples at A: p = (3/4, 1/4), τ_eff = 7.75, d = (3/4, 1/4).
+    ([[10.0, 0.0], [0.0, 1.0]], [300, 100], [10, 1], 7.75, [5.8125, 1.9375], [7.5, 0.25]),
+    # d_A = (1, 1), d_B = (1, 0), p = (1/4, 3/4): d = (1, 1/4), τ_eff = 0.5 + 3 = 3.5.
+    ([[2.0, 2.0], [4.0, 0.0]], [1, 3], [2, 4], 3.5, [3.5, 0.875], [3.5, 0.5]),
+    # One site: FedNova is its own update, whatever its steps.
+    ([[3.0, -1.0]], [7], [4], 4.0, [3.0, -1.0], [3.0, -1.0]),
 ]
 
 
@@ -241,15 +266,16 @@ def test_norm_outliers_errors(norms: dict[str, float], max_ratio: float, message
         norm_outliers(norms, max_ratio=max_ratio)
 
 
-@pytest.mark.parametrize("rule", ["mean", "median", "trimmed_mean", "clipped_mean"])
+@pytest.mark.parametrize("rule", ["mean", "median", "trimmed_mean", "clipped_mean", "fednova"])
 def test_aggregate_updates_dispatches_to_the_rule(rule: str) -> None:
-    updates, weights = _random_updates(5, seed=11), [199, 172, 30, 85, 10]
-    out = aggregate_updates(updates, weights, rule=rule, trim_fraction=0.2, clip_norm=1.0)
+    updates, weights, steps = _random_updates(5, seed=11), [199, 172, 30, 85, 10], [50, 43, 8, 22, 3]
+    out = aggregate_updates(updates, weights, rule=rule, trim_fraction=0.2, clip_norm=1.0, steps=steps)
     expected = {
         "mean": lambda: weighted_mean(updates, weights),
         "median": lambda: coordinate_median(updates),
         "trimmed_mean": lambda: trimmed_mean(updates, trim_fraction=0.2),
         "clipped_mean": lambda: norm_clipped_mean(updates, weights, clip_norm=1.0),
+        "fednova": lambda: fednova(updates, weights, steps),
     }[rule]()
     for name, value in expected.items():
         assert out[name].dtype == np.float64
@@ -268,3 +294,55 @@ def test_weighted_mean_by_sample_count() -> None:
 def test_aggregate_updates_errors(updates: list, weights: list, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         aggregate_updates(updates, weights, **kwargs)
+
+
+@pytest.mark.parametrize(("deltas", "weights", "steps", "tau_eff", "expected", "fedavg"), FEDNOVA_CASES)
+def test_fednova_by_hand(
+    deltas: list, weights: list, steps: list, tau_eff: float, expected: list, fedavg: list
+) -> None:
+    updates = [{"w": np.array(d)} for d in deltas]
+    assert math.isclose(effective_steps(weights, steps), tau_eff, rel_tol=1e-12)
+    np.testing.assert_allclose(fednova(updates, weights, steps)["w"], expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(weighted_mean(updates, weights)["w"], fedavg, rtol=1e-12, atol=1e-12)
+    normalized = normalized_updates(updates, steps)
+    np.testing.assert_allclose([n["w"] for n in normalized], np.array(deltas) / np.array(steps)[:, None])
+
+
+def test_fednova_counts_a_slow_sites_direction_fully() -> None:
+    # Two sites with equal samples and the same per-step progress, one along x, one along y; the slow
+    # site does 1/10 of the steps. FedAvg lets the fast site's axis win 10:1; FedNova goes diagonally.
+    updates = [{"w": np.array([20.0, 0.0])}, {"w": np.array([0.0, 2.0])}]
+    out = aggregate_updates(updates, [50, 50], rule="fednova", steps=[20, 2])["w"]
+    np.testing.assert_allclose(out, [5.5, 5.5], rtol=1e-12)  # τ_eff = 11, d = (1/2, 1/2)
+    np.testing.assert_allclose(weighted_mean(updates, [50, 50])["w"], [10.0, 1.0])
+
+
+@pytest.mark.parametrize(("n", "tau", "seed"), [(1, 1, 0), (2, 7, 1), (4, 50, 2), (5, 0.5, 3), (8, 13, 4)])
+def test_fednova_equals_weighted_mean_for_equal_steps(n: int, tau: float, seed: int) -> None:
+    updates = _random_updates(n, seed)
+    weights = list(np.random.default_rng(seed).integers(1, 300, size=n))
+    assert effective_steps(weights, [tau] * n) == tau
+    out = fednova(updates, weights, [tau] * n)
+    mean = weighted_mean(updates, weights)
+    for name, value in mean.items():
+        np.testing.assert_array_equal(out[name], value)  # bit for bit, not just close
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fednova_matches_the_formula_and_ignores_the_unit_of_steps(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    updates = _random_updates(4, seed)
+    weights = rng.integers(1, 300, size=4).astype(float)
+    steps = rng.integers(1, 60, size=4).astype(float)
+    p = weights / weights.sum()
+    tau_eff = float(np.dot(p, steps))
+    out = fednova(updates, list(weights), list(steps))
+    for name, value in out.items():
+        expected = tau_eff * sum(
+            pi * _stack([u], name)[0] / t for pi, u, t in zip(p, updates, steps, strict=True)
+        )
+        np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-15)
+    # τ_i counted in half-steps gives the same global update: only the ratios τ_eff / τ_i matter.
+    doubled = fednova(updates, list(weights), list(2 * steps))
+    for name, value in out.items():
+        np.testing.assert_allclose(doubled[name], value, rtol=1e-12, atol=1e-15)
