@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo test test-fast lint format bench-heart clean
+.PHONY: setup demo test test-fast lint format bench-heart bench-faults clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ format: setup
 
 bench-heart: setup
 	$(PY) scripts/bench_heart.py --out results/bench_heart.json
+
+bench-faults: setup
+	$(PY) scripts/bench_faults.py --out results/bench_faults.json
 
 clean:
 	rm -rf workspace results/demo

@@ -119,10 +119,13 @@ def run_job(layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float
 def _failure_message(job_id: str, status: str, result: Path, logs: str) -> str:
     try:
         record, _ = find_run_files(result)
-        failures = record.get("failures", [])
     except (FileNotFoundError, ValueError):
-        failures = []
+        record = {}
+    failures = record.get("failures", [])
     reasons = "; ".join(f"{f['site']}: {f['reason']}" for f in failures)
+    if not reasons and record.get("abort_reason"):
+        gone = ", ".join(d["site"] for d in record.get("disconnected", []))
+        reasons = record["abort_reason"] + (f" (disconnected: {gone})" if gone else "")
     message = f"job {job_id} ended {status}"
     message += f" - failed sites: {reasons}" if reasons else " - no site reported a reason"
     return message + (f" (site error logs downloaded to {logs})" if logs else "")

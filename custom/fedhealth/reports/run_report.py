@@ -117,6 +117,9 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "curves": site_curves(record),
         "participation": participation(record),
         "rejected_updates": record.get("rejected_updates", []),
+        "status": record.get("status"),
+        "abort_reason": record.get("abort_reason"),
+        "disconnected": record.get("disconnected", []),
         "divergence": record.get("divergence"),
         "failures": record.get("failures", []),
     }
@@ -179,6 +182,13 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         participation_markdown(report),
         fairness_markdown(report),
     ]
+    if report.get("status") == "aborted":
+        parts += [
+            "",
+            f"**The job was aborted in round {report.get('rounds')}: {report.get('abort_reason')}**",
+        ]
+    if report.get("disconnected"):
+        parts += [""] + [f"- {d['site']} disconnected in round {d['round']}" for d in report["disconnected"]]
     if report.get("rejected_updates"):
         parts += ["", "## Rejected updates (never aggregated)", ""] + [
             f"- round {r.get('round')}, {r.get('site')}: {r.get('reason')}"

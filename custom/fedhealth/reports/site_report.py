@@ -36,7 +36,7 @@ def site_curves(record: dict) -> dict[str, dict[str, list]]:
 def participation(record: dict) -> dict[str, dict]:
     """Per site: rounds it contributed to, the share of all rounds, and the rounds it missed."""
     rounds = record.get("rounds", [])
-    names = sorted({site for r in rounds for site in r.get("sites", {})})
+    names = sorted({site for r in rounds for site in r.get("sites", {})} | set(record.get("sites", [])))
     out = {}
     for site in names:
         missed = [r.get("round", i) for i, r in enumerate(rounds) if site not in r.get("sites", {})]

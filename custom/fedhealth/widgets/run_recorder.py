@@ -76,6 +76,8 @@ class RunRecorder(FLComponent):
                     "gate": dict(self.gate),
                     "divergence": None,
                     "rejected_updates": [],
+                    "sites": [],
+                    "disconnected": [],
                 }
         elif event_type == AppEventType.ROUND_STARTED:
             with self._lock:
@@ -96,9 +98,21 @@ class RunRecorder(FLComponent):
             collector = fl_ctx.get_prop(InfoCollector.CTX_KEY_STATS_COLLECTOR, None)
             if isinstance(collector, GroupInfoCollector):
                 collector.add_info(group_name=STATS_GROUP, info=self.progress())
+        elif event_type == EventType.FATAL_SYSTEM_ERROR:
+            with self._lock:
+                self._record["status"] = "aborted"
+                self._record["abort_reason"] = str(fl_ctx.get_prop(FLContextKey.EVENT_DATA, "") or "")
+                self._record["abort_round"] = self._record["current_round"]
+                self._write_locked()
+        elif event_type == EventType.CLIENT_DISCONNECTED:
+            site = fl_ctx.get_prop(FLContextKey.DISCONNECTED_CLIENT_NAME)
+            with self._lock:
+                self._record["disconnected"].append({"site": site, "round": self._record["current_round"]})
+                self._write_locked()
         elif event_type == EventType.END_RUN:
             with self._lock:
-                self._record["status"] = "finished"
+                if self._record.get("status") != "aborted":
+                    self._record["status"] = "finished"
                 self._record["ended"] = time.time()
             self._write()
 
@@ -110,6 +124,8 @@ class RunRecorder(FLComponent):
         site = result.get_peer_prop(ReservedKey.IDENTITY_NAME, None) or "unknown"
         rc = result.get_return_code(ReturnCode.OK)
         with self._lock:
+            if site not in self._record["sites"]:
+                self._record["sites"].append(site)  # every site that answered anything, for participation
             if rc != ReturnCode.OK:
                 reason = result.get_header(HEADER_ERROR, None) or f"returned {rc}"
                 self._record["failures"].append(

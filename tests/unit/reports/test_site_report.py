@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedhealth.reports.run_report import build_report, to_markdown
-from fedhealth.reports.site_report import cross_site_matrix, site_curves
+from fedhealth.reports.site_report import cross_site_matrix, participation, site_curves
 from fedhealth.training.site_metrics import evaluate_with_intervals
 
 GLOBAL = "SRV_FL_global_model.pt"
@@ -102,3 +102,10 @@ def test_curves_and_matrix_shapes() -> None:
     assert matrix["sites"] == sorted(SITES) and len(matrix["models"]) == 1 + len(SITES)
     assert np.array(matrix["values"], dtype=object).shape == (len(SITES), 1 + len(SITES))
     assert matrix["values"][0][matrix["models"].index(GLOBAL)] is not None
+
+
+def test_a_site_that_never_contributed_has_zero_participation() -> None:
+    record = {**_record(), "sites": [*SITES, "slow"]}
+    rows = participation(record)
+    assert rows["slow"] == {"rounds": 0, "rate": 0.0, "missed_rounds": [0, 1, 2]}
+    assert rows["a"]["rate"] == 1.0

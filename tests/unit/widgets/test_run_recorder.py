@@ -103,6 +103,7 @@ def test_record_has_rounds_gate_failures_rejections_and_divergence(tmp_path: Pat
     assert record["rejected_updates"] == [{"site": "hungary", "round": 4, "reason": "NaN"}]
     assert record["failures"][0]["site"] == "va_long_beach" and "train.csv" in record["failures"][0]["reason"]
     assert record["divergence"]["diverging"] is True
+    assert sorted(record["sites"]) == sorted([*LOSSES, "va_long_beach"])
     assert "switzerland" in record["divergence"]["message"]
     progress = recorder.progress()
     assert progress["current_round"] == 5 and progress["sites_reported"] == sorted(LOSSES)

@@ -1,0 +1,160 @@
+"""Fewer sites than the job's minimum: the job stops within a bounded time, with the last model saved.
+
+Real FLARE processes in POC mode. The job copy needs all 4 sites (``meta.json`` ``min_clients`` and
+ScatterAndGather ``min_clients``) with a per-round deadline ``train_timeout``; one site is killed.
+
+What FLARE 2.9.0 does (read in ``scatter_and_gather.py`` and ``wf_comm_server.py``, seen here):
+
+- ``train_timeout`` does not stop the job. When fewer than ``min_clients`` answered by the deadline
+  the train task ends ``TaskCompletionStatus.TIMEOUT`` and ScatterAndGather aggregates the results
+  that did arrive (3 of 4) and goes on to the next round.
+- The stop comes from the job's ``meta.json`` ``min_clients``: after the server's
+  ``heart_beat_timeout`` (``local/resources.json``; POC default 600 s, here 30 s) the site is
+  reported dead, after the job's ``dead_client_grace_period`` (top-level key of
+  ``config_fed_server.json``; default 60 s, here 5 s) it is "deemed disconnected", and the server
+  logs ``Alive clients 3 < required min 4`` and panics with ``Aborting job due to deployment policy
+  violation``: the job ends ``FINISHED:EXECUTION_EXCEPTION``. Both messages are only in the server
+  log (``log.txt`` and ``error_log.txt`` of the downloaded result), not in the job meta.
+- ScatterAndGather persists the global model after every completed round, so
+  ``app_server/FL_global_model.pt`` is the model of the last completed round.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fedhealth.data.site_data import load_site
+from fedhealth.models.state import tabular_from_weights
+from fedhealth.poc.admin import AdminClient
+from fedhealth.poc.processes import PocProcesses
+from fedhealth.poc.workspace import prepare_workspace, write_heart_data
+from fedhealth.reports.run_report import find_run_files
+from fedhealth.training.heart_site import HeartSite
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT = 8143
+ROUNDS = 8
+DROPPED = "switzerland"
+KILL_AFTER_ROUNDS = 2
+TRAIN_TIMEOUT = 20
+HEART_BEAT_TIMEOUT = 30
+DEAD_CLIENT_GRACE = 5
+# Detection (heartbeat timeout + grace) plus at most one round deadline and a margin for this machine.
+STOP_BOUND_S = HEART_BEAT_TIMEOUT + DEAD_CLIENT_GRACE + TRAIN_TIMEOUT + 30
+
+
+def _project(tmp_path: Path) -> Path:
+    project = yaml.safe_load((ROOT / "project.yml").read_text())
+    for participant in project["participants"]:
+        if participant["type"] == "server":
+            participant["fed_learn_port"] = participant["admin_port"] = PORT
+    path = tmp_path / "project.yml"
+    path.write_text(yaml.safe_dump(project))
+    return path
+
+
+def _all_sites_job(tmp_path: Path) -> Path:
+    job = tmp_path / "jobs" / "heart_fedprox"
+    shutil.copytree(ROOT / "jobs" / "heart_fedprox", job)
+    assert json.loads((job / "meta.json").read_text())["min_clients"] == 4
+    server = job / "app" / "config" / "config_fed_server.json"
+    config = json.loads(server.read_text())
+    config["dead_client_grace_period"] = DEAD_CLIENT_GRACE
+    for workflow in config["workflows"]:
+        args = workflow["args"]
+        if "num_rounds" in args:
+            args.update(num_rounds=ROUNDS, min_clients=4, train_timeout=TRAIN_TIMEOUT)
+        if workflow["id"] == "cross_site_eval":
+            args.update(submit_model_timeout=20, validation_timeout=20)
+    server.write_text(json.dumps(config))
+    return job
+
+
+def _shorten_heartbeat_timeout(server_kit: Path) -> None:
+    path = server_kit / "local" / "resources.json"
+    resources = json.loads(path.read_text())
+    for server in resources.get("servers", []):
+        server["heart_beat_timeout"] = HEART_BEAT_TIMEOUT
+    path.write_text(json.dumps(resources, indent=2))
+
+
+def _global_loss(model_file: Path, site_kit: Path, scaling: dict) -> float:
+    """The test loss at a site of the saved global model, as the site's executor computes it."""
+    weights = torch.load(model_file, weights_only=False)["model"]
+    train, test = load_site(site_kit / "data")
+    site = HeartSite(site_kit.name, train, test, chol_zero_as_missing=True, scaling="global")
+    site.set_scaling(scaling)
+    return float(site.evaluate(tabular_from_weights(weights))["loss"])
+
+
+def test_too_few_sites_stops_the_job_with_the_last_completed_rounds_model(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    layout = prepare_workspace(_project(tmp_path), workspace / "poc")
+    write_heart_data(layout)
+    _shorten_heartbeat_timeout(layout.kit(layout.server))
+    with PocProcesses(layout, workspace / "logs") as procs:
+        procs.start()
+        with AdminClient(layout) as admin:
+            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+            job_id = admin.submit(_all_sites_job(tmp_path), workspace / "submit")
+            deadline = time.monotonic() + 120
+            while (admin.progress(job_id).get("current_round") or 0) < KILL_AFTER_ROUNDS:
+                assert time.monotonic() < deadline, "the job never reached the round to kill at"
+                time.sleep(0.3)
+            procs.kill(DROPPED)
+            killed = time.monotonic()
+            status = admin.follow(job_id, on_progress=lambda p: None, check=procs.check_alive, timeout=240)
+            stopped_after = time.monotonic() - killed
+            meta = admin.session.get_job_meta(job_id)
+            result = admin.download(job_id, workspace / "downloads")
+
+    assert status == "FINISHED:EXECUTION_EXCEPTION"
+    assert meta["status"] == status
+    assert stopped_after < STOP_BOUND_S, f"the job took {stopped_after:.0f} s to stop"
+
+    server_log = next(result.rglob("log.txt")).read_text()
+    error_log = next(result.rglob("error_log.txt")).read_text()
+    for message in (
+        f"Client {DROPPED} is deemed disconnected!",
+        "Alive clients 3 < required min 4",
+        "Aborting job due to deployment policy violation",
+    ):
+        assert message in server_log and message in error_log, message
+    finished = [int(n) for n in re.findall(r"ScatterAndGather .* Round (\d+) finished\.", server_log)]
+    assert finished == list(range(len(finished))) and KILL_AFTER_ROUNDS <= len(finished) < ROUNDS
+    assert f"Exiting at round {len(finished)}." in server_log  # the abort came in the next round
+    # The deadline let at least one round through with the 3 sites that answered (FLARE's semantics).
+    assert "task train exit with status TaskCompletionStatus.TIMEOUT" in server_log
+
+    record, _ = find_run_files(result)
+    # fedhealth's run record says the job was aborted, why, and which site went away.
+    assert record["status"] == "aborted"
+    assert "deployment policy" in record["abort_reason"] and record["abort_round"] == len(finished)
+    assert [d["site"] for d in record["disconnected"]] == [DROPPED]
+    reported = {r["round"]: sorted(r["sites"]) for r in record["rounds"]}
+    short_rounds = [n for n in finished if DROPPED not in reported[n]]
+    assert short_rounds and all(len(reported[n]) == 3 for n in short_rounds)
+
+    # The saved global model is the last completed round's: the sites that began the aborted round
+    # evaluated exactly that model when they received it (``global_loss`` in the record).
+    model_file = next(result.rglob("FL_global_model.pt"))
+    aborted = next(r for r in record["rounds"] if r["round"] == len(finished))
+    scaling = json.loads(next(result.rglob("fedhealth_scaling.json")).read_text())
+    assert aborted["sites"], "no site reported in the aborted round"
+    for site, metrics in aborted["sites"].items():
+        loss = _global_loss(model_file, layout.kit(site), scaling)
+        assert loss == pytest.approx(metrics["global_loss"], rel=1e-4, abs=1e-6), site
+    print(
+        f"\nstopped {stopped_after:.1f} s after the kill; completed rounds {finished}, "
+        f"rounds with 3 sites {short_rounds}; aborted in round {len(finished)}"
+    )
