@@ -82,6 +82,8 @@ def test_poisoned_updates_are_rejected_every_round(tmp_path: Path, mode: str, wo
     assert [r["site"] for r in rejected] == [POISONED] * ROUNDS
     assert sorted(r["round"] for r in rejected) == list(range(ROUNDS))
     assert all(words in r["reason"] for r in rejected)
+    assert report["participation"][POISONED]["rate"] == 0.0  # reported every round, counted in none
+    assert report["participation"][POISONED]["rejected_rounds"] == list(range(ROUNDS))
     # The global model stayed sound: finite, and it beats its start at every honest site.
     for site in report["sites"]:
         if site["name"] != POISONED:

@@ -150,14 +150,14 @@ def site_table(report: dict) -> str:
 def participation_markdown(report: dict) -> str:
     """One line per site that missed rounds (a dropped or late site); empty when all took part."""
     rows = report.get("participation", {})
-    missed = {site: p for site, p in rows.items() if p["missed_rounds"]}
+    missed = {site: p for site, p in rows.items() if p["missed_rounds"] or p.get("rejected_rounds")}
     if not missed:
         return f"All {len(rows)} sites contributed to every round.\n" if rows else ""
     lines = ["Participation (sites that missed rounds):", ""]
     for site, p in missed.items():
         lines.append(
             f"- {site}: {p['rounds']} of {report['rounds']} rounds ({p['rate']:.0%}); "
-            f"missed {p['missed_rounds']}"
+            f"missed {p['missed_rounds']}, rejected {p.get('rejected_rounds', [])}"
         )
     return "\n".join(lines) + "\n"
 

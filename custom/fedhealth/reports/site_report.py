@@ -34,16 +34,23 @@ def site_curves(record: dict) -> dict[str, dict[str, list]]:
 
 
 def participation(record: dict) -> dict[str, dict]:
-    """Per site: rounds it contributed to, the share of all rounds, and the rounds it missed."""
+    """Per site: rounds its update went into the global model, the share of all rounds, and the
+    rounds it missed (no result in time) or had rejected by the server's validation."""
     rounds = record.get("rounds", [])
     names = sorted({site for r in rounds for site in r.get("sites", {})} | set(record.get("sites", [])))
+    rejected: dict[str, set] = {}
+    for item in record.get("rejected_updates", []):
+        rejected.setdefault(item.get("site"), set()).add(item.get("round"))
     out = {}
     for site in names:
         missed = [r.get("round", i) for i, r in enumerate(rounds) if site not in r.get("sites", {})]
+        refused = sorted(rejected.get(site, set()) - set(missed))
+        counted = len(rounds) - len(missed) - len(refused)
         out[site] = {
-            "rounds": len(rounds) - len(missed),
-            "rate": (len(rounds) - len(missed)) / len(rounds) if rounds else None,
+            "rounds": counted,
+            "rate": counted / len(rounds) if rounds else None,
             "missed_rounds": missed,
+            "rejected_rounds": refused,
         }
     return out
 

@@ -107,5 +107,12 @@ def test_curves_and_matrix_shapes() -> None:
 def test_a_site_that_never_contributed_has_zero_participation() -> None:
     record = {**_record(), "sites": [*SITES, "slow"]}
     rows = participation(record)
-    assert rows["slow"] == {"rounds": 0, "rate": 0.0, "missed_rounds": [0, 1, 2]}
+    assert rows["slow"] == {"rounds": 0, "rate": 0.0, "missed_rounds": [0, 1, 2], "rejected_rounds": []}
     assert rows["a"]["rate"] == 1.0
+
+
+def test_rejected_updates_do_not_count_as_participation() -> None:
+    record = {**_record(), "rejected_updates": [{"site": "b", "round": 1, "reason": "NaN"}]}
+    rows = participation(record)
+    assert rows["b"]["rounds"] == 2 and rows["b"]["rejected_rounds"] == [1]
+    assert rows["b"]["rate"] == pytest.approx(2 / 3)
