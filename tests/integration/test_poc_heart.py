@@ -7,16 +7,15 @@ Slow (about a minute each); marked ``slow``. Each test provisions its own worksp
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
-import yaml
 
 from fedhealth.constants import HEART_DATASET_DIR, HEART_SITES, TRAIN_FILE
 from fedhealth.poc.demo import run_demo, run_job
+from fedhealth.poc.variants import job_variant, project_on_port
 from fedhealth.poc.workspace import PocError, prepare_workspace, write_heart_data
 
 pytestmark = pytest.mark.slow
@@ -24,28 +23,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 TEST_PORT = 8112
 ROUNDS = 3
-
-
-def _project(tmp_path: Path) -> Path:
-    project = yaml.safe_load((ROOT / "project.yml").read_text())
-    for participant in project["participants"]:
-        if participant["type"] == "server":
-            participant["fed_learn_port"] = participant["admin_port"] = TEST_PORT
-    path = tmp_path / "project.yml"
-    path.write_text(yaml.safe_dump(project))
-    return path
-
-
-def _job(tmp_path: Path, name: str = "heart_fedprox", rounds: int = ROUNDS) -> Path:
-    job = tmp_path / "jobs" / name
-    shutil.copytree(ROOT / "jobs" / name, job)
-    server = job / "app" / "config" / "config_fed_server.json"
-    config = json.loads(server.read_text())
-    for workflow in config["workflows"]:
-        if "num_rounds" in workflow["args"]:
-            workflow["args"]["num_rounds"] = rounds
-    server.write_text(json.dumps(config))
-    return job
 
 
 def _flare_processes() -> list[psutil.Process]:
@@ -60,8 +37,10 @@ def _flare_processes() -> list[psutil.Process]:
 def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
     workspace = tmp_path / "fedhealth_test_ws"
     report = run_demo(
-        job_dir=_job(tmp_path),
-        project_file=_project(tmp_path),
+        job_dir=job_variant(
+            ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_fedprox", rounds=ROUNDS
+        ),
+        project_file=project_on_port(ROOT / "project.yml", tmp_path / "project.yml", TEST_PORT),
         workspace=workspace,
         results_dir=tmp_path / "results",
         timeout=300,
@@ -105,12 +84,19 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
 
 def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) -> None:
     workspace = tmp_path / "fedhealth_test_ws"
-    layout = prepare_workspace(_project(tmp_path), workspace / "poc")
+    layout = prepare_workspace(
+        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", TEST_PORT), workspace / "poc"
+    )
     write_heart_data(layout)
     train = layout.kit("switzerland") / "data" / HEART_DATASET_DIR / TRAIN_FILE
     pd.read_csv(train).drop(columns=["chol"]).to_csv(train, index=False)
     with pytest.raises(PocError) as info:
-        run_job(layout, _job(tmp_path, rounds=2), workspace=workspace, timeout=240)
+        run_job(
+            layout,
+            job_variant(ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_fedprox", rounds=2),
+            workspace=workspace,
+            timeout=240,
+        )
     message = str(info.value)
     assert "switzerland" in message
     assert "train.csv" in message and "'chol'" in message

@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from fedhealth.data.site_data import load_site
 from fedhealth.models.state import tabular_from_weights
 from fedhealth.poc.admin import AdminClient
+from fedhealth.poc.drills import set_heartbeat_timeout
 from fedhealth.poc.processes import PocProcesses
+from fedhealth.poc.variants import job_variant, project_on_port
 from fedhealth.poc.workspace import prepare_workspace, write_heart_data
 from fedhealth.reports.run_report import find_run_files
 from fedhealth.training.heart_site import HeartSite
@@ -53,41 +53,6 @@ DEAD_CLIENT_GRACE = 5
 STOP_BOUND_S = HEART_BEAT_TIMEOUT + DEAD_CLIENT_GRACE + TRAIN_TIMEOUT + 30
 
 
-def _project(tmp_path: Path) -> Path:
-    project = yaml.safe_load((ROOT / "project.yml").read_text())
-    for participant in project["participants"]:
-        if participant["type"] == "server":
-            participant["fed_learn_port"] = participant["admin_port"] = PORT
-    path = tmp_path / "project.yml"
-    path.write_text(yaml.safe_dump(project))
-    return path
-
-
-def _all_sites_job(tmp_path: Path) -> Path:
-    job = tmp_path / "jobs" / "heart_fedprox"
-    shutil.copytree(ROOT / "jobs" / "heart_fedprox", job)
-    assert json.loads((job / "meta.json").read_text())["min_clients"] == 4
-    server = job / "app" / "config" / "config_fed_server.json"
-    config = json.loads(server.read_text())
-    config["dead_client_grace_period"] = DEAD_CLIENT_GRACE
-    for workflow in config["workflows"]:
-        args = workflow["args"]
-        if "num_rounds" in args:
-            args.update(num_rounds=ROUNDS, min_clients=4, train_timeout=TRAIN_TIMEOUT)
-        if workflow["id"] == "cross_site_eval":
-            args.update(submit_model_timeout=20, validation_timeout=20)
-    server.write_text(json.dumps(config))
-    return job
-
-
-def _shorten_heartbeat_timeout(server_kit: Path) -> None:
-    path = server_kit / "local" / "resources.json"
-    resources = json.loads(path.read_text())
-    for server in resources.get("servers", []):
-        server["heart_beat_timeout"] = HEART_BEAT_TIMEOUT
-    path.write_text(json.dumps(resources, indent=2))
-
-
 def _global_loss(model_file: Path, site_kit: Path, scaling: dict) -> float:
     """The test loss at a site of the saved global model, as the site's executor computes it."""
     weights = torch.load(model_file, weights_only=False)["model"]
@@ -99,14 +64,27 @@ def _global_loss(model_file: Path, site_kit: Path, scaling: dict) -> float:
 
 def test_too_few_sites_stops_the_job_with_the_last_completed_rounds_model(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = prepare_workspace(_project(tmp_path), workspace / "poc")
+    layout = prepare_workspace(
+        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", PORT), workspace / "poc"
+    )
     write_heart_data(layout)
-    _shorten_heartbeat_timeout(layout.kit(layout.server))
+    set_heartbeat_timeout(layout, HEART_BEAT_TIMEOUT)
     with PocProcesses(layout, workspace / "logs") as procs:
         procs.start()
         with AdminClient(layout) as admin:
             admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-            job_id = admin.submit(_all_sites_job(tmp_path), workspace / "submit")
+            job_id = admin.submit(
+                job_variant(
+                    ROOT / "jobs" / "heart_fedprox",
+                    tmp_path / "jobs" / "heart_fedprox",
+                    rounds=ROUNDS,
+                    min_sites=4,
+                    train_timeout_s=TRAIN_TIMEOUT,
+                    cse_timeout_s=20,
+                    dead_client_grace_s=DEAD_CLIENT_GRACE,
+                ),
+                workspace / "submit",
+            )
             deadline = time.monotonic() + 120
             while (admin.progress(job_id).get("current_round") or 0) < KILL_AFTER_ROUNDS:
                 assert time.monotonic() < deadline, "the job never reached the round to kill at"

@@ -16,18 +16,17 @@ makes them fail and this kit can rely on it.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 from nvflare.private.fed.server.server_engine import ServerEngine
 
 from fedhealth.constants import RUN_RECORD_FILE
 from fedhealth.poc.admin import AdminClient
 from fedhealth.poc.processes import PocProcesses
+from fedhealth.poc.variants import job_variant, project_on_port
 from fedhealth.poc.workspace import prepare_workspace, write_heart_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,28 +34,6 @@ PORT = 8144
 ROUNDS = 8
 KILL_AFTER_ROUNDS = 4  # rounds 0..3 completed when the server is killed
 STALE_WATCH_S = 20.0  # how long the test watches the job after the sites' job processes ended
-
-
-def _project(tmp_path: Path) -> Path:
-    project = yaml.safe_load((ROOT / "project.yml").read_text())
-    for participant in project["participants"]:
-        if participant["type"] == "server":
-            participant["fed_learn_port"] = participant["admin_port"] = PORT
-    path = tmp_path / "project.yml"
-    path.write_text(yaml.safe_dump(project))
-    return path
-
-
-def _job(tmp_path: Path) -> Path:
-    job = tmp_path / "jobs" / "heart_fedprox"
-    shutil.copytree(ROOT / "jobs" / "heart_fedprox", job)
-    server = job / "app" / "config" / "config_fed_server.json"
-    config = json.loads(server.read_text())
-    for workflow in config["workflows"]:
-        if "num_rounds" in workflow["args"]:
-            workflow["args"]["num_rounds"] = ROUNDS
-    server.write_text(json.dumps(config))
-    return job
 
 
 def _site_job_processes(job_id: str) -> list[int]:
@@ -83,14 +60,21 @@ def test_flare_2_9_writes_no_server_snapshot() -> None:
 @pytest.mark.slow
 def test_server_killed_mid_job_is_not_resumed_and_the_job_is_left_running(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = prepare_workspace(_project(tmp_path), workspace / "poc")
+    layout = prepare_workspace(
+        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", PORT), workspace / "poc"
+    )
     write_heart_data(layout)
     server_kit = layout.kit(layout.server)
     with PocProcesses(layout, workspace / "logs") as procs:
         procs.start()
         with AdminClient(layout) as admin:
             admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-            job_id = admin.submit(_job(tmp_path), workspace / "submit")
+            job_id = admin.submit(
+                job_variant(
+                    ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_fedprox", rounds=ROUNDS
+                ),
+                workspace / "submit",
+            )
             deadline = time.monotonic() + 120
             while (admin.progress(job_id).get("current_round") or 0) < KILL_AFTER_ROUNDS:
                 assert time.monotonic() < deadline, "the job never reached the round to kill at"

@@ -40,7 +40,9 @@ def job_variant(
     rounds: int | None = None,
     min_sites: int | None = None,
     wait_after_min_s: float | None = None,
+    train_timeout_s: int | None = None,
     cse_timeout_s: int | None = None,
+    dead_client_grace_s: float | None = None,
     faulty_site: str | None = None,
     fault: dict | None = None,
 ) -> Path:
@@ -50,7 +52,10 @@ def job_variant(
         rounds: ScatterAndGather's ``num_rounds``.
         min_sites: sites needed per round (ScatterAndGather ``min_clients`` and the job's ``min_clients``).
         wait_after_min_s: how long a round waits for the others once ``min_sites`` answered.
+        train_timeout_s: the per-round deadline of the train task.
         cse_timeout_s: cross-site evaluation's submit/validate timeouts (a dead site must not stall it).
+        dead_client_grace_s: how long the server waits, once a site is reported dead, before it
+            checks the job's ``min_clients`` (FLARE's ``dead_client_grace_period``, default 60 s).
         faulty_site: the site that runs a second app with the fault-drill filter.
         fault: the filter's args, e.g. ``{"mode": "nan"}``, ``{"mode": "scale", "factor": 100}``.
     """
@@ -60,6 +65,8 @@ def job_variant(
     server = dest / "app" / "config" / "config_fed_server.json"
 
     def server_change(config: dict) -> None:
+        if dead_client_grace_s is not None:
+            config["dead_client_grace_period"] = dead_client_grace_s
         for workflow in config["workflows"]:
             args = workflow["args"]
             if "num_rounds" in args:
@@ -69,6 +76,8 @@ def job_variant(
                     args["min_clients"] = min_sites
                 if wait_after_min_s is not None:
                     args["wait_time_after_min_received"] = wait_after_min_s
+                if train_timeout_s is not None:
+                    args["train_timeout"] = train_timeout_s
             if "submit_model_task_name" in args and cse_timeout_s is not None:
                 args.update(submit_model_timeout=cse_timeout_s, validation_timeout=cse_timeout_s)
 
@@ -81,12 +90,15 @@ def job_variant(
 
 
 def _add_faulty_app(job: Path, site: str, fault: dict) -> None:
+    """Give ``site`` its own copy of the app, with the fault-drill filter on its train results."""
+    from fedhealth.constants import HEART_SITES
+
     shutil.copytree(job / "app", job / "app_fault")
 
     def deploy(meta: dict) -> None:
         everyone = meta["deploy_map"].pop("app")
-        others = [s for s in everyone if s != site] if everyone != ["@ALL"] else None
-        meta["deploy_map"]["app"] = others if others is not None else ["server", *_other_sites(job, site)]
+        sites = list(HEART_SITES) if everyone == ["@ALL"] else [s for s in everyone if s != "server"]
+        meta["deploy_map"]["app"] = ["server", *[s for s in sites if s != site]]
         meta["deploy_map"]["app_fault"] = [site]
 
     _edit_json(job / "meta.json", deploy)
@@ -95,9 +107,3 @@ def _add_faulty_app(job: Path, site: str, fault: dict) -> None:
         job / "app_fault" / "config" / "config_fed_client.json",
         lambda c: c.update(task_result_filters=filters),
     )
-
-
-def _other_sites(job: Path, site: str) -> list[str]:
-    from fedhealth.constants import HEART_SITES
-
-    return [s for s in HEART_SITES if s != site]

@@ -1,0 +1,75 @@
+"""Job and project variants: the copy changes exactly the named settings; the original stays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from fedhealth.constants import HEART_SITES
+from fedhealth.poc.variants import FAULT_FILTER, job_variant, project_on_port
+
+ROOT = Path(__file__).resolve().parents[3]
+JOB = ROOT / "jobs" / "heart_fedprox"
+
+
+def _server(job: Path, app: str = "app") -> dict:
+    return json.loads((job / app / "config" / "config_fed_server.json").read_text())
+
+
+def _sag(config: dict) -> dict:
+    return next(w["args"] for w in config["workflows"] if "num_rounds" in w["args"])
+
+
+def test_resilient_settings_are_written_to_the_copy_only(tmp_path: Path) -> None:
+    before = (JOB / "app" / "config" / "config_fed_server.json").read_text()
+    job = job_variant(
+        JOB,
+        tmp_path / "job",
+        rounds=5,
+        min_sites=3,
+        wait_after_min_s=3,
+        train_timeout_s=20,
+        cse_timeout_s=15,
+        dead_client_grace_s=5,
+    )
+    config = _server(job)
+    sag = _sag(config)
+    assert (
+        sag["num_rounds"],
+        sag["min_clients"],
+        sag["wait_time_after_min_received"],
+        sag["train_timeout"],
+    ) == (
+        5,
+        3,
+        3,
+        20,
+    )
+    cse = next(w["args"] for w in config["workflows"] if w["id"] == "cross_site_eval")
+    assert cse["submit_model_timeout"] == cse["validation_timeout"] == 15
+    assert config["dead_client_grace_period"] == 5
+    assert json.loads((job / "meta.json").read_text())["min_clients"] == 3
+    assert (JOB / "app" / "config" / "config_fed_server.json").read_text() == before
+
+
+def test_a_faulty_site_gets_its_own_app_with_the_drill_filter(tmp_path: Path) -> None:
+    job = job_variant(JOB, tmp_path / "job", faulty_site="va_long_beach", fault={"mode": "nan"})
+    deploy = json.loads((job / "meta.json").read_text())["deploy_map"]
+    assert deploy["app_fault"] == ["va_long_beach"]
+    assert deploy["app"] == ["server", *[s for s in HEART_SITES if s != "va_long_beach"]]
+    client = json.loads((job / "app_fault" / "config" / "config_fed_client.json").read_text())
+    assert client["task_result_filters"][0]["filters"][0] == {"path": FAULT_FILTER, "args": {"mode": "nan"}}
+    clean = json.loads((job / "app" / "config" / "config_fed_client.json").read_text())
+    assert clean["task_result_filters"] == []
+
+
+def test_project_on_port_moves_only_the_server_port(tmp_path: Path) -> None:
+    path = project_on_port(ROOT / "project.yml", tmp_path / "p.yml", 9001)
+    project = yaml.safe_load(path.read_text())
+    server = next(p for p in project["participants"] if p["type"] == "server")
+    assert server["fed_learn_port"] == server["admin_port"] == 9001
+    assert [p["name"] for p in project["participants"]] == [
+        p["name"] for p in yaml.safe_load((ROOT / "project.yml").read_text())["participants"]
+    ]
