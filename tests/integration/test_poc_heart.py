@@ -15,13 +15,13 @@ import pytest
 
 from fedhealth.constants import HEART_DATASET_DIR, HEART_SITES, TRAIN_FILE
 from fedhealth.poc.demo import run_demo, run_job
+from fedhealth.poc.processes import free_port
 from fedhealth.poc.variants import job_variant, project_on_port
 from fedhealth.poc.workspace import PocError, prepare_workspace, write_heart_data
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_PORT = 8112
 ROUNDS = 3
 
 
@@ -29,7 +29,7 @@ def _flare_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = " ".join(proc.info.get("cmdline") or [])
-        if "nvflare.private.fed.app" in cmd and str(TEST_PORT) in cmd or "fedhealth_test_ws" in cmd:
+        if "fedhealth_test_ws" in cmd:
             found.append(proc)
     return found
 
@@ -40,7 +40,7 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
         job_dir=job_variant(
             ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_fedprox", rounds=ROUNDS
         ),
-        project_file=project_on_port(ROOT / "project.yml", tmp_path / "project.yml", TEST_PORT),
+        project_file=project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()),
         workspace=workspace,
         results_dir=tmp_path / "results",
         timeout=300,
@@ -85,7 +85,7 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
 def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) -> None:
     workspace = tmp_path / "fedhealth_test_ws"
     layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", TEST_PORT), workspace / "poc"
+        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()), workspace / "poc"
     )
     write_heart_data(layout)
     train = layout.kit("switzerland") / "data" / HEART_DATASET_DIR / TRAIN_FILE

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedhealth.poc.demo import run_job
+from fedhealth.poc.processes import free_port
 from fedhealth.poc.variants import job_variant, project_on_port
 from fedhealth.poc.workspace import prepare_workspace, write_heart_data
 from fedhealth.reports.run_report import build_report, find_run_files
@@ -18,7 +19,6 @@ from fedhealth.reports.run_report import build_report, find_run_files
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT = 8132
 ROUNDS = 3
 POISONED = "va_long_beach"
 # (mode, words the rejection reason must contain)
@@ -29,7 +29,7 @@ CASES = [("nan", "non-finite"), ("scale", "norm")]
 def test_poisoned_updates_are_rejected_every_round(tmp_path: Path, mode: str, words: str) -> None:
     workspace = tmp_path / "ws"
     layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", PORT), workspace / "poc"
+        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()), workspace / "poc"
     )
     write_heart_data(layout)
     job = job_variant(

@@ -10,7 +10,11 @@ job ("Received command to abort job" in each site's log, "Dropped terminal outco
 job/client" in the server's), and the job stays ``RUNNING`` in the job store with no process behind
 it. Its server run folder keeps the last completed round's record and global model, from which a
 new job can continue. These tests pin that behaviour, so a FLARE upgrade that restores resuming
-makes them fail and this kit can rely on it.
+makes them fail and this kit can rely on it. Then fedhealth resumes the job itself
+(``fedhealth.poc.resume``). FLARE 2.9 refuses both to abort the stale job ("is not running") and to
+download it ("still running"), so the record and the last model come from the server's run folder
+(the server operator's copy); a job copy starts after the last completed round from that model,
+and every round is counted once.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from nvflare.private.fed.server.server_engine import ServerEngine
 
 from fedhealth.constants import RUN_RECORD_FILE
 from fedhealth.poc.admin import AdminClient
-from fedhealth.poc.processes import PocProcesses
+from fedhealth.poc.processes import PocProcesses, free_port
+from fedhealth.poc.resume import last_completed_round, merge_records, resume_job
 from fedhealth.poc.variants import job_variant, project_on_port
 from fedhealth.poc.workspace import prepare_workspace, write_heart_data
+from fedhealth.reports.run_report import build_report, find_run_files
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT = 8144
 ROUNDS = 8
 KILL_AFTER_ROUNDS = 4  # rounds 0..3 completed when the server is killed
 STALE_WATCH_S = 20.0  # how long the test watches the job after the sites' job processes ended
@@ -58,10 +63,10 @@ def test_flare_2_9_writes_no_server_snapshot() -> None:
 
 
 @pytest.mark.slow
-def test_server_killed_mid_job_is_not_resumed_and_the_job_is_left_running(tmp_path: Path) -> None:
+def test_server_restart_loses_the_job_in_flare_and_fedhealth_resumes_it(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", PORT), workspace / "poc"
+        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()), workspace / "poc"
     )
     write_heart_data(layout)
     server_kit = layout.kit(layout.server)
@@ -107,6 +112,33 @@ def test_server_killed_mid_job_is_not_resumed_and_the_job_is_left_running(tmp_pa
                 assert admin.progress(job_id) == {}  # no server job process answers show_stats
                 time.sleep(2.0)
             assert _site_job_processes(job_id) == []
+
+            # fedhealth's resume. FLARE 2.9 refuses both abort_job ("is not running") and the download
+            # ("still running") of the stale job, so the server's operator takes the record and the
+            # last model from the server's run folder, and the admin submits the rest of the job.
+            lost_record = json.loads(record_path.read_text())
+            resumed_job = resume_job(
+                tmp_path / "jobs" / "heart_fedprox",
+                tmp_path / "jobs" / "heart_fedprox_resumed",
+                record=lost_record,
+                model_file=model_path,
+            )
+            resumed_id = admin.submit(resumed_job, workspace / "submit")
+            status = admin.follow(
+                resumed_id, on_progress=lambda p: None, check=procs.check_alive, timeout=240
+            )
+            assert status == "FINISHED:COMPLETED"
+            resumed_record, cross = find_run_files(admin.download(resumed_id, workspace / "downloads"))
+        merged = merge_records(lost_record, resumed_record)
+        assert [r["round"] for r in merged["rounds"]] == list(range(ROUNDS))  # every round exactly once
+        assert merged["completed_rounds"] == list(range(ROUNDS))
+        assert min(r["round"] for r in resumed_record["rounds"]) == last_completed_round(lost_record) + 1
+        # The resumed job started from the saved model, not from scratch: its first round's received
+        # model scores like the lost job's last model, far from the untrained start.
+        first = min(resumed_record["rounds"], key=lambda r: r["round"])
+        assert first["global_accuracy"] > lost_record["rounds"][0]["global_accuracy"] + 0.1
+        report = build_report("heart_fedprox", merged, cross)
+        assert report["rounds"] == ROUNDS and len(report["sites"]) == 4
         print(
             f"\nserver killed after rounds {before}; sites reconnected after {reconnected:.1f} s, "
             f"their job processes ended after {aborted_at_sites:.1f} s; job still RUNNING "

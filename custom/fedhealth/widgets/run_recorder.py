@@ -78,6 +78,7 @@ class RunRecorder(FLComponent):
                     "rejected_updates": [],
                     "sites": [],
                     "disconnected": [],
+                    "completed_rounds": [],
                 }
         elif event_type == AppEventType.ROUND_STARTED:
             with self._lock:
@@ -86,6 +87,9 @@ class RunRecorder(FLComponent):
         elif event_type == EventType.BEFORE_PROCESS_SUBMISSION:
             self._on_result(fl_ctx)
         elif event_type == AppEventType.ROUND_DONE:
+            with self._lock:  # the global model of this round is saved: a resume may start after it
+                self._record["completed_rounds"].append(fl_ctx.get_prop(AppConstants.CURRENT_ROUND))
+                self._record["start_round"] = fl_ctx.get_prop(AppConstants.START_ROUND)
             self._check_divergence(fl_ctx)
             self._write()
         elif event_type == EVENT_UPDATE_REJECTED:
@@ -142,11 +146,14 @@ class RunRecorder(FLComponent):
             if metrics is None:
                 return
             rnd = int(metrics.get("round", self._record["current_round"] or 0))
-            rounds = self._record["rounds"]
-            while len(rounds) <= rnd:
-                rounds.append({"round": len(rounds), "sites": {}})
-            rounds[rnd]["sites"][site] = metrics
-            rounds[rnd].update(round_summary(rounds[rnd]["sites"]))
+            # One entry per round that ran (a resumed job starts after round 0).
+            entry = next((r for r in self._record["rounds"] if r["round"] == rnd), None)
+            if entry is None:
+                entry = {"round": rnd, "sites": {}}
+                self._record["rounds"].append(entry)
+                self._record["rounds"].sort(key=lambda r: r["round"])
+            entry["sites"][site] = metrics
+            entry.update(round_summary(entry["sites"]))
 
     def _check_divergence(self, fl_ctx: FLContext) -> None:
         """Warn (log and record) when the sites' training losses drift apart over rounds."""
