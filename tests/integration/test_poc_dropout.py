@@ -40,11 +40,12 @@ def test_a_site_killed_mid_job_is_marked_missing_and_the_job_completes(tmp_path:
         wait_after_min_s=3,
         cse_timeout_s=20,
     )
-    status, result, _ = run_drill(
-        layout, job, workspace=workspace, kill_site=DROPPED, kill_at_round=KILL_AT_ROUND
+    drill = run_drill(
+        layout, job, workspace=workspace, kill_site=DROPPED, kill_at_round=KILL_AT_ROUND, rejoin=True
     )
-    assert status == "FINISHED:COMPLETED"
-    record, cross = find_run_files(result)
+    assert drill.status == "FINISHED:COMPLETED"
+    assert drill.rejoined is True  # started again from its kit, it is back in the federation
+    record, cross = find_run_files(drill.result)
     report = build_report("heart_fedprox", record, cross)
     assert report["rounds"] == ROUNDS
     dropped = report["participation"][DROPPED]

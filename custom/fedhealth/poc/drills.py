@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedhealth.poc.admin import AdminClient
@@ -24,6 +25,16 @@ def set_heartbeat_timeout(layout: PocLayout, seconds: int) -> None:
     path.write_text(json.dumps(resources, indent=2))
 
 
+@dataclass(frozen=True)
+class DrillResult:
+    """How a drilled job ended: status, downloaded result, wall time, whether the killed site rejoined."""
+
+    status: str
+    result: Path
+    seconds: float
+    rejoined: bool | None = None
+
+
 def run_drill(
     layout: PocLayout,
     job_dir: Path,
@@ -31,12 +42,13 @@ def run_drill(
     workspace: Path,
     kill_site: str | None = None,
     kill_at_round: int = 2,
+    rejoin: bool = False,
     timeout: float = 300.0,
-) -> tuple[str, Path, float]:
+) -> DrillResult:
     """Run ``job_dir``; optionally kill ``kill_site`` once round ``kill_at_round`` has started.
 
-    Returns:
-        The job's final status, the downloaded result folder and the job's wall time in seconds.
+    With ``rejoin``, the killed site is started again from its kit after the job and must connect
+    to the federation again (ready for the next job).
     """
     with PocProcesses(layout, workspace / "logs") as procs:
         procs.start()

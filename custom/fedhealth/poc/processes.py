@@ -119,6 +119,12 @@ class PocProcesses:
                 raise PocError(f"the FLARE server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
             time.sleep(0.3)
 
+    def start_participant(self, name: str) -> None:
+        """Start one participant again from its kit (a site that comes back after a failure)."""
+        if name in self._procs and self._procs[name].poll() is None:
+            raise PocError(f"{name} is already running")
+        self._start(name, append=True)
+
     def pid(self, name: str) -> int:
         """The process id of a started participant (its process group id too)."""
         if name not in self._procs:

@@ -28,6 +28,19 @@ def federated_scaling(sites: Sequence[HeartSite]) -> dict[str, list[float]]:
     return stats
 
 
+def _aggregate(
+    global_model: torch.nn.Module, states: list[dict], weights: list[float], rule: str, rule_args: dict
+) -> dict[str, np.ndarray]:
+    if rule == "mean":
+        return weighted_average(states, weights)
+    from fedhealth.training.robust import aggregate_updates
+
+    start = {k: v.detach().numpy().astype("float64") for k, v in global_model.state_dict().items()}
+    updates = [{k: s[k].astype("float64") - start[k] for k in start} for s in states]
+    update = aggregate_updates(updates, weights, rule=rule, **rule_args)
+    return {k: start[k] + update[k] for k in start}
+
+
 def lr_for_round(lr: float, gamma: float, round_index: int) -> float:
     """The per-round learning-rate schedule sent with each task: ``lr * gamma ** round``."""
     return lr * gamma**round_index
@@ -51,6 +64,9 @@ def run_federation(
     seed: int = 0,
     track: bool = False,
     on_round: Callable[[int, torch.nn.Module], None] | None = None,
+    rule: str = "mean",
+    rule_args: dict | None = None,
+    tamper: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
     **local: object,
 ) -> FederationResult:
     """FedAvg (``mu=0``) or FedProx (``mu>0``) with sample-count weighting.
@@ -64,6 +80,10 @@ def run_federation(
         seed: seeds each site's shuffling (site ``i`` uses ``seed * 1000 + i``).
         track: record each site's test metrics of the incoming global model every round.
         on_round: called with ``(round_index, global_model)`` after each aggregation.
+        rule: ``"mean"`` (sample-weighted FedAvg) or a robust rule of
+            :func:`fedhealth.training.robust.aggregate_updates`, applied to the sites' updates.
+        rule_args: extra arguments of the rule (``trim_fraction``, ``clip_norm``).
+        tamper: drills only: ``(site name, weights) -> weights`` applied to what a site sends.
         **local: further :class:`LocalTrainConfig` fields (batch_size, local_steps, mu, ...).
     """
     global_model = model_fn()
@@ -77,9 +97,10 @@ def run_federation(
         for site, gen in zip(sites, generators, strict=True):
             local_model = copy.deepcopy(global_model)
             site.train_round(local_model, config, generator=gen)
-            states.append({k: v.detach().numpy() for k, v in local_model.state_dict().items()})
+            state = {k: v.detach().numpy() for k, v in local_model.state_dict().items()}
+            states.append(tamper(site.name, state) if tamper else state)
             weights.append(site.n_train)
-        averaged = weighted_average(states, weights)
+        averaged = _aggregate(global_model, states, weights, rule, rule_args or {})
         global_model.load_state_dict(
             {k: torch.as_tensor(np.asarray(v, dtype="float32")) for k, v in averaged.items()}
         )

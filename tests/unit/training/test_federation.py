@@ -139,3 +139,19 @@ def test_history_and_callback(heart_tables: dict) -> None:
 def test_bad_local_setting_fails_before_training(heart_tables: dict) -> None:
     with pytest.raises(ValueError, match="mu"):
         run_federation(_sites(heart_tables), _model, rounds=1, lr=0.1, mu=-1.0)
+
+
+def _x100(site: str, state: dict) -> dict:
+    return {k: v * 100.0 for k, v in state.items()} if site == "va_long_beach" else state
+
+
+def test_median_survives_a_x100_site_that_breaks_the_mean(heart_tables: dict) -> None:
+    def run(rule: str, tamper=None) -> dict:
+        sites = _sites(heart_tables)
+        return _state(run_federation(sites, _model, rounds=3, lr=0.03, rule=rule, tamper=tamper).model)
+
+    clean = run("mean")
+    assert _equal(run("mean"), clean)  # the rule path leaves plain FedAvg unchanged
+    broken, robust = run("mean", _x100), run("median", _x100)
+    assert _distance(broken, clean) > 10 * _distance(robust, clean)
+    assert all(torch.isfinite(v).all() for v in robust.values())
