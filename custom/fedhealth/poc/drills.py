@@ -68,4 +68,9 @@ def run_drill(
             )
             seconds = time.monotonic() - start
             result = admin.download(job_id, workspace / "downloads" / job_id)
-    return status, result, seconds
+            rejoined = None
+            if kill_site and rejoin:
+                procs.start_participant(kill_site)
+                admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+                rejoined = True
+    return DrillResult(status, result, seconds, rejoined)
