@@ -52,7 +52,13 @@ def run_scenario(name: str, spec: dict, layout, work: Path) -> dict:
         **RESILIENT,
     )
     try:
-        drill = run_drill(layout, job, workspace=work / name, kill_site=spec.get("kill_site"))
+        drill = run_drill(
+            layout,
+            job,
+            workspace=work / name,
+            kill_site=spec.get("kill_site"),
+            rejoin=spec.get("rejoin", False),
+        )
     except PocError as exc:
         return {"completed": False, "error": str(exc)}
     record, cross = find_run_files(drill.result)
