@@ -18,11 +18,12 @@ import json
 import os
 import platform
 import shutil
+import signal
 import time
 from pathlib import Path
 
 from fedhealth.constants import HEART_SITES
-from fedhealth.poc.drills import run_drill, set_heartbeat_timeout
+from fedhealth.poc.drills import run_drill, run_restart_drill, set_heartbeat_timeout
 from fedhealth.poc.processes import free_port
 from fedhealth.poc.variants import job_variant, project_on_port
 from fedhealth.poc.workspace import PocError, prepare_workspace, write_heart_data
@@ -39,6 +40,7 @@ SCENARIOS = {
     "nan_site": {"faulty_site": FAULTY, "fault": {"mode": "nan"}},
     "scaled_x100_site": {"faulty_site": FAULTY, "fault": {"mode": "scale", "factor": 100.0}},
     "slow_10x_site": {"faulty_site": FAULTY, "fault": {"mode": "slow", "delay_s": 6.0}},
+    "server_restart": {"restart_server": True},
 }
 
 
@@ -52,16 +54,20 @@ def run_scenario(name: str, spec: dict, layout, work: Path) -> dict:
         **RESILIENT,
     )
     try:
-        drill = run_drill(
-            layout,
-            job,
-            workspace=work / name,
-            kill_site=spec.get("kill_site"),
-            rejoin=spec.get("rejoin", False),
-        )
+        if spec.get("restart_server"):
+            drill = run_restart_drill(layout, job, workspace=work / name)
+        else:
+            drill = run_drill(
+                layout,
+                job,
+                workspace=work / name,
+                kill_site=spec.get("kill_site"),
+                rejoin=spec.get("rejoin", False),
+            )
     except PocError as exc:
         return {"completed": False, "error": str(exc)}
     record, cross = find_run_files(drill.result)
+    record = drill.record or record
     report = build_report("heart_fedprox", record, cross)
     accuracies = {s["name"]: s["accuracy"] for s in report["sites"] if s["accuracy"] is not None}
     return {
@@ -139,11 +145,16 @@ def robust_rule_costs() -> dict[str, dict]:
     return out
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_faults.json")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)  # a killed bench still stops every FLARE process it started
     work = ROOT / "workspace" / "bench_faults"
     shutil.rmtree(work, ignore_errors=True)
     start = time.monotonic()

@@ -33,6 +33,7 @@ class DrillResult:
     result: Path
     seconds: float
     rejoined: bool | None = None
+    record: dict | None = None  # set when the run record is not the downloaded one (a resumed job)
 
 
 def run_drill(
@@ -74,3 +75,48 @@ def run_drill(
                 admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
                 rejoined = True
     return DrillResult(status, result, seconds, rejoined)
+
+
+def run_restart_drill(
+    layout: PocLayout, job_dir: Path, *, workspace: Path, kill_after_round: int = 3, timeout: float = 300.0
+) -> DrillResult:
+    """Kill the server (SIGKILL) once round ``kill_after_round`` has started, restart it, resume.
+
+    FLARE 2.9 loses the job; the server operator's copy of its run folder gives the record and the
+    last completed round's model, and :func:`fedhealth.poc.resume.resume_job` runs the rest.
+    The returned record is the merged one (every round once).
+    """
+    from fedhealth.constants import RUN_RECORD_FILE
+    from fedhealth.poc.resume import merge_records, resume_job
+    from fedhealth.reports.run_report import find_run_files
+
+    with PocProcesses(layout, workspace / "logs") as procs:
+        procs.start()
+        with AdminClient(layout) as admin:
+            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+            start = time.monotonic()
+            job_id = admin.submit(job_dir, workspace / "submit")
+            deadline = time.monotonic() + timeout
+            while (admin.progress(job_id).get("current_round") or 0) < kill_after_round:
+                if time.monotonic() > deadline:
+                    raise PocError(f"job {job_id} never reached round {kill_after_round}")
+                time.sleep(0.3)
+        procs.restart(layout.server)
+        run_dir = layout.kit(layout.server) / job_id
+        lost = json.loads((run_dir / RUN_RECORD_FILE).read_text())
+        resumed = resume_job(
+            job_dir,
+            workspace / "resumed" / Path(job_dir).name,
+            record=lost,
+            model_file=run_dir / "app_server" / "FL_global_model.pt",
+        )
+        with AdminClient(layout) as admin:
+            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+            resumed_id = admin.submit(resumed, workspace / "submit")
+            status = admin.follow(
+                resumed_id, on_progress=lambda p: None, check=procs.check_alive, timeout=timeout
+            )
+            seconds = time.monotonic() - start
+            result = admin.download(resumed_id, workspace / "downloads" / resumed_id)
+    record, _ = find_run_files(result)
+    return DrillResult(status, result, seconds, record=merge_records(lost, record))
