@@ -25,6 +25,15 @@ def set_heartbeat_timeout(layout: PocLayout, seconds: int) -> None:
     path.write_text(json.dumps(resources, indent=2))
 
 
+def _wait_for_round(admin: AdminClient, job_id: str, round_index: int, timeout: float) -> None:
+    """Block until the job's server reports round ``round_index`` started."""
+    deadline = time.monotonic() + timeout
+    while (admin.progress(job_id).get("current_round") or 0) < round_index:
+        if time.monotonic() > deadline:
+            raise PocError(f"job {job_id} never reached round {round_index}")
+        time.sleep(0.3)
+
+
 @dataclass(frozen=True)
 class DrillResult:
     """How a drilled job ended: status, downloaded result, wall time, whether the killed site rejoined."""
@@ -58,11 +67,7 @@ def run_drill(
             start = time.monotonic()
             job_id = admin.submit(job_dir, workspace / "submit")
             if kill_site:
-                deadline = time.monotonic() + timeout
-                while (admin.progress(job_id).get("current_round") or 0) < kill_at_round:
-                    if time.monotonic() > deadline:
-                        raise PocError(f"job {job_id} never reached round {kill_at_round}")
-                    time.sleep(0.5)
+                _wait_for_round(admin, job_id, kill_at_round, timeout)
                 procs.kill(kill_site)
             status = admin.follow(
                 job_id, on_progress=lambda p: None, check=procs.check_alive, timeout=timeout
@@ -96,11 +101,7 @@ def run_restart_drill(
             admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
             start = time.monotonic()
             job_id = admin.submit(job_dir, workspace / "submit")
-            deadline = time.monotonic() + timeout
-            while (admin.progress(job_id).get("current_round") or 0) < kill_after_round:
-                if time.monotonic() > deadline:
-                    raise PocError(f"job {job_id} never reached round {kill_after_round}")
-                time.sleep(0.3)
+            _wait_for_round(admin, job_id, kill_after_round, timeout)
         procs.restart(layout.server)
         run_dir = layout.kit(layout.server) / job_id
         lost = json.loads((run_dir / RUN_RECORD_FILE).read_text())

@@ -101,12 +101,7 @@ class PocProcesses:
                 f"fed_learn_port/admin_port in project.yml"
             )
         self._start(self.layout.server)
-        deadline = time.monotonic() + timeout
-        while not port_in_use(port):
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise PocError(f"the FLARE server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
-            time.sleep(0.3)
+        self._wait_for_server_port(timeout)
         for site in self.layout.sites:
             self._start(site)
 
