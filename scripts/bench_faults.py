@@ -24,9 +24,8 @@ from pathlib import Path
 
 from fedhealth.constants import HEART_SITES
 from fedhealth.poc.drills import run_drill, run_restart_drill, set_heartbeat_timeout
-from fedhealth.poc.processes import free_port
-from fedhealth.poc.variants import job_variant, project_on_port
-from fedhealth.poc.workspace import PocError, prepare_workspace, write_heart_data
+from fedhealth.poc.variants import heart_poc, job_variant
+from fedhealth.poc.workspace import PocError
 from fedhealth.reports.run_report import build_report, find_run_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,9 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     work = ROOT / "workspace" / "bench_faults"
     shutil.rmtree(work, ignore_errors=True)
     start = time.monotonic()
-    project = project_on_port(ROOT / "project.yml", work / "project.yml", free_port())
-    layout = prepare_workspace(project, work / "poc")
-    write_heart_data(layout)
+    layout = heart_poc(ROOT / "project.yml", work)
     set_heartbeat_timeout(layout, 30)
     results = {}
     for name in args.only or SCENARIOS:

@@ -57,18 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from fedhealth.poc.up import run_up
 
-        try:
-            run_up(project_file=args.project, workspace=args.workspace)
-        except PocError as exc:
-            print(f"\nfedhealth up failed: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\nfederation stopped.", file=sys.stderr)
-        return 0
+        return _run_poc("up", lambda: run_up(project_file=args.project, workspace=args.workspace), 0)
     if args.command == "demo":
         from fedhealth.poc.demo import run_demo
 
-        try:
+        def demo() -> None:
             run_demo(
                 job_dir=args.job,
                 project_file=args.project,
@@ -76,12 +69,21 @@ def main(argv: list[str] | None = None) -> int:
                 results_dir=args.results,
                 timeout=args.timeout,
             )
-        except PocError as exc:
-            print(f"\nfedhealth demo failed: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\nfedhealth demo interrupted; every process it started was stopped.", file=sys.stderr)
-            return 130
+
+        return _run_poc("demo", demo, 130)
+    return 0
+
+
+def _run_poc(name: str, action, interrupted_code: int) -> int:
+    """Run a POC command: a clear message and exit 1 on failure; Ctrl-C has already stopped everything."""
+    try:
+        action()
+    except PocError as exc:
+        print(f"\nfedhealth {name} failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nfedhealth {name} interrupted; every process it started was stopped.", file=sys.stderr)
+        return interrupted_code
     return 0
 
 

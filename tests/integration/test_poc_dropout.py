@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from fedhealth.poc.drills import run_drill, set_heartbeat_timeout
-from fedhealth.poc.processes import free_port
-from fedhealth.poc.variants import job_variant, project_on_port
-from fedhealth.poc.workspace import prepare_workspace, write_heart_data
+from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
 
 pytestmark = pytest.mark.slow
@@ -27,10 +25,7 @@ KILL_AT_ROUND = 2
 
 def test_a_site_killed_mid_job_is_marked_missing_and_the_job_completes(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()), workspace / "poc"
-    )
-    write_heart_data(layout)
+    layout = heart_poc(ROOT / "project.yml", workspace)
     set_heartbeat_timeout(layout, 30)
     job = job_variant(
         ROOT / "jobs" / "heart_fedprox",

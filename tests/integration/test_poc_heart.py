@@ -16,8 +16,8 @@ import pytest
 from fedhealth.constants import HEART_DATASET_DIR, HEART_SITES, TRAIN_FILE
 from fedhealth.poc.demo import run_demo, run_job
 from fedhealth.poc.processes import free_port
-from fedhealth.poc.variants import job_variant, project_on_port
-from fedhealth.poc.workspace import PocError, prepare_workspace, write_heart_data
+from fedhealth.poc.variants import heart_poc, job_variant, project_on_port
+from fedhealth.poc.workspace import PocError
 
 pytestmark = pytest.mark.slow
 
@@ -84,10 +84,7 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
 
 def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) -> None:
     workspace = tmp_path / "fedhealth_test_ws"
-    layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()), workspace / "poc"
-    )
-    write_heart_data(layout)
+    layout = heart_poc(ROOT / "project.yml", workspace)
     train = layout.kit("switzerland") / "data" / HEART_DATASET_DIR / TRAIN_FILE
     pd.read_csv(train).drop(columns=["chol"]).to_csv(train, index=False)
     with pytest.raises(PocError) as info:

@@ -33,9 +33,8 @@ from fedhealth.data.site_data import load_site
 from fedhealth.models.state import tabular_from_weights
 from fedhealth.poc.admin import AdminClient
 from fedhealth.poc.drills import set_heartbeat_timeout
-from fedhealth.poc.processes import PocProcesses, free_port
-from fedhealth.poc.variants import job_variant, project_on_port
-from fedhealth.poc.workspace import prepare_workspace, write_heart_data
+from fedhealth.poc.processes import PocProcesses
+from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import find_run_files
 from fedhealth.training.heart_site import HeartSite
 
@@ -63,10 +62,7 @@ def _global_loss(model_file: Path, site_kit: Path, scaling: dict) -> float:
 
 def test_too_few_sites_stops_the_job_with_the_last_completed_rounds_model(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()), workspace / "poc"
-    )
-    write_heart_data(layout)
+    layout = heart_poc(ROOT / "project.yml", workspace)
     set_heartbeat_timeout(layout, HEART_BEAT_TIMEOUT)
     with PocProcesses(layout, workspace / "logs") as procs:
         procs.start()

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedhealth.poc.demo import run_job
-from fedhealth.poc.processes import free_port
-from fedhealth.poc.variants import job_variant, project_on_port
-from fedhealth.poc.workspace import prepare_workspace, write_heart_data
+from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
 
 pytestmark = pytest.mark.slow
@@ -28,10 +26,7 @@ CASES = [("nan", "non-finite"), ("scale", "norm")]
 @pytest.mark.parametrize(("mode", "words"), CASES)
 def test_poisoned_updates_are_rejected_every_round(tmp_path: Path, mode: str, words: str) -> None:
     workspace = tmp_path / "ws"
-    layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()), workspace / "poc"
-    )
-    write_heart_data(layout)
+    layout = heart_poc(ROOT / "project.yml", workspace)
     job = job_variant(
         ROOT / "jobs" / "heart_fedprox",
         tmp_path / "jobs" / "heart_fedprox",

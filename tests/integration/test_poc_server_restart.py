@@ -29,10 +29,9 @@ from nvflare.private.fed.server.server_engine import ServerEngine
 
 from fedhealth.constants import RUN_RECORD_FILE
 from fedhealth.poc.admin import AdminClient
-from fedhealth.poc.processes import PocProcesses, free_port
+from fedhealth.poc.processes import PocProcesses
 from fedhealth.poc.resume import last_completed_round, merge_records, resume_job
-from fedhealth.poc.variants import job_variant, project_on_port
-from fedhealth.poc.workspace import prepare_workspace, write_heart_data
+from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +64,7 @@ def test_flare_2_9_writes_no_server_snapshot() -> None:
 @pytest.mark.slow
 def test_server_restart_loses_the_job_in_flare_and_fedhealth_resumes_it(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()), workspace / "poc"
-    )
-    write_heart_data(layout)
+    layout = heart_poc(ROOT / "project.yml", workspace)
     server_kit = layout.kit(layout.server)
     with PocProcesses(layout, workspace / "logs") as procs:
         procs.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,19 @@ def set_heartbeat_timeout(layout: PocLayout, seconds: int) -> None:
     for server in resources.get("servers", []):
         server["heart_beat_timeout"] = seconds
     path.write_text(json.dumps(resources, indent=2))
+
+
+@contextmanager
+def _submitted(layout: PocLayout, procs: PocProcesses, job_dir: Path, workspace: Path):
+    """Start the federation, log in as the project admin and submit ``job_dir``.
+
+    Yields the admin session, the job id and the submission time (``time.monotonic``).
+    """
+    procs.start()
+    with AdminClient(layout) as admin:
+        admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+        start = time.monotonic()
+        yield admin, admin.submit(job_dir, workspace / "submit"), start
 
 
 def _wait_for_round(admin: AdminClient, job_id: str, round_index: int, timeout: float) -> None:
@@ -60,25 +74,21 @@ def run_drill(
     With ``rejoin``, the killed site is started again from its kit after the job and must connect
     to the federation again (ready for the next job).
     """
-    with PocProcesses(layout, workspace / "logs") as procs:
-        procs.start()
-        with AdminClient(layout) as admin:
+    with (
+        PocProcesses(layout, workspace / "logs") as procs,
+        _submitted(layout, procs, job_dir, workspace) as (admin, job_id, start),
+    ):
+        if kill_site:
+            _wait_for_round(admin, job_id, kill_at_round, timeout)
+            procs.kill(kill_site)
+        status = admin.follow(job_id, on_progress=lambda p: None, check=procs.check_alive, timeout=timeout)
+        seconds = time.monotonic() - start
+        result = admin.download(job_id, workspace / "downloads" / job_id)
+        rejoined = None
+        if kill_site and rejoin:
+            procs.start_participant(kill_site)
             admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-            start = time.monotonic()
-            job_id = admin.submit(job_dir, workspace / "submit")
-            if kill_site:
-                _wait_for_round(admin, job_id, kill_at_round, timeout)
-                procs.kill(kill_site)
-            status = admin.follow(
-                job_id, on_progress=lambda p: None, check=procs.check_alive, timeout=timeout
-            )
-            seconds = time.monotonic() - start
-            result = admin.download(job_id, workspace / "downloads" / job_id)
-            rejoined = None
-            if kill_site and rejoin:
-                procs.start_participant(kill_site)
-                admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-                rejoined = True
+            rejoined = True
     return DrillResult(status, result, seconds, rejoined)
 
 
@@ -96,11 +106,7 @@ def run_restart_drill(
     from fedhealth.reports.run_report import find_run_files
 
     with PocProcesses(layout, workspace / "logs") as procs:
-        procs.start()
-        with AdminClient(layout) as admin:
-            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-            start = time.monotonic()
-            job_id = admin.submit(job_dir, workspace / "submit")
+        with _submitted(layout, procs, job_dir, workspace) as (admin, job_id, start):
             _wait_for_round(admin, job_id, kill_after_round, timeout)
         procs.restart(layout.server)
         run_dir = layout.kit(layout.server) / job_id

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from fedhealth.poc.workspace import PocLayout
+
 FAULT_FILTER = "fedhealth.filters.fault_injector.FaultInjector"
 
 
@@ -25,6 +27,23 @@ def project_on_port(project_file: Path, dest: Path, port: int) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(project))
     return dest
+
+
+def heart_poc(project_file: Path, workspace: Path) -> PocLayout:
+    """Provision ``project_file`` on a free port into ``workspace/poc`` and place each site's data.
+
+    For drills, tests and benchmarks: a run of its own that never collides with another on the
+    same machine.
+    """
+    from fedhealth.poc.processes import free_port
+    from fedhealth.poc.workspace import prepare_workspace, write_heart_data
+
+    workspace = Path(workspace)
+    layout = prepare_workspace(
+        project_on_port(project_file, workspace / "project.yml", free_port()), workspace / "poc"
+    )
+    write_heart_data(layout)
+    return layout
 
 
 def _edit_json(path: Path, change) -> None:
