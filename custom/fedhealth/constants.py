@@ -15,6 +15,9 @@ META_ROUND = "fedhealth_round"
 META_SITE_METRICS = "fedhealth_site_metrics"
 META_LOCAL_STEPS = "fedhealth_local_steps"  # optimizer steps a site took this round (FedNova's tau_i)
 HEADER_ERROR = "fedhealth_error"
+META_COMPRESSION = "fedhealth_compression"  # how an update was compressed, and its wire sizes
+COMPRESSED_KIND = "fedhealth.COMPRESSED"  # DXO kind of a compressed payload; stock filters skip it
+RESIDUAL_FILE = "fedhealth_ef_residual.npz"  # a site's error-feedback memory, in its run folder
 
 # Metric keys (aggregate numbers only; never patient values).
 M_ACCURACY = "accuracy"
@@ -25,6 +28,10 @@ M_N_TRAIN = "n_train"
 M_N_TEST = "n_test"
 M_STEPS = "steps"  # local optimizer steps taken this round
 M_LOCAL_LOSS = "local_loss"  # the site's model after local training, on its test split
+M_BYTES_RAW = "bytes_raw"  # the update's serialized size before compression
+M_BYTES_SENT = "bytes_sent"  # ... as the site sent it (after compression)
+M_BYTES_RECEIVED = "bytes_received"  # ... as the server measured it on arrival
+M_COMPRESSION = "compression"  # the compression label, e.g. "topk 0.01 +EF"
 M_INTERVALS = "intervals"  # metrics with 95% bootstrap intervals (training/site_metrics.py)
 # Per-round curves each site streams to the server (FLARE analytics -> TensorBoard).
 STREAMED_METRICS = ("train_loss", "global_loss", "local_loss", "global_accuracy", "global_auc")

@@ -19,6 +19,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 from nvflare.apis.analytix import AnalyticsDataType
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
@@ -54,6 +55,9 @@ class HeartExecutor(Executor):
         seed: seed of the local shuffling.
         n_bootstrap: bootstrap resamples for the 95% intervals of the validate task.
         stream_metrics: stream per-round training and validation loss to the server (TensorBoard).
+        send_weight_diff: send the update (local minus received weights, ``WEIGHT_DIFF``) instead
+            of the local weights; top-k compression needs it, and the server's aggregator must
+            then expect ``WEIGHT_DIFF``.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class HeartExecutor(Executor):
         seed: int = 0,
         n_bootstrap: int = 1000,
         stream_metrics: bool = True,
+        send_weight_diff: bool = False,
     ) -> None:
         super().__init__()
         # Checked here so a bad job config fails at start, not in a round.
@@ -97,6 +102,7 @@ class HeartExecutor(Executor):
         self.seed = seed
         self.n_bootstrap = n_bootstrap
         self.stream_metrics = stream_metrics
+        self.send_weight_diff = send_weight_diff
         self._site: HeartSite | None = None
         self._site_error: str | None = None
         self._max_local_steps: int | None = None  # the site's own cap, from local/fedhealth_site.json
@@ -242,7 +248,11 @@ class HeartExecutor(Executor):
             f"val_loss(received)={received[C.M_LOSS]:.4f}",
         )
         self._stream(fl_ctx, current_round, metrics)
-        out = DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights)
+        if self.send_weight_diff:
+            update = {k: v - np.asarray(dxo.data[k], dtype=v.dtype) for k, v in self._local_weights.items()}
+            out = DXO(data_kind=DataKind.WEIGHT_DIFF, data=update)
+        else:
+            out = DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights)
         out.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, self._site.n_train)  # FedAvg weight = samples
         out.set_meta_prop(MetaKey.INITIAL_METRICS, received.get(C.M_ACCURACY))
         out.set_meta_prop(C.META_LOCAL_STEPS, steps)  # FedNova's tau_i

@@ -1,0 +1,1 @@
+"""Update compression: blockwise quantization, top-k sparsification with error feedback, wire sizes."""
