@@ -19,6 +19,7 @@ from fedhealth.constants import (
     M_N_TRAIN,
     RUN_RECORD_FILE,
 )
+from fedhealth.reports.communication import communication_markdown, communication_section
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.site_report import (
     cross_site_matrix,
@@ -122,6 +123,7 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "disconnected": record.get("disconnected", []),
         "divergence": record.get("divergence"),
         "failures": record.get("failures", []),
+        "communication": communication_section(record),
     }
 
 
@@ -181,6 +183,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         "",
         participation_markdown(report),
         fairness_markdown(report),
+        communication_markdown(report.get("communication")),
     ]
     if report.get("status") == "aborted":
         parts += [

@@ -67,6 +67,8 @@ def run_federation(
     rule: str = "mean",
     rule_args: dict | None = None,
     tamper: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    channel: Callable[[str, dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
+    | None = None,
     **local: object,
 ) -> FederationResult:
     """FedAvg (``mu=0``) or FedProx (``mu>0``) with sample-count weighting.
@@ -84,6 +86,8 @@ def run_federation(
             :func:`fedhealth.training.robust.aggregate_updates`, applied to the sites' updates.
         rule_args: extra arguments of the rule (``trim_fraction``, ``clip_norm``).
         tamper: drills only: ``(site name, weights) -> weights`` applied to what a site sends.
+        channel: the way to the server, ``(site name, weights, global weights) -> weights`` the
+            server receives (e.g. :class:`fedhealth.compression.channel.CompressedChannel`).
         **local: further :class:`LocalTrainConfig` fields (batch_size, local_steps, mu, ...).
     """
     global_model = model_fn()
@@ -94,10 +98,13 @@ def run_federation(
         if track:
             result.history.append({s.name: s.evaluate(global_model) for s in sites})
         states, weights = [], []
+        start = {k: v.detach().numpy().copy() for k, v in global_model.state_dict().items()}
         for site, gen in zip(sites, generators, strict=True):
             local_model = copy.deepcopy(global_model)
             site.train_round(local_model, config, generator=gen)
             state = {k: v.detach().numpy() for k, v in local_model.state_dict().items()}
+            if channel is not None:
+                state = channel(site.name, state, start)
             states.append(tamper(site.name, state) if tamper else state)
             weights.append(site.n_train)
         averaged = _aggregate(global_model, states, weights, rule, rule_args or {})
