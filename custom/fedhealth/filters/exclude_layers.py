@@ -10,13 +10,14 @@ The math is :func:`fedhealth.policy.update_rules.exclude_layers`.
 from __future__ import annotations
 
 import numpy as np
-from nvflare.apis.dxo import DXO, DataKind, from_shareable
+from nvflare.apis.dxo import DXO, DataKind
 from nvflare.apis.dxo_filter import DXOFilter
 from nvflare.apis.filter import FilterChainType, FilterContextKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 
 from fedhealth.constants import META_PRIVACY
+from fedhealth.filters.model_update import model_dxo
 from fedhealth.policy.update_rules import exclude_layers
 
 # job id -> the last global values of the excluded layers this site received. The data-chain and
@@ -41,20 +42,16 @@ class ExcludeLayers(DXOFilter):
         self.layers = list(layers)
 
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        dxo = model_dxo(shareable)
+        if dxo is None:
+            return shareable  # statistics, metrics: not a model update
         if self.get_prop(FilterContextKey.CHAIN_TYPE) == FilterChainType.TASK_DATA_CHAIN:
-            self._remember(shareable, fl_ctx)
+            if dxo.data_kind == DataKind.WEIGHTS:
+                found = {k: np.array(dxo.data[k], copy=True) for k in self.layers if k in dxo.data}
+                if found:
+                    _RECEIVED[fl_ctx.get_job_id()] = found
             return shareable
         return super().process(shareable, fl_ctx)
-
-    def _remember(self, shareable: Shareable, fl_ctx: FLContext) -> None:
-        try:
-            dxo = from_shareable(shareable)
-        except ValueError:
-            return  # not a model: nothing to remember
-        if dxo.data_kind == DataKind.WEIGHTS and dxo.data:
-            found = {k: np.array(dxo.data[k], copy=True) for k in self.layers if k in dxo.data}
-            if found:
-                _RECEIVED[fl_ctx.get_job_id()] = found
 
     def process_dxo(self, dxo: DXO, shareable: Shareable, fl_ctx: FLContext) -> DXO | None:
         if dxo.data_kind == DataKind.WEIGHT_DIFF:

@@ -16,6 +16,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 
 from fedhealth.constants import META_PRIVACY
+from fedhealth.filters.model_update import model_dxo
 from fedhealth.policy.update_rules import add_gaussian_noise
 
 
@@ -37,6 +38,11 @@ class GaussianNoise(DXOFilter):
         self.sigma = float(sigma)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+
+    def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        if model_dxo(shareable) is None:
+            return shareable  # statistics, metrics: not a model update
+        return super().process(shareable, fl_ctx)
 
     def process_dxo(self, dxo: DXO, shareable: Shareable, fl_ctx: FLContext) -> DXO | None:
         dxo.data = add_gaussian_noise(dxo.data, sigma=self.sigma, rng=self._rng)

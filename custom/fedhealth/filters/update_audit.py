@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nvflare.apis.dxo import DataKind, from_shareable
+from nvflare.apis.dxo import DataKind
 from nvflare.apis.filter import Filter
 from nvflare.apis.fl_constant import FLContextKey
 from nvflare.apis.fl_context import FLContext
@@ -22,6 +22,7 @@ from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth.constants import META_PRIVACY, UPDATE_AUDIT_FILE
+from fedhealth.filters.model_update import model_dxo
 
 
 class UpdateAudit(Filter):
@@ -32,11 +33,8 @@ class UpdateAudit(Filter):
         self._records: list[dict] = []
 
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
-        try:
-            dxo = from_shareable(shareable)
-        except ValueError:
-            return shareable
-        if dxo.data_kind not in (DataKind.WEIGHTS, DataKind.WEIGHT_DIFF) or not dxo.data:
+        dxo = model_dxo(shareable)
+        if dxo is None:
             return shareable
         from fedhealth.policy.update_rules import update_deltas
 
