@@ -17,6 +17,7 @@ Marked ``slow`` and ``provisioning`` (``pytest -m provisioning`` runs it alone, 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,9 +162,8 @@ def test_roles_and_privacy_scopes(federation: Federation, tmp_path: Path) -> Non
         # A member may look but not submit.
         member = federation.session(MEMBER)
         try:
-            with pytest.raises(Exception, match="(?i)not authorized") as refused:
+            with pytest.raises(Exception, match=f"user '{MEMBER}' is not authorized for 'submit_job'"):
                 member.submit_job(str(_fedavg(tmp_path, "member_job").resolve()))
-            print("member submit:", refused.value)
             assert job_id in [j["job_id"] for j in member.list_jobs()]
         finally:
             member.close()
@@ -171,9 +171,9 @@ def test_roles_and_privacy_scopes(federation: Federation, tmp_path: Path) -> Non
         # An org_admin may not abort a job another organisation submitted.
         org_admin = federation.session(ORG_ADMIN)
         try:
-            with pytest.raises(Exception, match="(?i)not authorized") as refused:
+            with pytest.raises(Exception, match=f"user '{ORG_ADMIN}' is not authorized for 'abort_job'"):
                 org_admin.abort_job(job_id)
-            print("org_admin abort:", refused.value)
+            assert job_id in [j["job_id"] for j in org_admin.list_jobs()]  # it may view
         finally:
             org_admin.close()
         assert admin.status(job_id) == "RUNNING"
@@ -181,6 +181,17 @@ def test_roles_and_privacy_scopes(federation: Federation, tmp_path: Path) -> Non
         status = _wait_status(admin.session, job_id, "FINISHED", 240)
         assert status == "FINISHED:COMPLETED", admin.error_logs(job_id)
         result = admin.download(job_id, tmp_path / "downloads")
+
+    # The refusals are about roles, not broken sessions: a lead submits and aborts its own job.
+    lead = federation.session(LEAD)
+    try:
+        copy = tmp_path / "lead" / "heart_fedavg"
+        shutil.copytree(_fedavg(tmp_path, "lead_job"), copy)
+        lead_job = lead.submit_job(str(copy))
+        lead.abort_job(lead_job)
+        assert _wait_status(lead, lead_job, "FINISHED", 60) == "FINISHED:ABORTED"
+    finally:
+        lead.close()
 
     audit = json.loads(next(Path(result).rglob(UPDATE_AUDIT_FILE)).read_text())
     by_site = {site: [r for r in audit if r["site"] == site] for site in SITES}
@@ -204,10 +215,13 @@ def test_custom_code_job_is_refused_by_sites_without_byoc(federation: Federation
         job_id = admin.submit(job, tmp_path / "submit")
         status = _wait_status(admin.session, job_id, "FINISHED", 120)
         meta = admin.session.get_job_meta(job_id)
-    print("BYOC job:", status, json.dumps(meta, default=str)[:2000])
-    assert status.startswith("FINISHED") and status != "FINISHED:COMPLETED"
-    logs = "".join(p.read_text(errors="replace") for p in (federation.tmp / "logs").glob("*.log"))
-    assert "BYOC not permitted" in logs
+    assert status == "FINISHED:FAILED_TO_RUN"
+    assert sorted(meta["job_deploy_detail"]) == [
+        "cleveland: NVFLARE_ERROR: BYOC not permitted",
+        "hungary: NVFLARE_ERROR: BYOC not permitted",
+        "num_ok_sites 0 < required_min_sites 2",
+        "server: OK",
+    ]
 
 
 def test_site_from_another_root_ca_cannot_join(federation: Federation, tmp_path: Path) -> None:
@@ -216,12 +230,17 @@ def test_site_from_another_root_ca_cannot_join(federation: Federation, tmp_path:
     other = PocLayout(tmp_path, prod, "server", ADMIN, ("intruder",), layout.port)
     with PocProcesses(other, tmp_path / "logs") as procs, AdminClient(layout) as admin:
         procs.start_participant("intruder")
-        time.sleep(20)
+        log = tmp_path / "logs" / "intruder.log"
+        deadline = time.monotonic() + 60
+        while "CERTIFICATE_VERIFY_FAILED" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the intruder neither joined nor failed on the certificate"
+            time.sleep(1.0)
+        time.sleep(5.0)  # a second attempt
         connected = {c.name for c in admin.session.get_connected_client_list()}
     assert connected == set(SITES)
-    log = (tmp_path / "logs" / "intruder.log").read_text(errors="replace")
-    print("intruder log tail:", log[-3000:])
-    assert "certificate verify failed" in log.lower() or "ssl" in log.lower()
+    text = log.read_text(errors="replace")
+    assert "certificate verify failed: self-signed certificate in certificate chain" in text
+    assert text.count("CERTIFICATE_VERIFY_FAILED") >= 1
 
 
 def test_altered_kit_is_detected(federation: Federation, tmp_path: Path) -> None:
