@@ -16,6 +16,7 @@ Marked ``slow`` and ``provisioning`` (``pytest -m provisioning`` runs it alone, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -31,6 +32,7 @@ from fedhealth.poc.admin import AdminClient
 from fedhealth.poc.processes import PocProcesses, free_port
 from fedhealth.poc.variants import job_variant
 from fedhealth.poc.workspace import PocLayout, write_heart_data
+from fedhealth.provision.add_site import add_participants
 from fedhealth.provision.kits import run_provision
 from fedhealth.provision.preflight import check_signatures
 
@@ -101,6 +103,14 @@ def _provision(tmp: Path, name: str, port: int, **kwargs) -> Path:
     project = tmp / f"{name}.yml"
     project.write_text(yaml.safe_dump(_project(name, port, **kwargs)))
     return run_provision(project, tmp / name)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 class Federation:
@@ -271,3 +281,24 @@ def test_altered_kit_is_detected(federation: Federation, tmp_path: Path) -> None
     log = (tmp_path / "logs" / "spare.log").read_text(errors="replace")
     assert "The following files are not secure content" in log
     assert "fed_client.json" in log and "exited with code 1" in message
+
+
+def test_hospital_added_without_touching_other_kits(federation: Federation, tmp_path: Path) -> None:
+    layout = federation.layout
+    old_kits = {name: _digests(layout.kit(name) / "startup") for name in ("server", *SITES)}
+    project = yaml.safe_load((federation.tmp / "fedhealth_prov.yml").read_text())
+    project["participants"].append({"name": "va_long_beach", "type": "client", "org": "va_long_beach"})
+    added_file = tmp_path / "added.yml"
+    added_file.write_text(yaml.safe_dump(project))
+    kit = add_participants(added_file, federation.tmp / "fedhealth_prov", ["va_long_beach"])["va_long_beach"]
+    assert kit.parent.name == "prod_01"
+    assert check_signatures(kit) == (True, [])
+    context = "startup/client_context.tenseal"
+    assert (kit / context).read_bytes() == (layout.kit("cleveland") / context).read_bytes()
+    assert json.loads((kit / "local" / "privacy.json").read_text())["default_scope"] == "keep_bias"
+    new = PocLayout(federation.tmp, kit.parent, "server", ADMIN, ("va_long_beach",), layout.port)
+    with PocProcesses(new, tmp_path / "logs") as procs, AdminClient(layout) as admin:
+        procs.start_participant("va_long_beach")
+        admin.wait_for_sites((*SITES, "va_long_beach"), timeout=60, check=procs.check_alive)
+    # The running federation was not re-provisioned: its kits' startup files are as they were.
+    assert {name: _digests(layout.kit(name) / "startup") for name in ("server", *SITES)} == old_kits

@@ -25,6 +25,14 @@ def add_provision_arguments(parser: argparse.ArgumentParser, root: Path) -> None
     parser.add_argument(
         "--server-host", default=None, help="the server's host name (overrides the project file)"
     )
+    parser.add_argument(
+        "--add",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="kits only for these participants, newly added to the project file; every existing "
+        "certificate, key and HE context is kept (re-uses the workspace's provisioning state)",
+    )
 
 
 def add_preflight_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +41,20 @@ def add_preflight_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_provision_command(args: argparse.Namespace) -> int:
+    from fedhealth.provision.add_site import add_participants
     from fedhealth.provision.kits import read_kits, report, run_provision
 
     try:
+        if args.add:
+            added = add_participants(args.project, args.workspace, list(args.add))
+            prod_dir = next(iter(added.values())).parent
+            print(report(prod_dir, [k for k in read_kits(prod_dir) if k.name in added]))
+            print(
+                "\nOnly the kit(s) above are new: no other certificate changed, so the\n"
+                f"running server and sites keep their kits. Send {', '.join(added)} its kit; it connects\n"
+                "to the server when it starts."
+            )
+            return 0
         prod_dir = run_provision(args.project, args.workspace, server_host=args.server_host)
     except PocError as exc:
         print(f"fedhealth provision failed: {exc}", file=sys.stderr)
