@@ -34,7 +34,7 @@ from fedhealth.poc.variants import job_variant
 from fedhealth.poc.workspace import PocLayout, write_heart_data
 from fedhealth.provision.add_site import add_participants
 from fedhealth.provision.kits import run_provision
-from fedhealth.provision.preflight import check_signatures
+from fedhealth.provision.preflight import check_kit, check_signatures, summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.provisioning]
 
@@ -266,6 +266,8 @@ def test_altered_kit_is_detected(federation: Federation, tmp_path: Path) -> None
         "startup/fed_client.json was altered after signing",
         "local/privacy.json was altered after signing",
     ]
+    (kit / "startup" / "extra.pem").write_text("x")
+    assert "startup/extra.pem is not signed (added after provisioning)" in check_signatures(kit)[1]
     with PocProcesses(federation.layout, tmp_path / "logs") as procs:
         procs.start_participant("spare")
         deadline = time.monotonic() + 60
@@ -302,3 +304,12 @@ def test_hospital_added_without_touching_other_kits(federation: Federation, tmp_
         admin.wait_for_sites((*SITES, "va_long_beach"), timeout=60, check=procs.check_alive)
     # The running federation was not re-provisioned: its kits' startup files are as they were.
     assert {name: _digests(layout.kit(name) / "startup") for name in ("server", *SITES)} == old_kits
+
+
+def test_preflight_of_a_site_kit(federation: Federation) -> None:
+    check = check_kit(federation.layout.kit("hungary"), timeout=120)
+    print(summary([check]))
+    assert check.signed and check.tampered == []
+    assert check.notes == ["local/fedhealth_site.json was added by the site"]  # its data settings
+    assert ("Check server available", "PASSED", "N/A") in check.flare_checks
+    assert check.ok and summary([check]).startswith("hungary: READY")

@@ -13,6 +13,7 @@ For each kit, two checks:
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -23,6 +24,11 @@ from nvflare.fuel.sec.security_content_service import LoadResult, SecurityConten
 from fedhealth.poc.workspace import nvflare_bin
 
 SIGNATURE_FILE = "signature.json"
+# A site's own file that replaces a provisioned one (FLARE reads it instead, not merged).
+OVERRIDES = {
+    "authorization.json": "authorization.json.default (roles, BYOC)",
+    "resources.json": "resources.json.default (class allow-list, GPUs)",
+}
 ROW = re.compile(r"^\|\s*(Check [^|]+?)\s*\|\s*([^|]*?)\s*\|\s*([^|]*?)\s*\|$")
 
 
@@ -35,6 +41,7 @@ class KitCheck:
     tampered: list[str] = field(default_factory=list)
     flare_checks: list[tuple[str, str, str]] = field(default_factory=list)  # (check, problem, fix)
     flare_ok: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -47,7 +54,7 @@ def check_signatures(kit: Path) -> tuple[bool, list[str]]:
     ``signed`` is False when the kit carries no signatures at all (FLARE 2.9 signs only kits with
     HE or confidential-computing content). Each problem names a file and what is wrong with it.
     """
-    kit = Path(kit)
+    kit = Path(kit).resolve()  # FLARE joins the root CA path onto the folder: make both absolute
     root_ca = kit / "startup" / "rootCA.pem"
     problems: list[str] = []
     signed = False
@@ -64,10 +71,31 @@ def check_signatures(kit: Path) -> tuple[bool, list[str]]:
                 problems.append(f"{folder.name}/{name} was altered after signing")
             elif result == LoadResult.NO_SUCH_CONTENT:
                 problems.append(f"{folder.name}/{name} is missing or empty")
-        for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != SIGNATURE_FILE):
-            if path.name not in manager.signature:
-                problems.append(f"{folder.name}/{path.name} is not signed (added after provisioning)")
+        if folder.name == "startup":  # local/ is where a site keeps its own settings: see site_files()
+            for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != SIGNATURE_FILE):
+                if path.name not in manager.signature:
+                    problems.append(f"{folder.name}/{path.name} is not signed (added after provisioning)")
     return signed, problems
+
+
+def site_files(kit: Path) -> list[str]:
+    """Notes on files the site added to ``local/`` after provisioning (its own settings).
+
+    A site's own ``authorization.json``, ``resources.json`` or ``privacy.json`` replaces the
+    provisioned policy file whole: that is said loudly, since FLARE does not merge them.
+    """
+    local = Path(kit).resolve() / "local"
+    signature = local / SIGNATURE_FILE
+    signed = set(json.loads(signature.read_text())) if signature.is_file() else None
+    notes = []
+    for path in sorted(p for p in local.iterdir() if p.is_file()) if local.is_dir() else []:
+        if path.name == SIGNATURE_FILE or (signed is not None and path.name in signed):
+            continue
+        if path.name in OVERRIDES:
+            notes.append(f"local/{path.name} replaces the provisioned {OVERRIDES[path.name]} whole")
+        elif signed is not None:
+            notes.append(f"local/{path.name} was added by the site")
+    return notes
 
 
 def flare_preflight(kit: Path, timeout: float = 120.0) -> tuple[bool, list[tuple[str, str, str]], str]:
@@ -90,6 +118,7 @@ def check_kit(kit: Path, *, timeout: float = 120.0) -> KitCheck:
         result.tampered = [f"{kit} is not a startup kit (no startup/ folder)"]
         return result
     result.signed, result.tampered = check_signatures(result.kit)
+    result.notes = site_files(result.kit)
     result.flare_ok, result.flare_checks, _ = flare_preflight(result.kit, timeout)
     return result
 
@@ -107,6 +136,7 @@ def summary(checks: list[KitCheck]) -> str:
             lines.append(
                 "  integrity  -     kit carries no signatures (no HE context); mTLS is the trust anchor"
             )
+        lines += [f"  note       {note}" for note in check.notes]
         for name, problem, fix in check.flare_checks:
             passed = problem.upper() == "PASSED"
             lines.append(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fedhealth.provision.kits import fingerprint, read_kits, report, run_provision
-from fedhealth.provision.preflight import check_signatures
+from fedhealth.provision.preflight import check_signatures, site_files
 from fedhealth.provision.site_policy_builder import SitePolicyBuilder
 
 REPO = Path(__file__).resolve().parents[3]
@@ -101,13 +101,12 @@ def test_altered_local_file_is_named(prod: Path, tmp_path: Path) -> None:
     shutil.copytree(prod / "va_long_beach", kit)
     (kit / "local" / "resources.json.default").write_text("{}")
     (kit / "local" / "extra.json").write_text("{}")
-    assert check_signatures(kit) == (
-        True,
-        [
-            "local/resources.json.default was altered after signing",
-            "local/extra.json is not signed (added after provisioning)",
-        ],
-    )
+    (kit / "local" / "resources.json").write_text("{}")
+    assert check_signatures(kit) == (True, ["local/resources.json.default was altered after signing"])
+    assert site_files(kit) == [
+        "local/extra.json was added by the site",
+        "local/resources.json replaces the provisioned resources.json.default (class allow-list, GPUs) whole",
+    ]
 
 
 @pytest.mark.parametrize(
