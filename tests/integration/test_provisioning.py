@@ -79,6 +79,7 @@ def _project(name: str, port: int, *, sites: tuple[str, ...], he: bool, policy: 
                 "args": {
                     # The server accepts custom code, so that the sites' refusal is what is tested.
                     "server_byoc": True,
+                    "removed": ["removed_site"],
                     "scopes": {
                         "keep_bias": {"task_data_filters": [EXCLUDE], "task_result_filters": [EXCLUDE]},
                         "noisy": {"task_result_filters": [NOISE]},
@@ -127,7 +128,9 @@ class Federation:
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     tmp = tmp_path_factory.mktemp("fedhealth_prov_ws")
     port = free_port()
-    prod = _provision(tmp, "fedhealth_prov", port, sites=(*SITES, "spare"), he=True, policy=True)
+    prod = _provision(
+        tmp, "fedhealth_prov", port, sites=(*SITES, "spare", "removed_site"), he=True, policy=True
+    )
     layout = PocLayout(tmp, prod, "server", ADMIN, SITES, port)
     write_heart_data(layout)
     with PocProcesses(layout, tmp / "logs") as procs:
@@ -313,3 +316,20 @@ def test_preflight_of_a_site_kit(federation: Federation) -> None:
     assert check.notes == ["local/fedhealth_site.json was added by the site"]  # its data settings
     assert ("Check server available", "PASSED", "N/A") in check.flare_checks
     assert check.ok and summary([check]).startswith("hungary: READY")
+
+
+def test_removed_site_cannot_register_with_its_valid_certificate(
+    federation: Federation, tmp_path: Path
+) -> None:
+    layout = federation.layout
+    with PocProcesses(layout, tmp_path / "logs") as procs, AdminClient(layout) as admin:
+        procs.start_participant("removed_site")
+        log = layout.kit("server") / "log.txt"
+        deadline = time.monotonic() + 60
+        while "refused removed_site: removed from the federation" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the server did not refuse the removed site"
+            time.sleep(1.0)
+        connected = {c.name for c in admin.session.get_connected_client_list()}
+    assert "removed_site" not in connected and set(SITES) <= connected
+    site_log = (tmp_path / "logs" / "removed_site.log").read_text(errors="replace")
+    assert "registration rejected: register_client unauthenticated" in site_log  # all the site is told

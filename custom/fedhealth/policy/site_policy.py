@@ -31,6 +31,7 @@ RIGHTS = (
 EXCLUDE_LAYERS = "fedhealth.filters.exclude_layers.ExcludeLayers"
 GPU_MANAGER = "nvflare.app_common.resource_managers.gpu_resource_manager.GPUResourceManager"
 GPU_CONSUMER = "nvflare.app_common.resource_consumers.gpu_resource_consumer.GPUResourceConsumer"
+REMOVED_SITES = "fedhealth.widgets.removed_sites.RemovedSites"
 CHAINS = ("task_data_filters", "task_result_filters")
 
 
@@ -142,4 +143,13 @@ def size_resources(resources: Mapping, capacity: Mapping | None) -> dict:
     if gpus:
         added.append({"id": "resource_consumer", "path": GPU_CONSUMER, "args": {}})
     out["components"] = added + components
+    return out
+
+
+def add_removed_sites(resources: Mapping, sites: list[str]) -> dict:
+    """The server's resources config with the participants in ``sites`` refused at registration."""
+    out = copy.deepcopy(dict(resources))
+    components = [c for c in out.get("components", []) if c.get("path") != REMOVED_SITES]
+    components.append({"id": "removed_sites", "path": REMOVED_SITES, "args": {"sites": sorted(sites)}})
+    out["components"] = components
     return out

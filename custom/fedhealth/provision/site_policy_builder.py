@@ -23,7 +23,12 @@ from pathlib import Path
 
 from nvflare.lighter.spec import Project, ProvisionContext
 
-from fedhealth.policy.site_policy import authorization_policy, privacy_policy, size_resources
+from fedhealth.policy.site_policy import (
+    add_removed_sites,
+    authorization_policy,
+    privacy_policy,
+    size_resources,
+)
 from fedhealth.provision.allow_list_builder import AllowListBuilder
 
 AUTHZ_FILE = "authorization.json.default"
@@ -42,6 +47,8 @@ class SitePolicyBuilder(AllowListBuilder):
             "default_scope": ..., "byoc": false}``.
         sites: site name -> its own policy (same keys; missing keys come from ``default``).
         server_byoc: whether the server accepts jobs with custom code (default no).
+        removed: participants removed from the federation: the server refuses their registration
+            (:class:`fedhealth.widgets.removed_sites.RemovedSites`; certificates cannot be revoked).
         extra: allow-list entries (see :class:`AllowListBuilder`).
     """
 
@@ -51,6 +58,7 @@ class SitePolicyBuilder(AllowListBuilder):
         default: dict | None = None,
         sites: dict | None = None,
         server_byoc: bool = False,
+        removed: list[str] | None = None,
         extra: list[str] | None = None,
     ) -> None:
         super().__init__(extra=extra)
@@ -58,6 +66,7 @@ class SitePolicyBuilder(AllowListBuilder):
         self.default = {"scopes": [], "default_scope": None, "byoc": False, **(default or {})}
         self.sites = {name: dict(policy or {}) for name, policy in (sites or {}).items()}
         self.server_byoc = bool(server_byoc)
+        self.removed = list(removed or [])
         for name, policy in [("default", self.default), *self.sites.items()]:
             extra_keys = sorted(set(policy) - POLICY_KEYS)
             if extra_keys:
@@ -85,6 +94,8 @@ class SitePolicyBuilder(AllowListBuilder):
         if server is not None:
             local = Path(ctx.get_local_dir(server))
             _edit(local / AUTHZ_FILE, lambda base: authorization_policy(base, byoc=self.server_byoc))
+            if self.removed:
+                _edit(local / RESOURCES_FILE, lambda res: add_removed_sites(res, self.removed))
         for client in project.get_clients():
             local = Path(ctx.get_local_dir(client))
             policy = self.policy_for(client.name)
