@@ -8,7 +8,9 @@ from fedhealth.policy.site_policy import (
     EXCLUDE_LAYERS,
     GPU_CONSUMER,
     GPU_MANAGER,
+    REMOVED_SITES,
     RIGHTS,
+    add_removed_sites,
     authorization_policy,
     privacy_policy,
     size_resources,
@@ -102,3 +104,14 @@ def test_resources_sized_from_capacity(capacity, gpus, mem, consumer) -> None:
 def test_resources_refuse_bad_capacity(capacity: dict) -> None:
     with pytest.raises(ValueError, match="must have num_of_gpus >= 0"):
         size_resources(RESOURCES, capacity)
+
+
+def test_removed_sites_added_once_to_the_server_resources() -> None:
+    once = add_removed_sites(RESOURCES, ["b_site", "a_site"])
+    twice = add_removed_sites(once, ["c_site"])
+    removed = [c for c in twice["components"] if c["path"] == REMOVED_SITES]
+    assert removed == [{"id": "removed_sites", "path": REMOVED_SITES, "args": {"sites": ["c_site"]}}]
+    assert [c["args"] for c in once["components"] if c["path"] == REMOVED_SITES] == [
+        {"sites": ["a_site", "b_site"]}
+    ]
+    assert len(twice["components"]) == len(RESOURCES["components"]) + 1
