@@ -8,8 +8,8 @@ Only the new participant's kit is sent out.
 
 One catch in FLARE 2.9: ``HEBuilder`` makes a fresh TenSEAL context on every run, so the new
 kit's ``client_context.tenseal`` would not match the one every other site and the server hold.
-:func:`add_participants` therefore copies the federation's existing context into the new site
-kits and signs their ``startup/`` and ``local/`` again with the root CA's key (as
+:func:`add_participants` therefore copies the federation's existing contexts into every kit of
+the new ``prod_NN`` and signs their ``startup/`` and ``local/`` again with the root CA's key (as
 ``SignatureBuilder`` did), and checks that no existing certificate changed.
 """
 
@@ -26,6 +26,7 @@ from fedhealth.poc.workspace import PocError
 from fedhealth.provision.kits import fingerprint, run_provision
 
 CLIENT_CONTEXT = "client_context.tenseal"
+SERVER_CONTEXT = "server_context.tenseal"
 SIGNATURE = "signature.json"
 
 
@@ -56,13 +57,18 @@ def _server_name(prod: Path) -> str:
     raise PocError(f"{prod} holds no server kit")
 
 
-def add_participants(project_file: Path, workspace: Path, names: list[str]) -> dict[str, Path]:
+def add_participants(
+    project_file: Path, workspace: Path, names: list[str], *, renew: bool = False
+) -> dict[str, Path]:
     """Provision ``names`` (already added to ``project_file``) into the existing ``workspace``.
 
     Args:
         project_file: the project file with the new participants added (nothing else changed).
         workspace: the folder of the earlier provisioning (holds ``<project>/state``).
         names: the participants to hand out kits to.
+        renew: ``names`` are existing participants whose certificate is to be renewed: their
+            entries are removed from the state (``cert.json.bak`` keeps the old file) so that they
+            get a new key and certificate from the same root CA; nobody else's changes.
 
     Returns:
         name -> path of the new kit.
@@ -77,24 +83,47 @@ def add_participants(project_file: Path, workspace: Path, names: list[str]) -> d
     previous = _latest_prod(project_dir)
     before = _certificates(previous)
     listed = {p["name"] for p in project.get("participants", [])}
-    again = sorted(set(names) & set(before))
+    conflict = sorted(set(names) - set(before)) if renew else sorted(set(names) & set(before))
     missing = sorted(set(names) - listed)
-    if again or missing:
-        raise PocError(f"cannot add {names}: already provisioned {again}, not in {project_file}: {missing}")
+    if conflict or missing:
+        what = "never provisioned" if renew else "already provisioned"
+        raise PocError(
+            f"cannot {'renew' if renew else 'add'} {names}: {what} {conflict}, "
+            f"not in {project_file}: {missing}"
+        )
+    state_file = project_dir / "state" / "cert.json"
+    if renew:
+        shutil.copyfile(state_file, state_file.with_suffix(".json.bak"))
+        state = json.loads(state_file.read_text())
+        state_file.write_text(json.dumps({k: v for k, v in state.items() if k not in names}))
     new = run_provision(project_file, workspace, server_host=_server_name(previous))
-    changed = sorted(n for n, fp in _certificates(new).items() if n in before and before[n] != fp)
+    after = _certificates(new)
+    changed = sorted(n for n, fp in after.items() if n in before and before[n] != fp and n not in names)
     if changed:
         raise PocError(f"re-provisioning changed the certificates of {changed}; do not distribute {new}")
-    state = json.loads((project_dir / "state" / "cert.json").read_text())
+    stale = sorted(n for n in names if renew and after.get(n) == before.get(n))
+    if stale:
+        raise PocError(f"the certificates of {stale} were not renewed")
+    state = json.loads(state_file.read_text())
     root_key = load_private_key(state["root_pri_key"])
-    context = next(previous.glob(f"*/startup/{CLIENT_CONTEXT}"), None)
-    kits = {}
-    for name in names:
-        kit = new / name
-        if context is not None and (kit / "startup" / CLIENT_CONTEXT).is_file():
-            shutil.copyfile(context, kit / "startup" / CLIENT_CONTEXT)
+    _keep_he_contexts(previous, new, root_key)
+    kits = {name: new / name for name in names}
+    return kits
+
+
+def _keep_he_contexts(previous: Path, new: Path, root_key) -> None:
+    """Give every kit in ``new`` the federation's HE contexts from ``previous`` and sign it again.
+
+    All of ``new`` is fixed, not only the new kits, so that ``new`` is a consistent snapshot for
+    the next addition (FLARE's re-provisioning made fresh contexts for every kit).
+    """
+    for context in (CLIENT_CONTEXT, SERVER_CONTEXT):
+        source = next(previous.glob(f"*/startup/{context}"), None)
+        if source is None:
+            continue
+        for target in new.glob(f"*/startup/{context}"):
+            shutil.copyfile(source, target)
+            kit = target.parent.parent
             for folder in (kit / "startup", kit / "local"):
                 (folder / SIGNATURE).unlink(missing_ok=True)
                 sign_folders(str(folder), root_key, signature_file=SIGNATURE)
-        kits[name] = kit
-    return kits

@@ -26,6 +26,13 @@ def add_provision_arguments(parser: argparse.ArgumentParser, root: Path) -> None
         "--server-host", default=None, help="the server's host name (overrides the project file)"
     )
     parser.add_argument(
+        "--renew",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="new certificates and kits for these existing participants; nobody else's changes",
+    )
+    parser.add_argument(
         "--add",
         nargs="+",
         metavar="NAME",
@@ -45,8 +52,9 @@ def run_provision_command(args: argparse.Namespace) -> int:
     from fedhealth.provision.kits import read_kits, report, run_provision
 
     try:
-        if args.add:
-            added = add_participants(args.project, args.workspace, list(args.add))
+        if args.add or args.renew:
+            names = list(args.add or args.renew)
+            added = add_participants(args.project, args.workspace, names, renew=bool(args.renew))
             prod_dir = next(iter(added.values())).parent
             print(report(prod_dir, [k for k in read_kits(prod_dir) if k.name in added]))
             print(

@@ -119,3 +119,39 @@ def test_altered_local_file_is_named(prod: Path, tmp_path: Path) -> None:
 def test_builder_refuses_bad_policy(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SitePolicyBuilder(scopes={"standard": {}}, **kwargs)
+
+
+def test_add_then_renew_changes_only_the_named_kit(tmp_path: Path) -> None:
+    import yaml
+
+    from fedhealth.poc.workspace import PocError
+    from fedhealth.provision.add_site import add_participants
+
+    workspace = tmp_path / "ws"
+    first = run_provision(REPO / "provision" / "production.yml", workspace)
+    project = yaml.safe_load((REPO / "provision" / "production.yml").read_text())
+    project["participants"].append({"name": "st_marys", "type": "client", "org": "st_marys"})
+    added_file = tmp_path / "added.yml"
+    added_file.write_text(yaml.safe_dump(project))
+    kit = add_participants(added_file, workspace, ["st_marys"])["st_marys"]
+    context = "startup/client_context.tenseal"
+    assert (kit / context).read_bytes() == (first / "cleveland" / context).read_bytes()
+    assert check_signatures(kit) == (True, [])
+    with pytest.raises(PocError, match=r"already provisioned \['cleveland'\]"):
+        add_participants(added_file, workspace, ["cleveland"])
+    old = fingerprint(first / "cleveland" / "startup" / "client.crt")
+    renewed = add_participants(added_file, workspace, ["cleveland"], renew=True)["cleveland"]
+    assert renewed.parent.name == "prod_02"
+    assert fingerprint(renewed / "startup" / "client.crt") != old
+    assert (renewed / "startup" / "rootCA.pem").read_bytes() == (
+        first / "cleveland" / "startup" / "rootCA.pem"
+    ).read_bytes()
+    assert fingerprint(renewed.parent / "hungary" / "startup" / "client.crt") == fingerprint(
+        first / "hungary" / "startup" / "client.crt"
+    )
+    assert (renewed / context).read_bytes() == (first / "cleveland" / context).read_bytes()
+    assert check_signatures(renewed) == (True, [])
+    server_context = "fl-server.fedhealth.example/startup/server_context.tenseal"
+    assert (renewed.parent / server_context).read_bytes() == (first / server_context).read_bytes()
+    with pytest.raises(PocError, match=r"never provisioned \['nobody'\]"):
+        add_participants(added_file, workspace, ["nobody"], renew=True)
