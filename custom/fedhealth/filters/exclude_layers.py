@@ -59,13 +59,12 @@ class ExcludeLayers(DXOFilter):
         else:
             received = _RECEIVED.get(fl_ctx.get_job_id())
             if received is None:
-                self.system_panic(
+                # FLARE then sends an error reply for this task instead of the local weights.
+                raise ValueError(
                     "ExcludeLayers: no global model was received in this job, so the excluded layers "
                     "cannot be replaced; refusing to send local weights. List the filter under the "
-                    "scope's task_data_filters too.",
-                    fl_ctx,
+                    "scope's task_data_filters too."
                 )
-                raise ValueError("ExcludeLayers has no received global values to send instead.")
             dxo.data = exclude_layers(dxo.data, self.layers, received=received)
         stamps = list(dxo.get_meta_prop(META_PRIVACY) or [])
         stamps.append({"filter": "ExcludeLayers", "layers": self.layers})

@@ -23,6 +23,7 @@ from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth.constants import META_PRIVACY, UPDATE_AUDIT_FILE
 from fedhealth.filters.model_update import model_dxo
+from fedhealth.policy.update_rules import update_deltas
 
 
 class UpdateAudit(Filter):
@@ -36,8 +37,6 @@ class UpdateAudit(Filter):
         dxo = model_dxo(shareable)
         if dxo is None:
             return shareable
-        from fedhealth.policy.update_rules import update_deltas
-
         learnable = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
         sent = learnable.get(ModelLearnableKey.WEIGHTS, {}) if learnable else {}
         if dxo.data_kind == DataKind.WEIGHT_DIFF:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.filter import FilterChainType, FilterContextKey
+from nvflare.apis.fl_constant import ReservedKey
 from nvflare.apis.fl_context import FLContext
 
 from fedhealth.constants import META_PRIVACY
@@ -76,3 +77,11 @@ def test_scope_filters_pass_statistics_and_metrics(dxo: DXO, make) -> None:
 def test_filters_refuse_bad_args(make, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_exclude_layers_refuses_to_send_weights_without_a_received_model() -> None:
+    ctx = FLContext()
+    ctx.set_prop(ReservedKey.RUN_NUM, "job-without-model", private=False, sticky=False)
+    side = _chain(ExcludeLayers(layers=["net.bias"]), FilterChainType.TASK_RESULT_CHAIN)
+    with pytest.raises(ValueError, match="refusing to send local weights"):
+        side.process(DXO(DataKind.WEIGHTS, data=dict(LOCAL)).to_shareable(), ctx)
