@@ -9,7 +9,10 @@ server and the two sites start from their kits on loopback with mTLS, and then:
 - a ``member`` cannot submit; an ``org_admin`` cannot abort a job another org submitted;
 - a job that ships ``custom/`` code is refused by sites whose policy has BYOC off;
 - a site kit from another provisioning (another root CA) cannot join;
-- a kit whose signed files were altered refuses to start, naming the file.
+- a kit whose signed files were altered refuses to start, naming the file;
+- a job asking for a GPU is never scheduled on CPU-only sites;
+- a hospital added with ``add_participants`` joins the running federation, no other kit changes;
+- ``fedhealth preflight`` passes a running site's kit; a removed site cannot register.
 
 Marked ``slow`` and ``provisioning`` (``pytest -m provisioning`` runs it alone, about 2-3 minutes).
 """
@@ -333,3 +336,23 @@ def test_removed_site_cannot_register_with_its_valid_certificate(
     assert "removed_site" not in connected and set(SITES) <= connected
     site_log = (tmp_path / "logs" / "removed_site.log").read_text(errors="replace")
     assert "registration rejected: register_client unauthenticated" in site_log  # all the site is told
+
+
+def test_gpu_job_is_not_scheduled_on_cpu_only_sites(federation: Federation, tmp_path: Path) -> None:
+    job = _fedavg(tmp_path, "gpu_job")
+    meta = json.loads((job / "meta.json").read_text())
+    meta["resource_spec"] = {site: {"num_of_gpus": 1, "mem_per_gpu_in_GiB": 1} for site in SITES}
+    (job / "meta.json").write_text(json.dumps(meta))
+    with AdminClient(federation.layout) as admin:
+        job_id = admin.submit(job, tmp_path / "submit")
+        deadline = time.monotonic() + 45
+        while not (held := admin.session.get_job_meta(job_id)).get("schedule_history"):
+            assert time.monotonic() < deadline, "the scheduler never tried the GPU job"
+            time.sleep(1.0)
+        admin.session.abort_job(job_id)
+        final = _wait_status(admin.session, job_id, "FINISHED", 60)
+    assert held["status"] == "SUBMITTED"
+    assert held["schedule_history"][0].endswith(
+        "not enough sites have enough resources (ok sites 0 < min sites 2)"
+    )
+    assert final == "FINISHED:ABORTED"
