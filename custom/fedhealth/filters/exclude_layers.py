@@ -48,6 +48,9 @@ class ExcludeLayers(DXOFilter):
         if self.get_prop(FilterContextKey.CHAIN_TYPE) == FilterChainType.TASK_DATA_CHAIN:
             if dxo.data_kind == DataKind.WEIGHTS:
                 found = {k: np.array(dxo.data[k], copy=True) for k in self.layers if k in dxo.data}
+                # Under HE the scope sees the data before the job's decryptor: ciphertexts, not
+                # numbers. Remember nothing, so the result side refuses instead of sending them back.
+                found = {k: v for k, v in found.items() if v.dtype.kind == "f"}
                 if found:
                     _RECEIVED[fl_ctx.get_job_id()] = found
             return shareable

@@ -85,3 +85,14 @@ def test_exclude_layers_refuses_to_send_weights_without_a_received_model() -> No
     side = _chain(ExcludeLayers(layers=["net.bias"]), FilterChainType.TASK_RESULT_CHAIN)
     with pytest.raises(ValueError, match="refusing to send local weights"):
         side.process(DXO(DataKind.WEIGHTS, data=dict(LOCAL)).to_shareable(), ctx)
+
+
+def test_exclude_layers_does_not_remember_ciphertexts() -> None:
+    ctx = FLContext()
+    ctx.set_prop(ReservedKey.RUN_NUM, "he-job", private=False, sticky=False)
+    data_side = _chain(ExcludeLayers(layers=["net.bias"]), FilterChainType.TASK_DATA_CHAIN)
+    encrypted = {"net.weight": b"ckks...", "net.bias": b"ckks..."}
+    data_side.process(DXO(DataKind.WEIGHTS, data=encrypted).to_shareable(), ctx)
+    result_side = _chain(ExcludeLayers(layers=["net.bias"]), FilterChainType.TASK_RESULT_CHAIN)
+    with pytest.raises(ValueError, match="refusing to send local weights"):
+        result_side.process(DXO(DataKind.WEIGHTS, data=dict(LOCAL)).to_shareable(), ctx)
