@@ -10,6 +10,12 @@ from pathlib import Path
 from fedhealth.onboarding.validate_site import add_arguments as add_validate_arguments
 from fedhealth.onboarding.validate_site import run as run_validate_site
 from fedhealth.poc.workspace import PocError
+from fedhealth.provision.command import (
+    add_preflight_arguments,
+    add_provision_arguments,
+    run_preflight_command,
+    run_provision_command,
+)
 
 
 def _repo_root() -> Path:
@@ -39,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
     up.add_argument("--project", type=Path, default=root / "project.yml")
     up.add_argument("--workspace", type=Path, default=root / "workspace")
+    provision = sub.add_parser(
+        "provision", help="production startup kits: what was made for whom, fingerprints, secrets"
+    )
+    add_provision_arguments(provision, root)
+    preflight = sub.add_parser(
+        "preflight", help="check startup kits (signatures, FLARE preflight) before deployment"
+    )
+    add_preflight_arguments(preflight)
     return parser
 
 
@@ -54,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # Ctrl-C stops everything, even if inherited as ignored
     if args.command == "validate-site":
         return run_validate_site(args)
+    if args.command == "provision":
+        return run_provision_command(args)
+    if args.command == "preflight":
+        return run_preflight_command(args)
     if args.command == "up":
         from fedhealth.poc.up import run_up
 

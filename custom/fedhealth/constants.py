@@ -68,3 +68,7 @@ GLOBAL_MODEL_NAME = "SRV_server"
 
 # Hospitals in the UCI Heart Disease data, as FLARE site names.
 HEART_SITES = ("cleveland", "hungary", "switzerland", "va_long_beach")
+
+# Site privacy scopes (privacy.json filters) and the server's record of what arrived.
+META_PRIVACY = "fedhealth_privacy"  # DXO meta: list of {"filter", ...} a site's scope applied
+UPDATE_AUDIT_FILE = "fedhealth_update_audit.json"  # in the server's run folder

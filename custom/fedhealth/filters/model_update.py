@@ -1,0 +1,25 @@
+"""Which shareables a site privacy filter touches: model updates (weights or their differences) only.
+
+A privacy scope's filters run on every task of every job under the scope: federated statistics,
+metrics and model submissions too. FLARE's ``DXOFilter`` descends into a ``COLLECTION`` DXO and
+fails (``AssertionError``) when its items are plain values, as in fedhealth's ``fed_stats``
+result, so the scope filters look at the top-level DXO first and let everything else pass.
+"""
+
+from __future__ import annotations
+
+from nvflare.apis.dxo import DXO, DataKind, from_shareable
+from nvflare.apis.shareable import ReturnCode, Shareable
+
+MODEL_KINDS = (DataKind.WEIGHTS, DataKind.WEIGHT_DIFF)
+
+
+def model_dxo(shareable: Shareable) -> DXO | None:
+    """The shareable's DXO when it carries model weights or weight differences, else None."""
+    if shareable.get_return_code(ReturnCode.OK) != ReturnCode.OK:
+        return None
+    try:
+        dxo = from_shareable(shareable)
+    except ValueError:
+        return None
+    return dxo if dxo.data_kind in MODEL_KINDS and dxo.data else None

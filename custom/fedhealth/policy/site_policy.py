@@ -1,0 +1,155 @@
+"""The policy files fedhealth installs into a site kit, as plain data (FLARE-free).
+
+- ``authorization.json``: FLARE's role/right policy with the ``byoc`` right switched off for every
+  role (jobs that ship ``custom/`` code are refused), unless the site allows it.
+- ``privacy.json``: named scopes, each a list of filters the site applies to every job that runs
+  under it (the job's ``meta.json`` ``scope``, or the site's ``default_scope`` when it names none).
+- ``resources.json``: the resource manager sized from the site's ``capacity`` (GPUs, memory per GPU);
+  a CPU-only site gets a manager with no GPUs, so a job that asks for one is not scheduled there.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+BYOC = "byoc"
+ANY = "any"
+NONE = "none"
+# Every right FLARE 2.9's default authorization policy names (lighter/templates/master_template.yml).
+RIGHTS = (
+    "submit_job",
+    "clone_job",
+    "manage_job",
+    "download_job",
+    "view",
+    "operate",
+    "shell_commands",
+    BYOC,
+    "server-predeployed-flwr",
+)
+EXCLUDE_LAYERS = "fedhealth.filters.exclude_layers.ExcludeLayers"
+GPU_MANAGER = "nvflare.app_common.resource_managers.gpu_resource_manager.GPUResourceManager"
+GPU_CONSUMER = "nvflare.app_common.resource_consumers.gpu_resource_consumer.GPUResourceConsumer"
+REMOVED_SITES = "fedhealth.widgets.removed_sites.RemovedSites"
+CHAINS = ("task_data_filters", "task_result_filters")
+
+
+def authorization_policy(base: Mapping, *, byoc: bool) -> dict:
+    """FLARE's authorization policy ``base`` with the ``byoc`` right of every role set.
+
+    A role given ``"any"`` (all rights, e.g. ``project_admin``) is spelled out right by right so
+    that ``byoc`` alone can be switched off.
+    """
+    policy = copy.deepcopy(dict(base))
+    permissions = policy.get("permissions")
+    if not isinstance(permissions, dict) or not permissions:
+        raise ValueError("The authorization policy has no 'permissions' table of roles.")
+    value = ANY if byoc else NONE
+    for role, rights in list(permissions.items()):
+        if isinstance(rights, str):
+            rights = {right: rights for right in RIGHTS}
+        rights = dict(rights)
+        rights[BYOC] = value
+        permissions[role] = rights
+    return policy
+
+
+def _check_filter(scope: str, chain: str, entry: Mapping) -> None:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str) or "." not in entry["path"]:
+        raise ValueError(
+            f"Privacy scope {scope!r}: each entry of {chain} needs a dotted 'path' to a filter class, "
+            f"got {entry!r}."
+        )
+
+
+def privacy_policy(scopes: Mapping[str, Mapping], names: list[str], default_scope: str | None) -> dict:
+    """The ``privacy.json`` of one site: the named ``scopes`` out of the project's library.
+
+    Args:
+        scopes: scope name -> ``{"task_data_filters": [...], "task_result_filters": [...],
+            "properties": {...}}`` (FLARE's scope format without the name; each filter is
+            ``{"path": ..., "args": {...}}``).
+        names: the scopes this site offers; a job naming any other scope is refused by the site.
+        default_scope: the scope for jobs that name none (None: no filters for those).
+
+    Raises:
+        ValueError: an unknown scope, a default not offered, a malformed filter, or an
+            ``ExcludeLayers`` on the result chain that is not on the data chain too.
+    """
+    unknown = sorted(set(names) - set(scopes))
+    if unknown:
+        raise ValueError(
+            f"Site policy names scope(s) {unknown} that the project does not define ({sorted(scopes)})."
+        )
+    if default_scope is not None and default_scope not in names:
+        raise ValueError(f"default_scope {default_scope!r} is not one of the site's scopes {names}.")
+    out = []
+    for name in names:
+        spec = dict(scopes[name] or {})
+        extra = sorted(set(spec) - {*CHAINS, "properties"})
+        if extra:
+            raise ValueError(
+                f"Privacy scope {name!r} has unknown key(s) {extra}; use {[*CHAINS, 'properties']}."
+            )
+        scope: dict = {"name": name, "properties": dict(spec.get("properties") or {})}
+        for chain in CHAINS:
+            entries = [dict(e) for e in spec.get(chain) or []]
+            for entry in entries:
+                _check_filter(name, chain, entry)
+            scope[chain] = entries
+        data_paths = {e["path"] for e in scope["task_data_filters"]}
+        if (
+            any(e["path"] == EXCLUDE_LAYERS for e in scope["task_result_filters"])
+            and EXCLUDE_LAYERS not in data_paths
+        ):
+            raise ValueError(
+                f"Privacy scope {name!r}: ExcludeLayers must be in task_data_filters too (it remembers the "
+                "global values it sends back in place of the local ones)."
+            )
+        out.append(scope)
+    policy: dict = {"scopes": out}
+    if default_scope is not None:
+        policy["default_scope"] = default_scope
+    return policy
+
+
+def size_resources(resources: Mapping, capacity: Mapping | None) -> dict:
+    """A site's resources config with the GPU resource manager sized from ``capacity``.
+
+    With ``capacity`` (``num_of_gpus`` > 0) the manager hands out that many GPUs of
+    ``mem_per_gpu_in_GiB`` and the consumer sets ``CUDA_VISIBLE_DEVICES`` for each job. Without it
+    the site is CPU-only: the manager has no GPUs (a job whose ``resource_spec`` asks for one is not
+    scheduled there) and the consumer is removed.
+
+    Raises:
+        ValueError: capacity values that are not a whole number of GPUs >= 0 and memory >= 0.
+    """
+    out = copy.deepcopy(dict(resources))
+    gpus = int((capacity or {}).get("num_of_gpus", 0))
+    mem = (capacity or {}).get("mem_per_gpu_in_GiB", 0)
+    if gpus < 0 or not isinstance(mem, (int, float)) or mem < 0 or (gpus > 0 and mem <= 0):
+        raise ValueError(
+            f"capacity {dict(capacity or {})} must have num_of_gpus >= 0 and, "
+            "with GPUs, mem_per_gpu_in_GiB > 0."
+        )
+    components = [c for c in out.get("components", []) if c.get("path") not in (GPU_MANAGER, GPU_CONSUMER)]
+    manager = {
+        "id": "resource_manager",
+        "path": GPU_MANAGER,
+        "args": {"num_of_gpus": gpus, "mem_per_gpu_in_GiB": mem if gpus else 0, "expiration_period": 300},
+    }
+    added = [manager]
+    if gpus:
+        added.append({"id": "resource_consumer", "path": GPU_CONSUMER, "args": {}})
+    out["components"] = added + components
+    return out
+
+
+def add_removed_sites(resources: Mapping, sites: list[str]) -> dict:
+    """The server's resources config with the participants in ``sites`` refused at registration."""
+    out = copy.deepcopy(dict(resources))
+    components = [c for c in out.get("components", []) if c.get("path") != REMOVED_SITES]
+    components.append({"id": "removed_sites", "path": REMOVED_SITES, "args": {"sites": sorted(sites)}})
+    out["components"] = components
+    return out

@@ -1,0 +1,157 @@
+"""The production project provisions: every site kit carries its policies, HE contexts and signatures.
+
+One real ``nvflare provision`` run of ``provision/production.yml`` (a few seconds), read back by
+``fedhealth provision``'s report and checked by ``fedhealth preflight``'s signature check.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedhealth.provision.kits import fingerprint, read_kits, report, run_provision
+from fedhealth.provision.preflight import check_signatures, site_files
+from fedhealth.provision.site_policy_builder import SitePolicyBuilder
+
+REPO = Path(__file__).resolve().parents[3]
+HOST = "fl.heart-consortium.test"
+# site -> (default scope, GPUs, memory per GPU)
+SITES = {
+    "cleveland": ("standard", 2, 24),
+    "hungary": ("standard", 1, 16),
+    "switzerland": ("strict", 0, 0),
+    "va_long_beach": ("standard", 1, 16),
+}
+ROLES = {
+    "admin@fedhealth.example": "project_admin",
+    "it@cleveland.example": "org_admin",
+    "scientist@cleveland.example": "lead",
+    "observer@va.example": "member",
+}
+
+
+@pytest.fixture(scope="module")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_provision(
+        REPO / "provision" / "production.yml", tmp_path_factory.mktemp("prov"), server_host=HOST
+    )
+
+
+def test_server_host_is_configurable(prod: Path) -> None:
+    server = json.loads((prod / HOST / "startup" / "fed_server.json").read_text())
+    assert server["servers"][0]["service"]["target"] == f"{HOST}:8002"
+    client = json.loads((prod / "hungary" / "startup" / "fed_client.json").read_text())
+    assert client["servers"][0]["service"]["target"] == f"{HOST}:8002"
+    assert client["client"]["connection_security"] == "mtls"
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_site_kit_policies(prod: Path, site: str) -> None:
+    default_scope, gpus, mem = SITES[site]
+    local = prod / site / "local"
+    privacy = json.loads((local / "privacy.json").read_text())
+    assert privacy["default_scope"] == default_scope
+    assert [s["name"] for s in privacy["scopes"]] == ["standard", "strict"]
+    authz = json.loads((local / "authorization.json.default").read_text())["permissions"]
+    assert {role: rights["byoc"] for role, rights in authz.items()} == dict.fromkeys(
+        ("project_admin", "org_admin", "lead", "member"), "none"
+    )
+    resources = json.loads((local / "resources.json.default").read_text())
+    manager = next(c for c in resources["components"] if c["id"] == "resource_manager")
+    assert (manager["args"]["num_of_gpus"], manager["args"]["mem_per_gpu_in_GiB"]) == (gpus, mem)
+    assert "fedhealth." in resources["class_allow_list"]
+    assert (prod / site / "startup" / "client_context.tenseal").stat().st_size > 10_000
+    assert check_signatures(prod / site) == (True, [])
+
+
+def test_he_contexts_land_in_startup(prod: Path) -> None:
+    import tenseal as ts
+
+    server = ts.context_from((prod / HOST / "startup" / "server_context.tenseal").read_bytes())
+    client = ts.context_from((prod / "cleveland" / "startup" / "client_context.tenseal").read_bytes())
+    assert client.is_private() and not server.is_private()  # only the sites hold the secret key
+    vector = ts.ckks_vector(client, [1.0, 2.0])
+    assert [round(v, 4) for v in vector.decrypt()] == [1.0, 2.0]
+
+
+def test_report_says_what_was_made_for_whom(prod: Path) -> None:
+    kits = read_kits(prod)
+    assert [k.kind for k in kits] == ["server"] + ["site"] * 4 + ["admin"] * 7
+    by_name = {k.name: k for k in kits}
+    assert {name: by_name[name].role for name in ROLES} == ROLES
+    assert by_name["switzerland"].policy["gpus"] == 0
+    assert by_name["cleveland"].fingerprint == fingerprint(prod / "cleveland" / "startup" / "client.crt")
+    assert len(by_name["cleveland"].fingerprint) == 32 * 3 - 1
+    text = report(prod, kits)
+    assert "site switzerland (university_hospitals_zurich_basel)" in text
+    assert (
+        "default scope strict; scopes: standard [no filters], strict [ExcludeLayers + GaussianNoise]" in text
+    )
+    assert "BYOC: nobody; CPU only" in text and "BYOC: nobody; 2 GPU x 24 GiB" in text
+    assert "startup/client.key, startup/client_context.tenseal (HE secret key)" in text
+    assert "root CA's private key" in text and str(prod.parent / "state" / "cert.json") in text
+
+
+def test_altered_local_file_is_named(prod: Path, tmp_path: Path) -> None:
+    import shutil
+
+    kit = tmp_path / "va_long_beach"
+    shutil.copytree(prod / "va_long_beach", kit)
+    (kit / "local" / "resources.json.default").write_text("{}")
+    (kit / "local" / "extra.json").write_text("{}")
+    (kit / "local" / "resources.json").write_text("{}")
+    assert check_signatures(kit) == (True, ["local/resources.json.default was altered after signing"])
+    assert site_files(kit) == [
+        "local/extra.json was added by the site",
+        "local/resources.json replaces the provisioned resources.json.default (class allow-list, GPUs) whole",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"default": {"scopes": ["nope"]}}, "does not define"),
+        ({"sites": {"a": {"gpus": 1}}}, "unknown key"),
+    ],
+)
+def test_builder_refuses_bad_policy(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SitePolicyBuilder(scopes={"standard": {}}, **kwargs)
+
+
+def test_add_then_renew_changes_only_the_named_kit(tmp_path: Path) -> None:
+    import yaml
+
+    from fedhealth.poc.workspace import PocError
+    from fedhealth.provision.add_site import add_participants
+
+    workspace = tmp_path / "ws"
+    first = run_provision(REPO / "provision" / "production.yml", workspace)
+    project = yaml.safe_load((REPO / "provision" / "production.yml").read_text())
+    project["participants"].append({"name": "st_marys", "type": "client", "org": "st_marys"})
+    added_file = tmp_path / "added.yml"
+    added_file.write_text(yaml.safe_dump(project))
+    kit = add_participants(added_file, workspace, ["st_marys"])["st_marys"]
+    context = "startup/client_context.tenseal"
+    assert (kit / context).read_bytes() == (first / "cleveland" / context).read_bytes()
+    assert check_signatures(kit) == (True, [])
+    with pytest.raises(PocError, match=r"already provisioned \['cleveland'\]"):
+        add_participants(added_file, workspace, ["cleveland"])
+    old = fingerprint(first / "cleveland" / "startup" / "client.crt")
+    renewed = add_participants(added_file, workspace, ["cleveland"], renew=True)["cleveland"]
+    assert renewed.parent.name == "prod_02"
+    assert fingerprint(renewed / "startup" / "client.crt") != old
+    assert (renewed / "startup" / "rootCA.pem").read_bytes() == (
+        first / "cleveland" / "startup" / "rootCA.pem"
+    ).read_bytes()
+    assert fingerprint(renewed.parent / "hungary" / "startup" / "client.crt") == fingerprint(
+        first / "hungary" / "startup" / "client.crt"
+    )
+    assert (renewed / context).read_bytes() == (first / "cleveland" / context).read_bytes()
+    assert check_signatures(renewed) == (True, [])
+    server_context = "fl-server.fedhealth.example/startup/server_context.tenseal"
+    assert (renewed.parent / server_context).read_bytes() == (first / server_context).read_bytes()
+    with pytest.raises(PocError, match=r"never provisioned \['nobody'\]"):
+        add_participants(added_file, workspace, ["nobody"], renew=True)
