@@ -42,8 +42,13 @@ MODES = {
     "topk_0.1pct_ef": {"mode": "topk", "k_fraction": 0.001},
     "topk_0.1pct": {"mode": "topk", "k_fraction": 0.001, "error_feedback": False},
 }
-# local epochs E -> (rounds, modes run); E = 5 averages less often over the same data budget
-SCHEDULES = {1: (10, list(MODES)), 5: (4, ["none", "int8", "topk_1pct_ef", "topk_1pct"])}
+# (local epochs E, rounds) -> modes run. E = 5 averages less often; 30 rounds of E = 1 show whether
+# error feedback catches up once it has had more rounds to send what it held back.
+SCHEDULES = {
+    (1, 10): list(MODES),
+    (1, 30): ["none", "topk_1pct_ef", "topk_0.1pct_ef"],
+    (5, 4): ["none", "int8", "topk_1pct_ef", "topk_1pct"],
+}
 AIMS = {
     "topk_1pct_ef": {"bytes_ratio": 50.0, "auc_loss": 0.005},
     "int8": {"bytes_ratio": 3.9, "auc_loss": 0.002},
@@ -175,23 +180,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sites, test = load(args.seed)
     rows = []
-    for epochs, (rounds, modes) in SCHEDULES.items():
+    for (epochs, rounds), modes in SCHEDULES.items():
         for mode in modes:
             row = run_cxr(mode, epochs, rounds, sites, test, args.seed)
             rows.append(row)
             print(
-                f"cxr E={epochs} {mode:15s} auc {row['auc']:.4f} acc {row['accuracy']:.3f} "
+                f"cxr E={epochs} R={rounds} {mode:15s} auc {row['auc']:.4f} acc {row['accuracy']:.3f} "
                 f"bytes/round/site {row['bytes_per_round_per_site']:9.0f} x{row['bytes_ratio']:.1f} "
                 f"({row['wall_s']:.0f} s)",
                 flush=True,
             )
     for row in rows:
-        base = next(r for r in rows if r["mode"] == "none" and r["local_epochs"] == row["local_epochs"])
+        base = next(
+            r
+            for r in rows
+            if r["mode"] == "none"
+            and (r["local_epochs"], r["rounds"]) == (row["local_epochs"], row["rounds"])
+        )
         row["metric"] = row["auc"]
         row["metric_delta"] = row["auc"] - base["auc"]
     aims = {}
     for mode, aim in AIMS.items():
-        row = next(r for r in rows if r["mode"] == mode and r["local_epochs"] == 1)
+        row = next(r for r in rows if r["mode"] == mode and (r["local_epochs"], r["rounds"]) == (1, 10))
         aims[mode] = {
             **aim,
             "bytes_ratio_measured": row["bytes_ratio"],
@@ -210,7 +220,7 @@ def main() -> None:
         "task": f"PneumoniaMNIST 28x28, {N_SITES} sites, Dirichlet({ALPHA}), SmallCNN, FedAvg, Adam lr {LR}",
         "n_params": sum(p.numel() for p in SmallCNN().parameters()),
         "site_sizes": [len(y) for _, y in sites],
-        "modes": {f"{r['mode']}@E{r['local_epochs']}": r for r in rows},
+        "modes": {f"{r['mode']}@E{r['local_epochs']}R{r['rounds']}": r for r in rows},
         "aims": aims,
         "heart": run_heart(["none", "int8", "int4", "topk_10pct_ef", "topk_10pct"], seeds=[0, 1, 2]),
     }
