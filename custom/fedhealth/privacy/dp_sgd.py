@@ -42,12 +42,16 @@ def make_dp_compatible(model: nn.Module) -> tuple[nn.Module, list[str]]:
     Opacus's backward hooks cannot see through them. The server must build the global model the same
     way, so that site and server weights match.
     """
+    was_training = model.training
+    model.train()  # Opacus validates training-mode modules only
     problems = ModuleValidator.validate(model, strict=False)
+    model.train(was_training)
     inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
     if not problems and not inplace:
         return model, []
     fixed = ModuleValidator.fix(copy.deepcopy(model)) if problems else copy.deepcopy(model)
-    ModuleValidator.validate(fixed, strict=True)
+    ModuleValidator.validate(fixed.train(), strict=True)
+    fixed.train(was_training)
     changes = []
     for reason in sorted({str(p).split(".")[0] for p in problems}):
         count = sum(str(p).split(".")[0] == reason for p in problems)
@@ -115,6 +119,7 @@ class PrivateTrainer:
             )
         )
         fixed, self.changes = make_dp_compatible(copy.deepcopy(model))
+        fixed.train()  # Opacus wraps training-mode modules only
         xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
         yt = torch.as_tensor(np.asarray(y), dtype=torch.float32)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
