@@ -6,9 +6,11 @@ sample rate, and the copy's ε is compared with the budget. Nothing is spent by 
 
 from __future__ import annotations
 
-import copy
+from functools import lru_cache
 
-from opacus.accountants import IAccountant
+import numpy as np
+from opacus.accountants import IAccountant, RDPAccountant, create_accountant
+from opacus.accountants.analysis import rdp as rdp_analysis
 
 from fedhealth.constants import DP_DECLINED
 
@@ -25,14 +27,39 @@ class PrivacyBudgetExhaustedError(RuntimeError):
         self.predicted = predicted
 
 
+@lru_cache(maxsize=256)
+def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
+    """RDP of one step of the sampled Gaussian mechanism at Opacus's default orders (cached)."""
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    return np.asarray(
+        rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=orders)
+    )
+
+
+def epsilon_of(history: list[tuple[float, float, int]], *, mechanism: str, delta: float) -> float:
+    """ε of an accountant ``history`` of ``(sigma, q, steps)``: the number Opacus's accountant gives.
+
+    For RDP the per-step RDP is computed once per ``(sigma, q)`` and multiplied by the steps, exactly
+    as :func:`opacus.accountants.analysis.rdp.compute_rdp` does, so a round's check costs
+    microseconds instead of the accountant's ~0.2 s; other accountants are asked directly.
+    """
+    if not history:
+        return 0.0
+    if mechanism != "rdp":
+        accountant = create_accountant(mechanism)
+        accountant.history = list(history)
+        return float(accountant.get_epsilon(delta=delta))
+    rdp = sum(_rdp_per_step(float(sigma), float(q)) * steps for sigma, q, steps in history)
+    eps, _ = rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
+    return float(eps)
+
+
 def predict_epsilon(
     accountant: IAccountant, *, noise_multiplier: float, sample_rate: float, steps: int, delta: float
 ) -> float:
     """ε after ``steps`` more DP-SGD steps, without changing ``accountant``."""
-    future = copy.deepcopy(accountant)
-    if steps > 0:
-        future.history.append((noise_multiplier, sample_rate, steps))
-    return float(future.get_epsilon(delta=delta)) if future.history else 0.0
+    future = list(accountant.history) + ([(noise_multiplier, sample_rate, steps)] if steps > 0 else [])
+    return epsilon_of(future, mechanism=accountant.mechanism(), delta=delta)
 
 
 def check_budget(

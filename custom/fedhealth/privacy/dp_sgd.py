@@ -15,6 +15,7 @@ import json
 import logging
 import math
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedhealth.constants import DP_ACCOUNTANT_FILE as ACCOUNTANT_FILE
 from fedhealth.constants import DP_LEDGER_FILE as LEDGER_FILE
 from fedhealth.constants import M_PRIVACY
-from fedhealth.privacy.budget import PrivacyBudgetExhaustedError, check_budget
+from fedhealth.privacy.budget import PrivacyBudgetExhaustedError, check_budget, epsilon_of
 from fedhealth.privacy.dp_config import DPConfig
 from fedhealth.privacy.ledger import LedgerEntry, PrivacyLedger
 
@@ -63,6 +64,22 @@ def make_dp_compatible(model: nn.Module) -> tuple[nn.Module, list[str]]:
         changes.append(f"{len(inplace)} in-place activations made out-of-place (Opacus backward hooks)")
     log.warning("DP-SGD: model changed for Opacus: %s", "; ".join(changes))
     return fixed, changes
+
+
+@lru_cache(maxsize=256)
+def noise_multiplier(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
+    """Opacus's ``get_noise_multiplier`` for the whole job's steps (cached: a binary search of ~2 s)."""
+    return float(
+        get_noise_multiplier(
+            target_epsilon=target_epsilon,
+            target_delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=accountant,
+        )
+    )
 
 
 class PrivateTrainer:
@@ -109,14 +126,8 @@ class PrivateTrainer:
         self.steps_per_round = steps_per_round
         self.budget = min(dp.target_epsilon, budget) if budget is not None else dp.target_epsilon
         self.sample_rate = 1.0 / math.ceil(n / batch_size)
-        self.noise_multiplier = float(
-            get_noise_multiplier(
-                target_epsilon=dp.target_epsilon,
-                target_delta=self.delta,
-                sample_rate=self.sample_rate,
-                steps=rounds * steps_per_round,
-                accountant=dp.accountant,
-            )
+        self.noise_multiplier = noise_multiplier(
+            dp.target_epsilon, self.delta, self.sample_rate, rounds * steps_per_round, dp.accountant
         )
         fixed, self.changes = make_dp_compatible(copy.deepcopy(model))
         fixed.train()  # Opacus wraps training-mode modules only
@@ -179,9 +190,8 @@ class PrivateTrainer:
     @property
     def epsilon(self) -> float:
         """ε spent so far at this site's δ (0 before any step)."""
-        if not self.engine.accountant.history:
-            return 0.0
-        return float(self.engine.accountant.get_epsilon(delta=self.delta))
+        accountant = self.engine.accountant
+        return epsilon_of(accountant.history, mechanism=accountant.mechanism(), delta=self.delta)
 
     # ----------------------------------------------------------------------------- training
     def check_budget(self, round_index: int) -> float:

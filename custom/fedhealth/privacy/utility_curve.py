@@ -30,7 +30,7 @@ ROUNDS = 15  # as jobs/heart_dp
 DP_GRID = grid(lr=[0.1, 0.3], max_grad_norm=[0.5, 1.0], batch_size=[16, 32])
 PLAIN_GRID = grid(lr=[0.03, 0.1, 0.3], batch_size=[16, 32])
 CV_FOLDS, TUNE_SEED = 3, 0
-# FLamby's Fed-Heart-Disease with Opacus (its own protocol: per-site scaling, batch 4, 15 rounds of 100 steps).
+# FLamby's Fed-Heart-Disease with Opacus, under its own protocol (per-site scaling, batch 4).
 FLAMBY_ANCHOR = {"epsilon_1": 0.685, "non_private": 0.713}
 
 
