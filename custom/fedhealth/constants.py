@@ -54,6 +54,7 @@ DP_ACCOUNTANT_FILE = "fedhealth_dp_accountant.json"  # in the site's run folder,
 DP_LEDGER_FILE = "fedhealth_dp_ledger.json"
 M_PRIVACY = "privacy"  # this round's ledger entry, in the site metrics of a train result
 DP_DECLINED = "privacy budget exhausted"  # opens the reason of a site that declines to train
+CLIENT_DP_LEDGER_FILE = "fedhealth_client_dp_ledger.json"  # server run folder: DP-FedAvg epsilon per round
 
 # Server-side events and props.
 EVENT_UPDATE_REJECTED = "fedhealth.update_rejected"  # fired by the robust aggregator
