@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo test test-fast lint format bench-heart bench-faults clean
+.PHONY: setup demo test test-fast lint format bench-heart bench-faults bench-dp privacy-utility clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ bench-heart: setup
 
 bench-faults: setup
 	$(PY) scripts/bench_faults.py --out results/bench_faults.json
+
+bench-dp: setup
+	$(PY) scripts/bench_dp.py --out results/bench_dp.json
+
+privacy-utility: setup
+	$(VENV)/bin/fedhealth privacy-utility --out results/privacy_utility.json --png results/privacy_utility.png
 
 clean:
 	rm -rf workspace results/demo

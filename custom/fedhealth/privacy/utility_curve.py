@@ -112,6 +112,9 @@ def run_curve(
     *, epsilons: Sequence[float | None] = EPSILONS, out_json: Path | None = None, out_png: Path | None = None
 ) -> dict:
     """Tune per ε by cross-validation, train 5 seeds, score on test; write the JSON and the PNG."""
+    import torch
+
+    torch.set_num_threads(1)  # a 15-weight model: one thread beats several competing for the CPU
     start = time.time()
     tables, sites = heart_sites()
     folds = make_folds(
