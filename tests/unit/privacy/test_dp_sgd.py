@@ -182,3 +182,16 @@ def test_batchnorm_models_are_fixed_and_train(make, batchnorms: int, shape: tupl
 def test_small_cnn_needs_no_change() -> None:
     model = SmallCNN()
     assert make_dp_compatible(model) == (model, [])
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch", "ew", "ghost"])
+def test_every_grad_sample_mode_trains_and_accounts_alike(mode: str) -> None:
+    x, y = _data(100)
+    model = TabularNet(in_features=14, arch="mlp", hidden=8)
+    dp = DPConfig(target_epsilon=5.0, grad_sample_mode=mode)
+    trainer = PrivateTrainer(model, x, y, dp, batch_size=16, steps_per_round=3, rounds=2, seed=0)
+    stats = trainer.train_round(model, lr=0.1, round_index=0)
+    assert np.isfinite(stats["train_loss"]) and stats["steps"] == 3
+    reference = RDPAccountant()
+    reference.history = [(trainer.noise_multiplier, 1 / 7, 3)]
+    assert stats[C.M_PRIVACY]["epsilon"] == pytest.approx(reference.get_epsilon(0.001), rel=1e-9)
