@@ -188,14 +188,38 @@ def plot_curve(result: dict, path: Path) -> Path:
         capsize=3,
         label="DP-SGD at each site",
     )
+    sanity = result.get("sanity_rows", [])
+    if sanity:
+        ax.errorbar(
+            [r["target_epsilon"] for r in sanity],
+            [r["metric_mean"] for r in sanity],
+            yerr=[r["metric_sd"] for r in sanity],
+            marker="o",
+            mfc="white",
+            linestyle=":",
+            capsize=3,
+            color="C0",
+            label="sanity: ε = 1 settings, smaller ε",
+        )
     if plain:
         ax.axhline(plain[0]["metric_mean"], color="gray", linestyle="--", label="no DP (ε = ∞)")
+    anchor = result.get("flamby_anchor")
+    if anchor:
+        ax.plot(
+            [1.0],
+            [anchor["epsilon_1"]],
+            marker="s",
+            color="C3",
+            linestyle="",
+            label="FLamby ε = 1 (own protocol)",
+        )
+        ax.axhline(anchor["non_private"], color="C3", linestyle=":", label="FLamby no DP")
     ax.set_xscale("log")
     ax.set_xlabel("target ε per site (δ = 0.1/n)")
     ax.set_ylabel("client-average test accuracy")
     ax.set_title("Fed-Heart-Disease: privacy–utility (5 seeds)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
