@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo test test-fast lint format bench-heart bench-faults bench-compression clean
+.PHONY: setup demo test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,12 @@ bench-faults: setup
 
 bench-compression: setup
 	$(PY) scripts/bench_compression.py --out results/bench_compression.json
+
+bench-dp: setup
+	$(PY) scripts/bench_dp.py --out results/bench_dp.json
+
+privacy-utility: setup
+	$(VENV)/bin/fedhealth privacy-utility --out results/privacy_utility.json --png results/privacy_utility.png
 
 clean:
 	rm -rf workspace results/demo

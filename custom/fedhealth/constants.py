@@ -55,6 +55,14 @@ TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
 SCALING_STATE_FILE = "fedhealth_scaling.json"
 
+# Differential privacy (fedhealth.privacy): the site's own ε cap, its files, the ledger metric.
+SITE_DP_MAX_EPSILON_KEY = "dp_max_epsilon"  # optional: a site's own ε budget, below the job's target
+DP_ACCOUNTANT_FILE = "fedhealth_dp_accountant.json"  # in the site's run folder, after every round
+DP_LEDGER_FILE = "fedhealth_dp_ledger.json"
+M_PRIVACY = "privacy"  # this round's ledger entry, in the site metrics of a train result
+DP_DECLINED = "privacy budget exhausted"  # opens the reason of a site that declines to train
+CLIENT_DP_LEDGER_FILE = "fedhealth_client_dp_ledger.json"  # server run folder: DP-FedAvg epsilon per round
+
 # Server-side events and props.
 EVENT_UPDATE_REJECTED = "fedhealth.update_rejected"  # fired by the robust aggregator
 PROP_REJECTION = "fedhealth.rejection"  # {"site", "round", "reason"} of a rejected update

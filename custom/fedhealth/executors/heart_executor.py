@@ -34,6 +34,7 @@ from nvflare.app_common.app_constant import AppConstants
 from fedhealth import constants as C
 from fedhealth.data.site_data import SiteDataError, load_site, resolve_data_root, site_settings
 from fedhealth.models.state import tabular_from_weights, to_numpy
+from fedhealth.privacy.dp_config import DPConfig, check_site_budget
 from fedhealth.training.heart_site import SCALING_MODES, HeartSite
 from fedhealth.training.loops import LocalTrainConfig, predict
 from fedhealth.training.site_metrics import evaluate_with_intervals
@@ -58,6 +59,7 @@ class HeartExecutor(Executor):
         send_weight_diff: send the update (local minus received weights, ``WEIGHT_DIFF``) instead
             of the local weights; top-k compression needs it, and the server's aggregator must
             then expect ``WEIGHT_DIFF``.
+        dp: DP-SGD settings (:class:`fedhealth.privacy.dp_config.DPConfig` fields); ``None`` trains without.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class HeartExecutor(Executor):
         n_bootstrap: int = 1000,
         stream_metrics: bool = True,
         send_weight_diff: bool = False,
+        dp: dict | None = None,
     ) -> None:
         super().__init__()
         # Checked here so a bad job config fails at start, not in a round.
@@ -90,6 +93,13 @@ class HeartExecutor(Executor):
         if scaling not in SCALING_MODES:
             raise ValueError(f"scaling must be one of {SCALING_MODES}, not {scaling!r}.")
         self.scaling = scaling
+        self.dp = DPConfig.from_dict(dp) if dp else None
+        if self.dp is not None:
+            self.dp.check_batch(batch_size)
+            if mu > 0:
+                raise ValueError("FedProx (mu > 0) cannot be combined with DP-SGD; set mu=0 in a DP job.")
+        self._private = None  # the site's DP-SGD trainer, built at its first train task
+        self._dp_budget: float | None = None  # the site's own epsilon cap, local/fedhealth_site.json
         self.chol_zero_as_missing = chol_zero_as_missing
         self.local = {
             "batch_size": batch_size,
@@ -127,6 +137,9 @@ class HeartExecutor(Executor):
         try:
             site_root = Path(workspace.get_root_dir())
             self._max_local_steps = site_settings(site_root).get(C.SITE_MAX_LOCAL_STEPS_KEY)
+            self._dp_budget = check_site_budget(
+                site_settings(site_root).get(C.SITE_DP_MAX_EPSILON_KEY), f"local/{C.SITE_CONFIG_FILE}"
+            )
             data_root = resolve_data_root(site_root)
             train, test = load_site(data_root)
             self._site = HeartSite(
@@ -226,9 +239,12 @@ class HeartExecutor(Executor):
                 f"round {current_round}: {C.SITE_MAX_LOCAL_STEPS_KEY}={self._max_local_steps} caps local "
                 f"training at {workload['local_steps']} of {self._planned_steps()} steps",
             )
-        stats = self._site.train_round(
-            model, LocalTrainConfig(lr=float(lr), **workload), generator=self._generator
-        )
+        if self.dp is not None:
+            stats = self._private_round(model, float(lr), int(current_round), shareable, fl_ctx)
+        else:
+            stats = self._site.train_round(
+                model, LocalTrainConfig(lr=float(lr), **workload), generator=self._generator
+            )
         steps = int(stats[C.M_STEPS])
         self._local_weights = to_numpy(model)
         local = _clean(self._site.evaluate(model))
@@ -242,6 +258,8 @@ class HeartExecutor(Executor):
             "lr": float(lr),
             "round": current_round,
         }
+        if C.M_PRIVACY in stats:
+            metrics[C.M_PRIVACY] = stats[C.M_PRIVACY]  # the round's ledger entry travels with the update
         self.log_info(
             fl_ctx,
             f"round {current_round}: lr={lr:.5g} train_loss={stats[C.M_TRAIN_LOSS]:.4f} "
@@ -258,6 +276,30 @@ class HeartExecutor(Executor):
         out.set_meta_prop(C.META_LOCAL_STEPS, steps)  # FedNova's tau_i
         out.set_meta_prop(C.META_SITE_METRICS, metrics)
         return out.to_shareable()
+
+    def _private_round(
+        self, model, lr: float, current_round: int, shareable: Shareable, fl_ctx: FLContext
+    ) -> dict:
+        """DP-SGD (fedhealth.privacy): one trainer for the whole job; declines past the site's budget."""
+        if self._private is None:
+            from fedhealth.privacy.site_dp import site_trainer  # Opacus loads only in DP jobs
+
+            rounds = int(shareable.get_header(AppConstants.NUM_ROUNDS, 0) or 0)
+            self._private = site_trainer(
+                model,
+                self._site,
+                self.dp,
+                local=self._workload(),
+                rounds=rounds,
+                state_dir=self._run_dir,
+                budget=self._dp_budget,
+                seed=None,
+            )
+            for change in self._private.changes:
+                self.log_warning(fl_ctx, f"DP-SGD changed the model for Opacus: {change}")
+        stats = self._private.train_round(model, lr=lr, round_index=current_round)
+        self.log_info(fl_ctx, f"round {current_round}: DP-SGD ledger {stats[C.M_PRIVACY]}")
+        return stats
 
     def _planned_steps(self) -> int:
         """Optimizer steps the job asks for per round: ``local_steps``, or batches times epochs."""

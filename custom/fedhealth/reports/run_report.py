@@ -21,6 +21,7 @@ from fedhealth.constants import (
 )
 from fedhealth.reports.communication import communication_markdown, communication_section
 from fedhealth.reports.plots import write_plots
+from fedhealth.reports.privacy_report import plot_privacy, privacy_markdown, privacy_section
 from fedhealth.reports.site_report import (
     cross_site_matrix,
     fairness_markdown,
@@ -124,6 +125,7 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "divergence": record.get("divergence"),
         "failures": record.get("failures", []),
         "communication": communication_section(record),
+        "privacy": privacy_section(record),
     }
 
 
@@ -184,6 +186,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         participation_markdown(report),
         fairness_markdown(report),
         communication_markdown(report.get("communication")),
+        privacy_markdown(report.get("privacy")),
     ]
     if report.get("status") == "aborted":
         parts += [
@@ -211,4 +214,5 @@ def write_report(report: dict, out_dir: Path, seconds: float | None = None) -> l
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     json_path.write_text(json.dumps({**report, "seconds": seconds}, indent=2) + "\n")
     md_path.write_text(to_markdown(report, seconds))
-    return [json_path, md_path, *write_plots(report, out_dir)]
+    extra = [plot_privacy(report["privacy"], out_dir / "privacy.png")] if report.get("privacy") else []
+    return [json_path, md_path, *write_plots(report, out_dir), *extra]

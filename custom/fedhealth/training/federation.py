@@ -52,6 +52,7 @@ class FederationResult:
 
     model: torch.nn.Module
     history: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    ledgers: dict[str, dict] = field(default_factory=dict)  # DP-SGD: each site's privacy ledger
 
 
 def run_federation(
@@ -69,6 +70,7 @@ def run_federation(
     tamper: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
     channel: Callable[[str, dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
     | None = None,
+    dp: dict | None = None,
     **local: object,
 ) -> FederationResult:
     """FedAvg (``mu=0``) or FedProx (``mu>0``) with sample-count weighting.
@@ -88,11 +90,15 @@ def run_federation(
         tamper: drills only: ``(site name, weights) -> weights`` applied to what a site sends.
         channel: the way to the server, ``(site name, weights, global weights) -> weights`` the
             server receives (e.g. :class:`fedhealth.compression.channel.CompressedChannel`).
+        dp: DP-SGD settings (:class:`fedhealth.privacy.dp_config.DPConfig` fields), trained through the
+            executor's own :func:`fedhealth.privacy.site_dp.site_trainer`; a site past its budget sends
+            nothing, as in the FLARE job.
         **local: further :class:`LocalTrainConfig` fields (batch_size, local_steps, mu, ...).
     """
     global_model = model_fn()
     generators = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(len(sites))]
     result = FederationResult(model=global_model)
+    private = _private_trainers(sites, global_model, dp, rounds, seed, local) if dp else None
     for r in range(rounds):
         config = LocalTrainConfig(lr=lr_for_round(lr, gamma, r), **local)  # type: ignore[arg-type]
         if track:
@@ -101,16 +107,46 @@ def run_federation(
         start = {k: v.detach().numpy().copy() for k, v in global_model.state_dict().items()}
         for site, gen in zip(sites, generators, strict=True):
             local_model = copy.deepcopy(global_model)
-            site.train_round(local_model, config, generator=gen)
+            if private is not None:
+                if not _private_round(private[site.name], local_model, config.lr, r):
+                    continue
+            else:
+                site.train_round(local_model, config, generator=gen)
             state = {k: v.detach().numpy() for k, v in local_model.state_dict().items()}
             if channel is not None:
                 state = channel(site.name, state, start)
             states.append(tamper(site.name, state) if tamper else state)
             weights.append(site.n_train)
+        if not states:
+            break  # every site is past its privacy budget
         averaged = _aggregate(global_model, states, weights, rule, rule_args or {})
         global_model.load_state_dict(
             {k: torch.as_tensor(np.asarray(v, dtype="float32")) for k, v in averaged.items()}
         )
         if on_round is not None:
             on_round(r, global_model)
+    if private is not None:
+        result.ledgers = {name: trainer.ledger.to_dict() for name, trainer in private.items()}
     return result
+
+
+def _private_trainers(sites, model, dp: dict, rounds: int, seed: int, local: dict) -> dict:
+    from fedhealth.privacy.dp_config import DPConfig
+    from fedhealth.privacy.site_dp import site_trainer
+
+    config = DPConfig.from_dict(dp)
+    return {
+        s.name: site_trainer(model, s, config, local=local, rounds=rounds, seed=seed * 1000 + i)
+        for i, s in enumerate(sites)
+    }
+
+
+def _private_round(trainer, model: torch.nn.Module, lr: float, round_index: int) -> bool:
+    """One DP-SGD round at a site; False when the site declines (its budget is spent)."""
+    from fedhealth.privacy.budget import PrivacyBudgetExhaustedError
+
+    try:
+        trainer.train_round(model, lr=lr, round_index=round_index)
+    except PrivacyBudgetExhaustedError:
+        return False
+    return True
