@@ -20,6 +20,7 @@ from fedhealth.constants import (
     RUN_RECORD_FILE,
 )
 from fedhealth.reports.communication import communication_markdown, communication_section
+from fedhealth.reports.encryption import encryption_markdown, encryption_section
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.site_report import (
     cross_site_matrix,
@@ -124,6 +125,7 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "divergence": record.get("divergence"),
         "failures": record.get("failures", []),
         "communication": communication_section(record),
+        "encryption": encryption_section(record),
     }
 
 
@@ -184,6 +186,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         participation_markdown(report),
         fairness_markdown(report),
         communication_markdown(report.get("communication")),
+        encryption_markdown(report.get("encryption")),
     ]
     if report.get("status") == "aborted":
         parts += [
