@@ -16,6 +16,8 @@ show.
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_component import FLComponent
@@ -24,11 +26,13 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.server_engine_spec import ServerEngineSpec
 from nvflare.apis.shareable import Shareable
 from nvflare.fuel.sec.security_content_service import SecurityContentService
+from nvflare.widgets.widget import WidgetID
 
 from fedhealth import constants as C
 from fedhealth.he.context import HEContextError, check_context, describe_context
 
 HEADER_REASON = "fedhealth_he_reason"
+READY_TIMEOUT_S = 30.0
 
 
 class HEContextCheck(FLComponent):
@@ -58,6 +62,23 @@ class HEContextCheck(FLComponent):
                 reason = data.get_header(HEADER_REASON, "its TenSEAL context is unusable")
                 self.system_panic(f"site {site}: {reason}", fl_ctx)
 
+    def _stop_site(self, engine, reason: str) -> None:
+        """Tell the server why, then stop this site's run.
+
+        Runs in a thread: during START_RUN the site's federation-event runner is not ready yet
+        (FLARE dispatches START_RUN to job components before its own widgets).
+        """
+        runner = engine.get_widget(WidgetID.FED_EVENT_RUNNER)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while runner is not None and not getattr(runner, "ready", True) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with engine.new_context() as fl_ctx:
+            event = Shareable()
+            event.set_header(HEADER_REASON, reason)
+            self.fire_fed_event(C.EVENT_HE_CONTEXT_ERROR, event, fl_ctx)
+            time.sleep(1.0)  # let the event leave before the site's run stops
+            self.system_panic(reason, fl_ctx)
+
     @staticmethod
     def _is_server(fl_ctx: FLContext) -> bool:
         return isinstance(fl_ctx.get_engine(), ServerEngineSpec)
@@ -79,11 +100,11 @@ class HEContextCheck(FLComponent):
         except HEContextError as exc:
             reason = f"{exc} The HE job cannot run."
             self.log_error(fl_ctx, reason)
-            if not server:
-                event = Shareable()
-                event.set_header(HEADER_REASON, reason)
-                self.fire_fed_event(C.EVENT_HE_CONTEXT_ERROR, event, fl_ctx)
-            self.system_panic(reason, fl_ctx)
+            if server:
+                self.system_panic(reason, fl_ctx)
+            else:
+                engine = fl_ctx.get_engine()
+                threading.Thread(target=self._stop_site, args=(engine, reason), daemon=True).start()
             return
         self.info = describe_context(context)
         self.log_info(fl_ctx, f"TenSEAL context {path} checked: {self.info}")
