@@ -65,7 +65,8 @@ def test_a_site_without_its_context_stops_the_job_at_start(tmp_path: Path) -> No
     layout = heart_poc(ROOT / "project.yml", workspace, he=True)
     (layout.kit("hungary") / "startup" / C.HE_SITE_CONTEXT_FILE).unlink()
     job = job_variant(ROOT / "jobs" / "heart_he", tmp_path / "jobs" / "heart_he", rounds=ROUNDS)
-    with pytest.raises(PocError, match=r"site hungary: TenSEAL context \S+client_context.tenseal is missing") as err:
+    expected = r"site hungary: TenSEAL context \S+client_context.tenseal is missing"
+    with pytest.raises(PocError, match=expected) as err:
         run_job(layout, job, workspace=workspace, timeout=300)
     assert "HEBuilder" in str(err.value)
     record, _ = find_run_files(next((workspace / "downloads").iterdir()))
