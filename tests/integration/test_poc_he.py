@@ -60,12 +60,20 @@ def test_he_job_completes_and_reports_encryption(tmp_path: Path) -> None:
     assert len(paths) >= 2
 
 
-def test_a_site_without_its_context_stops_the_job_at_start(tmp_path: Path) -> None:
+# (participant whose context is removed, its file, the start of the reason the job ends with)
+MISSING = [
+    ("hungary", C.HE_SITE_CONTEXT_FILE, "site hungary: TenSEAL context "),
+    ("server", C.HE_SERVER_CONTEXT_FILE, "TenSEAL context "),
+]
+
+
+@pytest.mark.parametrize(("who", "name", "prefix"), MISSING)
+def test_a_missing_context_stops_the_job_at_start(tmp_path: Path, who: str, name: str, prefix: str) -> None:
     workspace = tmp_path / "ws"
     layout = heart_poc(ROOT / "project.yml", workspace, he=True)
-    (layout.kit("hungary") / "startup" / C.HE_SITE_CONTEXT_FILE).unlink()
+    (layout.kit(who) / "startup" / name).unlink()
     job = job_variant(ROOT / "jobs" / "heart_he", tmp_path / "jobs" / "heart_he", rounds=ROUNDS)
-    expected = r"site hungary: TenSEAL context \S+client_context.tenseal is missing"
+    expected = prefix + r"\S+/" + who + "/startup/" + name.replace(".", r"\.") + " is missing"
     with pytest.raises(PocError, match=expected) as err:
         run_job(layout, job, workspace=workspace, timeout=300)
     assert "HEBuilder" in str(err.value)

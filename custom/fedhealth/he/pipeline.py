@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tenseal as ts
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReservedKey
@@ -67,6 +68,7 @@ class HERound:
     decrypt_s: float = 0.0
     bytes_sent: dict[str, int] = field(default_factory=dict)
     bytes_plain: dict[str, int] = field(default_factory=dict)
+    bytes_ciphertexts: dict[str, int] = field(default_factory=dict)  # the vectors alone, no context
     global_model: Shareable | None = None  # what the server sends back (encrypted)
     result: dict[str, np.ndarray] = field(default_factory=dict)  # what a site decrypts
 
@@ -104,13 +106,17 @@ def he_fedavg_round(
             sent = encrypt_update(encryptor, site, weights, n)
             out.encrypt_s[site] = time.perf_counter() - start
             out.bytes_sent[site] = serialized_size(sent)
+            vectors = [v for v in from_shareable(sent).data.values() if isinstance(v, ts.CKKSVector)]
+            out.bytes_ciphertexts[site] = sum(len(v.serialize()) for v in vectors)
             plain = DXO(DataKind.WEIGHTS, data={k: np.asarray(v, np.float32) for k, v in weights.items()})
             out.bytes_plain[site] = serialized_size(plain.to_shareable())
             arrived[site] = wire(sent)
     with as_participant(server_kit):
         server_ctx = _ctx("server")
         aggregator = HEInTimeAccumulateWeightedAggregator(
-            expected_data_kind=DataKind.WEIGHTS, weigh_by_local_iter=False
+            expected_data_kind=DataKind.WEIGHTS,
+            weigh_by_local_iter=False,
+            aggregation_weights=dict.fromkeys(updates, 1.0),
         )
         generator = HEScheduledShareableGenerator(lr=0.01)
         for component in (aggregator, generator):
@@ -139,3 +145,32 @@ def he_fedavg_round(
         out.decrypt_s = time.perf_counter() - start
         out.result = {k: np.asarray(v) for k, v in from_shareable(received).data.items()}
     return out
+
+
+def clear_fedavg(
+    updates: dict[str, tuple[dict[str, np.ndarray], int]],
+) -> tuple[dict[str, np.ndarray], float]:
+    """FLARE's clear aggregator (weighted by samples) on the same updates; returns it and its seconds."""
+    from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import (
+        InTimeAccumulateWeightedAggregator,
+    )
+
+    aggregator = InTimeAccumulateWeightedAggregator(
+        expected_data_kind=DataKind.WEIGHTS, aggregation_weights=dict.fromkeys(updates, 1.0)
+    )
+    fl_ctx = _ctx("server")
+    aggregator.handle_event(EventType.START_RUN, fl_ctx)
+    shareables = []
+    for site, (weights, n) in updates.items():
+        dxo = DXO(DataKind.WEIGHTS, data=dict(weights))
+        dxo.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, n)
+        shareable = wire(dxo.to_shareable())
+        shareable.set_peer_props({ReservedKey.IDENTITY_NAME: site})
+        shareable.add_cookie(AppConstants.CONTRIBUTION_ROUND, 0)
+        shareables.append(shareable)
+    start = time.perf_counter()
+    for shareable in shareables:
+        if not aggregator.accept(shareable, fl_ctx):
+            raise RuntimeError("the clear aggregator refused an update")
+    result = from_shareable(aggregator.aggregate(fl_ctx)).data
+    return result, time.perf_counter() - start

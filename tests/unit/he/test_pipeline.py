@@ -8,18 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tenseal as ts
-from nvflare.apis.dxo import DataKind, MetaKey, from_shareable
+from nvflare.apis.dxo import from_shareable
 from nvflare.apis.event_type import EventType
-from nvflare.apis.fl_constant import ReservedKey
 from nvflare.apis.fl_context import FLContext
-from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import (
-    InTimeAccumulateWeightedAggregator,
-)
-from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_opt.he.homomorphic_encrypt import load_tenseal_context_from_workspace
 
 from fedhealth import constants as C
-from fedhealth.he.pipeline import as_participant, encrypt_update, he_fedavg_round, wire
+from fedhealth.he.pipeline import as_participant, clear_fedavg, encrypt_update, he_fedavg_round, wire
 from fedhealth.models.state import to_numpy
 from fedhealth.models.tabular import TabularNet
 from fedhealth.poc.workspace import PocLayout
@@ -41,21 +36,7 @@ def _updates(arch: str, seed: int = 0) -> tuple[dict, dict]:
 
 
 def _clear_fedavg(updates: dict) -> dict[str, np.ndarray]:
-    """FLARE's clear aggregator (weighted by samples) on the same updates."""
-    from nvflare.apis.dxo import DXO
-
-    aggregator = InTimeAccumulateWeightedAggregator(expected_data_kind=DataKind.WEIGHTS)
-    fl_ctx = FLContext()
-    fl_ctx.set_prop(AppConstants.CURRENT_ROUND, 0)
-    aggregator.handle_event(EventType.START_RUN, fl_ctx)
-    for site, (weights, n) in updates.items():
-        dxo = DXO(DataKind.WEIGHTS, data=dict(weights))
-        dxo.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, n)
-        shareable = dxo.to_shareable()
-        shareable.set_peer_props({ReservedKey.IDENTITY_NAME: site})
-        shareable.add_cookie(AppConstants.CONTRIBUTION_ROUND, 0)
-        assert aggregator.accept(shareable, fl_ctx)
-    return from_shareable(aggregator.aggregate(fl_ctx)).data
+    return clear_fedavg(updates)[0]
 
 
 @pytest.mark.parametrize(("arch", "layers"), MODELS)
