@@ -73,3 +73,30 @@ def test_project_on_port_moves_only_the_server_port(tmp_path: Path) -> None:
     assert [p["name"] for p in project["participants"]] == [
         p["name"] for p in yaml.safe_load((ROOT / "project.yml").read_text())["participants"]
     ]
+
+
+def test_project_with_he_inserts_hebuilder_before_signing(tmp_path: Path) -> None:
+    from fedhealth.poc.variants import HE_BUILDER, SIGNATURE_BUILDER, project_with_he
+
+    before = (ROOT / "project.yml").read_text()
+    dest = project_with_he(ROOT / "project.yml", tmp_path / "he.yml", poly_modulus_degree=16384)
+    builders = [b["path"] for b in yaml.safe_load(dest.read_text())["builders"]]
+    assert builders.index(HE_BUILDER) == builders.index(SIGNATURE_BUILDER) - 1
+    assert yaml.safe_load(dest.read_text())["builders"][builders.index(HE_BUILDER)]["args"] == {
+        "poly_modulus_degree": 16384
+    }
+    again = project_with_he(dest, tmp_path / "he2.yml")  # already there: not added twice
+    assert [b["path"] for b in yaml.safe_load(again.read_text())["builders"]].count(HE_BUILDER) == 1
+    assert (ROOT / "project.yml").read_text() == before
+
+
+def test_project_with_he_needs_signing(tmp_path: Path) -> None:
+    import pytest
+
+    from fedhealth.poc.variants import project_with_he
+
+    project = yaml.safe_load((ROOT / "project.yml").read_text())
+    project["builders"] = [b for b in project["builders"] if "signature" not in b["path"]]
+    (tmp_path / "p.yml").write_text(yaml.safe_dump(project))
+    with pytest.raises(ValueError, match="HE contexts must be signed"):
+        project_with_he(tmp_path / "p.yml", tmp_path / "out.yml")
