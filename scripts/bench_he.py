@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN = {"cleveland": 199, "hungary": 172, "switzerland": 30, "va_long_beach": 85}
 SIZES = (1_000, 100_000, 1_000_000)
 N_LAYERS = 4
+SELECTIVE_LAYERS = ["net.weight"]  # the lever on the heart model: the bias (1 value) in clear
 ROUND_LINE = re.compile(r"^(\S+ \S+) - ScatterAndGather .* Round (\d+) (started|finished)\.", re.M)
 HE_TIME = re.compile(
     r"(Encryption|Decryption) time for \d+ of \d+ params.*?(\d+\.\d+(?:e-?\d+)?) seconds", re.M
@@ -51,6 +52,16 @@ def _edit(path: Path, change) -> None:
     config = json.loads(path.read_text())
     change(config)
     path.write_text(json.dumps(config, indent=2))
+
+
+def _encrypt_only(layers: list[str]):
+    def change(config: dict) -> None:
+        for group in config["task_result_filters"]:
+            for f in group["filters"]:
+                if f["path"].endswith("HEModelEncryptor"):
+                    f["args"]["encrypt_layers"] = list(layers)
+
+    return change
 
 
 def clear_twin(he_job: Path, dest: Path) -> Path:
@@ -111,7 +122,13 @@ def site_he_times(layout, job_id: str) -> dict[str, float]:
 def poc_side_by_side(rounds: int, work: Path) -> dict:
     layout = heart_poc(ROOT / "project.yml", work / "ws", he=True)
     he_job = job_variant(ROOT / "jobs" / "heart_he", work / "jobs" / "heart_he", rounds=rounds)
-    jobs = {"plain": clear_twin(he_job, work / "jobs" / "heart_plain"), "he": he_job}
+    selective = job_variant(he_job, work / "jobs" / "heart_he_weight_only")
+    _edit(selective / "app" / "config" / "config_fed_client.json", _encrypt_only(SELECTIVE_LAYERS))
+    jobs = {
+        "plain": clear_twin(he_job, work / "jobs" / "heart_plain"),
+        "he": he_job,
+        "he_selective": selective,
+    }
     out = {}
     for name, job in jobs.items():
         start = time.monotonic()
@@ -132,7 +149,8 @@ def poc_side_by_side(rounds: int, work: Path) -> dict:
             "encrypted_layers": sorted({x for f in facts for x in f["encrypted_layers"]}),
             "global_accuracy": report["global"]["accuracy"],
             "global_auc": report["global"]["auc"],
-            **(site_he_times(layout, report["job_id"]) if name == "he" else {}),
+            "clear_layers": sorted({x for f in facts for x in f["clear_layers"]}),
+            **(site_he_times(layout, report["job_id"]) if name != "plain" else {}),
         }
     return out
 
@@ -194,10 +212,13 @@ def main(argv: list[str] | None = None) -> None:
         poc = poc_side_by_side(args.rounds, work)
         kits = work / "ws" / "poc" / "fedhealth_poc" / "prod_00"
         sweep = size_sweep(kits)
-    plain, he = poc["plain"], poc["he"]
+    plain, he, sel = poc["plain"], poc["he"], poc["he_selective"]
     record = {
         "round_time_ratio": he["round_time_s"] / plain["round_time_s"],
         "bytes_ratio": he["bytes_per_site_per_round"] / plain["bytes_per_site_per_round"],
+        "round_time_ratio_selective": sel["round_time_s"] / plain["round_time_s"],
+        "bytes_ratio_selective": sel["bytes_per_site_per_round"] / plain["bytes_per_site_per_round"],
+        "round_time": "median seconds per round over rounds 1.. (server ScatterAndGather log)",
         "metric_plain": plain["global_auc"],
         "metric_he": he["global_auc"],
         "metric": "global AUC (test-size-weighted mean of the 4 sites' AUC of the final global model)",

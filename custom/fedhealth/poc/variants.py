@@ -93,6 +93,7 @@ def job_variant(
     dead_client_grace_s: float | None = None,
     faulty_site: str | None = None,
     fault: dict | None = None,
+    executor_args: dict | None = None,
 ) -> Path:
     """Copy the job ``src`` to ``dest`` and change the named settings.
 
@@ -106,6 +107,8 @@ def job_variant(
             checks the job's ``min_clients`` (FLARE's ``dead_client_grace_period``, default 60 s).
         faulty_site: the site that runs a second app with the fault-drill filter.
         fault: the filter's args, e.g. ``{"mode": "nan"}``, ``{"mode": "scale", "factor": 100}``.
+        executor_args: settings merged into every site executor's args, e.g. DP-SGD's ``{"dp": {...}}``
+            on ``jobs/heart_he`` for HE + DP (noise is added in training, before the encryptor).
     """
     dest = Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
@@ -132,6 +135,11 @@ def job_variant(
     _edit_json(server, server_change)
     if min_sites is not None:
         _edit_json(dest / "meta.json", lambda meta: meta.update(min_clients=min_sites))
+    if executor_args:
+        for client in dest.glob("app*/config/config_fed_client.json"):
+            _edit_json(
+                client, lambda c: [e["executor"]["args"].update(executor_args) for e in c["executors"]]
+            )
     if faulty_site:
         _add_faulty_app(dest, faulty_site, fault or {"mode": "nan"})
     return dest

@@ -100,3 +100,12 @@ def test_project_with_he_needs_signing(tmp_path: Path) -> None:
     (tmp_path / "p.yml").write_text(yaml.safe_dump(project))
     with pytest.raises(ValueError, match="HE contexts must be signed"):
         project_with_he(tmp_path / "p.yml", tmp_path / "out.yml")
+
+
+def test_executor_args_are_merged_for_he_with_dp(tmp_path: Path) -> None:
+    dp = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
+    job = job_variant(ROOT / "jobs" / "heart_he", tmp_path / "job", executor_args={"dp": dp})
+    client = json.loads((job / "app" / "config" / "config_fed_client.json").read_text())
+    args = client["executors"][0]["executor"]["args"]
+    assert args["dp"] == dp and args["batch_size"] == 4  # the job's own settings stay
+    assert client["task_result_filters"][0]["filters"][0]["path"].endswith("HEModelEncryptor")
