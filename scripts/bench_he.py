@@ -165,39 +165,61 @@ def _updates(n: int, seed: int = 0) -> tuple[dict, dict]:
     return initial, updates
 
 
-def size_sweep(kits: Path) -> list[dict]:
-    """Encrypt, aggregate, decrypt at each size (4 sites), all layers and, at 1M, a quarter of them."""
+def _max_error(result: dict, reference: dict) -> float:
+    return max(float(np.max(np.abs(np.asarray(result[k], np.float64) - reference[k]))) for k in reference)
+
+
+def size_sweep(kits: Path, repeats: int) -> list[dict]:
+    """Encrypt, aggregate, decrypt at each size (4 sites), all layers and, at 1M, a quarter of them.
+
+    Each case runs ``repeats`` times; times are the median (the machine is shared).
+    """
     cases = [(n, None) for n in SIZES] + [(SIZES[-1], ["layer0"])]
     rows = []
     for n, layers in cases:
         initial, updates = _updates(n)
-        clear, clear_s = clear_fedavg(updates)
-        he = he_fedavg_round(
-            site_kit=kits / "cleveland" / "startup",
-            server_kit=kits / "server" / "startup",
-            updates=updates,
-            initial=initial,
-            encrypt_layers=layers,
-        )
-        error = max(float(np.max(np.abs(he.result[k] - clear[k]))) for k in clear)
-        rows.append(
-            {
-                "parameters": n,
-                "encrypted_fraction": 1.0 if layers is None else len(layers) / N_LAYERS,
-                "encrypt_s_per_site": statistics.mean(he.encrypt_s.values()),
-                "aggregate_s_server": he.aggregate_s,
-                "aggregate_s_server_clear": clear_s,
-                "decrypt_s_site": he.decrypt_s,
+        total = sum(m for _, m in updates.values())
+        reference = {
+            k: sum(w[k].astype(np.float64) * m for w, m in updates.values()) / total for k in initial
+        }
+        runs = []
+        for _ in range(repeats):
+            clear, clear_s = clear_fedavg(updates)
+            he = he_fedavg_round(
+                site_kit=kits / "cleveland" / "startup",
+                server_kit=kits / "server" / "startup",
+                updates=updates,
+                initial=initial,
+                encrypt_layers=layers,
+            )
+            runs.append(
+                {
+                    "encrypt_s_per_site": statistics.mean(he.encrypt_s.values()),
+                    "aggregate_s_server": he.aggregate_s,
+                    "aggregate_s_server_clear": clear_s,
+                    "decrypt_s_site": he.decrypt_s,
+                    "max_abs_error_vs_clear": _max_error(he.result, clear),
+                    "max_abs_error_vs_float64": _max_error(he.result, reference),
+                }
+            )
+            sizes = {
                 "bytes_per_site": statistics.mean(he.bytes_sent.values()),
                 "bytes_per_site_clear": statistics.mean(he.bytes_plain.values()),
                 "bytes_per_site_ciphertexts_only": statistics.mean(he.bytes_ciphertexts.values()),
-                "bytes_ratio": statistics.mean(he.bytes_sent.values())
-                / statistics.mean(he.bytes_plain.values()),
-                "max_abs_error_vs_clear": error,
             }
-        )
-        print(json.dumps(rows[-1]))
-        del he, updates, clear
+            del he, clear
+        row = {
+            "parameters": n,
+            "encrypted_fraction": 1.0 if layers is None else len(layers) / N_LAYERS,
+            **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
+            "max_abs_error_vs_clear": max(r["max_abs_error_vs_clear"] for r in runs),
+            "max_abs_error_vs_float64": max(r["max_abs_error_vs_float64"] for r in runs),
+            **sizes,
+            "bytes_ratio": sizes["bytes_per_site"] / sizes["bytes_per_site_clear"],
+            "repeats": repeats,
+        }
+        rows.append(row)
+        print(json.dumps(row))
     return rows
 
 
@@ -205,13 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_he.json")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="size-sweep repeats per case")
     args = parser.parse_args(argv)
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fedhealth_bench_he_") as tmp:
         work = Path(tmp)
         poc = poc_side_by_side(args.rounds, work)
         kits = work / "ws" / "poc" / "fedhealth_poc" / "prod_00"
-        sweep = size_sweep(kits)
+        sweep = size_sweep(kits, args.repeats)
     plain, he, sel = poc["plain"], poc["he"], poc["he_selective"]
     record = {
         "round_time_ratio": he["round_time_s"] / plain["round_time_s"],
