@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility clean
+.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility bench-he clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/fedhealth demo
+
+# The encrypted-aggregation job: POC kits with TenSEAL contexts (project.yml + FLARE's HEBuilder).
+demo-he: setup
+	$(PY) -c "from fedhealth.poc.variants import project_with_he as p; p('project.yml', 'workspace/project_he.yml')"
+	$(VENV)/bin/fedhealth demo --job jobs/heart_he --project workspace/project_he.yml --results results/demo_he
 
 # Lint first (fast), then every test: unit and the real POC federations (marked slow).
 test: setup
@@ -50,6 +55,9 @@ bench-dp: setup
 
 privacy-utility: setup
 	$(VENV)/bin/fedhealth privacy-utility --out results/privacy_utility.json --png results/privacy_utility.png
+
+bench-he: setup
+	$(PY) scripts/bench_he.py --out results/bench_he.json
 
 clean:
 	rm -rf workspace results/demo

@@ -74,6 +74,16 @@ CROSS_VAL_DIR = "cross_site_val"
 CROSS_VAL_FILE = "cross_val_results.json"
 GLOBAL_MODEL_NAME = "SRV_server"
 
+# Homomorphic encryption (TenSEAL CKKS contexts written by FLARE's HEBuilder into startup kits).
+HE_SERVER_CONTEXT_FILE = "server_context.tenseal"  # public part only: no secret key
+HE_SITE_CONTEXT_FILE = "client_context.tenseal"  # with the secret key shared by the sites
+META_MODEL_SHAPES = "fedhealth_model_shapes"  # {name: shape}: HE flattens every tensor it sends
+HE_SHAPES_FILE = "fedhealth_model_shapes.json"  # a site's copy of the shapes, in its run folder
+EVENT_HE_CONTEXT_ERROR = "fedhealth.he_context_error"  # fed event: a site's context is missing/invalid
+M_HE = "he"  # per-round encryption facts of a site's update, as the server measured them
+M_HE_BYTES_SENT = "bytes_sent"  # ... serialized update as it arrived (ciphertexts and clear layers)
+M_HE_BYTES_PLAIN = "bytes_plain"  # ... the same update serialized in clear (float32)
+
 # Hospitals in the UCI Heart Disease data, as FLARE site names.
 HEART_SITES = ("cleveland", "hungary", "switzerland", "va_long_beach")
 

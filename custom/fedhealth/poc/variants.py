@@ -15,6 +15,8 @@ import yaml
 from fedhealth.poc.workspace import PocLayout
 
 FAULT_FILTER = "fedhealth.filters.fault_injector.FaultInjector"
+HE_BUILDER = "nvflare.lighter.impl.he.HEBuilder"
+SIGNATURE_BUILDER = "nvflare.lighter.impl.signature.SignatureBuilder"
 
 
 def project_on_port(project_file: Path, dest: Path, port: int) -> Path:
@@ -29,19 +31,46 @@ def project_on_port(project_file: Path, dest: Path, port: int) -> Path:
     return dest
 
 
-def heart_poc(project_file: Path, workspace: Path) -> PocLayout:
+def project_with_he(project_file: Path, dest: Path, **he_args: object) -> Path:
+    """A copy of ``project_file`` whose provisioning also writes TenSEAL CKKS contexts.
+
+    Inserts FLARE's ``HEBuilder`` (with ``he_args``, e.g. ``poly_modulus_degree``) just before
+    ``SignatureBuilder``, so the contexts are signed with the rest of each kit: the server kit gets
+    ``server_context.tenseal`` (public, relinearization keys only), every site kit
+    ``client_context.tenseal`` (with the secret key). A project that already has it is copied as is.
+    """
+    project = yaml.safe_load(Path(project_file).read_text())
+    builders = project["builders"]
+    paths = [b["path"] for b in builders]
+    if HE_BUILDER not in paths:
+        if SIGNATURE_BUILDER not in paths:
+            raise ValueError(
+                f"{project_file}: no {SIGNATURE_BUILDER}; HE contexts must be signed with the kits."
+            )
+        entry: dict = {"path": HE_BUILDER}
+        if he_args:
+            entry["args"] = dict(he_args)
+        builders.insert(paths.index(SIGNATURE_BUILDER), entry)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(project, sort_keys=False))
+    return dest
+
+
+def heart_poc(project_file: Path, workspace: Path, *, he: bool = False) -> PocLayout:
     """Provision ``project_file`` on a free port into ``workspace/poc`` and place each site's data.
 
     For drills, tests and benchmarks: a run of its own that never collides with another on the
-    same machine.
+    same machine. With ``he``, the kits also hold TenSEAL contexts (:func:`project_with_he`).
     """
     from fedhealth.poc.processes import free_port
     from fedhealth.poc.workspace import prepare_workspace, write_heart_data
 
     workspace = Path(workspace)
-    layout = prepare_workspace(
-        project_on_port(project_file, workspace / "project.yml", free_port()), workspace / "poc"
-    )
+    project = project_on_port(project_file, workspace / "project.yml", free_port())
+    if he:
+        project = project_with_he(project, project)
+    layout = prepare_workspace(project, workspace / "poc")
     write_heart_data(layout)
     return layout
 
@@ -64,6 +93,7 @@ def job_variant(
     dead_client_grace_s: float | None = None,
     faulty_site: str | None = None,
     fault: dict | None = None,
+    executor_args: dict | None = None,
 ) -> Path:
     """Copy the job ``src`` to ``dest`` and change the named settings.
 
@@ -77,6 +107,8 @@ def job_variant(
             checks the job's ``min_clients`` (FLARE's ``dead_client_grace_period``, default 60 s).
         faulty_site: the site that runs a second app with the fault-drill filter.
         fault: the filter's args, e.g. ``{"mode": "nan"}``, ``{"mode": "scale", "factor": 100}``.
+        executor_args: settings merged into every site executor's args, e.g. DP-SGD's ``{"dp": {...}}``
+            on ``jobs/heart_he`` for HE + DP (noise is added in training, before the encryptor).
     """
     dest = Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
@@ -103,6 +135,11 @@ def job_variant(
     _edit_json(server, server_change)
     if min_sites is not None:
         _edit_json(dest / "meta.json", lambda meta: meta.update(min_clients=min_sites))
+    if executor_args:
+        for client in dest.glob("app*/config/config_fed_client.json"):
+            _edit_json(
+                client, lambda c: [e["executor"]["args"].update(executor_args) for e in c["executors"]]
+            )
     if faulty_site:
         _add_faulty_app(dest, faulty_site, fault or {"mode": "nan"})
     return dest

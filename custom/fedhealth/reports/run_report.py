@@ -20,6 +20,7 @@ from fedhealth.constants import (
     RUN_RECORD_FILE,
 )
 from fedhealth.reports.communication import communication_markdown, communication_section
+from fedhealth.reports.encryption import encryption_markdown, encryption_section
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.privacy_report import plot_privacy, privacy_markdown, privacy_section
 from fedhealth.reports.site_report import (
@@ -126,6 +127,7 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "failures": record.get("failures", []),
         "communication": communication_section(record),
         "privacy": privacy_section(record),
+        "encryption": encryption_section(record),
     }
 
 
@@ -187,6 +189,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         fairness_markdown(report),
         communication_markdown(report.get("communication")),
         privacy_markdown(report.get("privacy")),
+        encryption_markdown(report.get("encryption")),
     ]
     if report.get("status") == "aborted":
         parts += [

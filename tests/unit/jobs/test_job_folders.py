@@ -30,7 +30,16 @@ CHECKED_CLASSES = (
     "fedhealth.workflows.fed_stats_controller.FedStatsController",
     "fedhealth.models.tabular.TabularNet",
     "fedhealth.widgets.run_recorder.RunRecorder",
+    "fedhealth.shareables.he_scheduled_generator.HEScheduledShareableGenerator",
+    "fedhealth.widgets.he_context_check.HEContextCheck",
+    "fedhealth.filters.he_shape_restorer.HEShapeRestorer",
+    "fedhealth.filters.he_update_meter.HEUpdateMeter",
+    "nvflare.app_opt.he.model_encryptor.HEModelEncryptor",
+    "nvflare.app_opt.he.model_decryptor.HEModelDecryptor",
+    "nvflare.app_opt.he.intime_accumulate_model_aggregator.HEInTimeAccumulateWeightedAggregator",
+    "fedhealth.workflows.he_global_model_eval.HEGlobalModelEval",
 )
+HE_PREFIX = "nvflare.app_opt.he."
 
 
 def _apps(job: str) -> list[Path]:
@@ -155,24 +164,23 @@ def test_model_matches_executor_encoding(job: str) -> None:
 
 @pytest.mark.parametrize("job", JOBS)
 def test_task_names_are_the_kit_constants(job: str) -> None:
-    (entry,) = json.loads((JOBS_DIR / job / "app" / "config" / "config_fed_client.json").read_text())[
-        "executors"
-    ]
+    client = json.loads((JOBS_DIR / job / "app" / "config" / "config_fed_client.json").read_text())
+    (entry,) = client["executors"]
+    # An HE job evaluates only the global model: no site sends its local model in clear.
+    he = any(s["path"].startswith(HE_PREFIX) for s in _component_specs(client))
+    submit = "" if he else C.TASK_SUBMIT_MODEL
     assert set(entry["tasks"]) == {
         C.TASK_FED_STATS,
         C.TASK_SET_SCALING,
         C.TASK_TRAIN,
         C.TASK_VALIDATE,
-        C.TASK_SUBMIT_MODEL,
-    }
+        submit,
+    } - {""}
     workflows = {w["id"]: w["args"] for w in _server(job)["workflows"]}
     sag = next(a for a in workflows.values() if "train_task_name" in a)
     assert sag["train_task_name"] == C.TASK_TRAIN
     cse = next(a for a in workflows.values() if "validation_task_name" in a)
-    assert (cse["validation_task_name"], cse["submit_model_task_name"]) == (
-        C.TASK_VALIDATE,
-        C.TASK_SUBMIT_MODEL,
-    )
+    assert (cse["validation_task_name"], cse.get("submit_model_task_name", "")) == (C.TASK_VALIDATE, submit)
 
 
 @pytest.mark.parametrize("job", JOBS)

@@ -73,3 +73,39 @@ def test_project_on_port_moves_only_the_server_port(tmp_path: Path) -> None:
     assert [p["name"] for p in project["participants"]] == [
         p["name"] for p in yaml.safe_load((ROOT / "project.yml").read_text())["participants"]
     ]
+
+
+def test_project_with_he_inserts_hebuilder_before_signing(tmp_path: Path) -> None:
+    from fedhealth.poc.variants import HE_BUILDER, SIGNATURE_BUILDER, project_with_he
+
+    before = (ROOT / "project.yml").read_text()
+    dest = project_with_he(ROOT / "project.yml", tmp_path / "he.yml", poly_modulus_degree=16384)
+    builders = [b["path"] for b in yaml.safe_load(dest.read_text())["builders"]]
+    assert builders.index(HE_BUILDER) == builders.index(SIGNATURE_BUILDER) - 1
+    assert yaml.safe_load(dest.read_text())["builders"][builders.index(HE_BUILDER)]["args"] == {
+        "poly_modulus_degree": 16384
+    }
+    again = project_with_he(dest, tmp_path / "he2.yml")  # already there: not added twice
+    assert [b["path"] for b in yaml.safe_load(again.read_text())["builders"]].count(HE_BUILDER) == 1
+    assert (ROOT / "project.yml").read_text() == before
+
+
+def test_project_with_he_needs_signing(tmp_path: Path) -> None:
+    import pytest
+
+    from fedhealth.poc.variants import project_with_he
+
+    project = yaml.safe_load((ROOT / "project.yml").read_text())
+    project["builders"] = [b for b in project["builders"] if "signature" not in b["path"]]
+    (tmp_path / "p.yml").write_text(yaml.safe_dump(project))
+    with pytest.raises(ValueError, match="HE contexts must be signed"):
+        project_with_he(tmp_path / "p.yml", tmp_path / "out.yml")
+
+
+def test_executor_args_are_merged_for_he_with_dp(tmp_path: Path) -> None:
+    dp = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
+    job = job_variant(ROOT / "jobs" / "heart_he", tmp_path / "job", executor_args={"dp": dp})
+    client = json.loads((job / "app" / "config" / "config_fed_client.json").read_text())
+    args = client["executors"][0]["executor"]["args"]
+    assert args["dp"] == dp and args["batch_size"] == 4  # the job's own settings stay
+    assert client["task_result_filters"][0]["filters"][0]["path"].endswith("HEModelEncryptor")

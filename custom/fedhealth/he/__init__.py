@@ -1,0 +1,1 @@
+"""Homomorphic encryption (TenSEAL CKKS): context checks and measurements, FLARE-free."""
