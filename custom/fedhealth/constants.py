@@ -47,6 +47,7 @@ HEART_DATASET_DIR = "heart_disease"
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
 SCALING_STATE_FILE = "fedhealth_scaling.json"
+PERSONAL_MODEL_FILE = "fedhealth_personal_model.npz"  # Ditto's personal model; stays in the site's run folder
 
 # Server-side events and props.
 EVENT_UPDATE_REJECTED = "fedhealth.update_rejected"  # fired by the robust aggregator

@@ -111,7 +111,7 @@ def server_update(
     global_lr: float = 1.0,
     site_weights: Sequence[float] | None = None,
 ) -> tuple[Weights, Weights]:
-    """``x += eta_g * avg(dy_i)`` and ``c += |S| / N * mean(dc_i)``; returns the new ``(x, c)``.
+    """``x += eta_g * avg(dy_i)`` and ``c += |S| / N * avg(dc_i)``; returns the new ``(x, c)``.
 
     Args:
         weights: the global model ``x``.
@@ -120,8 +120,9 @@ def server_update(
         control_deltas: each participating site's ``c_i+ - c_i``.
         n_sites: ``N``, all sites in the federation (``|S|`` is the number that answered).
         global_lr: ``eta_g``.
-        site_weights: weights of the model average (sample counts); uniform as in the paper if None.
-            The control variates are always averaged uniformly, as in the paper.
+        site_weights: weights of both averages (sample counts: the weighted objective, and what
+            FLARE's weighted aggregator does in ``ScatterAndGatherScaffold``); uniform as in the
+            paper if None.
     """
     s = len(weight_deltas)
     if s == 0 or s != len(control_deltas):
@@ -141,7 +142,7 @@ def server_update(
     }
     new_c = {
         k: np.asarray(c_global[k], "float64")
-        + (s / n_sites) * np.mean([np.asarray(d[k]) for d in control_deltas], axis=0)
+        + (s / n_sites) * sum(wi * np.asarray(d[k]) for wi, d in zip(w, control_deltas, strict=True))
         for k in c_global
     }
     return new_x, new_c

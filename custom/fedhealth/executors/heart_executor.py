@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from nvflare.apis.analytix import AnalyticsDataType
@@ -220,9 +221,10 @@ class HeartExecutor(Executor):
                 f"round {current_round}: {C.SITE_MAX_LOCAL_STEPS_KEY}={self._max_local_steps} caps local "
                 f"training at {workload['local_steps']} of {self._planned_steps()} steps",
             )
-        stats = self._site.train_round(
-            model, LocalTrainConfig(lr=float(lr), **workload), generator=self._generator
-        )
+        with self._train_context(model):
+            stats = self._site.train_round(
+                model, LocalTrainConfig(lr=float(lr), **workload), generator=self._generator
+            )
         steps = int(stats[C.M_STEPS])
         self._local_weights = to_numpy(model)
         local = _clean(self._site.evaluate(model))
@@ -248,6 +250,10 @@ class HeartExecutor(Executor):
         out.set_meta_prop(C.META_LOCAL_STEPS, steps)  # FedNova's tau_i
         out.set_meta_prop(C.META_SITE_METRICS, metrics)
         return out.to_shareable()
+
+    def _train_context(self, model) -> AbstractContextManager:
+        """Wraps the local training; a subclass hook (SCAFFOLD's gradient correction)."""
+        return nullcontext()
 
     def _planned_steps(self) -> int:
         """Optimizer steps the job asks for per round: ``local_steps``, or batches times epochs."""

@@ -30,6 +30,10 @@ CHECKED_CLASSES = (
     "fedhealth.workflows.fed_stats_controller.FedStatsController",
     "fedhealth.models.tabular.TabularNet",
     "fedhealth.widgets.run_recorder.RunRecorder",
+    "fedhealth.executors.heart_scaffold_executor.HeartScaffoldExecutor",
+    "fedhealth.executors.heart_ditto_executor.HeartDittoExecutor",
+    "fedhealth.shareables.fedopt_generator.FedOptShareableGenerator",
+    "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator",
 )
 
 
@@ -83,10 +87,14 @@ def _build(spec: dict) -> object:
     return _import(spec["path"])(**args)
 
 
-def _executor_args(job: str) -> dict:
+def _executor_spec(job: str) -> dict:
     client = dict(_configs(job))[JOBS_DIR / job / "app" / "config" / "config_fed_client.json"]
     (entry,) = client["executors"]
-    return entry["executor"]["args"]
+    return entry["executor"]
+
+
+def _executor_args(job: str) -> dict:
+    return _executor_spec(job)["args"]
 
 
 def _server(job: str) -> dict:
@@ -141,7 +149,8 @@ def test_component_args_are_accepted(job: str) -> None:
 
 @pytest.mark.parametrize("job", JOBS)
 def test_executor_instantiates_with_job_args(job: str) -> None:
-    executor = HeartExecutor(**_executor_args(job))
+    executor = _build(_executor_spec(job))  # HeartExecutor or one of its algorithm subclasses
+    assert isinstance(executor, HeartExecutor)
     args = _executor_args(job)
     assert executor.local["mu"] == args["mu"] and executor.scaling == args["scaling"]
 
