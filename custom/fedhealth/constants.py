@@ -15,6 +15,8 @@ META_ROUND = "fedhealth_round"
 META_SITE_METRICS = "fedhealth_site_metrics"
 META_LOCAL_STEPS = "fedhealth_local_steps"  # optimizer steps a site took this round (FedNova's tau_i)
 HEADER_ERROR = "fedhealth_error"
+META_SITE_METADATA = "fedhealth_site_metadata"  # non-PHI fields a site declares (clustered FL)
+META_CLUSTER = "fedhealth_cluster"  # the cluster whose model a train task carries
 
 # Metric keys (aggregate numbers only; never patient values).
 M_ACCURACY = "accuracy"
@@ -42,11 +44,15 @@ S_FEATURES = "features"
 # Site-side files and settings.
 SITE_CONFIG_FILE = "fedhealth_site.json"  # in the site's local/ folder
 SITE_DATA_ROOT_KEY = "data_root"
+SITE_METADATA_KEY = (
+    "metadata"  # optional non-PHI site description, e.g. {"scanner": "ge", "type": "teaching"}
+)
 SITE_MAX_LOCAL_STEPS_KEY = "max_local_steps"  # optional cap on a slow site's optimizer steps per round
 HEART_DATASET_DIR = "heart_disease"
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
 SCALING_STATE_FILE = "fedhealth_scaling.json"
+CLUSTERS_FILE = "fedhealth_clusters.json"  # clustered FL: the clusters of every round (server run folder)
 PERSONAL_MODEL_FILE = "fedhealth_personal_model.npz"  # Ditto's personal model; stays in the site's run folder
 
 # Server-side events and props.

@@ -67,6 +67,20 @@ def cross_similarity(similarity: np.ndarray, first: Sequence[int], second: Seque
     return float(np.asarray(similarity)[np.ix_(list(first), list(second))].max())
 
 
+def split_if_apart(
+    updates: Sequence[Mapping[str, np.ndarray]], *, threshold: float
+) -> tuple[list[int], list[int]] | None:
+    """The two groups of :func:`bipartition` when their largest cross similarity is below ``threshold``.
+
+    Returns None (keep the cluster) for fewer than two updates or groups that still point alike.
+    """
+    if len(updates) < 2:
+        return None
+    sim = cosine_similarity(updates)
+    first, second = bipartition(sim)
+    return (first, second) if cross_similarity(sim, first, second) < threshold else None
+
+
 def should_split(
     updates: Sequence[Mapping[str, np.ndarray]],
     weights: Sequence[float],

@@ -101,6 +101,7 @@ class HeartExecutor(Executor):
         self._site: HeartSite | None = None
         self._site_error: str | None = None
         self._max_local_steps: int | None = None  # the site's own cap, from local/fedhealth_site.json
+        self._metadata: dict = {}  # the site's declared non-PHI description (clustered FL)
         self._local_weights: dict | None = None
         self._run_dir: Path | None = None
         self._generator = None
@@ -121,7 +122,14 @@ class HeartExecutor(Executor):
         name = fl_ctx.get_identity_name()
         try:
             site_root = Path(workspace.get_root_dir())
-            self._max_local_steps = site_settings(site_root).get(C.SITE_MAX_LOCAL_STEPS_KEY)
+            settings = site_settings(site_root)
+            self._max_local_steps = settings.get(C.SITE_MAX_LOCAL_STEPS_KEY)
+            metadata = settings.get(C.SITE_METADATA_KEY) or {}
+            if not isinstance(metadata, dict):
+                raise SiteDataError(
+                    f"local/{C.SITE_CONFIG_FILE}: '{C.SITE_METADATA_KEY}' must be a JSON object"
+                )
+            self._metadata = metadata
             data_root = resolve_data_root(site_root)
             train, test = load_site(data_root)
             self._site = HeartSite(
@@ -249,6 +257,8 @@ class HeartExecutor(Executor):
         out.set_meta_prop(MetaKey.INITIAL_METRICS, received.get(C.M_ACCURACY))
         out.set_meta_prop(C.META_LOCAL_STEPS, steps)  # FedNova's tau_i
         out.set_meta_prop(C.META_SITE_METRICS, metrics)
+        if self._metadata:
+            out.set_meta_prop(C.META_SITE_METADATA, self._metadata)  # declared by the site; no patient data
         return out.to_shareable()
 
     def _train_context(self, model) -> AbstractContextManager:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fedhealth.algorithms import scaffold
-from fedhealth.algorithms.clustering import bipartition, cosine_similarity, cross_similarity
+from fedhealth.algorithms.clustering import split_if_apart
 from fedhealth.algorithms.ditto import train_personal
 from fedhealth.algorithms.fedopt import ServerOptimizer, averaged_delta
 from fedhealth.models.state import to_numpy
@@ -188,10 +188,9 @@ def _clustered_round(sites, groups, models, config, gens, weights, r, opts):
         can_split = fixed is None and len(group) >= 2 and len(groups) < int(opts.get("max_clusters", 2))
         if can_split and r >= int(opts.get("split_round", 5)):
             updates = [{k: s[k] - start[k] for k in start} for s in states]
-            sim = cosine_similarity(updates)
-            first, second = bipartition(sim)
-            if cross_similarity(sim, first, second) < float(opts.get("split_threshold", 0.0)):
-                for part in (first, second):
+            parts = split_if_apart(updates, threshold=float(opts.get("split_threshold", 0.0)))
+            if parts is not None:
+                for part in parts:
                     sub = copy.deepcopy(model)
                     _load(sub, weighted_average([states[j] for j in part], [weights[group[j]] for j in part]))
                     new_groups.append([group[j] for j in part])

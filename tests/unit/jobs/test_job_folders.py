@@ -33,6 +33,7 @@ CHECKED_CLASSES = (
     "fedhealth.executors.heart_scaffold_executor.HeartScaffoldExecutor",
     "fedhealth.executors.heart_ditto_executor.HeartDittoExecutor",
     "fedhealth.shareables.fedopt_generator.FedOptShareableGenerator",
+    "fedhealth.workflows.clustered_controller.ClusteredController",
     "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator",
 )
 
