@@ -9,7 +9,9 @@ from fedhealth.algorithms.partition import (
     ScannerShift,
     dirichlet_label_split,
     format_table,
+    image_site_table,
     label_table,
+    partition_images,
     quantity_skew_split,
     scanner_shifts,
 )
@@ -91,3 +93,22 @@ def test_table_text_lists_every_site():
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         dirichlet_label_split(LABELS, **{"n_sites": 3, "alpha": 1.0, **kwargs})
+
+
+@pytest.mark.parametrize(("alpha", "strength"), [(0.1, 0.0), (1.0, 0.5), (10.0, 1.0)])
+def test_image_partition_keeps_every_image_and_shifts_each_site(alpha, strength):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(400, 1, 8, 8), dtype=np.uint8)
+    labels = np.repeat([0, 1], 200).reshape(-1, 1)  # MedMNIST's (n, 1) labels
+    sites = partition_images(images, labels, n_sites=4, alpha=alpha, shift_strength=strength, seed=3)
+    assert sum(len(s.labels) for s in sites) == 400 and all(len(s.labels) >= 10 for s in sites)
+    assert all(s.images.shape[1:] == (1, 8, 8) and s.images.dtype == np.float32 for s in sites)
+    assert all(s.images.min() >= 0 and s.images.max() <= 1 for s in sites)
+    table = image_site_table(sites)
+    assert [r["n"] for r in table] == [len(s.labels) for s in sites]
+    assert sum(r["1"] for r in table) == 200
+    if strength == 0.0:  # no shift: each site holds exactly its original images
+        got = np.sort(np.concatenate([s.images.ravel() for s in sites]))
+        np.testing.assert_allclose(got, np.sort((images.astype("float32") / 255).ravel()), atol=1e-6)
+    else:
+        assert len({r["contrast"] for r in table}) == 4
