@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo test test-fast lint format bench-heart bench-faults clean
+.PHONY: setup demo test test-fast lint format bench-heart bench-faults bench-noniid clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,9 @@ bench-heart: setup
 
 bench-faults: setup
 	$(PY) scripts/bench_faults.py --out results/bench_faults.json
+
+bench-noniid: setup
+	$(PY) scripts/bench_noniid.py --out results/bench_noniid.json
 
 clean:
 	rm -rf workspace results/demo

@@ -48,7 +48,13 @@ def _params(model: nn.Module) -> dict[str, np.ndarray]:
     return {n: p.detach().numpy().astype("float64") for n, p in model.named_parameters()}
 
 
-def _train(site: HeartSite, start: nn.Module, config: LocalTrainConfig, gen: torch.Generator, corr=None):
+def _train(
+    site: HeartSite,
+    start: nn.Module,
+    config: LocalTrainConfig,
+    gen: torch.Generator,
+    corr: Mapping[str, np.ndarray] | None = None,
+) -> tuple[nn.Module, int]:
     """One site's local round from ``start``; returns the trained copy and its optimizer steps."""
     local = copy.deepcopy(start)
     if corr is None:
@@ -172,7 +178,16 @@ def run_noniid(
     return result
 
 
-def _clustered_round(sites, groups, models, config, gens, weights, r, opts):
+def _clustered_round(
+    sites: Sequence[HeartSite],
+    groups: list[list[int]],
+    models: list[nn.Module],
+    config: LocalTrainConfig,
+    gens: list[torch.Generator],
+    weights: list[float],
+    r: int,
+    opts: Mapping[str, object],
+) -> tuple[list[list[int]], list[nn.Module]]:
     """One round of clustered FL: FedAvg inside each cluster, then maybe split a cluster in two."""
     names = [s.name for s in sites]
     fixed = opts.get("fixed_clusters")
