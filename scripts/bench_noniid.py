@@ -40,8 +40,9 @@ from bench_heart import (
 from fedhealth.constants import HEART_SITES
 from fedhealth.reports.personalization import best_by_site, format_personal, personal_vs_global
 from fedhealth.training.heart_site import HeartSite
-from fedhealth.training.noniid_trainers import noniid_trainer
-from fedhealth.training.trainers import federated_trainer, finetuned_trainer
+from fedhealth.training.noniid_federation import run_noniid
+from fedhealth.training.noniid_trainers import ALGORITHM_OPTIONS, noniid_trainer
+from fedhealth.training.trainers import _local_config, build_model, federated_trainer, finetuned_trainer
 from fedhealth.training.tuning import CVScore, cv_site_curves, grid, tune
 
 # Anchors: FLamby (du Terrail et al. 2022) Fed-Heart-Disease client-average accuracy.
@@ -129,7 +130,32 @@ def final_runs(chosen: dict, sites: list[HeartSite]) -> dict[str, list[dict]]:
     runs["ditto_global"] = run_seeds(
         lambda s: noniid_trainer({**params, "seed": s, "serve": "global"}), sites, sites=sites, pooled=None
     )
+    plain = {k: v for k, v in chosen["scaffold"][1].items() if k != "algorithm"}
+    runs["fedavg_at_scaffold_settings"] = run_seeds(
+        lambda s: federated_trainer({**plain, "mu": 0.0, "seed": s}), sites, sites=sites, pooled=None
+    )
     return runs
+
+
+def clusters_found(params: dict, sites: list[HeartSite]) -> dict[str, list]:
+    """Clustered FL's clusters per seed: the round of the first split and the final clusters."""
+    found: dict[str, list] = {"first_split_round": [], "final_clusters": []}
+    for seed in SEEDS:
+        result = run_noniid(
+            sites,
+            lambda: build_model(params, sites[0].n_features),
+            algorithm="clustered",
+            rounds=int(params["rounds"]),
+            lr=float(params["lr"]),
+            gamma=float(params.get("gamma", 1.0)),
+            seed=seed,
+            options={k: params[k] for k in ALGORITHM_OPTIONS if k in params},
+            **_local_config(params),
+        )
+        split = next((r for r, c in enumerate(result.clusters) if len(c) > 1), None)
+        found["first_split_round"].append(split)
+        found["final_clusters"].append(result.clusters[-1])
+    return found
 
 
 def combine_by_site(runs: dict[str, list[dict]], picks: dict[str, str], sites: list[HeartSite]) -> list[dict]:
@@ -184,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     methods["ditto_global"] = summarize(
         runs["ditto_global"], note="Ditto's global model (what Ditto personalizes from)"
+    )
+    methods["clustered_updates"]["clusters_by_seed"] = clusters_found(chosen["clustered_updates"][1], sites)
+    methods["fedavg_at_scaffold_settings"] = summarize(
+        runs["fedavg_at_scaffold_settings"],
+        note="ablation: FedAvg with SCAFFOLD's chosen lr, decay and rounds, without control variates",
     )
     methods["best_by_site_cv"] = summarize(
         combine_by_site(runs, picks, sites),
