@@ -49,6 +49,8 @@ def test_noniid_job_runs_and_improves_every_site(tmp_path: Path, job: str, metri
     assert sorted(s["name"] for s in report["sites"]) == sorted(HEART_SITES)
     for site in report["sites"]:
         assert site["loss"] < site["initial"]["loss"], site["name"]
+    personal = report["personal_vs_global"]  # only Ditto's sites keep a personal model
+    assert (sorted(personal) if personal else None) == (sorted(HEART_SITES) if job == "heart_ditto" else None)
     rows = _round_metrics(record)
     assert len(rows) == ROUNDS * len(HEART_SITES)
     for row in rows:

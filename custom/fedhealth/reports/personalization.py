@@ -60,3 +60,27 @@ def format_personal(rows: Mapping[str, Mapping[str, float | str]]) -> str:
     for site, row in rows.items():
         lines.append(f"{site:15s} {row['personal']:9.3f} {row['global']:8.3f} {row['gain']:+7.3f}")
     return "\n".join(lines)
+
+
+def personal_from_record(
+    record: dict, final_global: Mapping[str, float | None] | None = None
+) -> dict[str, dict[str, float | str]] | None:
+    """Personal vs global per site from a FLARE run record (the Ditto job's sites report both).
+
+    Personal: each site's ``personal_accuracy`` in the last round. Global: the final global model's
+    accuracy at that site (``final_global``, from cross-site evaluation) where given, else the
+    global model the site received in that round. None when no site reported a personal model.
+    """
+    rounds = record.get("rounds") or []
+    last = rounds[-1].get("sites", {}) if rounds else {}
+    personal = {s: m["personal_accuracy"] for s, m in last.items() if m.get("personal_accuracy") is not None}
+    if not personal:
+        return None
+    final_global = final_global or {}
+    global_ = {
+        s: final_global.get(s) if final_global.get(s) is not None else last[s].get("global_accuracy")
+        for s in personal
+    }
+    if any(v is None for v in global_.values()):
+        return None
+    return personal_vs_global(personal, global_, method="personal model (last round)")

@@ -19,6 +19,7 @@ from fedhealth.constants import (
     M_N_TRAIN,
     RUN_RECORD_FILE,
 )
+from fedhealth.reports.personalization import format_personal, personal_from_record
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.site_report import (
     cross_site_matrix,
@@ -122,6 +123,7 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "disconnected": record.get("disconnected", []),
         "divergence": record.get("divergence"),
         "failures": record.get("failures", []),
+        "personal_vs_global": personal_from_record(record, accuracies),
     }
 
 
@@ -194,6 +196,9 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
             f"- round {r.get('round')}, {r.get('site')}: {r.get('reason')}"
             for r in report["rejected_updates"]
         ]
+    if report.get("personal_vs_global"):
+        parts += ["", "## Personal vs global model, accuracy per site", "", "```"]
+        parts += [format_personal(report["personal_vs_global"]), "```"]
     if report["failures"]:
         parts += ["", "## Failed sites", ""] + [
             f"- {f['site']} ({f['task']}): {f['reason']}" for f in report["failures"]

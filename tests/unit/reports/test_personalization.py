@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from fedhealth.reports.personalization import best_by_site, format_personal, personal_vs_global
+from fedhealth.reports.personalization import (
+    best_by_site,
+    format_personal,
+    personal_from_record,
+    personal_vs_global,
+)
 
 PER_METHOD = {
     "fedavg": {"a": 0.80, "b": 0.70},
@@ -41,3 +46,34 @@ def test_personal_vs_global_gains_and_text():
 def test_mismatches_are_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+RECORD = {
+    "rounds": [
+        {"round": 0, "sites": {"a": {"personal_accuracy": 0.5, "global_accuracy": 0.4}}},
+        {
+            "round": 1,
+            "sites": {
+                "a": {"personal_accuracy": 0.9, "global_accuracy": 0.7},
+                "b": {"personal_accuracy": 0.6, "global_accuracy": 0.8},
+            },
+        },
+    ]
+}
+# (final global accuracies from cross-site evaluation, expected {site: (personal, global)})
+FROM_RECORD = [
+    (None, {"a": (0.9, 0.7), "b": (0.6, 0.8)}),
+    ({"a": 0.75, "b": None}, {"a": (0.9, 0.75), "b": (0.6, 0.8)}),
+]
+
+
+@pytest.mark.parametrize(("final", "expected"), FROM_RECORD)
+def test_personal_from_a_run_record(final, expected):
+    rows = personal_from_record(RECORD, final)
+    assert {s: (r["personal"], r["global"]) for s, r in rows.items()} == expected
+    assert rows["a"]["gain"] == pytest.approx(expected["a"][0] - expected["a"][1])
+
+
+def test_no_personal_model_no_section():
+    assert personal_from_record({"rounds": [{"sites": {"a": {"global_accuracy": 0.7}}}]}) is None
+    assert personal_from_record({}) is None
