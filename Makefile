@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility bench-he clean
+.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility bench-he bench-noniid clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,9 @@ privacy-utility: setup
 
 bench-he: setup
 	$(PY) scripts/bench_he.py --out results/bench_he.json
+
+bench-noniid: setup
+	$(PY) scripts/bench_noniid.py --out results/bench_noniid.json
 
 clean:
 	rm -rf workspace results/demo

@@ -18,6 +18,8 @@ HEADER_ERROR = "fedhealth_error"
 META_COMPRESSION = "fedhealth_compression"  # how an update was compressed, and its wire sizes
 COMPRESSED_KIND = "fedhealth.COMPRESSED"  # DXO kind of a compressed payload; stock filters skip it
 RESIDUAL_FILE = "fedhealth_ef_residual.npz"  # a site's error-feedback memory, in its run folder
+META_SITE_METADATA = "fedhealth_site_metadata"  # non-PHI fields a site declares (clustered FL)
+META_CLUSTER = "fedhealth_cluster"  # the cluster whose model a train task carries
 
 # Metric keys (aggregate numbers only; never patient values).
 M_ACCURACY = "accuracy"
@@ -49,11 +51,16 @@ S_FEATURES = "features"
 # Site-side files and settings.
 SITE_CONFIG_FILE = "fedhealth_site.json"  # in the site's local/ folder
 SITE_DATA_ROOT_KEY = "data_root"
+SITE_METADATA_KEY = (
+    "metadata"  # optional non-PHI site description, e.g. {"scanner": "ge", "type": "teaching"}
+)
 SITE_MAX_LOCAL_STEPS_KEY = "max_local_steps"  # optional cap on a slow site's optimizer steps per round
 HEART_DATASET_DIR = "heart_disease"
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
 SCALING_STATE_FILE = "fedhealth_scaling.json"
+CLUSTERS_FILE = "fedhealth_clusters.json"  # clustered FL: the clusters of every round (server run folder)
+PERSONAL_MODEL_FILE = "fedhealth_personal_model.npz"  # Ditto's personal model; stays in the site's run folder
 
 # Differential privacy (fedhealth.privacy): the site's own ε cap, its files, the ledger metric.
 SITE_DP_MAX_EPSILON_KEY = "dp_max_epsilon"  # optional: a site's own ε budget, below the job's target

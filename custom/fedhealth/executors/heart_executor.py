@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,7 @@ class HeartExecutor(Executor):
         self._site: HeartSite | None = None
         self._site_error: str | None = None
         self._max_local_steps: int | None = None  # the site's own cap, from local/fedhealth_site.json
+        self._metadata: dict = {}  # the site's declared non-PHI description (clustered FL)
         self._local_weights: dict | None = None
         self._run_dir: Path | None = None
         self._generator = None
@@ -136,10 +138,17 @@ class HeartExecutor(Executor):
         name = fl_ctx.get_identity_name()
         try:
             site_root = Path(workspace.get_root_dir())
-            self._max_local_steps = site_settings(site_root).get(C.SITE_MAX_LOCAL_STEPS_KEY)
+            settings = site_settings(site_root)
+            self._max_local_steps = settings.get(C.SITE_MAX_LOCAL_STEPS_KEY)
             self._dp_budget = check_site_budget(
-                site_settings(site_root).get(C.SITE_DP_MAX_EPSILON_KEY), f"local/{C.SITE_CONFIG_FILE}"
+                settings.get(C.SITE_DP_MAX_EPSILON_KEY), f"local/{C.SITE_CONFIG_FILE}"
             )
+            metadata = settings.get(C.SITE_METADATA_KEY) or {}
+            if not isinstance(metadata, dict):
+                raise SiteDataError(
+                    f"local/{C.SITE_CONFIG_FILE}: '{C.SITE_METADATA_KEY}' must be a JSON object"
+                )
+            self._metadata = metadata
             data_root = resolve_data_root(site_root)
             train, test = load_site(data_root)
             self._site = HeartSite(
@@ -242,9 +251,10 @@ class HeartExecutor(Executor):
         if self.dp is not None:
             stats = self._private_round(model, float(lr), int(current_round), shareable, fl_ctx)
         else:
-            stats = self._site.train_round(
-                model, LocalTrainConfig(lr=float(lr), **workload), generator=self._generator
-            )
+            with self._train_context(model):
+                stats = self._site.train_round(
+                    model, LocalTrainConfig(lr=float(lr), **workload), generator=self._generator
+                )
         steps = int(stats[C.M_STEPS])
         self._local_weights = to_numpy(model)
         local = _clean(self._site.evaluate(model))
@@ -275,6 +285,8 @@ class HeartExecutor(Executor):
         out.set_meta_prop(MetaKey.INITIAL_METRICS, received.get(C.M_ACCURACY))
         out.set_meta_prop(C.META_LOCAL_STEPS, steps)  # FedNova's tau_i
         out.set_meta_prop(C.META_SITE_METRICS, metrics)
+        if self._metadata:
+            out.set_meta_prop(C.META_SITE_METADATA, self._metadata)  # declared by the site; no patient data
         return out.to_shareable()
 
     def _private_round(
@@ -300,6 +312,10 @@ class HeartExecutor(Executor):
         stats = self._private.train_round(model, lr=lr, round_index=current_round)
         self.log_info(fl_ctx, f"round {current_round}: DP-SGD ledger {stats[C.M_PRIVACY]}")
         return stats
+
+    def _train_context(self, model) -> AbstractContextManager:
+        """Wraps the local training; a subclass hook (SCAFFOLD's gradient correction)."""
+        return nullcontext()
 
     def _planned_steps(self) -> int:
         """Optimizer steps the job asks for per round: ``local_steps``, or batches times epochs."""

@@ -17,7 +17,11 @@ from nvflare.lighter.spec import Builder, Project, ProvisionContext
 
 ALLOW_LIST_KEY = "class_allow_list"
 RESOURCE_FILES = ("resources.json.default", "resources.json")
-DEFAULT_EXTRA = ("fedhealth.", "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor")
+DEFAULT_EXTRA = (
+    "fedhealth.",
+    "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor",
+    "nvflare.app_common.workflows.scatter_and_gather_scaffold.ScatterAndGatherScaffold",  # heart_scaffold
+)
 
 
 def add_to_allow_list(path: Path, entries: list[str]) -> list[str]:
@@ -43,7 +47,8 @@ class AllowListBuilder(Builder):
     """Adds fedhealth's component prefixes to the server's and each client's allow-list.
 
     Args:
-        extra: entries to add; defaults to ``fedhealth.`` and FLARE's ``PTFileModelPersistor``.
+        extra: entries to add; defaults to ``fedhealth.``, FLARE's ``PTFileModelPersistor`` and its
+            ``ScatterAndGatherScaffold`` workflow.
     """
 
     def __init__(self, extra: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from fedhealth.constants import (
 )
 from fedhealth.reports.communication import communication_markdown, communication_section
 from fedhealth.reports.encryption import encryption_markdown, encryption_section
+from fedhealth.reports.personalization import format_personal, personal_from_record
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.privacy_report import plot_privacy, privacy_markdown, privacy_section
 from fedhealth.reports.site_report import (
@@ -128,6 +129,7 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "communication": communication_section(record),
         "privacy": privacy_section(record),
         "encryption": encryption_section(record),
+        "personal_vs_global": personal_from_record(record, accuracies),
     }
 
 
@@ -203,6 +205,9 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
             f"- round {r.get('round')}, {r.get('site')}: {r.get('reason')}"
             for r in report["rejected_updates"]
         ]
+    if report.get("personal_vs_global"):
+        parts += ["", "## Personal vs global model, accuracy per site", "", "```"]
+        parts += [format_personal(report["personal_vs_global"]), "```"]
     if report["failures"]:
         parts += ["", "## Failed sites", ""] + [
             f"- {f['site']} ({f['task']}): {f['reason']}" for f in report["failures"]

@@ -38,6 +38,11 @@ CHECKED_CLASSES = (
     "nvflare.app_opt.he.model_decryptor.HEModelDecryptor",
     "nvflare.app_opt.he.intime_accumulate_model_aggregator.HEInTimeAccumulateWeightedAggregator",
     "fedhealth.workflows.he_global_model_eval.HEGlobalModelEval",
+    "fedhealth.executors.heart_scaffold_executor.HeartScaffoldExecutor",
+    "fedhealth.executors.heart_ditto_executor.HeartDittoExecutor",
+    "fedhealth.shareables.fedopt_generator.FedOptShareableGenerator",
+    "fedhealth.workflows.clustered_controller.ClusteredController",
+    "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator",
 )
 HE_PREFIX = "nvflare.app_opt.he."
 
@@ -92,10 +97,14 @@ def _build(spec: dict) -> object:
     return _import(spec["path"])(**args)
 
 
-def _executor_args(job: str) -> dict:
+def _executor_spec(job: str) -> dict:
     client = dict(_configs(job))[JOBS_DIR / job / "app" / "config" / "config_fed_client.json"]
     (entry,) = client["executors"]
-    return entry["executor"]["args"]
+    return entry["executor"]
+
+
+def _executor_args(job: str) -> dict:
+    return _executor_spec(job)["args"]
 
 
 def _server(job: str) -> dict:
@@ -150,7 +159,8 @@ def test_component_args_are_accepted(job: str) -> None:
 
 @pytest.mark.parametrize("job", JOBS)
 def test_executor_instantiates_with_job_args(job: str) -> None:
-    executor = HeartExecutor(**_executor_args(job))
+    executor = _build(_executor_spec(job))  # HeartExecutor or one of its algorithm subclasses
+    assert isinstance(executor, HeartExecutor)
     args = _executor_args(job)
     assert executor.local["mu"] == args["mu"] and executor.scaling == args["scaling"]
 

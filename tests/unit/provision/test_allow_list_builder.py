@@ -15,11 +15,12 @@ from fedhealth.provision.allow_list_builder import DEFAULT_EXTRA, add_to_allow_l
 
 REPO = Path(__file__).resolve().parents[3]
 PERSISTOR = "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"
+SCAFFOLD = "nvflare.app_common.workflows.scatter_and_gather_scaffold.ScatterAndGatherScaffold"
 # (existing class_allow_list or None for none, expected list after adding DEFAULT_EXTRA)
 ADD_CASES = [
     (None, [*DEFAULT_CLASS_ALLOW_LIST, *DEFAULT_EXTRA]),
     (["my.pkg."], ["my.pkg.", *DEFAULT_EXTRA]),
-    (["fedhealth.", "x.Y"], ["fedhealth.", "x.Y", PERSISTOR]),
+    (["fedhealth.", "x.Y"], ["fedhealth.", "x.Y", PERSISTOR, SCAFFOLD]),
     ([], list(DEFAULT_EXTRA)),
 ]
 BARE_ENTRIES = [["fedhealth"], ["fedhealth.", "torch"]]
@@ -48,8 +49,9 @@ def test_add_to_allow_list(tmp_path: Path, existing: list[str] | None, expected:
 
 
 def test_default_extra() -> None:
-    assert DEFAULT_EXTRA == ("fedhealth.", PERSISTOR)
-    assert PERSISTOR not in DEFAULT_CLASS_ALLOW_LIST  # why the builder must add it
+    assert DEFAULT_EXTRA == ("fedhealth.", PERSISTOR, SCAFFOLD)
+    for path in (PERSISTOR, SCAFFOLD):  # why the builder must add them
+        assert not any(path.startswith(prefix) for prefix in DEFAULT_CLASS_ALLOW_LIST)
 
 
 @pytest.mark.parametrize("entries", BARE_ENTRIES)
