@@ -13,6 +13,7 @@ reader's modality LUT, window and inversion must undo. No identifying attribute 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,9 +29,16 @@ from pydicom.uid import (
 from fedhealth.imaging.labels import LabelSpec, write_labels
 from fedhealth.imaging.site import CXR_DATASET_DIR, LABELS_FILE, SPLITS
 
+SHARED_ENV = "FEDHEALTH_SHARED_DIR"  # where ``data/medmnist`` is; default: ``../shared`` beside the checkout
 BITS_STORED = 12
 FIELD_OF_VIEW_MM = {1: 350.0, 3: 12.0}  # a chest film; a fundus photograph
 MANIFEST_FILE = "manifest.json"
+
+
+def medmnist_file(name: str) -> Path:
+    """The path of ``<shared>/data/medmnist/<name>.npz`` (it may not exist; callers check)."""
+    shared = os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[3].parent / "shared"
+    return Path(shared) / "data" / "medmnist" / f"{name}.npz"
 
 
 @dataclass(frozen=True)
