@@ -193,13 +193,13 @@ def convert_medmnist(
     """
     data = np.load(npz)
     rng = np.random.default_rng(seed)
-    images, labels = {}, {}
+    images, labels, source_index = {}, {}, {}
     for split in SPLITS:
         x, y = data[f"{split}_images"], data[f"{split}_labels"].ravel().astype(np.int64)
+        keep = np.arange(len(y))
         if limit is not None and len(y) > limit:
             keep = np.sort(rng.choice(len(y), size=limit, replace=False))
-            x, y = x[keep], y[keep]
-        images[split], labels[split] = x, y
+        images[split], labels[split], source_index[split] = x[keep], y[keep], keep
     spec = label_spec_for(np.concatenate(list(labels.values())))
     parts = dirichlet_split(labels, len(sites), alpha, rng)
     profiles = scanner_profiles(len(sites), seed, scanner_shift)
@@ -221,8 +221,9 @@ def convert_medmnist(
             folder.mkdir(parents=True, exist_ok=True)
             names = []
             for i in parts[split][s]:
-                name = f"img_{split}_{int(i):05d}.dcm"
-                ds = to_dicom(images[split][i], profiles[s], [Path(npz).name, str(seed), split, str(int(i))])
+                source = int(source_index[split][i])  # the image's index in the .npz split
+                name = f"img_{split}_{source:05d}.dcm"
+                ds = to_dicom(images[split][i], profiles[s], [Path(npz).name, str(seed), split, str(source)])
                 ds.save_as(folder / name, enforce_file_format=True)
                 names.append(name)
             y = labels[split][parts[split][s]]
