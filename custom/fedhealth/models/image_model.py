@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
 from fedhealth.models.cnn import IMAGE_MODELS, build_image_model
@@ -23,9 +24,12 @@ class ImageModel(nn.Module):
         arch: ``small_cnn`` or ``densenet121``.
         in_channels: image channels (1 for X-rays, 3 for RGB).
         num_classes: output logits (1 for binary, K for multi-class or multi-label).
+        seed: seed of the initial weights (None: torch's global state), so every run starts alike.
     """
 
-    def __init__(self, arch: str = "small_cnn", in_channels: int = 1, num_classes: int = 1) -> None:
+    def __init__(
+        self, arch: str = "small_cnn", in_channels: int = 1, num_classes: int = 1, seed: int | None = 0
+    ) -> None:
         super().__init__()
         if arch not in IMAGE_MODELS:
             raise ValueError(f"arch must be one of {IMAGE_MODELS}, not {arch!r}.")
@@ -36,7 +40,11 @@ class ImageModel(nn.Module):
         self.arch = arch
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.net = build_image_model(arch, in_channels=in_channels, num_classes=num_classes)
+        self.seed = seed
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.net = build_image_model(arch, in_channels=in_channels, num_classes=num_classes)
 
     def forward(self, x):  # noqa: D102
         return self.net(x)

@@ -9,7 +9,14 @@ import numpy as np
 import pydicom
 import pytest
 
-from fedhealth.imaging.converter import MANIFEST_FILE, convert_medmnist, dirichlet_split, scanner_profiles
+from fedhealth.imaging.converter import (
+    MANIFEST_FILE,
+    SHARED_ENV,
+    convert_medmnist,
+    dirichlet_split,
+    medmnist_file,
+    scanner_profiles,
+)
 from fedhealth.imaging.dicom_reader import read_dicom
 from fedhealth.imaging.labels import LabelSpec, read_labels
 from fedhealth.imaging.site import CXR_DATASET_DIR, LABELS_FILE, SPLITS, PipelineSettings, load_site_images
@@ -29,11 +36,9 @@ def converted(tmp_path_factory, request) -> tuple[Path, dict, Path]:
 
 @pytest.fixture(scope="module")
 def pneumonia_npz() -> Path:  # module scope for the fixture above
-    from fedhealth.imaging.converter import medmnist_file
-
     path = medmnist_file("pneumoniamnist")
     if not path.is_file():
-        pytest.skip(f"{path} is absent: MedMNIST files live in ../shared/data/medmnist")
+        pytest.skip(f"{path} is absent: MedMNIST files live in ../shared/data/medmnist (or set {SHARED_ENV})")
     return path
 
 
