@@ -1,7 +1,7 @@
 """The chest X-ray job end to end in FLARE POC mode on DICOM files converted from PneumoniaMNIST.
 
 A real server and four real site processes with mTLS; each site reads only its own DICOM folder,
-quarantines its broken files and trains on the rest. Slow (about a minute and a half); marked ``slow``.
+quarantines its broken files and trains on the rest. Slow (about two minutes); marked ``slow``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 2
-LIMIT = 480  # images per split over all four sites
+LIMIT = 400  # images per split over all four sites
+# on ~100 training images a site, more local work per round than the job's default (one epoch of batches of 64)
+LOCAL = {"local_epochs": 4, "batch_size": 16}
 BROKEN_SITE = "hungary"
 
 
@@ -53,6 +55,10 @@ def test_poc_cxr_fedprox_on_converted_dicom_sites(tmp_path: Path) -> None:
     shutil.copy(get_testdata_file("test-SR.dcm"), train_dir / "report.dcm")  # a structured report
     (train_dir / "export.dcm").write_bytes(b"\0" * 200)  # garbage
     job = job_variant(ROOT / "jobs" / "cxr_fedprox", tmp_path / "jobs" / "cxr_fedprox", rounds=ROUNDS)
+    client = job / "app" / "config" / "config_fed_client.json"
+    config = json.loads(client.read_text())
+    config["executors"][0]["executor"]["args"].update(LOCAL)
+    client.write_text(json.dumps(config))
     result = run_job(layout, job, workspace=workspace, timeout=400)
     record, cross = find_run_files(result)
     report = build_report(job.name, record, cross)
@@ -64,8 +70,8 @@ def test_poc_cxr_fedprox_on_converted_dicom_sites(tmp_path: Path) -> None:
     for site in report["sites"]:  # the per-site report of the heart jobs applies unchanged
         auc = site["metrics"]["auc"]
         assert auc["lo"] <= auc["value"] <= auc["hi"] and site["deploy"] in ("DEPLOY", "DO NOT DEPLOY")
-        assert site["loss"] < site["initial"]["loss"], site["name"]
-    assert report["global"]["auc"] > 0.8
+        assert site["auc"] > 0.7, site["name"]
+    assert report["global"]["auc"] > 0.85
     assert all(len(models) == 5 for models in report["cross_site"].values())
     quarantine = json.loads(next(layout.kit(BROKEN_SITE).rglob(C.QUARANTINE_REPORT_FILE)).read_text())
     assert quarantine["train"]["quarantine"]["counts"] == {"non_image_object": 1, "unreadable": 1}
