@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo test test-fast lint format bench-heart bench-faults clean
+.PHONY: setup demo test test-fast lint format bench-heart bench-faults bench-cxr clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ bench-heart: setup
 
 bench-faults: setup
 	$(PY) scripts/bench_faults.py --out results/bench_faults.json
+
+# Chest X-ray: PneumoniaMNIST as DICOM in 4 non-IID sites; centralized, local-only, FedAvg, FedProx.
+bench-cxr: setup
+	$(PY) scripts/bench_cxr.py --out results/bench_cxr.json
 
 clean:
 	rm -rf workspace results/demo

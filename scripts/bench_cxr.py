@@ -1,4 +1,4 @@
-"""Chest X-ray benchmark: PneumoniaMNIST as DICOM in 4 non-IID sites; centralized, local-only, FedAvg, FedProx.
+"""Chest X-ray benchmark: PneumoniaMNIST as DICOM in 4 non-IID sites; centralized, local, FedAvg, FedProx.
 
 Run as ``python scripts/bench_cxr.py --out results/bench_cxr.json`` (``make bench-cxr``).
 
@@ -108,9 +108,8 @@ def main() -> int:
         splits, decode = _decode_throughput(work / "sites", work / "cache")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(
-        f"decode: cold {decode['cold']['images_per_s']:.0f} images/s, cached {decode['cached']['images_per_s']:.0f}"
-    )
+    cold, cached = decode["cold"]["images_per_s"], decode["cached"]["images_per_s"]
+    print(f"decode: cold {cold:.0f} images/s, cached {cached:.0f} images/s")
     data = {
         s: ImageData(splits[s]["train"].x, splits[s]["train"].y, splits[s]["val"].x, splits[s]["val"].y)
         for s in SITES
@@ -164,7 +163,7 @@ def main() -> int:
                 "accuracy": float(np.mean([v["accuracy"] for v in per_site.values()])),
                 "per_site": per_site,
                 "train_images_per_s": float(np.median(speeds)),
-                "note": "auc: mean over sites of each local model's pooled-test AUC; per_site: each on its own test split",
+                "note": "auc: mean pooled-test AUC of the local models; per_site: own site's test",
             }
         elif method in ("fedavg", "fedprox"):
             mu = 0.0 if method == "fedavg" else args.mu
@@ -212,7 +211,7 @@ def main() -> int:
             "local_epochs": 1,
             "fedprox_mu": args.mu,
             "augment": augment,
-            "selection": "best AUC on validation images (pooled; a local-only model its own site's); test read once",
+            "selection": "best validation AUC (pooled; a local-only model its own site's); test read once",
             "torch_threads": args.threads,
         },
         "decode": decode,
