@@ -22,6 +22,7 @@ from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
 from fedhealth.executors.cxr_executor import CxrExecutor
+from fedhealth.imaging.converter import convert_medmnist, medmnist_file
 from fedhealth.imaging.synthetic import write_synthetic_site
 from fedhealth.models.image_model import ImageModel
 from fedhealth.models.state import to_numpy
@@ -59,14 +60,22 @@ class _Engine:
         pass
 
 
-def _started(tmp_path: Path, *, identified: bool = False, settings: dict | None = None, **kwargs):
+def _started(
+    tmp_path: Path,
+    *,
+    identified: bool = False,
+    settings: dict | None = None,
+    data: Path | None = None,
+    **kwargs,
+):
     kit = tmp_path / SITE
     (kit / "startup").mkdir(parents=True)
     (kit / "local").mkdir()
     (kit / "local" / C.SITE_CONFIG_FILE).write_text(
-        json.dumps({C.SITE_DATA_ROOT_KEY: "pacs", **(settings or {})})
+        json.dumps({C.SITE_DATA_ROOT_KEY: str(data) if data else "pacs", **(settings or {})})
     )
-    write_synthetic_site(kit / "pacs", n=N, identified=identified)
+    if data is None:
+        write_synthetic_site(kit / "pacs", n=N, identified=identified)
     workspace = Workspace(str(kit), site_name=SITE)
     Path(workspace.get_run_dir(JOB_ID)).mkdir()
     fl_ctx = FLContext()
@@ -144,3 +153,29 @@ def test_bad_job_arguments_fail_at_construction(kwargs: dict, fragment: str) -> 
     with pytest.raises(ValueError) as info:
         CxrExecutor(**kwargs)
     assert fragment in str(info.value)
+
+
+def test_the_job_config_runs_the_rgb_five_class_retina_set_by_configuration_alone(tmp_path: Path) -> None:
+    npz = medmnist_file("retinamnist")
+    if not npz.is_file():
+        pytest.skip(f"{npz} is absent: MedMNIST files live in ../shared/data/medmnist")
+    job = (
+        Path(__file__).resolve().parents[3]
+        / "jobs"
+        / "cxr_fedavg"
+        / "app"
+        / "config"
+        / "config_fed_client.json"
+    )
+    args = json.loads(job.read_text())["executors"][0]["executor"]["args"]
+    manifest = convert_medmnist(npz, tmp_path / "sites", sites=[SITE], alpha=1.0, seed=0, limit=80)
+    classes = manifest["classes"]
+    args.update(label_task="multiclass", classes=classes, channels=3, min_images=5, n_bootstrap=50)
+    executor, fl_ctx, _ = _started(tmp_path / "kit", **args, data=tmp_path / "sites" / SITE)
+    reply = _run(executor, C.TASK_TRAIN, fl_ctx, _task(in_channels=3, num_classes=5))
+    assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK
+    weights = from_shareable(reply).data
+    assert weights["net.head.3.weight"].shape == (5, 64) and weights["net.features.0.weight"].shape[1] == 3
+    data = from_shareable(_run(executor, C.TASK_VALIDATE, fl_ctx, reply)).data
+    assert set(data[C.M_PER_LABEL_AUC]) == set(classes) and data[C.M_N_TEST] == 80
+    assert 0.0 <= data[C.M_ACCURACY] <= 1.0 and data[C.M_INTERVALS]["n"] == 80
