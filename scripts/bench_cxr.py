@@ -45,14 +45,15 @@ SITES = ("site_a", "site_b", "site_c", "site_d")
 SPEC = LabelSpec("binary")
 
 
-def _decode_throughput(root: Path, cache: Path) -> tuple[dict, dict]:
+def _decode_throughput(root: Path, cache: Path, intensity: str) -> tuple[dict, dict]:
     """Load every site cold (empty cache) then cached; returns the splits and images/s of both passes."""
     timings, splits = {}, {}
     for label in ("cold", "cached"):
         n, seconds = 0, 0.0
         for site in SITES:
             start = time.perf_counter()
-            splits[site] = load_site_images(root / site, SPEC, PipelineSettings(), cache_root=cache / site)
+            settings = PipelineSettings(intensity=intensity)
+            splits[site] = load_site_images(root / site, SPEC, settings, cache_root=cache / site)
             seconds += time.perf_counter() - start
             n += sum(len(s) for s in splits[site].values())
         timings[label] = {"images": n, "seconds": seconds, "images_per_s": n / seconds}
@@ -91,6 +92,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--intensity", default="zscore", help="per-image intensity: zscore or none")
     parser.add_argument("--model", default="small_cnn")
     parser.add_argument("--methods", nargs="+", default=["centralized", "local", "fedavg", "fedprox"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
@@ -105,7 +107,7 @@ def main() -> int:
         manifest = convert_medmnist(
             args.npz, work / "sites", sites=list(SITES), alpha=args.alpha, seed=args.seed
         )
-        splits, decode = _decode_throughput(work / "sites", work / "cache")
+        splits, decode = _decode_throughput(work / "sites", work / "cache", args.intensity)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cold, cached = decode["cold"]["images_per_s"], decode["cached"]["images_per_s"]
@@ -211,6 +213,7 @@ def main() -> int:
             "local_epochs": 1,
             "fedprox_mu": args.mu,
             "augment": augment,
+            "intensity": args.intensity,
             "selection": "best validation AUC (pooled; a local-only model its own site's); test read once",
             "torch_threads": args.threads,
         },

@@ -48,6 +48,7 @@ class CxrExecutor(SiteExecutor):
         classes: class or finding names (multi-class, multi-label), in the model's output order.
         image_size: side of the square model input (DenseNet-121 needs at least 32).
         channels: model input channels (1 for X-rays, 3 for RGB).
+        intensity: ``zscore`` (per-image standardization, evens out scanners) or ``none``.
         min_images: fewest usable images each split must keep after quarantine.
         batch_size, local_steps, local_epochs, mu, optimizer, weight_decay: local training
             (:class:`fedhealth.training.loops.LocalTrainConfig`; ``mu > 0`` is FedProx).
@@ -65,6 +66,7 @@ class CxrExecutor(SiteExecutor):
         classes: list[str] | None = None,
         image_size: int = 28,
         channels: int = 1,
+        intensity: str = "zscore",
         min_images: int = 10,
         batch_size: int = 64,
         local_steps: int = 0,
@@ -96,6 +98,8 @@ class CxrExecutor(SiteExecutor):
         self.model_name = model
         self.image_size = image_size
         self.channels = channels
+        self.intensity = intensity
+        PipelineSettings(size=image_size, channels=channels, intensity=intensity)  # checks them
         self.min_images = min_images
         self.augment = augment
         self.seed = seed
@@ -115,6 +119,7 @@ class CxrExecutor(SiteExecutor):
         pipeline = PipelineSettings(
             size=self.image_size,
             channels=self.channels,
+            intensity=self.intensity,
             min_images=self.min_images,
             require_deidentified=require,
         )

@@ -39,6 +39,7 @@ class PipelineSettings:
     Args:
         size: side of the square model input.
         channels: model input channels (1 for X-rays, 3 for RGB).
+        intensity: ``zscore`` (per image, the default) or ``none`` (display values in [0, 1]).
         decode: the DICOM decode settings.
         min_images: fewest usable images a split may have.
         require_deidentified: refuse files that carry identifying attributes (the site's setting).
@@ -46,17 +47,21 @@ class PipelineSettings:
 
     size: int = 28
     channels: int = 1
+    intensity: str = "zscore"
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     min_images: int = 1
     require_deidentified: bool = True
 
     def __post_init__(self) -> None:
-        preprocess_settings(self.size, self.channels)
+        preprocess_settings(self.size, self.channels, self.intensity)
         if self.min_images < 1:
             raise ValueError(f"min_images must be at least 1, got {self.min_images}.")
 
     def cache_settings(self) -> dict:
-        return {**preprocess_settings(self.size, self.channels), "decode": self.decode.as_dict()}
+        return {
+            **preprocess_settings(self.size, self.channels, self.intensity),
+            "decode": self.decode.as_dict(),
+        }
 
 
 @dataclass
@@ -99,7 +104,7 @@ def load_split(
             if check.entry is not None:
                 report.entries.append(check.entry)
                 continue
-            image = prepare(check.pixels, settings.size, settings.channels)
+            image = prepare(check.pixels, settings.size, settings.channels, settings.intensity)
             meta = {
                 "sop_instance_uid": str(check.dataset.get("SOPInstanceUID", "")),
                 "phi": identifying_tags(check.dataset),

@@ -27,6 +27,7 @@ def test_second_load_hits_the_cache_with_identical_inputs(tmp_path: Path, make_s
         "size": 16,
         "channels": 1,
         "resample": "area",
+        "intensity": "zscore",
         "decode": {"apply_voi": True, "voi_index": 0},
     }
     some_file = sorted((root / CXR_DATASET_DIR / "train").glob("*.dcm"))[0]
