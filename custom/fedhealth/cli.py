@@ -7,6 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
+from fedhealth.imaging.convert_cli import add_arguments as add_convert_arguments
+from fedhealth.imaging.convert_cli import run as run_convert
 from fedhealth.onboarding.validate_site import add_arguments as add_validate_arguments
 from fedhealth.onboarding.validate_site import run as run_validate_site
 from fedhealth.poc.workspace import PocError
@@ -42,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         help="judge a global model on a new hospital's labelled data; fine-tune if it falls short",
     )
     add_validate_arguments(validate)
+    convert = sub.add_parser("convert-medmnist", help="MedMNIST .npz -> per-site DICOM folders (non-IID)")
+    add_convert_arguments(convert)
     up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
     up.add_argument("--project", type=Path, default=root / "project.yml")
     up.add_argument("--workspace", type=Path, default=root / "workspace")
@@ -84,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table(run_curve(out_json=args.out, out_png=args.png)))
         print(f"wrote {args.out} and {args.png}")
         return 0
+    if args.command == "convert-medmnist":
+        return run_convert(args)
     if args.command == "up":
         from fedhealth.poc.up import run_up
 

@@ -97,3 +97,13 @@ HEART_SITES = ("cleveland", "hungary", "switzerland", "va_long_beach")
 # Site privacy scopes (privacy.json filters) and the server's record of what arrived.
 META_PRIVACY = "fedhealth_privacy"  # DXO meta: list of {"filter", ...} a site's scope applied
 UPDATE_AUDIT_FILE = "fedhealth_update_audit.json"  # in the server's run folder
+# Imaging (chest X-ray) sites: settings in the site's own local/fedhealth_site.json, files, metric keys.
+SITE_REQUIRE_DEIDENTIFIED_KEY = (
+    "require_deidentified"  # refuse DICOM files with identifying tags (default on)
+)
+SITE_IMAGE_CACHE_KEY = "image_cache"  # decoded-image cache folder (default <site>/image_cache)
+IMAGE_CACHE_DIR = "image_cache"
+QUARANTINE_REPORT_FILE = "fedhealth_quarantine.json"  # stays in the site's run folder
+M_PER_LABEL_AUC = "per_label_auc"
+M_N_QUARANTINED = "n_quarantined"
+M_IMAGES_PER_S = "images_per_s"

@@ -1,0 +1,118 @@
+"""The FLARE glue every fedhealth site executor shares: lifecycle, task dispatch, failure replies, metrics.
+
+A subclass loads its site's data in :meth:`SiteExecutor.load_site` (called on ``START_RUN``) and
+names its task handlers in :meth:`SiteExecutor.task_handlers`. A data problem at start, or a
+``ValueError``/``RuntimeError`` in a task, fails the task with a reply whose ``fedhealth_error``
+header says which site failed and why, so the server can name it; nothing else crashes a round.
+Per-round curves stream to the server's TensorBoard receiver (aggregate numbers only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from nvflare.apis.analytix import AnalyticsDataType
+from nvflare.apis.dxo import DXO, DataKind
+from nvflare.apis.event_type import EventType
+from nvflare.apis.executor import Executor
+from nvflare.apis.fl_constant import ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable, make_reply
+from nvflare.apis.signal import Signal
+from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
+
+from fedhealth import constants as C
+
+Handler = Callable[[Shareable, FLContext], Shareable]
+
+
+class SiteExecutor(Executor):
+    """Base of the site executors.
+
+    Args:
+        stream_metrics: stream per-round training and validation curves to the server.
+    """
+
+    def __init__(self, *, stream_metrics: bool = True) -> None:
+        super().__init__()
+        self.stream_metrics = stream_metrics
+        self._ready = False
+        self._site_error: str | None = None
+        self._local_weights: dict | None = None
+        self._run_dir: Path | None = None
+
+    # ----------------------------------------------------------------------------- for subclasses
+    def load_site(self, fl_ctx: FLContext, site_root: Path) -> None:
+        """Load this site's data from its own folder; raise ``ValueError``/``OSError`` when unusable."""
+        raise NotImplementedError
+
+    def release_site(self) -> None:
+        """Drop what :meth:`load_site` loaded (``END_RUN``)."""
+
+    def task_handlers(self) -> dict[str, Handler]:
+        """Task name -> handler; ``submit_model`` is added by the base."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        if event_type == EventType.START_RUN:
+            workspace = fl_ctx.get_engine().get_workspace()
+            self._run_dir = Path(workspace.get_run_dir(fl_ctx.get_job_id()))
+            try:
+                self.load_site(fl_ctx, Path(workspace.get_root_dir()))
+                self._ready = True
+            except (ValueError, OSError) as exc:
+                self._site_error = str(exc)
+                self.log_error(fl_ctx, f"site data unusable: {exc}")
+        elif event_type == EventType.END_RUN:
+            self._ready = False
+            self.release_site()
+
+    # ----------------------------------------------------------------------------- dispatch
+    def execute(
+        self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal
+    ) -> Shareable:
+        handlers = {**self.task_handlers(), C.TASK_SUBMIT_MODEL: self.submit_model}
+        handler = handlers.get(task_name)
+        if handler is None:
+            self.log_error(fl_ctx, f"unknown task {task_name!r}")
+            return make_reply(ReturnCode.TASK_UNKNOWN)
+        if not self._ready:
+            return self.fail(fl_ctx, task_name, self._site_error or "site data not loaded")
+        if abort_signal.triggered:
+            return make_reply(ReturnCode.TASK_ABORTED)
+        try:
+            return handler(shareable, fl_ctx)
+        except (ValueError, RuntimeError) as exc:
+            return self.fail(fl_ctx, task_name, str(exc))
+
+    def fail(self, fl_ctx: FLContext, task_name: str, reason: str) -> Shareable:
+        """An ``EXECUTION_EXCEPTION`` reply whose ``fedhealth_error`` header names the site and reason."""
+        message = f"site {fl_ctx.get_identity_name()} failed task {task_name!r}: {reason}"
+        self.log_error(fl_ctx, message)
+        reply = make_reply(ReturnCode.EXECUTION_EXCEPTION)
+        reply.set_header(C.HEADER_ERROR, message)
+        return reply
+
+    # ----------------------------------------------------------------------------- shared tasks
+    def submit_model(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        """This site's locally trained weights of the last round, for cross-site evaluation."""
+        if self._local_weights is None:
+            return make_reply(ReturnCode.EMPTY_RESULT)
+        return DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights).to_shareable()
+
+    def stream(self, fl_ctx: FLContext, current_round: int, metrics: dict) -> None:
+        """Per-round curves to the server's TensorBoard receiver (aggregate numbers only)."""
+        if not self.stream_metrics:
+            return
+        for key in C.STREAMED_METRICS:
+            value = metrics.get(key)
+            if value is not None:
+                dxo = create_analytic_dxo(
+                    tag=key,
+                    value=float(value),
+                    data_type=AnalyticsDataType.SCALAR,
+                    global_step=int(current_round),
+                )
+                send_analytic_dxo(self, dxo, fl_ctx, event_type=C.ANALYTICS_EVENT, fire_fed_event=True)

@@ -1,0 +1,101 @@
+"""Decoding one DICOM image into display values in [0, 1], as a radiologist's viewer would show it.
+
+The DICOM grayscale pipeline (PS3.4 Grayscale Standard Display Function chain): stored values ->
+Modality LUT (Rescale Slope/Intercept or a Modality LUT Sequence) -> VOI LUT (a VOI LUT Sequence or
+the first Window Center/Width) -> MONOCHROME1 inversion (for MONOCHROME1, low values are white).
+pydicom's ``apply_modality_lut`` and ``apply_voi_lut`` do the first two steps; this module scales the
+result by the VOI output range (the same range pydicom's windowing maps to), so the values mean the
+same at every site and every scanner. Colour images (RGB, YBR) come back as RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How stored pixels become model input values; part of the cache key and the provenance record.
+
+    Args:
+        apply_voi: apply the file's VOI LUT / window when it has one (else scale by the image's range).
+        voi_index: which of several windows to use.
+    """
+
+    apply_voi: bool = True
+    voi_index: int = 0
+
+    def as_dict(self) -> dict:
+        return {"apply_voi": self.apply_voi, "voi_index": self.voi_index}
+
+
+def has_voi(ds: Dataset) -> bool:
+    """Whether the dataset carries a VOI LUT Sequence or a window."""
+    return "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+
+
+def voi_output_range(ds: Dataset) -> tuple[float, float]:
+    """The value range a VOI transform maps to (PS3.3 C.11.2.1.2; pydicom's ``apply_windowing``).
+
+    A VOI LUT Sequence maps to ``[0, 2**bits - 1]`` of its descriptor; a window maps to the range of
+    the modality output: the stored range (unsigned or signed ``BitsStored``), rescaled when the file
+    has a Rescale Slope and Intercept, or ``[0, 2**bits - 1]`` of a Modality LUT Sequence.
+    """
+    if "VOILUTSequence" in ds and not ("WindowCenter" in ds and "WindowWidth" in ds):
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**bits - 1)
+    if ds.get("ModalityLUTSequence"):
+        bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        lo, hi = 0.0, float(2**bits - 1)
+    elif int(ds.PixelRepresentation) == 0:
+        lo, hi = 0.0, float(2 ** int(ds.BitsStored) - 1)
+    else:
+        lo, hi = float(-(2 ** (int(ds.BitsStored) - 1))), float(2 ** (int(ds.BitsStored) - 1) - 1)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        lo, hi = lo * slope + intercept, hi * slope + intercept
+    return lo, hi
+
+
+def decode(ds: Dataset, settings: DecodeSettings | None = None) -> np.ndarray:
+    """Display values of one single-frame image: ``(H, W)`` grayscale or ``(H, W, 3)`` RGB, in [0, 1].
+
+    Raises:
+        ValueError: the image is multi-frame, or its photometric interpretation is not supported.
+        Exceptions of pydicom's pixel decoding (e.g. ``RuntimeError`` when no decoder is installed
+        for the transfer syntax) pass through: the quarantine names them.
+    """
+    settings = settings or DecodeSettings()
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise ValueError(f"multi-frame image ({ds.NumberOfFrames} frames); one image per file is expected")
+    arr = ds.pixel_array
+    if photometric not in GRAYSCALE:
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ValueError(f"photometric interpretation {photometric!r} is not supported")
+        # pydicom returns RGB for RGB and (by default) for YBR; scale by the stored bit depth.
+        return (arr.astype(np.float64) / (2 ** int(ds.BitsStored) - 1)).astype(np.float32)
+    values = apply_modality_lut(arr, ds).astype(np.float64)
+    if settings.apply_voi and has_voi(ds):
+        values = apply_voi_lut(values, ds, index=settings.voi_index)
+        lo, hi = voi_output_range(ds)
+    else:
+        lo, hi = float(values.min()), float(values.max())
+    scaled = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(values)
+    if photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled.astype(np.float32)
+
+
+def read_dicom(path: Path, settings: DecodeSettings | None = None) -> tuple[Dataset, np.ndarray]:
+    """Read and decode one file; returns the dataset and its display values (see :func:`decode`)."""
+    ds = pydicom.dcmread(str(path))
+    return ds, decode(ds, settings)

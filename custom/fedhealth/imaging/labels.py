@@ -1,0 +1,148 @@
+"""Per-site labels from a CSV: binary, multi-class or multi-label (the 14 ChestX-ray14 findings).
+
+A row is keyed by the image's file name (column ``file``, relative to the split folder, or just its
+name) or by its ``sop_instance_uid``. Labels come either as one ``label`` column (0/1 for binary, a
+class index for multi-class) or, for multi-label, as one 0/1 column per finding or a ``findings``
+column in ChestX-ray14's ``Finding Labels`` form (``"Effusion|Mass"``, ``"No Finding"``; Wang et
+al. 2017, "ChestX-ray8"). Errors name the file, the line and the column, never a patient value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LABEL_TASKS = ("binary", "multiclass", "multilabel")
+CHESTXRAY14_FINDINGS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
+NO_FINDING = "No Finding"
+FILE_KEY = "file"
+UID_KEY = "sop_instance_uid"
+LABEL_COLUMN = "label"
+FINDINGS_COLUMN = "findings"
+
+
+class LabelError(ValueError):
+    """A label table cannot be used; the message names the file, line and column."""
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """What the labels mean.
+
+    Args:
+        task: ``binary``, ``multiclass`` or ``multilabel``.
+        classes: class names (multi-class) or finding names (multi-label); binary needs none.
+    """
+
+    task: str = "binary"
+    classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.task not in LABEL_TASKS:
+            raise ValueError(f"label task must be one of {LABEL_TASKS}, not {self.task!r}.")
+        if self.task != "binary" and len(self.classes) < 2:
+            raise ValueError(f"a {self.task} task needs at least two class names, got {list(self.classes)}.")
+
+    @property
+    def n_outputs(self) -> int:
+        """Logits the model needs: 1 for binary, one per class or finding otherwise."""
+        return 1 if self.task == "binary" else len(self.classes)
+
+
+def read_labels(path: Path, spec: LabelSpec) -> tuple[str, dict[str, np.ndarray]]:
+    """Read a label CSV; returns the key column (``file`` or ``sop_instance_uid``) and key -> label.
+
+    Binary labels are ``float32`` scalars, multi-class ``int64`` scalars, multi-label ``float32``
+    vectors of 0/1 in the order of ``spec.classes``.
+
+    Raises:
+        LabelError: missing file or key column, duplicate keys, or a label out of range.
+    """
+    path = Path(path)
+    where = f"label file {path.parent.name}/{path.name}"
+    if not path.is_file():
+        raise LabelError(f"{where} is missing at this site")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise LabelError(f"{where} cannot be read as CSV: {type(exc).__name__}") from exc
+    key = FILE_KEY if FILE_KEY in df.columns else UID_KEY if UID_KEY in df.columns else None
+    if key is None:
+        raise LabelError(f"{where} needs a {FILE_KEY!r} or {UID_KEY!r} column")
+    keys = df[key].str.strip()
+    dup = keys[keys.duplicated()]
+    if len(dup):
+        raise LabelError(f"{where}: column {key!r} repeats a key in line {int(dup.index[0]) + 2}")
+    values = _parse(df, spec, where)
+    return key, dict(zip(keys, values, strict=True))
+
+
+def _parse(df: pd.DataFrame, spec: LabelSpec, where: str) -> list[np.ndarray]:
+    if spec.task == "multilabel":
+        if FINDINGS_COLUMN in df.columns:
+            return [_findings(text, spec.classes, where, i) for i, text in enumerate(df[FINDINGS_COLUMN])]
+        missing = [c for c in spec.classes if c not in df.columns]
+        if missing:
+            raise LabelError(f"{where} needs a {FINDINGS_COLUMN!r} column or columns {missing}")
+        table = np.stack([_ints(df[c], where, c, 2) for c in spec.classes], axis=1).astype(np.float32)
+        return list(table)
+    if LABEL_COLUMN not in df.columns:
+        raise LabelError(f"{where} has no {LABEL_COLUMN!r} column")
+    n = 2 if spec.task == "binary" else len(spec.classes)
+    ints = _ints(df[LABEL_COLUMN], where, LABEL_COLUMN, n)
+    return list(ints.astype(np.float32 if spec.task == "binary" else np.int64))
+
+
+def _ints(column: pd.Series, where: str, name: str, n: int) -> np.ndarray:
+    numbers = pd.to_numeric(column, errors="coerce")
+    bad = numbers.isna() | (numbers % 1 != 0) | (numbers < 0) | (numbers >= n)
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise LabelError(f"{where}, column {name!r}, line {line}: expected a whole number in 0..{n - 1}")
+    return numbers.to_numpy().astype(np.int64)
+
+
+def _findings(text: str, classes: tuple[str, ...], where: str, row: int) -> np.ndarray:
+    out = np.zeros(len(classes), dtype=np.float32)
+    names = [t.strip() for t in str(text).split("|") if t.strip()]
+    for name in names:
+        if name == NO_FINDING:
+            continue
+        if name not in classes:
+            raise LabelError(f"{where}, column {FINDINGS_COLUMN!r}, line {row + 2}: unknown finding {name!r}")
+        out[classes.index(name)] = 1.0
+    return out
+
+
+def write_labels(
+    path: Path, keys: list[str], labels: np.ndarray, spec: LabelSpec, key: str = FILE_KEY
+) -> None:
+    """Write a label CSV that :func:`read_labels` reads back (one ``label`` column, or ``findings``)."""
+    labels = np.asarray(labels)
+    if spec.task == "multilabel":
+        column = [
+            "|".join(c for c, v in zip(spec.classes, row, strict=True) if v) or NO_FINDING for row in labels
+        ]
+        df = pd.DataFrame({key: keys, FINDINGS_COLUMN: column})
+    else:
+        df = pd.DataFrame({key: keys, LABEL_COLUMN: labels.astype(int).ravel()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)

@@ -1,0 +1,179 @@
+"""Scanning a site's DICOM folder: every file is either a usable image or a quarantine entry with its reason.
+
+A site's folder holds what its PACS export produced: good images, and sometimes a file cut short in
+transfer, an object with no pixels, a compressed image no installed decoder can open, a structured
+report or an RT plan, or something that is not DICOM at all. Each such file goes to the quarantine
+report with one of the reasons below; training goes on with the valid files. Only when fewer than
+``min_images`` remain does the scan fail, with a message that gives the counts per reason. Nothing
+here logs a patient value; the report names files relative to the site's own folder and stays there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from fedhealth.imaging.dicom_reader import DecodeSettings, decode
+
+TRUNCATED = "truncated"
+NO_PIXEL_DATA = "no_pixel_data"
+UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
+NON_IMAGE_OBJECT = "non_image_object"
+UNREADABLE = "unreadable"
+UNSUPPORTED_IMAGE = "unsupported_image"
+NO_LABEL = "no_label"  # a valid image that the site's label table does not list
+REASONS = (
+    TRUNCATED,
+    NO_PIXEL_DATA,
+    UNSUPPORTED_TRANSFER_SYNTAX,
+    NON_IMAGE_OBJECT,
+    UNREADABLE,
+    UNSUPPORTED_IMAGE,
+    NO_LABEL,
+)
+SKIPPED_SUFFIXES = (".csv", ".json", ".md", ".txt", ".npz")
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class TooFewImagesError(ValueError):
+    """Fewer valid images than the site's minimum remain after quarantine."""
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """One file left out of training, and why."""
+
+    file: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class FileCheck:
+    """The outcome for one file: the dataset and display values, or a quarantine entry."""
+
+    dataset: Dataset | None = None
+    pixels: np.ndarray | None = None
+    entry: QuarantineEntry | None = None
+
+
+@dataclass
+class QuarantineReport:
+    """All quarantine entries of a scan, with counts per reason."""
+
+    entries: list[QuarantineEntry] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out = {reason: 0 for reason in REASONS}
+        for entry in self.entries:
+            out[entry.reason] += 1
+        return {k: v for k, v in out.items() if v}
+
+    def as_dict(self) -> dict:
+        return {
+            "n_quarantined": len(self.entries),
+            "counts": self.counts(),
+            "files": [{"file": e.file, "reason": e.reason, "detail": e.detail} for e in self.entries],
+        }
+
+
+def candidate_files(root: Path) -> list[Path]:
+    """Every file under ``root``, recursively, except hidden files and the site's tables and notes."""
+    root = Path(root)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.suffix.lower() not in SKIPPED_SUFFIXES
+    )
+
+
+def _is_image_sop(ds: Dataset) -> bool | None:
+    """True for an image storage SOP class, False for another object, None when the file names none."""
+    uid = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if uid is None:
+        return None
+    return "Image" in uid.name
+
+
+def _truncated(ds: Dataset, size: int) -> str | None:
+    """Whether the last element read runs past, or stops short of, the end of the file."""
+    tags = list(ds.keys())
+    if not tags:
+        return None
+    raw = ds.get_item(tags[-1])
+    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+    if tell is None or length is None or length == UNDEFINED_LENGTH:
+        return None
+    end = tell + length
+    if end > size:
+        return f"the file ends {end - size} bytes inside element {tags[-1]}"
+    if 0 < size - end < 8:  # too short for another element header
+        return f"{size - end} stray bytes after the last complete element"
+    return None
+
+
+def check_file(path: Path, root: Path, settings: DecodeSettings | None = None) -> FileCheck:
+    """Read and decode one file; any failure becomes a quarantine entry with its reason."""
+    rel = str(Path(path).relative_to(root))
+
+    def quarantine(reason: str, detail: str) -> FileCheck:
+        return FileCheck(entry=QuarantineEntry(rel, reason, detail))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(str(path))
+    except InvalidDicomError:
+        return quarantine(UNREADABLE, "not a DICOM file (no 'DICM' preamble or file meta information)")
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a corrupt header
+        return quarantine(UNREADABLE, f"the header cannot be parsed ({type(exc).__name__})")
+    cut = _truncated(ds, Path(path).stat().st_size)
+    if cut:
+        return quarantine(TRUNCATED, cut)
+    is_image = _is_image_sop(ds)
+    has_pixels = any(k in ds for k in PIXEL_KEYWORDS)
+    if is_image is False:
+        uid = ds.get("SOPClassUID") or ds.file_meta.MediaStorageSOPClassUID
+        return quarantine(NON_IMAGE_OBJECT, f"SOP class {uid.name!r} is not an image")
+    if not has_pixels:
+        return quarantine(NO_PIXEL_DATA, "the object has no Pixel Data element")
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = decode(ds, settings)
+    except (RuntimeError, NotImplementedError) as exc:
+        if syntax is not None and syntax.is_compressed:
+            return quarantine(
+                UNSUPPORTED_TRANSFER_SYNTAX, f"no installed decoder for transfer syntax {syntax.name!r}"
+            )
+        return quarantine(UNSUPPORTED_IMAGE, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    except ValueError as exc:
+        message = str(exc).splitlines()[0]
+        if "less than expected" in message:
+            return quarantine(TRUNCATED, message[:160])
+        return quarantine(UNSUPPORTED_IMAGE, message[:160])
+    except Exception as exc:  # noqa: BLE001 - a decoder failure must not stop the site
+        return quarantine(UNSUPPORTED_IMAGE, f"{type(exc).__name__} while decoding")
+    if not np.isfinite(pixels).all():
+        return quarantine(UNSUPPORTED_IMAGE, "decoded values are not finite")
+    return FileCheck(dataset=ds, pixels=pixels)
+
+
+def require_min_images(n_valid: int, report: QuarantineReport, min_images: int, where: str) -> None:
+    """Raise :class:`TooFewImagesError` with the counts per reason when too few images are usable."""
+    if n_valid < min_images:
+        counts = ", ".join(f"{k}: {v}" for k, v in report.counts().items()) or "none quarantined"
+        raise TooFewImagesError(
+            f"{where}: only {n_valid} usable DICOM images, fewer than the minimum of {min_images} "
+            f"({len(report.entries)} files quarantined - {counts}); see the site's quarantine report"
+        )

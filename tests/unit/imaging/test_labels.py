@@ -1,0 +1,91 @@
+"""Label tables: binary, multi-class and ChestX-ray14 multi-label, keyed by file name or SOPInstanceUID."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedhealth.imaging.labels import (
+    CHESTXRAY14_FINDINGS,
+    UID_KEY,
+    LabelError,
+    LabelSpec,
+    read_labels,
+    write_labels,
+)
+
+SPECS = [
+    (LabelSpec("binary"), np.array([0, 1, 1, 0])),
+    (LabelSpec("multiclass", ("g0", "g1", "g2", "g3", "g4")), np.array([4, 0, 2, 3])),
+    (
+        LabelSpec("multilabel", CHESTXRAY14_FINDINGS),
+        np.array([[0] * 14, [1] + [0] * 12 + [1], [0, 0, 1, 0, 1] + [0] * 9, [0] * 13 + [1]]),
+    ),
+]
+# (CSV text, spec, message fragment)
+BAD = [
+    ("name,label\na.dcm,1\n", LabelSpec("binary"), "needs a 'file' or 'sop_instance_uid' column"),
+    (
+        "file,label\na.dcm,1\nb.dcm,2\n",
+        LabelSpec("binary"),
+        "column 'label', line 3: expected a whole number in 0..1",
+    ),
+    ("file,label\na.dcm,yes\n", LabelSpec("binary"), "column 'label', line 2"),
+    ("file,label\na.dcm,1\na.dcm,0\n", LabelSpec("binary"), "repeats a key in line 3"),
+    (
+        "file,findings\na.dcm,Effusion|Tumour\n",
+        LabelSpec("multilabel", CHESTXRAY14_FINDINGS),
+        "unknown finding 'Tumour'",
+    ),
+    (
+        "file,label\na.dcm,5\n",
+        LabelSpec("multiclass", ("a", "b", "c", "d", "e")),
+        "expected a whole number in 0..4",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "labels"), SPECS, ids=[s.task for s, _ in SPECS])
+def test_round_trip(tmp_path: Path, spec: LabelSpec, labels: np.ndarray) -> None:
+    keys = [f"img_{i}.dcm" for i in range(len(labels))]
+    write_labels(tmp_path / "labels.csv", keys, labels, spec)
+    key, table = read_labels(tmp_path / "labels.csv", spec)
+    assert key == "file" and list(table) == keys
+    np.testing.assert_array_equal(np.stack([table[k] for k in keys]), labels)
+    assert spec.n_outputs == (1 if spec.task == "binary" else len(spec.classes))
+
+
+def test_chestxray14_finding_labels_and_one_column_per_finding_agree(tmp_path: Path) -> None:
+    spec = LabelSpec("multilabel", CHESTXRAY14_FINDINGS)
+    (tmp_path / "a.csv").write_text(f"{UID_KEY},findings\n1.2.3,Cardiomegaly|Effusion\n1.2.4,No Finding\n")
+    columns = ",".join(CHESTXRAY14_FINDINGS)
+    rows = [
+        "1.2.3," + ",".join("1" if f in ("Cardiomegaly", "Effusion") else "0" for f in CHESTXRAY14_FINDINGS)
+    ]
+    rows.append("1.2.4," + ",".join("0" for _ in CHESTXRAY14_FINDINGS))
+    (tmp_path / "b.csv").write_text(f"{UID_KEY},{columns}\n" + "\n".join(rows) + "\n")
+    key_a, a = read_labels(tmp_path / "a.csv", spec)
+    key_b, b = read_labels(tmp_path / "b.csv", spec)
+    assert key_a == key_b == UID_KEY
+    for uid in ("1.2.3", "1.2.4"):
+        np.testing.assert_array_equal(a[uid], b[uid])
+    assert a["1.2.3"].tolist() == [0, 1, 1] + [0] * 11 and a["1.2.4"].sum() == 0
+
+
+@pytest.mark.parametrize(("text", "spec", "fragment"), BAD)
+def test_bad_tables_name_file_line_and_column(
+    tmp_path: Path, text: str, spec: LabelSpec, fragment: str
+) -> None:
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(LabelError) as info:
+        read_labels(tmp_path / "labels.csv", spec)
+    assert fragment in str(info.value) and "labels.csv" in str(info.value)
+
+
+def test_spec_checks() -> None:
+    with pytest.raises(ValueError, match="label task must be one of"):
+        LabelSpec("regression")
+    with pytest.raises(ValueError, match="needs at least two class names"):
+        LabelSpec("multiclass", ("only",))

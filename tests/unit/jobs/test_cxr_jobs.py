@@ -1,0 +1,78 @@
+"""The chest X-ray jobs: config only, allowed components, a model the sites can load, no fed_stats."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
+from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer
+
+from fedhealth import constants as C
+from fedhealth.executors.cxr_executor import CxrExecutor
+from fedhealth.models.image_model import ImageModel, load_image_weights
+from fedhealth.models.state import to_numpy
+from fedhealth.provision.allow_list_builder import DEFAULT_EXTRA
+
+JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
+# job -> FedProx mu (0 is FedAvg)
+CXR_JOBS = {"cxr_fedavg": 0.0, "cxr_fedprox": "positive"}
+ALLOW_LIST = [*DEFAULT_CLASS_ALLOW_LIST, *DEFAULT_EXTRA]
+
+
+def _config(job: str, name: str) -> dict:
+    return json.loads((JOBS_DIR / job / "app" / "config" / name).read_text())
+
+
+def _build(spec: dict) -> object:
+    module, _, name = spec["path"].rpartition(".")
+    args = {
+        k: _build(v) if isinstance(v, dict) and "path" in v else v for k, v in spec.get("args", {}).items()
+    }
+    return getattr(importlib.import_module(module), name)(**args)
+
+
+def _specs(node: object):
+    if isinstance(node, dict):
+        if isinstance(node.get("path"), str) and "." in node["path"]:
+            yield node
+        for value in node.values():
+            yield from _specs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _specs(item)
+
+
+@pytest.mark.parametrize(("job", "mu"), CXR_JOBS.items())
+def test_executor_and_model_agree_and_build(job: str, mu: object) -> None:
+    (entry,) = _config(job, "config_fed_client.json")["executors"]
+    assert set(entry["tasks"]) == {C.TASK_TRAIN, C.TASK_VALIDATE, C.TASK_SUBMIT_MODEL}
+    args = entry["executor"]["args"]
+    executor = CxrExecutor(**args)
+    assert (args["mu"] > 0) if mu == "positive" else args["mu"] == mu
+    server = _config(job, "config_fed_server.json")
+    (persistor,) = [c for c in server["components"] if c["id"] == "persistor"]
+    model = _build(persistor["args"]["model"])
+    assert (
+        isinstance(model, ImageModel)
+        and model.arch == args["model"]
+        and model.in_channels == args["channels"]
+    )
+    site_model = ImageModel(executor.model_name, executor.channels, executor.spec.n_outputs)
+    load_image_weights(site_model, to_numpy(model))  # the sites can load the server's model
+    assert "fed_stats" not in {w["id"] for w in server["workflows"]}
+    for spec in _specs(server):
+        if spec["path"].startswith("fedhealth."):
+            assert _build(spec) is not None
+    for spec in [*_specs(server), *_specs(_config(job, "config_fed_client.json"))]:
+        assert any(ComponentPathAuthorizer._path_matches_prefix(spec["path"], p) for p in ALLOW_LIST), spec[
+            "path"
+        ]
+
+
+@pytest.mark.parametrize("job", CXR_JOBS)
+def test_readme_names_the_model_choice_and_privacy(job: str) -> None:
+    text = (JOBS_DIR / job / "README.md").read_text()
+    assert "densenet121" in text and "small_cnn" in text and "de-identif" in text
