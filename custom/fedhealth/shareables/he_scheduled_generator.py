@@ -16,11 +16,10 @@ from nvflare.apis.dxo import from_shareable
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey
-from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_opt.he.model_shareable_generator import HEModelShareableGenerator
 
-from fedhealth.constants import HE_SERVER_CONTEXT_FILE, META_LEARNING_RATE, META_MODEL_SHAPES, META_ROUND
-from fedhealth.training.federation import lr_for_round
+from fedhealth.constants import HE_SERVER_CONTEXT_FILE, META_MODEL_SHAPES
+from fedhealth.shareables.scheduled_generator import check_schedule, stamp_schedule
 
 
 class HEScheduledShareableGenerator(HEModelShareableGenerator):
@@ -36,10 +35,7 @@ class HEScheduledShareableGenerator(HEModelShareableGenerator):
         self, *, lr: float, gamma: float = 1.0, tenseal_context_file: str = HE_SERVER_CONTEXT_FILE
     ) -> None:
         super().__init__(tenseal_context_file=tenseal_context_file)
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}.")
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma}.")
+        check_schedule(lr, gamma)
         self.lr = lr
         self.gamma = gamma
         self._shapes: dict[str, list[int]] | None = None
@@ -55,10 +51,8 @@ class HEScheduledShareableGenerator(HEModelShareableGenerator):
     def learnable_to_shareable(self, model_learnable: ModelLearnable, fl_ctx: FLContext) -> Shareable:
         self._remember_shapes(model_learnable)
         shareable = super().learnable_to_shareable(model_learnable, fl_ctx)
-        current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND, 0) or 0
         dxo = from_shareable(shareable)
-        dxo.set_meta_prop(META_LEARNING_RATE, lr_for_round(self.lr, self.gamma, current_round))
-        dxo.set_meta_prop(META_ROUND, current_round)
+        stamp_schedule(dxo, self.lr, self.gamma, fl_ctx)
         if self._shapes is not None:
             dxo.set_meta_prop(META_MODEL_SHAPES, self._shapes)
         return dxo.update_shareable(shareable)
