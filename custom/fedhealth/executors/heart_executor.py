@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,7 @@ class HeartExecutor(Executor):
         return model, dxo
 
     def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        started = time.perf_counter()  # the site's own compute time, for the round-overhead record
         model, dxo = self._model_from(shareable)
         lr = dxo.get_meta_prop(C.META_LEARNING_RATE)
         if lr is None:
@@ -241,6 +243,7 @@ class HeartExecutor(Executor):
             C.M_N_TEST: self._site.n_test,
             "lr": float(lr),
             "round": current_round,
+            C.M_TASK_S: time.perf_counter() - started,
         }
         self.log_info(
             fl_ctx,
