@@ -94,9 +94,21 @@ class InProcessSimulatorRunner(SimulatorRunner):
         workspace: the simulation workspace; it is wiped at start, as FLARE's simulator does.
         site_data: ``{site: data folder}``; each site's ``local/fedhealth_site.json`` points at its
             own folder, exactly as a hospital's setting does in POC and production.
+        in_process: ``False`` runs FLARE's own client runner instead (the stock baseline).
+        stock_threads: FLARE's worker threads when ``in_process`` is ``False``.
+        extra_allow: class paths to allow besides the kit's (e.g. a test's widget).
     """
 
-    def __init__(self, job_folder: str, workspace: str, site_data: dict[str, Path]) -> None:
+    def __init__(
+        self,
+        job_folder: str,
+        workspace: str,
+        site_data: dict[str, Path],
+        *,
+        in_process: bool = True,
+        stock_threads: int = 4,
+        extra_allow: list[str] | None = None,
+    ) -> None:
         if not site_data:
             raise ValueError("site_data must name at least one site and its data folder.")
         names = list(site_data)
@@ -104,10 +116,12 @@ class InProcessSimulatorRunner(SimulatorRunner):
             job_folder=str(job_folder),
             workspace=str(workspace),
             clients=",".join(names),
-            threads=len(names),
+            threads=len(names) if in_process else min(stock_threads, len(names)),
             max_clients=len(names),
         )
         self.site_data = {name: Path(folder).resolve() for name, folder in site_data.items()}
+        self.in_process = in_process
+        self.allow = [*DEFAULT_EXTRA, *(extra_allow or [])]
 
     def setup(self) -> bool:
         """Install the kit's class allow-list (as provisioning does) before FLARE's set-up copies it."""
@@ -115,7 +129,7 @@ class InProcessSimulatorRunner(SimulatorRunner):
         local.mkdir(parents=True, exist_ok=True)
         resources = local / "resources.json.default"
         resources.write_text(json.dumps({"format_version": 2}))
-        add_to_allow_list(resources, list(DEFAULT_EXTRA))
+        add_to_allow_list(resources, self.allow)
         return super().setup()
 
     def _setup_local_startup(self, log_config_file_path, workspace):
@@ -126,6 +140,8 @@ class InProcessSimulatorRunner(SimulatorRunner):
             (Path(workspace) / "local" / SITE_CONFIG_FILE).write_text(json.dumps(settings, indent=2))
 
     def client_run(self, server_custom_folder, clients, gpu):
+        if not self.in_process:  # FLARE's own: a worker process per client (for the baseline)
+            return super().client_run(server_custom_folder, clients, gpu)
         runner = InProcessClientRunner(
             server_custom_folder, self.args, clients, self.client_config, self.deploy_args, self.build_ctx
         )
