@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo test test-fast lint format bench-heart bench-faults bench-compression clean
+.PHONY: setup demo test test-fast lint format bench-heart bench-faults bench-compression bench-scale clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-faults: setup
 
 bench-compression: setup
 	$(PY) scripts/bench_compression.py --out results/bench_compression.json
+
+bench-scale: setup
+	$(PY) scripts/bench_scale.py --out results/bench_scale.json
 
 clean:
 	rm -rf workspace results/demo
