@@ -38,6 +38,7 @@ from fedhealth.models.state import tabular_from_weights, to_numpy
 from fedhealth.training.heart_site import SCALING_MODES, HeartSite
 from fedhealth.training.loops import LocalTrainConfig, predict
 from fedhealth.training.site_metrics import evaluate_with_intervals
+from fedhealth.training.warmup import warm_up_in_background
 
 
 class HeartExecutor(Executor):
@@ -124,6 +125,7 @@ class HeartExecutor(Executor):
         workspace = fl_ctx.get_engine().get_workspace()
         self._run_dir = Path(workspace.get_run_dir(fl_ctx.get_job_id()))
         self._generator = torch.Generator().manual_seed(self.seed)
+        warm_up_in_background()  # torch's first-optimizer imports, off the first round's critical path
         name = fl_ctx.get_identity_name()
         try:
             site_root = Path(workspace.get_root_dir())

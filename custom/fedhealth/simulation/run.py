@@ -33,8 +33,22 @@ CROSS_SITE_EVAL = "nvflare.app_common.workflows.cross_site_model_eval.CrossSiteM
 FED_STATS = "fedhealth.workflows.fed_stats_controller.FedStatsController"
 
 
-def simulation_job(src: Path, dest: Path, *, n_sites: int, rounds: int, hidden: int | None = None) -> Path:
-    """A copy of the job ``src`` for ``n_sites`` simulated sites (see the module docstring)."""
+def simulation_job(
+    src: Path,
+    dest: Path,
+    *,
+    n_sites: int,
+    rounds: int,
+    hidden: int | None = None,
+    local_steps: int | None = None,
+) -> Path:
+    """A copy of the job ``src`` for ``n_sites`` simulated sites (see the module docstring).
+
+    Args:
+        hidden: make the model a TabularNet MLP with this many hidden units (16 * hidden + 1 weights).
+        local_steps: the executor's optimizer steps per round (benchmarks of wide models: the
+            round's overhead, not its training, is what they measure).
+    """
     job = job_variant(Path(src), Path(dest), rounds=rounds, min_sites=n_sites)
     config_file = job / "app" / "config" / "config_fed_server.json"
     config = json.loads(config_file.read_text())
@@ -48,6 +62,13 @@ def simulation_job(src: Path, dest: Path, *, n_sites: int, rounds: int, hidden: 
             if isinstance(model, dict) and model.get("path", "").endswith("TabularNet"):
                 model["args"].update(arch="mlp", hidden=hidden)
     config_file.write_text(json.dumps(config, indent=2))
+    if local_steps is not None:
+        client_file = job / "app" / "config" / "config_fed_client.json"
+        client = json.loads(client_file.read_text())
+        for executor in client["executors"]:
+            if "local_steps" in executor["executor"].get("args", {}):
+                executor["executor"]["args"]["local_steps"] = local_steps
+        client_file.write_text(json.dumps(client, indent=2))
     return job
 
 
