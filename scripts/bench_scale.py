@@ -109,6 +109,7 @@ def poc_overheads(models: list[str], rounds: int, work: Path) -> dict:
 
 def simulate(sites: int, rounds: int, work: Path, *, stock: bool = False, timeout: float = 900) -> dict:
     """One simulation in a fresh process (so its peak memory is its own); FLARE's logs go to a file."""
+    work.mkdir(parents=True, exist_ok=True)
     out = work / f"sim_{'stock' if stock else 'inproc'}_{sites}.json"
     log = work / f"sim_{'stock' if stock else 'inproc'}_{sites}.log"
     command = [sys.executable, "-m", "fedhealth.simulation.run", "--job", str(JOB), "--sites", str(sites)]
