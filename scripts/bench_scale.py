@@ -11,7 +11,8 @@ round start/end stamps and each site's train-task seconds (:mod:`fedhealth.repor
   wall time minus the slowest site's own task time (median over the rounds after the first); the
   start-up cost is submission to the first training round (job processes, federated statistics).
 * Simulation (:mod:`fedhealth.simulation`): the same job on 4 ... 256 synthetic sites, every client
-  in one process; seconds a round and peak memory, each size in a fresh process. FLARE's stock
+  in one process; seconds a round and peak memory, each size in a fresh process; and 16 sites with
+  the 10k, 1M and 10M-parameter models. FLARE's stock
   simulator (a worker process per client, 4 threads) at 16 sites, one round, bounded by a timeout.
 
 The machine's load average is recorded with the timings: numbers taken on a busy machine are inflated.
@@ -48,6 +49,8 @@ FULL = {
     "models": list(MODELS),
     "sites": [4, 16, 64, 100, 256],
     "sim_rounds": 4,
+    "sim_models": ["mlp_10k", "mlp_1m", "mlp_10m"],
+    "sim_model_sites": 16,
     "stock_sim": 16,
 }
 QUICK = {
@@ -107,13 +110,23 @@ def poc_overheads(models: list[str], rounds: int, work: Path) -> dict:
     return out
 
 
-def simulate(sites: int, rounds: int, work: Path, *, stock: bool = False, timeout: float = 900) -> dict:
+def simulate(
+    sites: int,
+    rounds: int,
+    work: Path,
+    *,
+    stock: bool = False,
+    model: str | None = None,
+    timeout: float = 900,
+) -> dict:
     """One simulation in a fresh process (so its peak memory is its own); FLARE's logs go to a file."""
     work.mkdir(parents=True, exist_ok=True)
-    out = work / f"sim_{'stock' if stock else 'inproc'}_{sites}.json"
-    log = work / f"sim_{'stock' if stock else 'inproc'}_{sites}.log"
+    name = f"sim_{'stock' if stock else 'inproc'}_{sites}{'_' + model if model else ''}"
+    out, log = work / f"{name}.json", work / f"{name}.log"
     command = [sys.executable, "-m", "fedhealth.simulation.run", "--job", str(JOB), "--sites", str(sites)]
-    command += ["--rounds", str(rounds), "--workspace", str(work / f"ws_{sites}"), "--out", str(out)]
+    command += ["--rounds", str(rounds), "--workspace", str(work / f"ws_{name}"), "--out", str(out)]
+    if model and MODELS[model] is not None:
+        command += ["--hidden", str(MODELS[model]), "--local-steps", str(MLP_LOCAL_STEPS)]
     command += ["--stock"] if stock else []
     load = os.getloadavg()
     started = time.time()
@@ -178,6 +191,14 @@ def main() -> int:
     report["round_s"] = [r.get("round_s") for r in simulation]
     report["rounds_per_s"] = [1 / r["round_s"] if r.get("round_s") else None for r in simulation]
     report["peak_mem_gb"] = [r.get("peak_mem_gb") for r in simulation]
+    for model in plan.get("sim_models", []):
+        row = simulate(plan["sim_model_sites"], plan["sim_rounds"], args.work / "sim", model=model)
+        row["model"] = model
+        print(
+            f"simulation {model}: {json.dumps({k: v for k, v in row.items() if k != 'per_round'})}",
+            flush=True,
+        )
+        report.setdefault("simulation_models", []).append(row)
     if plan["stock_sim"]:
         stock = simulate(plan["stock_sim"], 1, args.work / "sim", stock=True, timeout=STOCK_SIM_TIMEOUT_S)
         print(

@@ -88,6 +88,7 @@ def run_simulation(
     n_sites: int,
     rounds: int,
     hidden: int | None = None,
+    local_steps: int | None = None,
     stock: bool = False,
     seed: int = 0,
     extra_allow: list[str] | None = None,
@@ -108,7 +109,12 @@ def run_simulation(
     shutil.rmtree(workspace, ignore_errors=True)
     data = write_synthetic_sites(workspace / "data", n_sites, seed=seed)
     sim_job = simulation_job(
-        job, workspace / "job" / Path(job).name, n_sites=n_sites, rounds=rounds, hidden=hidden
+        job,
+        workspace / "job" / Path(job).name,
+        n_sites=n_sites,
+        rounds=rounds,
+        hidden=hidden,
+        local_steps=local_steps,
     )
     if server_components:
         config_file = sim_job / "app" / "config" / "config_fed_server.json"
@@ -136,6 +142,7 @@ def run_simulation(
         "sites": n_sites,
         "rounds": rounds,
         "runner": "flare_stock_simulator" if stock else "in_process",
+        "hidden": hidden,
         "wall_s": wall,
         **timing_summary(record),
         "per_round": round_timings(record),
@@ -156,11 +163,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stock", action="store_true", help="FLARE's own client runner (a process per client)"
     )
+    parser.add_argument(
+        "--local-steps", type=int, default=None, help="optimizer steps a round (default: job's)"
+    )
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/fedhealth_sim"))
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (FLARE logs to stdout)")
     args = parser.parse_args(argv)
     result = run_simulation(
-        args.job, args.workspace, n_sites=args.sites, rounds=args.rounds, hidden=args.hidden, stock=args.stock
+        args.job,
+        args.workspace,
+        n_sites=args.sites,
+        rounds=args.rounds,
+        hidden=args.hidden,
+        local_steps=args.local_steps,
+        stock=args.stock,
     )
     result["load_avg"] = os.getloadavg()
     result["cpu"] = platform.processor() or platform.machine()
