@@ -158,6 +158,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, model sizes and site counts")
     parser.add_argument("--skip-poc", action="store_true")
     parser.add_argument(
+        "--skip-stock-sim", action="store_true", help="leave out the stock simulator baseline"
+    )
+    parser.add_argument(
         "--models", nargs="*", choices=list(MODELS), help="POC model sizes (default: the plan's)"
     )
     parser.add_argument("--sites", nargs="*", type=int, help="simulated site counts (default: the plan's)")
@@ -165,6 +168,8 @@ def main() -> int:
     args = parser.parse_args()
     plan = dict(QUICK if args.quick else FULL)
     plan.update({k: v for k, v in (("models", args.models), ("sites", args.sites)) if v is not None})
+    if args.skip_stock_sim:
+        plan["stock_sim"] = 0
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     report: dict = {
