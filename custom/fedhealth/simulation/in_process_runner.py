@@ -56,14 +56,14 @@ class InProcessClientRunner(SimulatorClientRunner):
             daemon=True,
         )
         worker.start()
-        self.build_ctx["client_name"] = client.client_name
         deploy_args = copy.deepcopy(self.deploy_args)
         deploy_args.workspace = os.path.join(self.deploy_args.workspace, client.client_name)
         parent_conn.send(
             {
                 SimulatorConstants.CLIENT_CONFIG: self.client_config,
                 SimulatorConstants.DEPLOY_ARGS: deploy_args,
-                SimulatorConstants.BUILD_CTX: dict(self.build_ctx),
+                # a copy per client: the shared build context is not written from many threads
+                SimulatorConstants.BUILD_CTX: {**self.build_ctx, "client_name": client.client_name},
             }
         )
         try:
