@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility bench-he bench-noniid bench-cxr clean
+.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility bench-he bench-noniid bench-cxr bench-scale clean
 
 setup: $(STAMP)
 
@@ -65,6 +65,9 @@ bench-noniid: setup
 # Chest X-ray: PneumoniaMNIST as DICOM in 4 non-IID sites; centralized, local-only, FedAvg, FedProx.
 bench-cxr: setup
 	$(PY) scripts/bench_cxr.py --out results/bench_cxr.json
+
+bench-scale: setup
+	$(PY) scripts/bench_scale.py --out results/bench_scale.json
 
 clean:
 	rm -rf workspace results/demo

@@ -30,6 +30,7 @@ M_N_TRAIN = "n_train"
 M_N_TEST = "n_test"
 M_STEPS = "steps"  # local optimizer steps taken this round
 M_LOCAL_LOSS = "local_loss"  # the site's model after local training, on its test split
+M_TASK_S = "task_s"  # seconds the site spent in its train task (evaluate, train, evaluate)
 M_BYTES_RAW = "bytes_raw"  # the update's serialized size before compression
 M_BYTES_SENT = "bytes_sent"  # ... as the site sent it (after compression)
 M_BYTES_RECEIVED = "bytes_received"  # ... as the server measured it on arrival

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from fedhealth.privacy.dp_config import DPConfig, check_site_budget
 from fedhealth.training.heart_site import SCALING_MODES, HeartSite
 from fedhealth.training.loops import LocalTrainConfig, predict
 from fedhealth.training.site_metrics import evaluate_with_intervals
+from fedhealth.training.warmup import warm_up_in_background
 
 
 class HeartExecutor(Executor):
@@ -135,6 +137,7 @@ class HeartExecutor(Executor):
         workspace = fl_ctx.get_engine().get_workspace()
         self._run_dir = Path(workspace.get_run_dir(fl_ctx.get_job_id()))
         self._generator = torch.Generator().manual_seed(self.seed)
+        warm_up_in_background()  # torch's first-optimizer imports, off the first round's critical path
         name = fl_ctx.get_identity_name()
         try:
             site_root = Path(workspace.get_root_dir())
@@ -232,6 +235,7 @@ class HeartExecutor(Executor):
         return model, dxo
 
     def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        started = time.perf_counter()  # the site's own compute time, for the round-overhead record
         model, dxo = self._model_from(shareable)
         lr = dxo.get_meta_prop(C.META_LEARNING_RATE)
         if lr is None:
@@ -267,6 +271,7 @@ class HeartExecutor(Executor):
             C.M_N_TEST: self._site.n_test,
             "lr": float(lr),
             "round": current_round,
+            C.M_TASK_S: time.perf_counter() - started,
         }
         if C.M_PRIVACY in stats:
             metrics[C.M_PRIVACY] = stats[C.M_PRIVACY]  # the round's ledger entry travels with the update

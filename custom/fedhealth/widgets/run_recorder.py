@@ -79,16 +79,22 @@ class RunRecorder(FLComponent):
                     "sites": [],
                     "disconnected": [],
                     "completed_rounds": [],
+                    "round_times": [],
                 }
         elif event_type == AppEventType.ROUND_STARTED:
             with self._lock:
                 self._record["current_round"] = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
                 self._record["num_rounds"] = fl_ctx.get_prop(AppConstants.NUM_ROUNDS)
+                # Wall clock of each round, from the server's own events: overhead = round - slowest site.
+                stamp = {"round": self._record["current_round"], "started": time.time()}
+                self._record["round_times"].append(stamp)
         elif event_type == EventType.BEFORE_PROCESS_SUBMISSION:
             self._on_result(fl_ctx)
         elif event_type == AppEventType.ROUND_DONE:
             with self._lock:  # the global model of this round is saved: a resume may start after it
                 self._record["completed_rounds"].append(fl_ctx.get_prop(AppConstants.CURRENT_ROUND))
+                if self._record["round_times"]:
+                    self._record["round_times"][-1]["done"] = time.time()
                 self._record["start_round"] = fl_ctx.get_prop(AppConstants.START_ROUND)
             self._check_divergence(fl_ctx)
             self._write()

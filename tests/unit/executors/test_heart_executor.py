@@ -8,6 +8,7 @@ in the POC integration tests.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,11 @@ def test_a_binding_cap_on_epochs_trains_like_that_many_steps(tmp_path: Path, hea
     steps = _train_once(tmp_path / "steps", heart_splits, None, local_steps=60)
     for name, value in steps.data.items():
         np.testing.assert_array_equal(capped.data[name], value)
+
+
+def test_train_reports_its_own_task_seconds(tmp_path: Path, heart_splits: dict) -> None:
+    started = time.perf_counter()
+    dxo = _train_once(tmp_path, heart_splits, None)
+    elapsed = time.perf_counter() - started
+    task_s = dxo.get_meta_prop(C.META_SITE_METRICS)[C.M_TASK_S]
+    assert 0.0 < task_s < elapsed  # the train task only, not the site's start before it

@@ -1,0 +1,62 @@
+"""A synthetic federation of many sites cut from the four heart-disease hospitals (FLARE-free).
+
+For scale tests and benchmarks only: the 740 usable UCI patients are pooled (train and test kept
+apart, FLamby's split), shuffled with a seed, and dealt to ``n_sites`` sites. A site whose share
+is smaller than ``min_train`` / ``min_test`` rows is topped up with further rows drawn from the
+pool (so with many sites, sites share patients: the point is cost, not accuracy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedhealth.data.heart_source import load_heart_sites
+from fedhealth.data.site_data import write_site
+
+
+def site_names(n_sites: int) -> list[str]:
+    """``site-001`` ... : zero-padded so that names sort in site order."""
+    if n_sites < 1:
+        raise ValueError(f"n_sites must be at least 1, got {n_sites}.")
+    width = max(3, len(str(n_sites)))
+    return [f"site-{i + 1:0{width}d}" for i in range(n_sites)]
+
+
+def _deal(pool: pd.DataFrame, n_sites: int, minimum: int, rng: np.random.Generator) -> list[pd.DataFrame]:
+    order = rng.permutation(len(pool))
+    shares = np.array_split(order, n_sites)
+    out = []
+    for share in shares:
+        if len(share) < minimum:
+            rest = np.setdiff1d(np.arange(len(pool)), share)
+            share = np.concatenate([share, rng.choice(rest, minimum - len(share), replace=False)])
+        out.append(pool.iloc[np.sort(share)].reset_index(drop=True))
+    return out
+
+
+def synthetic_split(
+    n_sites: int, *, seed: int = 0, min_train: int = 8, min_test: int = 4, csv_path: Path | None = None
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """``{site: (train, test)}`` for ``n_sites`` synthetic sites (UCI-coded columns plus the label)."""
+    if min_train < 1 or min_test < 1:
+        raise ValueError(f"min_train and min_test must be at least 1, got {min_train} and {min_test}.")
+    names = site_names(n_sites)
+    hospitals = load_heart_sites(csv_path).values()
+    train = pd.concat([h.train for h in hospitals], ignore_index=True)
+    test = pd.concat([h.test for h in hospitals], ignore_index=True)
+    rng = np.random.default_rng(seed)
+    trains = _deal(train, n_sites, min_train, rng)
+    tests = _deal(test, n_sites, min_test, rng)
+    return {name: (tr, te) for name, tr, te in zip(names, trains, tests, strict=True)}
+
+
+def write_synthetic_sites(root: Path, n_sites: int, *, seed: int = 0) -> dict[str, Path]:
+    """Write each synthetic site's files under ``root/<site>``; returns ``{site: data folder}``."""
+    folders = {}
+    for name, (train, test) in synthetic_split(n_sites, seed=seed).items():
+        folders[name] = Path(root) / name
+        write_site(folders[name], train, test)
+    return folders
