@@ -10,13 +10,19 @@ import pytest
 from fedhealth.poc.fast_settings import SCATTER_AND_GATHER, fast_settings_missing, stock_variant
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
-# Every FedAvg-style heart job; a new one joins this list once it ships the fast settings.
-FAST_JOBS = ("heart_fedavg", "heart_fedprox", "heart_topk")
+JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())
+# Deliberate exceptions, each explained in the job's README.
+EXCEPTIONS = {
+    # min_clients 2 of 4: without a wait, a round would close as soon as two sites answered.
+    "heart_dp": [
+        "app/config/config_fed_server.json: ScatterAndGather wait_time_after_min_received should be 0"
+    ],
+}
 
 
-@pytest.mark.parametrize("job", FAST_JOBS)
+@pytest.mark.parametrize("job", JOBS)
 def test_shipped_job_uses_the_fast_settings(job: str) -> None:
-    assert fast_settings_missing(JOBS_DIR / job) == []
+    assert fast_settings_missing(JOBS_DIR / job) == EXCEPTIONS.get(job, [])
 
 
 def test_stock_variant_lacks_every_fast_setting(tmp_path: Path) -> None:
