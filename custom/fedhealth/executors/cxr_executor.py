@@ -12,18 +12,17 @@ aggregate numbers leave the site; the quarantine report stays in the site's run 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
-from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
+from nvflare.apis.dxo import DXO, DataKind, MetaKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
 from fedhealth.data.site_data import resolve_data_root, site_settings
-from fedhealth.executors.site_executor import Handler, SiteExecutor
+from fedhealth.executors.site_executor import Handler, SiteExecutor, clean_metrics
 from fedhealth.imaging.labels import LabelSpec
 from fedhealth.imaging.loops import (
     binary_view,
@@ -148,9 +147,7 @@ class CxrExecutor(SiteExecutor):
 
     # ----------------------------------------------------------------------------- tasks
     def _model_from(self, shareable: Shareable) -> tuple[ImageModel, DXO]:
-        dxo = from_shareable(shareable)
-        if dxo.data_kind != DataKind.WEIGHTS:
-            raise ValueError(f"expected model weights, got a {dxo.data_kind} DXO")
+        dxo = self.received_weights(shareable)
         model = ImageModel(self.model_name, self.channels, self.spec.n_outputs)
         return load_image_weights(model, dxo.data), dxo
 
@@ -164,16 +161,11 @@ class CxrExecutor(SiteExecutor):
 
     def _evaluate(self, model: ImageModel, split: str) -> dict:
         data = self._splits[split]
-        return _clean(evaluate_images(model, data.x, data.y, self.spec))
+        return clean_metrics(evaluate_images(model, data.x, data.y, self.spec))
 
     def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         model, dxo = self._model_from(shareable)
-        lr = dxo.get_meta_prop(C.META_LEARNING_RATE)
-        if lr is None:
-            raise ValueError(
-                "the train task carries no learning rate; the server must use "
-                "fedhealth.shareables.scheduled_generator.ScheduledShareableGenerator"
-            )
+        lr = self.learning_rate(dxo)
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND, 0)
         received = self._evaluate(model, "val")
         train = self._splits["train"]
@@ -217,18 +209,8 @@ class CxrExecutor(SiteExecutor):
         owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")
         test = self._splits["test"]
         probs = predict_images(model, test.x, self.spec)
-        metrics = {**_clean(metrics_from_probs(test.y, probs, self.spec)), **self._sizes()}
+        metrics = {**clean_metrics(metrics_from_probs(test.y, probs, self.spec)), **self._sizes()}
         labels, scores = binary_view(test.y, probs, self.spec)
         metrics[C.M_INTERVALS] = evaluate_with_intervals(labels, scores, n_bootstrap=self.n_bootstrap)
         self.log_info(fl_ctx, f"validated model of {owner}: accuracy={metrics[C.M_ACCURACY]:.4f}")
         return DXO(data_kind=DataKind.METRICS, data=metrics).to_shareable()
-
-
-def _clean(metrics: dict) -> dict:
-    """NaN (e.g. AUC on a one-class split) becomes None so JSON stays standard."""
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            value = _clean(value)
-        out[key] = None if isinstance(value, float) and math.isnan(value) else value
-    return out

@@ -20,7 +20,8 @@ from nvflare.apis.shareable import Shareable
 
 from fedhealth import constants as C
 from fedhealth.algorithms.ditto import train_personal
-from fedhealth.executors.heart_executor import HeartExecutor, _clean
+from fedhealth.executors.heart_executor import HeartExecutor
+from fedhealth.executors.site_executor import clean_metrics
 from fedhealth.models.state import to_numpy
 
 
@@ -68,7 +69,7 @@ class HeartDittoExecutor(HeartExecutor):
             batch_size=int(self.local["batch_size"]),
             generator=self._generator,
         )
-        personal = _clean(self._site.evaluate(self._personal))
+        personal = clean_metrics(self._site.evaluate(self._personal))
         metrics = dict(out.get_meta_prop(C.META_SITE_METRICS) or {})
         metrics.update({f"personal_{k}": personal[k] for k in (C.M_ACCURACY, C.M_AUC, C.M_LOSS)})
         metrics["personal_train_loss"] = stats["personal_train_loss"]

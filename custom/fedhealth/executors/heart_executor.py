@@ -22,19 +22,15 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
-from nvflare.apis.analytix import AnalyticsDataType
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
-from nvflare.apis.event_type import EventType
-from nvflare.apis.executor import Executor
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable, make_reply
-from nvflare.apis.signal import Signal
-from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
 from fedhealth.data.site_data import SiteDataError, load_site, resolve_data_root, site_settings
+from fedhealth.executors.site_executor import SiteExecutor, clean_metrics
 from fedhealth.models.state import tabular_from_weights, to_numpy
 from fedhealth.privacy.dp_config import DPConfig, check_site_budget
 from fedhealth.training.heart_site import SCALING_MODES, HeartSite
@@ -43,7 +39,7 @@ from fedhealth.training.site_metrics import evaluate_with_intervals
 from fedhealth.training.warmup import warm_up_in_background
 
 
-class HeartExecutor(Executor):
+class HeartExecutor(SiteExecutor):
     """Runs the site's part of a heart-disease job.
 
     Args:
@@ -82,7 +78,7 @@ class HeartExecutor(Executor):
         send_weight_diff: bool = False,
         dp: dict | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(stream_metrics=stream_metrics)
         # Checked here so a bad job config fails at start, not in a round.
         LocalTrainConfig(
             lr=1.0,
@@ -114,91 +110,54 @@ class HeartExecutor(Executor):
         }
         self.seed = seed
         self.n_bootstrap = n_bootstrap
-        self.stream_metrics = stream_metrics
         self.send_weight_diff = send_weight_diff
         self._site: HeartSite | None = None
-        self._site_error: str | None = None
         self._max_local_steps: int | None = None  # the site's own cap, from local/fedhealth_site.json
         self._metadata: dict = {}  # the site's declared non-PHI description (clustered FL)
-        self._local_weights: dict | None = None
-        self._run_dir: Path | None = None
         self._generator = None
 
-    # ----------------------------------------------------------------------------- lifecycle
-    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
-        if event_type == EventType.START_RUN:
-            self._start(fl_ctx)
-        elif event_type == EventType.END_RUN:
-            self._site = None
-
-    def _start(self, fl_ctx: FLContext) -> None:
+    # ----------------------------------------------------------------------------- SiteExecutor
+    def load_site(self, fl_ctx: FLContext, site_root: Path) -> None:
         import torch
 
-        workspace = fl_ctx.get_engine().get_workspace()
-        self._run_dir = Path(workspace.get_run_dir(fl_ctx.get_job_id()))
         self._generator = torch.Generator().manual_seed(self.seed)
         warm_up_in_background()  # torch's first-optimizer imports, off the first round's critical path
-        name = fl_ctx.get_identity_name()
-        try:
-            site_root = Path(workspace.get_root_dir())
-            settings = site_settings(site_root)
-            self._max_local_steps = settings.get(C.SITE_MAX_LOCAL_STEPS_KEY)
-            self._dp_budget = check_site_budget(
-                settings.get(C.SITE_DP_MAX_EPSILON_KEY), f"local/{C.SITE_CONFIG_FILE}"
+        settings = site_settings(site_root)
+        self._max_local_steps = settings.get(C.SITE_MAX_LOCAL_STEPS_KEY)
+        self._dp_budget = check_site_budget(
+            settings.get(C.SITE_DP_MAX_EPSILON_KEY), f"local/{C.SITE_CONFIG_FILE}"
+        )
+        metadata = settings.get(C.SITE_METADATA_KEY) or {}
+        if not isinstance(metadata, dict):
+            raise SiteDataError(f"local/{C.SITE_CONFIG_FILE}: '{C.SITE_METADATA_KEY}' must be a JSON object")
+        self._metadata = metadata
+        train, test = load_site(resolve_data_root(site_root))
+        self._site = HeartSite(
+            fl_ctx.get_identity_name(),
+            train,
+            test,
+            chol_zero_as_missing=self.chol_zero_as_missing,
+            scaling=self.scaling,
+        )
+        self._restore_scaling()
+        self.log_info(fl_ctx, f"site data loaded: n_train={len(train)} n_test={len(test)}")
+        if self._max_local_steps is not None:
+            self.log_info(
+                fl_ctx,
+                f"site setting {C.SITE_MAX_LOCAL_STEPS_KEY}={self._max_local_steps}: at most "
+                f"{self._max_local_steps} local steps per round (job asks for {self._planned_steps()})",
             )
-            metadata = settings.get(C.SITE_METADATA_KEY) or {}
-            if not isinstance(metadata, dict):
-                raise SiteDataError(
-                    f"local/{C.SITE_CONFIG_FILE}: '{C.SITE_METADATA_KEY}' must be a JSON object"
-                )
-            self._metadata = metadata
-            data_root = resolve_data_root(site_root)
-            train, test = load_site(data_root)
-            self._site = HeartSite(
-                name, train, test, chol_zero_as_missing=self.chol_zero_as_missing, scaling=self.scaling
-            )
-            self._restore_scaling()
-            self.log_info(fl_ctx, f"site data loaded: n_train={len(train)} n_test={len(test)}")
-            if self._max_local_steps is not None:
-                self.log_info(
-                    fl_ctx,
-                    f"site setting {C.SITE_MAX_LOCAL_STEPS_KEY}={self._max_local_steps}: at most "
-                    f"{self._max_local_steps} local steps per round (job asks for {self._planned_steps()})",
-                )
-        except (SiteDataError, ValueError) as exc:
-            self._site_error = str(exc)
-            self.log_error(fl_ctx, f"site data unusable: {exc}")
 
-    # ----------------------------------------------------------------------------- dispatch
-    def execute(
-        self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal
-    ) -> Shareable:
-        handlers = {
+    def release_site(self) -> None:
+        self._site = None
+
+    def task_handlers(self) -> dict:
+        return {
             C.TASK_FED_STATS: self._fed_stats,
             C.TASK_SET_SCALING: self._set_scaling,
             C.TASK_TRAIN: self._train,
             C.TASK_VALIDATE: self._validate,
-            C.TASK_SUBMIT_MODEL: self._submit_model,
         }
-        handler = handlers.get(task_name)
-        if handler is None:
-            self.log_error(fl_ctx, f"unknown task {task_name!r}")
-            return make_reply(ReturnCode.TASK_UNKNOWN)
-        if self._site is None:
-            return self._fail(fl_ctx, task_name, self._site_error or "site data not loaded")
-        if abort_signal.triggered:
-            return make_reply(ReturnCode.TASK_ABORTED)
-        try:
-            return handler(shareable, fl_ctx)
-        except (SiteDataError, ValueError, RuntimeError) as exc:
-            return self._fail(fl_ctx, task_name, str(exc))
-
-    def _fail(self, fl_ctx: FLContext, task_name: str, reason: str) -> Shareable:
-        message = f"site {fl_ctx.get_identity_name()} failed task {task_name!r}: {reason}"
-        self.log_error(fl_ctx, message)
-        reply = make_reply(ReturnCode.EXECUTION_EXCEPTION)
-        reply.set_header(C.HEADER_ERROR, message)
-        return reply
 
     # ----------------------------------------------------------------------------- tasks
     def _fed_stats(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
@@ -223,9 +182,7 @@ class HeartExecutor(Executor):
             self._site.set_scaling(json.loads(path.read_text()))
 
     def _model_from(self, shareable: Shareable):
-        dxo = from_shareable(shareable)
-        if dxo.data_kind != DataKind.WEIGHTS:
-            raise ValueError(f"expected model weights, got a {dxo.data_kind} DXO")
+        dxo = self.received_weights(shareable)
         model = tabular_from_weights(dxo.data)
         if model.in_features != self._site.n_features:
             raise ValueError(
@@ -237,14 +194,9 @@ class HeartExecutor(Executor):
     def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         started = time.perf_counter()  # the site's own compute time, for the round-overhead record
         model, dxo = self._model_from(shareable)
-        lr = dxo.get_meta_prop(C.META_LEARNING_RATE)
-        if lr is None:
-            raise ValueError(
-                "the train task carries no learning rate; the server must use "
-                "fedhealth.shareables.scheduled_generator.ScheduledShareableGenerator"
-            )
+        lr = self.learning_rate(dxo)
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND, 0)
-        received = _clean(self._site.evaluate(model))
+        received = clean_metrics(self._site.evaluate(model))
         workload = self._workload()
         if workload["local_steps"] != self.local["local_steps"]:
             self.log_info(
@@ -261,7 +213,7 @@ class HeartExecutor(Executor):
                 )
         steps = int(stats[C.M_STEPS])
         self._local_weights = to_numpy(model)
-        local = _clean(self._site.evaluate(model))
+        local = clean_metrics(self._site.evaluate(model))
         metrics = {
             **{f"global_{k}": v for k, v in received.items() if k not in (C.M_N_TRAIN, C.M_N_TEST)},
             C.M_TRAIN_LOSS: stats[C.M_TRAIN_LOSS],
@@ -280,7 +232,7 @@ class HeartExecutor(Executor):
             f"round {current_round}: lr={lr:.5g} train_loss={stats[C.M_TRAIN_LOSS]:.4f} "
             f"val_loss(received)={received[C.M_LOSS]:.4f}",
         )
-        self._stream(fl_ctx, current_round, metrics)
+        self.stream(fl_ctx, current_round, metrics)
         if self.send_weight_diff:
             update = {k: v - np.asarray(dxo.data[k], dtype=v.dtype) for k, v in self._local_weights.items()}
             out = DXO(data_kind=DataKind.WEIGHT_DIFF, data=update)
@@ -339,36 +291,11 @@ class HeartExecutor(Executor):
             return dict(self.local)
         return {**self.local, "local_steps": cap}
 
-    def _stream(self, fl_ctx: FLContext, current_round: int, metrics: dict) -> None:
-        """Per-round curves to the server's TensorBoard receiver (aggregate numbers only)."""
-        if not self.stream_metrics:
-            return
-        for key in C.STREAMED_METRICS:
-            value = metrics.get(key)
-            if value is not None:
-                dxo = create_analytic_dxo(
-                    tag=key,
-                    value=float(value),
-                    data_type=AnalyticsDataType.SCALAR,
-                    global_step=int(current_round),
-                )
-                send_analytic_dxo(self, dxo, fl_ctx, event_type=C.ANALYTICS_EVENT, fire_fed_event=True)
-
     def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         model, _ = self._model_from(shareable)
         owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")
-        metrics = _clean(self._site.evaluate(model))
+        metrics = clean_metrics(self._site.evaluate(model))
         x, y = self._site.arrays("test")
         metrics[C.M_INTERVALS] = evaluate_with_intervals(y, predict(model, x), n_bootstrap=self.n_bootstrap)
         self.log_info(fl_ctx, f"validated model of {owner}: accuracy={metrics[C.M_ACCURACY]:.4f}")
         return DXO(data_kind=DataKind.METRICS, data=metrics).to_shareable()
-
-    def _submit_model(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
-        if self._local_weights is None:
-            return make_reply(ReturnCode.EMPTY_RESULT)
-        return DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights).to_shareable()
-
-
-def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
-    """NaN (e.g. AUC on a one-class split) becomes None so JSON stays standard."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

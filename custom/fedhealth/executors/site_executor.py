@@ -9,11 +9,12 @@ Per-round curves stream to the server's TensorBoard receiver (aggregate numbers 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 from nvflare.apis.analytix import AnalyticsDataType
-from nvflare.apis.dxo import DXO, DataKind
+from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.executor import Executor
 from nvflare.apis.fl_constant import ReturnCode
@@ -95,6 +96,26 @@ class SiteExecutor(Executor):
         reply.set_header(C.HEADER_ERROR, message)
         return reply
 
+    # ----------------------------------------------------------------------------- shared helpers
+    @staticmethod
+    def received_weights(shareable: Shareable) -> DXO:
+        """The task's model DXO; anything but WEIGHTS is refused."""
+        dxo = from_shareable(shareable)
+        if dxo.data_kind != DataKind.WEIGHTS:
+            raise ValueError(f"expected model weights, got a {dxo.data_kind} DXO")
+        return dxo
+
+    @staticmethod
+    def learning_rate(dxo: DXO) -> float:
+        """This round's learning rate, which the server's scheduled generator put in the DXO meta."""
+        lr = dxo.get_meta_prop(C.META_LEARNING_RATE)
+        if lr is None:
+            raise ValueError(
+                "the train task carries no learning rate; the server must use "
+                "fedhealth.shareables.scheduled_generator.ScheduledShareableGenerator"
+            )
+        return float(lr)
+
     # ----------------------------------------------------------------------------- shared tasks
     def submit_model(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         """This site's locally trained weights of the last round, for cross-site evaluation."""
@@ -116,3 +137,13 @@ class SiteExecutor(Executor):
                     global_step=int(current_round),
                 )
                 send_analytic_dxo(self, dxo, fl_ctx, event_type=C.ANALYTICS_EVENT, fire_fed_event=True)
+
+
+def clean_metrics(metrics: dict) -> dict:
+    """NaN (e.g. AUC on a one-class split) becomes None, nested dicts included, so JSON stays standard."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            value = clean_metrics(value)
+        out[key] = None if isinstance(value, float) and math.isnan(value) else value
+    return out
