@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     work = ROOT / "workspace" / "bench_faults"
     shutil.rmtree(work, ignore_errors=True)
     start = time.monotonic()
-    layout = heart_poc(ROOT / "project.yml", work)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", work)
     set_heartbeat_timeout(layout, 30)
     results = {}
     for name in args.only or SCENARIOS:

@@ -120,7 +120,7 @@ def site_he_times(layout, job_id: str) -> dict[str, float]:
 
 
 def poc_side_by_side(rounds: int, work: Path) -> dict:
-    layout = heart_poc(ROOT / "project.yml", work / "ws", he=True)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", work / "ws", he=True)
     he_job = job_variant(ROOT / "jobs" / "heart_he", work / "jobs" / "heart_he", rounds=rounds)
     selective = job_variant(he_job, work / "jobs" / "heart_he_weight_only")
     _edit(selective / "app" / "config" / "config_fed_client.json", _encrypt_only(SELECTIVE_LAYERS))

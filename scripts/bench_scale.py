@@ -86,7 +86,7 @@ def hardware() -> dict:
 
 def poc_overheads(models: list[str], rounds: int, work: Path) -> dict:
     """Each model size, fast and stock settings, one job after the other on one POC federation."""
-    layout = heart_poc(ROOT / "project.yml", work / "poc")
+    layout = heart_poc(ROOT / "provision" / "poc.yml", work / "poc")
     out: dict = {}
     with PocProcesses(layout, work / "logs") as procs:
         procs.start()

@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a heart job on four hospitals in FLARE POC mode, end to end")
     demo.add_argument("--job", type=Path, default=root / "jobs" / "heart_fedprox")
-    demo.add_argument("--project", type=Path, default=root / "project.yml")
+    demo.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
     demo.add_argument("--workspace", type=Path, default=root / "workspace")
     demo.add_argument("--results", type=Path, default=root / "results" / "demo")
     demo.add_argument("--timeout", type=float, default=900.0, help="seconds the job may run")
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert-medmnist", help="MedMNIST .npz -> per-site DICOM folders (non-IID)")
     add_convert_arguments(convert)
     up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
-    up.add_argument("--project", type=Path, default=root / "project.yml")
+    up.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
     up.add_argument("--workspace", type=Path, default=root / "workspace")
     provision = sub.add_parser(
         "provision", help="production startup kits: what was made for whom, fingerprints, secrets"

@@ -25,7 +25,7 @@ ROUNDS = 3
 
 def test_topk_job_completes_and_accounts_bytes(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     job = job_variant(ROOT / "jobs" / "heart_topk", tmp_path / "jobs" / "heart_topk", rounds=ROUNDS)
     result = run_job(layout, job, workspace=workspace, timeout=300)
     record, cross = find_run_files(result)

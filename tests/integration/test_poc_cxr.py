@@ -48,7 +48,8 @@ def test_poc_cxr_fedprox_on_converted_dicom_sites(tmp_path: Path) -> None:
         pytest.skip(f"{npz} is absent: MedMNIST files live in ../shared/data/medmnist")
     workspace = tmp_path / "fedhealth_cxr_ws"
     layout = prepare_workspace(
-        project_on_port(ROOT / "project.yml", workspace / "project.yml", free_port()), workspace / "poc"
+        project_on_port(ROOT / "provision" / "poc.yml", workspace / "project.yml", free_port()),
+        workspace / "poc",
     )
     manifest = write_cxr_data(layout, npz, alpha=1.0, seed=0, limit=LIMIT)
     train_dir = layout.kit(BROKEN_SITE) / "data" / CXR_DATASET_DIR / "train"

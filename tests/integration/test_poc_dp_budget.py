@@ -39,7 +39,7 @@ def _cap_budget(kit: Path, epsilon: float) -> None:
 
 def test_a_site_at_its_budget_declines_and_the_job_completes_with_the_others(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     _cap_budget(layout.kit(CAPPED), CAP)
     job = job_variant(
         ROOT / "jobs" / "heart_dp", tmp_path / "jobs" / "heart_dp", rounds=ROUNDS, cse_timeout_s=30

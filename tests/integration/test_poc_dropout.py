@@ -25,7 +25,7 @@ KILL_AT_ROUND = 2
 
 def test_a_site_killed_mid_job_is_marked_missing_and_the_job_completes(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     set_heartbeat_timeout(layout, 30)
     job = job_variant(
         ROOT / "jobs" / "heart_fedprox",

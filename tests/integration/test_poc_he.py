@@ -27,7 +27,7 @@ ROUNDS = 3
 
 def test_he_job_completes_and_reports_encryption(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace, he=True)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace, he=True)
     job = job_variant(ROOT / "jobs" / "heart_he", tmp_path / "jobs" / "heart_he", rounds=ROUNDS)
     result = run_job(layout, job, workspace=workspace, timeout=400)
     record, cross = find_run_files(result)
@@ -70,7 +70,7 @@ MISSING = [
 @pytest.mark.parametrize(("who", "name", "prefix"), MISSING)
 def test_a_missing_context_stops_the_job_at_start(tmp_path: Path, who: str, name: str, prefix: str) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace, he=True)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace, he=True)
     (layout.kit(who) / "startup" / name).unlink()
     job = job_variant(ROOT / "jobs" / "heart_he", tmp_path / "jobs" / "heart_he", rounds=ROUNDS)
     expected = prefix + r"\S+/" + who + "/startup/" + name.replace(".", r"\.") + " is missing"

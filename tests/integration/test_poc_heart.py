@@ -40,7 +40,7 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
         job_dir=job_variant(
             ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_fedprox", rounds=ROUNDS
         ),
-        project_file=project_on_port(ROOT / "project.yml", tmp_path / "project.yml", free_port()),
+        project_file=project_on_port(ROOT / "provision" / "poc.yml", tmp_path / "project.yml", free_port()),
         workspace=workspace,
         results_dir=tmp_path / "results",
         timeout=300,
@@ -84,7 +84,7 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
 
 def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) -> None:
     workspace = tmp_path / "fedhealth_test_ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     train = layout.kit("switzerland") / "data" / HEART_DATASET_DIR / TRAIN_FILE
     pd.read_csv(train).drop(columns=["chol"]).to_csv(train, index=False)
     with pytest.raises(PocError) as info:

@@ -62,7 +62,7 @@ def _global_loss(model_file: Path, site_kit: Path, scaling: dict) -> float:
 
 def test_too_few_sites_stops_the_job_with_the_last_completed_rounds_model(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     set_heartbeat_timeout(layout, HEART_BEAT_TIMEOUT)
     with PocProcesses(layout, workspace / "logs") as procs:
         procs.start()

@@ -40,7 +40,7 @@ def _round_metrics(record: dict) -> list[dict]:
 @pytest.mark.parametrize(("job", "metrics"), JOBS)
 def test_noniid_job_runs_and_improves_every_site(tmp_path: Path, job: str, metrics: set[str]) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     job_dir = job_variant(ROOT / "jobs" / job, tmp_path / "jobs" / job, rounds=ROUNDS)
     result = run_job(layout, job_dir, workspace=workspace, timeout=300)
     record, cross = find_run_files(result)
@@ -59,7 +59,7 @@ def test_noniid_job_runs_and_improves_every_site(tmp_path: Path, job: str, metri
 
 def test_clustered_job_trains_one_model_per_declared_region(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     for site in layout.sites:  # each hospital declares its region in its own site config
         path = layout.kit(site) / "local" / SITE_CONFIG_FILE
         path.write_text(json.dumps({**json.loads(path.read_text()), "metadata": {"region": REGION[site]}}))

@@ -26,7 +26,7 @@ CASES = [("nan", "non-finite"), ("scale", "norm")]
 @pytest.mark.parametrize(("mode", "words"), CASES)
 def test_poisoned_updates_are_rejected_every_round(tmp_path: Path, mode: str, words: str) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     job = job_variant(
         ROOT / "jobs" / "heart_fedprox",
         tmp_path / "jobs" / "heart_fedprox",

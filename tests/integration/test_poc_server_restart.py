@@ -64,7 +64,7 @@ def test_flare_2_9_writes_no_server_snapshot() -> None:
 @pytest.mark.slow
 def test_server_restart_loses_the_job_in_flare_and_fedhealth_resumes_it(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "project.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
     server_kit = layout.kit(layout.server)
     with PocProcesses(layout, workspace / "logs") as procs:
         procs.start()

@@ -38,6 +38,6 @@ def he_kits(tmp_path_factory: pytest.TempPathFactory) -> PocLayout:
     """``nvflare poc prepare`` of the kit's project with HE: server and four site kits."""
     base = tmp_path_factory.mktemp("he_kits")
     project = project_with_he(
-        project_on_port(ROOT / "project.yml", base / "project.yml", 8102), base / "project.yml"
+        project_on_port(ROOT / "provision" / "poc.yml", base / "project.yml", 8102), base / "project.yml"
     )
     return prepare_workspace(project, base / "poc")

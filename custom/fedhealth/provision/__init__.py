@@ -1,1 +1,1 @@
-"""Provisioning builders (run by ``nvflare provision`` / ``nvflare poc prepare -i project.yml``)."""
+"""Provisioning builders (run by ``nvflare provision`` / ``nvflare poc prepare -i provision/poc.yml``)."""

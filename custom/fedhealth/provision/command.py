@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fedhealth.poc.workspace import PocError
 
-PRODUCTION_PROJECT = Path("provision") / "production.yml"
+PRODUCTION_PROJECT = Path("project.yml")
 
 
 def add_provision_arguments(parser: argparse.ArgumentParser, root: Path) -> None:

@@ -66,20 +66,20 @@ def test_a_faulty_site_gets_its_own_app_with_the_drill_filter(tmp_path: Path) ->
 
 
 def test_project_on_port_moves_only_the_server_port(tmp_path: Path) -> None:
-    path = project_on_port(ROOT / "project.yml", tmp_path / "p.yml", 9001)
+    path = project_on_port(ROOT / "provision" / "poc.yml", tmp_path / "p.yml", 9001)
     project = yaml.safe_load(path.read_text())
     server = next(p for p in project["participants"] if p["type"] == "server")
     assert server["fed_learn_port"] == server["admin_port"] == 9001
     assert [p["name"] for p in project["participants"]] == [
-        p["name"] for p in yaml.safe_load((ROOT / "project.yml").read_text())["participants"]
+        p["name"] for p in yaml.safe_load((ROOT / "provision" / "poc.yml").read_text())["participants"]
     ]
 
 
 def test_project_with_he_inserts_hebuilder_before_signing(tmp_path: Path) -> None:
     from fedhealth.poc.variants import HE_BUILDER, SIGNATURE_BUILDER, project_with_he
 
-    before = (ROOT / "project.yml").read_text()
-    dest = project_with_he(ROOT / "project.yml", tmp_path / "he.yml", poly_modulus_degree=16384)
+    before = (ROOT / "provision" / "poc.yml").read_text()
+    dest = project_with_he(ROOT / "provision" / "poc.yml", tmp_path / "he.yml", poly_modulus_degree=16384)
     builders = [b["path"] for b in yaml.safe_load(dest.read_text())["builders"]]
     assert builders.index(HE_BUILDER) == builders.index(SIGNATURE_BUILDER) - 1
     assert yaml.safe_load(dest.read_text())["builders"][builders.index(HE_BUILDER)]["args"] == {
@@ -87,7 +87,7 @@ def test_project_with_he_inserts_hebuilder_before_signing(tmp_path: Path) -> Non
     }
     again = project_with_he(dest, tmp_path / "he2.yml")  # already there: not added twice
     assert [b["path"] for b in yaml.safe_load(again.read_text())["builders"]].count(HE_BUILDER) == 1
-    assert (ROOT / "project.yml").read_text() == before
+    assert (ROOT / "provision" / "poc.yml").read_text() == before
 
 
 def test_project_with_he_needs_signing(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_project_with_he_needs_signing(tmp_path: Path) -> None:
 
     from fedhealth.poc.variants import project_with_he
 
-    project = yaml.safe_load((ROOT / "project.yml").read_text())
+    project = yaml.safe_load((ROOT / "provision" / "poc.yml").read_text())
     project["builders"] = [b for b in project["builders"] if "signature" not in b["path"]]
     (tmp_path / "p.yml").write_text(yaml.safe_dump(project))
     with pytest.raises(ValueError, match="HE contexts must be signed"):

@@ -66,7 +66,7 @@ def test_bare_entry_is_rejected_before_writing(tmp_path: Path, entries: list[str
 @pytest.fixture(scope="module")
 def poc(tmp_path_factory: pytest.TempPathFactory) -> PocLayout:
     """One real ``nvflare poc prepare -i project.yml`` run (about a second or two)."""
-    return prepare_workspace(REPO / "project.yml", tmp_path_factory.mktemp("poc"))
+    return prepare_workspace(REPO / "provision" / "poc.yml", tmp_path_factory.mktemp("poc"))
 
 
 def test_layout_matches_project(poc: PocLayout) -> None:

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_provision_add_and_preflight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     workspace = tmp_path / "ws"
-    project = REPO / "provision" / "production.yml"
+    project = REPO / "project.yml"
     assert (
         main(["provision", "-p", str(project), "-w", str(workspace), "--server-host", "fl.example.test"]) == 0
     )

@@ -1,6 +1,6 @@
 """The production project provisions: every site kit carries its policies, HE contexts and signatures.
 
-One real ``nvflare provision`` run of ``provision/production.yml`` (a few seconds), read back by
+One real ``nvflare provision`` run of the production ``project.yml`` (a few seconds), read back by
 ``fedhealth provision``'s report and checked by ``fedhealth preflight``'s signature check.
 """
 
@@ -34,9 +34,7 @@ ROLES = {
 
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_provision(
-        REPO / "provision" / "production.yml", tmp_path_factory.mktemp("prov"), server_host=HOST
-    )
+    return run_provision(REPO / "project.yml", tmp_path_factory.mktemp("prov"), server_host=HOST)
 
 
 def test_server_host_is_configurable(prod: Path) -> None:
@@ -128,8 +126,8 @@ def test_add_then_renew_changes_only_the_named_kit(tmp_path: Path) -> None:
     from fedhealth.provision.add_site import add_participants
 
     workspace = tmp_path / "ws"
-    first = run_provision(REPO / "provision" / "production.yml", workspace)
-    project = yaml.safe_load((REPO / "provision" / "production.yml").read_text())
+    first = run_provision(REPO / "project.yml", workspace)
+    project = yaml.safe_load((REPO / "project.yml").read_text())
     project["participants"].append({"name": "st_marys", "type": "client", "org": "st_marys"})
     added_file = tmp_path / "added.yml"
     added_file.write_text(yaml.safe_dump(project))
