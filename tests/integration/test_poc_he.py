@@ -79,3 +79,21 @@ def test_a_missing_context_stops_the_job_at_start(tmp_path: Path, who: str, name
     assert "HEBuilder" in str(err.value)
     record, _ = find_run_files(next((workspace / "downloads").iterdir()))
     assert record["status"] == "aborted" and record["rounds"] == []  # not one round ran
+
+
+def test_he_with_dp_sgd(tmp_path: Path) -> None:
+    """jobs/heart_he_dp: DP-SGD noise at every site, then CKKS encryption of the noisy update."""
+    workspace = tmp_path / "ws"
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace, he=True)
+    job = job_variant(ROOT / "jobs" / "heart_he_dp", tmp_path / "jobs" / "heart_he_dp", rounds=2)
+    result = run_job(layout, job, workspace=workspace, timeout=400)
+    record, cross = find_run_files(result)
+    report = build_report("heart_he_dp", record, cross)
+    assert report["failures"] == [] and report["rounds"] == 2
+    enc = report["encryption"]
+    assert enc["scheme"] == "CKKS" and set(enc["sites"]) == set(layout.sites)
+    assert all(row["rounds"] == 2 and row["ratio"] > 100 for row in enc["sites"].values())
+    privacy = report["privacy"]
+    assert set(privacy["final"]) == set(layout.sites), privacy
+    for site, final in privacy["final"].items():
+        assert 0 < final["epsilon"] <= 5.0 + 1e-6, site
