@@ -18,7 +18,9 @@ from fedhealth.provision.allow_list_builder import DEFAULT_EXTRA
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 # job -> FedProx mu (0 is FedAvg)
-CXR_JOBS = {"cxr_fedavg": 0.0, "cxr_fedprox": "positive"}
+CXR_JOBS = {"cxr_fedavg": 0.0, "cxr_fedprox": "positive", "cxr_he": 0.0}
+# HE jobs evaluate the global model only: no site model is submitted to the server in clear.
+NO_SUBMIT = {"cxr_he"}
 ALLOW_LIST = [*DEFAULT_CLASS_ALLOW_LIST, *DEFAULT_EXTRA]
 
 
@@ -48,7 +50,8 @@ def _specs(node: object):
 @pytest.mark.parametrize(("job", "mu"), CXR_JOBS.items())
 def test_executor_and_model_agree_and_build(job: str, mu: object) -> None:
     (entry,) = _config(job, "config_fed_client.json")["executors"]
-    assert set(entry["tasks"]) == {C.TASK_TRAIN, C.TASK_VALIDATE, C.TASK_SUBMIT_MODEL}
+    expected = {C.TASK_TRAIN, C.TASK_VALIDATE} | (set() if job in NO_SUBMIT else {C.TASK_SUBMIT_MODEL})
+    assert set(entry["tasks"]) == expected
     args = entry["executor"]["args"]
     executor = CxrExecutor(**args)
     assert (args["mu"] > 0) if mu == "positive" else args["mu"] == mu
