@@ -84,3 +84,11 @@ def test_one_round_curve_writes_the_json_rows_and_png(tiny_npz: Path, tmp_path: 
         assert set(row["val_auc_by_lr"]) == {"0.001", "0.003"}
     table = cxr_table(result).splitlines()
     assert len(table) == 4 and table[3].startswith("| ∞ (no DP) |") and "+0.0 pts" in table[3]
+
+
+@pytest.mark.parametrize(("argv", "dataset"), [([], "heart"), (["--dataset", "cxr"], "cxr")])
+def test_the_command_takes_the_dataset_heart_by_default(argv: list[str], dataset: str) -> None:
+    from fedhealth.cli import _parser
+
+    args = _parser().parse_args(["privacy-utility", *argv])
+    assert args.dataset == dataset and args.out is None and args.png is None
