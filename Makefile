@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility bench-he bench-noniid bench-cxr bench-scale clean
+.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-cxr bench-scale clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,9 @@ bench-dp: setup
 
 privacy-utility: setup
 	$(VENV)/bin/fedhealth privacy-utility --out results/privacy_utility.json --png results/privacy_utility.png
+
+privacy-utility-cxr: setup
+	$(VENV)/bin/fedhealth privacy-utility --dataset cxr --out results/privacy_utility_cxr.json --png results/privacy_utility_cxr.png
 
 bench-he: setup
 	$(PY) scripts/bench_he.py --out results/bench_he.json

@@ -59,10 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     add_preflight_arguments(preflight)
     curve = sub.add_parser(
         "privacy-utility",
-        help="heart test accuracy against epsilon (DP-SGD at each site), 5 seeds, tuned by cross-validation",
+        help="test metric against epsilon (DP-SGD at each site): heart (5 seeds, tuned by cross-validation) "
+        "or cxr (PneumoniaMNIST in 4 sites, test AUC, 3 seeds, tuned on validation)",
     )
-    curve.add_argument("--out", type=Path, default=root / "results" / "privacy_utility.json")
-    curve.add_argument("--png", type=Path, default=root / "results" / "privacy_utility.png")
+    curve.add_argument("--dataset", choices=("heart", "cxr"), default="heart")
+    curve.add_argument("--out", type=Path, help="default results/privacy_utility[_cxr].json")
+    curve.add_argument("--png", type=Path, help="default results/privacy_utility[_cxr].png")
     return parser
 
 
@@ -83,10 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "preflight":
         return run_preflight_command(args)
     if args.command == "privacy-utility":
-        from fedhealth.privacy.utility_curve import run_curve, table
+        stem = "privacy_utility" if args.dataset == "heart" else "privacy_utility_cxr"
+        root = _repo_root()
+        out = args.out or root / "results" / f"{stem}.json"
+        png = args.png or root / "results" / f"{stem}.png"
+        if args.dataset == "cxr":
+            from fedhealth.privacy.utility_curve_cxr import cxr_table, run_cxr_curve
 
-        print(table(run_curve(out_json=args.out, out_png=args.png)))
-        print(f"wrote {args.out} and {args.png}")
+            print(cxr_table(run_cxr_curve(out_json=out, out_png=png)))
+        else:
+            from fedhealth.privacy.utility_curve import run_curve, table
+
+            print(table(run_curve(out_json=out, out_png=png)))
+        print(f"wrote {out} and {png}")
         return 0
     if args.command == "convert-medmnist":
         return run_convert(args)

@@ -1,4 +1,4 @@
-"""DP-SGD for a heart site: the one place the executor and the in-process twin build their trainer.
+"""DP-SGD for a site (heart table or image arrays): the one place the executor and the twin build it.
 
 Turns a site's local-training settings (batch size, local steps or epochs, optimizer) into a
 :class:`~fedhealth.privacy.dp_sgd.PrivateTrainer` sized for the whole job, so the FLARE executor and
@@ -10,12 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 from torch import nn
 
 from fedhealth.privacy.dp_config import DPConfig
 from fedhealth.privacy.dp_sgd import PrivateTrainer
-from fedhealth.training.heart_site import HeartSite
+
+
+class TrainArrays(Protocol):
+    """A site that hands out its ``(x, y)`` arrays: :class:`~fedhealth.training.heart_site.HeartSite`, or
+    :class:`~fedhealth.privacy.utility_curve_cxr.ImageArraysSite` (images ``(n, C, S, S)``, binary labels).
+    """
+
+    def arrays(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]: ...  # noqa: D102
 
 
 def steps_per_round(n: int, *, batch_size: int, local_steps: int = 0, local_epochs: int = 1) -> int:
@@ -25,7 +34,7 @@ def steps_per_round(n: int, *, batch_size: int, local_steps: int = 0, local_epoc
 
 def site_trainer(
     model: nn.Module,
-    site: HeartSite,
+    site: TrainArrays,
     dp: DPConfig,
     *,
     local: Mapping[str, object],
@@ -38,7 +47,7 @@ def site_trainer(
 
     Args:
         model: a model of the job's architecture.
-        site: the site (scaled).
+        site: the site (a heart site scaled; an image site with its images ready).
         dp: the job's DP settings; ``dp.rounds`` overrides ``rounds`` when set.
         local: the executor's local-training settings (``batch_size``, ``local_steps``, ``local_epochs``,
             ``mu``, ``optimizer``, ``weight_decay``).
