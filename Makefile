@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-cxr bench-scale clean
+.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-scale clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,10 @@ bench-he: setup
 
 bench-noniid: setup
 	$(PY) scripts/bench_noniid.py --out results/bench_noniid.json
+
+# Non-IID PneumoniaMNIST rows (Dirichlet alpha 0.1 and 1.0, 4 sites, small CNN), merged into the same JSON.
+bench-noniid-cxr: setup
+	$(PY) scripts/bench_noniid.py --dataset pneumonia --out results/bench_noniid.json
 
 # Chest X-ray: PneumoniaMNIST as DICOM in 4 non-IID sites; centralized, local-only, FedAvg, FedProx.
 bench-cxr: setup

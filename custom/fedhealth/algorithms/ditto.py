@@ -38,7 +38,7 @@ def train_personal(
     Args:
         personal: the site's personal model ``v`` (same architecture as the global model).
         global_model: the current global model ``w`` (not changed).
-        x: scaled features ``(n, d)``; y: labels 0/1 ``(n,)``.
+        x: scaled features ``(n, d)`` or images ``(n, C, S, S)``; y: labels 0/1 ``(n,)``.
         lam: Ditto's ``lambda`` (0: purely local; large: stays at the global model).
         lr: personal learning rate ``eta``.
         epochs: passes over the site's data.
@@ -65,7 +65,8 @@ def train_personal(
     for _ in range(epochs):
         for idx in torch.randperm(len(yt), generator=gen).split(batch_size):
             optimizer.zero_grad()
-            loss = loss_fn(personal(xt[idx]), yt[idx])
+            logits = personal(xt[idx])
+            loss = loss_fn(logits, yt[idx].reshape(logits.shape))  # (n,) or (n, 1) heads
             loss.backward()
             optimizer.step()
             with torch.no_grad():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from fedhealth.training.aggregation import weighted_average
 from fedhealth.training.federation import lr_for_round
 from fedhealth.training.heart_site import HeartSite
 from fedhealth.training.loops import LocalTrainConfig
+
+if TYPE_CHECKING:  # image sites import MONAI; the heart twin does not need it
+    from fedhealth.imaging.noniid_site import ImageTrainSite
 
 ALGORITHMS = ("scaffold", "fedopt", "ditto", "clustered")
 SiteModels = dict[str, nn.Module]
@@ -66,7 +70,7 @@ def _train(
 
 
 def run_noniid(
-    sites: Sequence[HeartSite],
+    sites: Sequence[HeartSite | ImageTrainSite],
     model_fn: Callable[[], nn.Module],
     *,
     algorithm: str,
@@ -81,11 +85,14 @@ def run_noniid(
     """Run one non-IID algorithm for ``rounds`` rounds.
 
     Args:
-        sites: the sites, already scaled.
+        sites: the sites, already scaled: heart sites or image sites (anything with ``name``,
+            ``n_train``, ``train_round`` and ``arrays``, e.g. :class:`ImageTrainSite`).
         model_fn: builds the initial global model.
         algorithm: ``"scaffold"``, ``"fedopt"``, ``"ditto"`` or ``"clustered"``.
         rounds, lr, gamma, seed: as in :func:`~fedhealth.training.federation.run_federation`.
-        options: the algorithm's settings. scaffold: ``global_lr`` (1.0). fedopt: ``server_opt``
+        options: the algorithm's settings. scaffold: ``global_lr`` (1.0), ``lr_scale`` (1.0; the
+            local step size is ``lr * lr_scale``, e.g. ``1 / (1 - beta)`` for heavy-ball momentum
+            ``beta``, as the image sites' SGD uses). fedopt: ``server_opt``
             (``"yogi"``), ``server_lr``, ``beta1``, ``beta2``, ``tau``. ditto: ``lam``, ``ditto_lr``
             (``lr``), ``ditto_epochs`` (1). clustered: ``split_round`` (first round that may split,
             5), ``split_threshold`` (split when the groups' largest cross similarity is below it,
@@ -128,7 +135,12 @@ def run_noniid(
                 trained, steps = _train(site, global_model, config, gen, corr)
                 end = _params(trained)
                 c_local[i], dc = scaffold.update_local_control(
-                    c_local[i], c_global, start, end, steps=steps, lr=config.lr
+                    c_local[i],
+                    c_global,
+                    start,
+                    end,
+                    steps=steps,
+                    lr=config.lr * float(opts.get("lr_scale", 1.0)),
                 )
                 dys.append({k: end[k] - start[k] for k in start})
                 dcs.append(dc)
