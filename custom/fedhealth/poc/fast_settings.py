@@ -10,6 +10,8 @@ Measured in POC and in simulation (``make bench-scale``); each saves idle time i
   inside the task message instead of as a reference the receiver then downloads in chunks. One
   message instead of a message plus a download transaction; with a hundred clients in one process it
   also avoids exhausting FLARE's shared streaming thread pools.
+  Measured on a quiet machine, inline is slower than the chunked download at 10M weights (round
+  overhead 3.02 s vs 2.66 s): for models of millions of weights keep FLARE's default chunk size.
 """
 
 from __future__ import annotations
