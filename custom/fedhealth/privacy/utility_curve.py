@@ -154,19 +154,29 @@ def run_curve(
     return result
 
 
-def table(result: dict) -> str:
-    """The curve as a Markdown table, with the loss against the non-private row."""
+def table(result: dict, *, metric: str = "accuracy", extra: dict[str, str] | None = None) -> str:
+    """The curve as a Markdown table, with the loss against the non-private row.
+
+    Args:
+        result: what a curve run returned (``rows`` with ``target_epsilon``, ``achieved_epsilon``,
+            ``delta``, ``metric_mean``, ``metric_sd``).
+        metric: the metric's column name.
+        extra: further columns, header -> format string over the row (e.g. ``"{lr:g}"``).
+    """
+    extra = extra or {}
     plain = next((r["metric_mean"] for r in result["rows"] if r["target_epsilon"] is None), None)
-    lines = [
-        "| target ε | achieved ε (max site) | δ (max site) | accuracy mean ± sd | vs no DP |",
-        "|---:|---:|---:|---:|---:|",
-    ]
+    headers = ["target ε", "achieved ε (max site)", "δ (max site)", f"{metric} mean ± sd", "vs no DP", *extra]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---:|" * len(headers)]
     for r in result["rows"]:
-        eps = "∞ (no DP)" if r["target_epsilon"] is None else f"{r['target_epsilon']:g}"
-        got = "–" if r["achieved_epsilon"] is None else f"{r['achieved_epsilon']:.3f}"
-        delta = "–" if r["delta"] is None else f"{r['delta']:.1e}"
-        diff = "–" if plain is None else f"{100 * (r['metric_mean'] - plain):+.1f} pts"
-        lines.append(f"| {eps} | {got} | {delta} | {r['metric_mean']:.3f} ± {r['metric_sd']:.3f} | {diff} |")
+        cells = [
+            "∞ (no DP)" if r["target_epsilon"] is None else f"{r['target_epsilon']:g}",
+            "–" if r["achieved_epsilon"] is None else f"{r['achieved_epsilon']:.3f}",
+            "–" if r["delta"] is None else f"{r['delta']:.1e}",
+            f"{r['metric_mean']:.3f} ± {r['metric_sd']:.3f}",
+            "–" if plain is None else f"{100 * (r['metric_mean'] - plain):+.1f} pts",
+            *(fmt.format(**r) for fmt in extra.values()),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -268,20 +268,8 @@ def run_cxr_curve(
 
 
 def cxr_table(result: dict) -> str:
-    """The CXR curve as a Markdown table, in AUC points against the non-private row."""
-    plain = next((r["metric_mean"] for r in result["rows"] if r["target_epsilon"] is None), None)
-    lines = [
-        "| target ε | achieved ε (max site) | δ (max site) | lr | test AUC mean ± sd | vs no DP | accuracy |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
-        eps = "∞ (no DP)" if r["target_epsilon"] is None else f"{r['target_epsilon']:g}"
-        got = "–" if r["achieved_epsilon"] is None else f"{r['achieved_epsilon']:.3f}"
-        delta = "–" if r["delta"] is None else f"{r['delta']:.1e}"
-        diff = "–" if plain is None else f"{100 * (r['metric_mean'] - plain):+.1f} pts"
-        lines.append(
-            f"| {eps} | {got} | {delta} | {r['lr']:g} "
-            f"| {r['metric_mean']:.3f} ± {r['metric_sd']:.3f} | {diff} "
-            f"| {r['accuracy_mean']:.3f} ± {r['accuracy_sd']:.3f} |"
-        )
-    return "\n".join(lines)
+    """The CXR curve as a Markdown table: test AUC against the non-private row, lr and accuracy."""
+    from fedhealth.privacy.utility_curve import table
+
+    extra = {"lr": "{lr:g}", "accuracy": "{accuracy_mean:.3f} ± {accuracy_sd:.3f}"}
+    return table(result, metric="test AUC", extra=extra)
