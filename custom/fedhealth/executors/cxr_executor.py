@@ -34,7 +34,7 @@ from fedhealth.imaging.loops import (
 from fedhealth.imaging.site import PipelineSettings, load_site_images
 from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.models.state import to_numpy
-from fedhealth.training.loops import LocalTrainConfig
+from fedhealth.training.loops import LocalTrainConfig, local_settings
 from fedhealth.training.site_metrics import evaluate_with_intervals
 
 
@@ -80,15 +80,14 @@ class CxrExecutor(SiteExecutor):
     ) -> None:
         super().__init__(stream_metrics=stream_metrics)
         self.spec = LabelSpec(label_task, tuple(classes or ()))
-        self.local = {
-            "batch_size": batch_size,
-            "local_steps": local_steps,
-            "local_epochs": local_epochs,
-            "mu": mu,
-            "optimizer": optimizer,
-            "weight_decay": weight_decay,
-        }
-        LocalTrainConfig(lr=1.0, **self.local)  # a bad job config fails at start, not in a round
+        self.local = local_settings(
+            batch_size=batch_size,
+            local_steps=local_steps,
+            local_epochs=local_epochs,
+            mu=mu,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+        )
         ImageModel(model, channels, self.spec.n_outputs)  # checks the name and sizes
         if model == "densenet121" and image_size < 32:
             raise ValueError(f"densenet121 needs image_size of at least 32, got {image_size}.")

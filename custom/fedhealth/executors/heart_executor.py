@@ -34,7 +34,7 @@ from fedhealth.executors.site_executor import SiteExecutor, clean_metrics
 from fedhealth.models.state import tabular_from_weights, to_numpy
 from fedhealth.privacy.dp_config import DPConfig, check_site_budget
 from fedhealth.training.heart_site import SCALING_MODES, HeartSite
-from fedhealth.training.loops import LocalTrainConfig, predict
+from fedhealth.training.loops import LocalTrainConfig, local_settings, predict
 from fedhealth.training.site_metrics import evaluate_with_intervals
 from fedhealth.training.warmup import warm_up_in_background
 
@@ -79,9 +79,7 @@ class HeartExecutor(SiteExecutor):
         dp: dict | None = None,
     ) -> None:
         super().__init__(stream_metrics=stream_metrics)
-        # Checked here so a bad job config fails at start, not in a round.
-        LocalTrainConfig(
-            lr=1.0,
+        self.local = local_settings(
             batch_size=batch_size,
             local_steps=local_steps,
             local_epochs=local_epochs,
@@ -100,14 +98,6 @@ class HeartExecutor(SiteExecutor):
         self._private = None  # the site's DP-SGD trainer, built at its first train task
         self._dp_budget: float | None = None  # the site's own epsilon cap, local/fedhealth_site.json
         self.chol_zero_as_missing = chol_zero_as_missing
-        self.local = {
-            "batch_size": batch_size,
-            "local_steps": local_steps,
-            "local_epochs": local_epochs,
-            "mu": mu,
-            "optimizer": optimizer,
-            "weight_decay": weight_decay,
-        }
         self.seed = seed
         self.n_bootstrap = n_bootstrap
         self.send_weight_diff = send_weight_diff

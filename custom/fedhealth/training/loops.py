@@ -58,6 +58,16 @@ class LocalTrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}.")
 
 
+def local_settings(**settings: object) -> dict:
+    """A job's local-training settings (every :class:`LocalTrainConfig` field but ``lr``), checked.
+
+    Executors call it in ``__init__`` so a bad job config fails at start, not in a round; the
+    round's learning rate comes with each task.
+    """
+    LocalTrainConfig(lr=1.0, **settings)  # type: ignore[arg-type]
+    return dict(settings)
+
+
 def _batches(n: int, batch_size: int, steps: int, epochs: int, gen: torch.Generator):
     """Index batches: ``steps`` batches cycling over shuffled epochs, or ``epochs`` full passes."""
     if steps > 0:
