@@ -19,7 +19,6 @@ from nvflare.apis.dxo import DataKind
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
-from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth.aggregators.robust_aggregator import RobustAggregator
 from fedhealth.constants import CLIENT_DP_LEDGER_FILE
@@ -113,12 +112,8 @@ class DPFedAvgAggregator(RobustAggregator):
 
         if self.accountant is None:
             self._start(fl_ctx)
-        current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
-        with self._lock:
-            received, self._received = self._received, {}
-        reference = self._global_weights(fl_ctx)
+        current_round, received, reference = self._take_round(fl_ctx)
         if reference is None:
-            self.log_error(fl_ctx, f"Round {current_round}: no global model; returning no change.")
             return self._result({}, {})
         unchanged = {k: np.zeros(np.shape(v)) for k, v in reference.items()}
         next_epsilon = self.accountant.epsilon(self.accountant.rounds + 1)

@@ -204,13 +204,22 @@ class RobustAggregator(Aggregator):
                 return reason, {}, 0.0, None
         return None, {k: np.asarray(v) for k, v in dxo.data.items()}, weight, local_steps
 
-    def aggregate(self, fl_ctx: FLContext) -> Shareable:
+    def _take_round(self, fl_ctx: FLContext) -> tuple[int | None, dict, dict[str, np.ndarray] | None]:
+        """The round number, the accepted results (the buffer is emptied) and the global weights.
+
+        A missing global model is logged; the caller then returns no change.
+        """
         current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
         with self._lock:
             received, self._received = self._received, {}
         reference = self._global_weights(fl_ctx)
         if reference is None:
             self.log_error(fl_ctx, f"Round {current_round}: no global model; returning no change.")
+        return current_round, received, reference
+
+    def aggregate(self, fl_ctx: FLContext) -> Shareable:
+        current_round, received, reference = self._take_round(fl_ctx)
+        if reference is None:
             return DXO(data_kind=self.expected_data_kind, data={}).to_shareable()
         updates = {site: self._update(data, reference) for site, (data, _, _) in received.items()}
         if self.max_norm_ratio is not None:
