@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flare_doubles import WorkspaceEngine
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReservedKey, ReturnCode
@@ -49,17 +50,6 @@ BAD_ARGS = [
 ]
 
 
-class _Engine:
-    def __init__(self, workspace: Workspace) -> None:
-        self._workspace = workspace
-
-    def get_workspace(self) -> Workspace:
-        return self._workspace
-
-    def fire_event(self, event_type: str, fl_ctx: FLContext) -> None:
-        pass
-
-
 def _started(
     tmp_path: Path,
     *,
@@ -79,7 +69,7 @@ def _started(
     workspace = Workspace(str(kit), site_name=SITE)
     Path(workspace.get_run_dir(JOB_ID)).mkdir()
     fl_ctx = FLContext()
-    fl_ctx.set_prop(ReservedKey.ENGINE, _Engine(workspace), private=True, sticky=True)
+    fl_ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=True)
     fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, SITE, private=False, sticky=True)
     fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
     executor = CxrExecutor(**{"stream_metrics": False, "n_bootstrap": 50, **kwargs})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flare_doubles import WorkspaceEngine
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReservedKey, ReturnCode
@@ -51,20 +52,6 @@ WORKLOAD_CASES = [
 BAD_CAPS = [-5, 0, 2.5, "20", True, [10]]
 
 
-class _Engine:
-    """Stand-in for FLARE's client engine: the workspace, and a sink for log events."""
-
-    def __init__(self, workspace: Workspace) -> None:
-        self._workspace = workspace
-        self.events: list[str] = []
-
-    def get_workspace(self) -> Workspace:
-        return self._workspace
-
-    def fire_event(self, event_type: str, fl_ctx: FLContext) -> None:
-        self.events.append(event_type)
-
-
 def _kit(root: Path, site: str, splits: dict, drop: str | None = None, settings: dict | None = None) -> Path:
     kit = root / site
     (kit / "startup").mkdir(parents=True)
@@ -80,7 +67,7 @@ def _context(kit: Path, site: str) -> FLContext:
     workspace = Workspace(str(kit), site_name=site)
     Path(workspace.get_run_dir(JOB_ID)).mkdir()
     fl_ctx = FLContext()
-    fl_ctx.set_prop(ReservedKey.ENGINE, _Engine(workspace), private=True, sticky=True)
+    fl_ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=True)
     fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, site, private=False, sticky=True)
     fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
     return fl_ctx

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from flare_doubles import WorkspaceEngine
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.fl_constant import ReservedKey
 from nvflare.apis.fl_context import FLContext
@@ -22,16 +23,6 @@ RNG = np.random.default_rng(3)
 UPDATE = {"fc.weight": RNG.normal(0, 0.01, (64, 400)).astype(np.float32), "fc.bias": np.zeros(64, np.float32)}
 
 
-class _Engine:
-    """The one engine method the filters call, over a real FLARE workspace folder."""
-
-    def __init__(self, workspace: Workspace) -> None:
-        self._workspace = workspace
-
-    def get_workspace(self) -> Workspace:
-        return self._workspace
-
-
 def _ctx(root, client_config: dict | None = None) -> FLContext:
     for folder in ("startup", "local"):
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -40,7 +31,7 @@ def _ctx(root, client_config: dict | None = None) -> FLContext:
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "config_fed_client.json").write_text(json.dumps(client_config or {}))
     ctx = FLContext()
-    ctx.set_prop(ReservedKey.ENGINE, _Engine(workspace), private=True, sticky=False)
+    ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=False)
     ctx.set_prop(ReservedKey.RUN_NUM, JOB, private=False, sticky=False)
     return ctx
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from flare_doubles import WorkspaceEngine
 from nvflare.apis.dxo import DXO, DataKind
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import FLContextKey, ReservedKey, ReturnCode
@@ -32,24 +33,13 @@ BAD_ARGS = [
 ]
 
 
-class _Engine:
-    def __init__(self, workspace: Workspace) -> None:
-        self._workspace = workspace
-
-    def get_workspace(self) -> Workspace:
-        return self._workspace
-
-    def fire_event(self, event_type: str, fl_ctx: FLContext) -> None:
-        pass
-
-
 def _ctx(tmp_path: Path) -> FLContext:
     (tmp_path / "startup").mkdir()
     (tmp_path / "local").mkdir()
     workspace = Workspace(str(tmp_path), site_name="server")
     Path(workspace.get_run_dir(JOB_ID)).mkdir(parents=True)
     fl_ctx = FLContext()
-    fl_ctx.set_prop(ReservedKey.ENGINE, _Engine(workspace), private=True, sticky=True)
+    fl_ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=True)
     fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
     return fl_ctx
 
