@@ -68,11 +68,6 @@ def to_fp16(flat: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(flat, dtype=np.float64), -FP16_MAX, FP16_MAX).astype(np.float16)
 
 
-def max_error(offsets: np.ndarray, scales: np.ndarray) -> float:
-    """The worst-case reconstruction error of a blockwise-quantized array: half the largest scale."""
-    return float(np.max(scales.astype(np.float64))) / 2 if scales.size else 0.0
-
-
 def _pack4(codes: np.ndarray) -> np.ndarray:
     if codes.size % 2:
         codes = np.append(codes, np.uint8(0))

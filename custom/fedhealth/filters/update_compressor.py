@@ -87,7 +87,11 @@ class UpdateCompressor(DXOFilter):
                 "send_weight_diff to true (and the server aggregator's expected_data_kind to WEIGHT_DIFF)."
             )
         if self.config.error_feedback and self.config.lossy and diff:
-            payload, _ = self._residual(fl_ctx).step(dxo.data)
+            feedback = self._residual(fl_ctx)
+            payload, _ = feedback.step(dxo.data)
+            self.log_info(
+                fl_ctx, f"error feedback: residual L2 norm {feedback.residual_norm():.4g} held back"
+            )
         else:
             payload, _ = encode_update(dxo.data, self.config)
         meta = dict(dxo.meta or {})
