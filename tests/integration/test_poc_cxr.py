@@ -55,11 +55,9 @@ def test_poc_cxr_fedprox_on_converted_dicom_sites(tmp_path: Path) -> None:
     train_dir = layout.kit(BROKEN_SITE) / "data" / CXR_DATASET_DIR / "train"
     shutil.copy(get_testdata_file("test-SR.dcm"), train_dir / "report.dcm")  # a structured report
     (train_dir / "export.dcm").write_bytes(b"\0" * 200)  # garbage
-    job = job_variant(ROOT / "jobs" / "cxr_fedprox", tmp_path / "jobs" / "cxr_fedprox", rounds=ROUNDS)
-    client = job / "app" / "config" / "config_fed_client.json"
-    config = json.loads(client.read_text())
-    config["executors"][0]["executor"]["args"].update(LOCAL)
-    client.write_text(json.dumps(config))
+    job = job_variant(
+        ROOT / "jobs" / "cxr_fedprox", tmp_path / "jobs" / "cxr_fedprox", rounds=ROUNDS, executor_args=LOCAL
+    )
     result = run_job(layout, job, workspace=workspace, timeout=400)
     record, cross = find_run_files(result)
     report = build_report(job.name, record, cross)

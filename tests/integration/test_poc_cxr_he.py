@@ -7,7 +7,6 @@ adds ciphertexts it cannot read and evaluates only the global model at each site
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -33,11 +32,9 @@ def test_cxr_he_job_completes_with_every_update_encrypted(tmp_path: Path) -> Non
     workspace = tmp_path / "ws"
     layout = heart_poc(ROOT / "provision" / "poc.yml", workspace, he=True)
     write_cxr_data(layout, npz, alpha=1.0, seed=0, limit=LIMIT)
-    job = job_variant(ROOT / "jobs" / "cxr_he", tmp_path / "jobs" / "cxr_he", rounds=ROUNDS)
-    client = job / "app" / "config" / "config_fed_client.json"
-    config = json.loads(client.read_text())
-    config["executors"][0]["executor"]["args"].update(LOCAL)
-    client.write_text(json.dumps(config))
+    job = job_variant(
+        ROOT / "jobs" / "cxr_he", tmp_path / "jobs" / "cxr_he", rounds=ROUNDS, executor_args=LOCAL
+    )
     result = run_job(layout, job, workspace=workspace, timeout=500)
     record, cross = find_run_files(result)
     report = build_report("cxr_he", record, cross)
