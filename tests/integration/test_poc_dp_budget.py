@@ -18,6 +18,7 @@ import pytest
 from fedhealth import constants as C
 from fedhealth.poc.drills import run_drill
 from fedhealth.poc.variants import heart_poc, job_variant
+from fedhealth.poc.workspace import update_site_settings
 from fedhealth.reports.run_report import build_report, find_run_files, to_markdown
 
 pytestmark = pytest.mark.slow
@@ -30,17 +31,10 @@ TARGET = 5.0
 STOP_ROUND = 2
 
 
-def _cap_budget(kit: Path, epsilon: float) -> None:
-    settings_file = kit / "local" / C.SITE_CONFIG_FILE
-    settings = json.loads(settings_file.read_text())
-    settings[C.SITE_DP_MAX_EPSILON_KEY] = epsilon
-    settings_file.write_text(json.dumps(settings, indent=2))
-
-
 def test_a_site_at_its_budget_declines_and_the_job_completes_with_the_others(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
-    _cap_budget(layout.kit(CAPPED), CAP)
+    update_site_settings(layout.kit(CAPPED), **{C.SITE_DP_MAX_EPSILON_KEY: CAP})
     job = job_variant(
         ROOT / "jobs" / "heart_dp", tmp_path / "jobs" / "heart_dp", rounds=ROUNDS, cse_timeout_s=30
     )

@@ -7,12 +7,11 @@ site's DICOM files straight into that site's kit (``<kit>/data/cxr/...``) and th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from fedhealth.constants import SITE_CONFIG_FILE, SITE_DATA_ROOT_KEY
+from fedhealth.constants import SITE_DATA_ROOT_KEY
 from fedhealth.imaging.converter import convert_medmnist
-from fedhealth.poc.workspace import PocLayout
+from fedhealth.poc.workspace import PocLayout, update_site_settings
 
 
 def write_cxr_data(
@@ -30,8 +29,5 @@ def write_cxr_data(
         site_roots=roots,
     )
     for site in layout.sites:
-        settings_file = layout.kit(site) / "local" / SITE_CONFIG_FILE
-        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-        settings[SITE_DATA_ROOT_KEY] = "data"
-        settings_file.write_text(json.dumps(settings, indent=2))
+        update_site_settings(layout.kit(site), **{SITE_DATA_ROOT_KEY: "data"})
     return manifest

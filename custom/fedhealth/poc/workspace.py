@@ -78,6 +78,14 @@ def prepare_workspace(project_file: Path, root: Path) -> PocLayout:
     return PocLayout(root, prod_dir, info["server"], info["admin"], info["sites"], info["port"])
 
 
+def update_site_settings(kit: Path, **changes: object) -> None:
+    """Set keys in a site kit's own ``local/fedhealth_site.json``, keeping the others."""
+    path = Path(kit) / "local" / SITE_CONFIG_FILE
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    settings.update(changes)
+    path.write_text(json.dumps(settings, indent=2))
+
+
 def write_heart_data(layout: PocLayout, csv_path: Path | None = None) -> dict[str, tuple[int, int]]:
     """Give each hospital site only its own rows; returns ``{site: (n_train, n_test)}``."""
     splits = load_heart_sites(csv_path)
@@ -88,6 +96,6 @@ def write_heart_data(layout: PocLayout, csv_path: Path | None = None) -> dict[st
     for site in layout.sites:
         kit = layout.kit(site)
         write_site(kit / "data", splits[site].train, splits[site].test)
-        (kit / "local" / SITE_CONFIG_FILE).write_text(json.dumps({SITE_DATA_ROOT_KEY: "data"}, indent=2))
+        update_site_settings(kit, **{SITE_DATA_ROOT_KEY: "data"})
         sizes[site] = (len(splits[site].train), len(splits[site].test))
     return sizes
