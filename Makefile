@@ -10,11 +10,12 @@ STAMP   := $(VENV)/.fedhealth-installed
 setup: $(STAMP)
 
 # torch first: the CPU build on this machine's disk; a plain `torch` requirement may pull CUDA.
-$(STAMP): pyproject.toml
+# Two distributions: the site runtime (fedhealth, what hospitals install) and the tools (fedhealth-tools).
+$(STAMP): pyproject.toml tools/pyproject.toml
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev]' -e ./tools
 	touch $(STAMP)
 
 demo: setup
@@ -22,24 +23,24 @@ demo: setup
 
 # The encrypted-aggregation job: POC kits with TenSEAL contexts (project.yml + FLARE's HEBuilder).
 demo-he: setup
-	$(PY) -c "from fedhealth.poc.variants import project_with_he as p; p('project.yml', 'workspace/project_he.yml')"
+	$(PY) -c "from fedhealth_tools.poc.variants import project_with_he as p; p('project.yml', 'workspace/project_he.yml')"
 	$(VENV)/bin/fedhealth demo --job jobs/heart_he --project workspace/project_he.yml --results results/demo_he
 
 # Lint first (fast), then every test: unit and the real POC federations (marked slow).
 test: setup
-	$(VENV)/bin/ruff check custom tests scripts
+	$(VENV)/bin/ruff check custom tools tests scripts
 	$(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check custom tests scripts
-	$(VENV)/bin/ruff format --check custom tests scripts
+	$(VENV)/bin/ruff check custom tools tests scripts
+	$(VENV)/bin/ruff format --check custom tools tests scripts
 
 format: setup
-	$(VENV)/bin/ruff format custom tests scripts
-	$(VENV)/bin/ruff check --fix custom tests scripts
+	$(VENV)/bin/ruff format custom tools tests scripts
+	$(VENV)/bin/ruff check --fix custom tools tests scripts
 
 bench-heart: setup
 	$(PY) scripts/bench_heart.py --out results/bench_heart.json

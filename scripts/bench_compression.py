@@ -3,7 +3,7 @@
 Chest X-rays (PneumoniaMNIST, real pediatric radiographs, 28x28) split over 4 hospitals with
 Dirichlet(alpha=1) label skew; the seed's small CNN (105k parameters); FedAvg with E local epochs.
 Every mode starts from the same initial model, split and seeds; each site's update
-(``weights - global``) goes through :class:`fedhealth.compression.channel.CompressedChannel`, the
+(``weights - global``) goes through :class:`fedhealth_tools.compression.channel.CompressedChannel`, the
 same codec the FLARE filters use, and both message sizes are FOBS-serialized and measured. The
 heart-disease job (4 real hospitals, tiny models) is measured too, to show where framing dominates.
 
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fedhealth.compression.channel import CompressedChannel
 from fedhealth.compression.config import CompressionConfig
 from fedhealth.models.cnn import SmallCNN
+from fedhealth_tools.compression.channel import CompressedChannel
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
 N_SITES, ALPHA, BATCH, LR = 4, 1.0, 64, 1e-3
@@ -133,7 +133,7 @@ def run_heart(modes: list[str], seeds: list[int]) -> dict:
     from bench_heart import load_tables, make_sites
 
     from fedhealth.models.tabular import TabularNet
-    from fedhealth.training.federation import run_federation
+    from fedhealth_tools.training.federation import run_federation
 
     tables, out = load_tables(), {}
     for arch in ("logreg", "mlp"):

@@ -33,13 +33,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "custom"))
 
-from fedhealth.imaging.converter import convert_medmnist, medmnist_file  # noqa: E402
-from fedhealth.imaging.federation import ImageData, fit_on_one, run_image_federation  # noqa: E402
 from fedhealth.imaging.labels import LabelSpec  # noqa: E402
 from fedhealth.imaging.loops import evaluate_images  # noqa: E402
 from fedhealth.imaging.site import PipelineSettings, load_site_images  # noqa: E402
 from fedhealth.models.image_model import ImageModel  # noqa: E402
 from fedhealth.training.loops import LocalTrainConfig  # noqa: E402
+from fedhealth_tools.imaging.converter import convert_medmnist, medmnist_file  # noqa: E402
+from fedhealth_tools.imaging.federation import ImageData, fit_on_one, run_image_federation  # noqa: E402
 
 SITES = ("site_a", "site_b", "site_c", "site_d")
 SPEC = LabelSpec("binary")

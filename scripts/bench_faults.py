@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from fedhealth.constants import HEART_SITES
-from fedhealth.poc.drills import run_drill, run_restart_drill, set_heartbeat_timeout
-from fedhealth.poc.variants import heart_poc, job_variant
-from fedhealth.poc.workspace import PocError
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.poc.drills import run_drill, run_restart_drill, set_heartbeat_timeout
+from fedhealth_tools.poc.variants import heart_poc, job_variant
+from fedhealth_tools.poc.workspace import PocError
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 10
@@ -100,8 +100,8 @@ def robust_rule_costs() -> dict[str, dict]:
     from fedhealth.data.heart_source import RAW_COLUMNS, TARGET, load_heart_sites
     from fedhealth.data.site_data import SiteTable
     from fedhealth.models.tabular import TabularNet
-    from fedhealth.training.federation import federated_scaling, run_federation
     from fedhealth.training.heart_site import HeartSite
+    from fedhealth_tools.training.federation import federated_scaling, run_federation
 
     splits = load_heart_sites()
 

@@ -9,7 +9,7 @@ arrival (``HEUpdateMeter`` runs in both jobs); encryption and decryption time at
 FLARE's HE filters' own log lines; final metrics from the run report.
 
 Part 2 (components, one process): FLARE's HE encryptor, aggregator and decryptor
-(:mod:`fedhealth.he.pipeline`) on four sites' updates of 1k, 100k and 1M parameters, against
+(:mod:`fedhealth_tools.he.pipeline`) on four sites' updates of 1k, 100k and 1M parameters, against
 FLARE's clear aggregator; plus selective encryption (a quarter of the layers) at 1M.
 
 Usage: ``make bench-he`` (writes ``results/bench_he.json``).
@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from fedhealth import constants as C
-from fedhealth.he.pipeline import clear_fedavg, he_fedavg_round
-from fedhealth.poc.demo import run_job
-from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.he.pipeline import clear_fedavg, he_fedavg_round
+from fedhealth_tools.poc.demo import run_job
+from fedhealth_tools.poc.variants import heart_poc, job_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN = {"cleveland": 199, "hungary": 172, "switzerland": 30, "va_long_beach": 85}

@@ -11,7 +11,7 @@ is scaled with its own hospital's statistics and the pooled test set with the po
 Block 2 is the kit's default: federated global scaling, cholesterol 0 read as missing with an
 indicator, logistic regression and MLP. Learning rate, rounds (epochs), local epochs, FedProx's
 mu, the MLP's width and weight decay and the fine-tuning are chosen by federated cross-validation
-inside the training splits (``fedhealth.training.tuning``); the test splits are read only for
+inside the training splits (``fedhealth_tools.training.tuning``); the test splits are read only for
 the final figures. Metric: accuracy at 0.5; "client-average" is the mean over the four hospitals.
 """
 
@@ -33,9 +33,9 @@ import torch
 from fedhealth.constants import HEART_SITES, M_ACCURACY
 from fedhealth.data.heart_source import RAW_COLUMNS, TARGET, load_heart_sites
 from fedhealth.data.site_data import SiteTable
-from fedhealth.training.federation import federated_scaling
 from fedhealth.training.heart_site import HeartSite
-from fedhealth.training.trainers import (
+from fedhealth_tools.training.federation import federated_scaling
+from fedhealth_tools.training.trainers import (
     FT_SCOPES,
     Model,
     Trainer,
@@ -43,7 +43,7 @@ from fedhealth.training.trainers import (
     federated_trainer,
     finetuned_trainer,
 )
-from fedhealth.training.tuning import (
+from fedhealth_tools.training.tuning import (
     CVScore,
     grid,
     make_folds,

@@ -43,10 +43,10 @@ from bench_heart import (
 from fedhealth.constants import HEART_SITES
 from fedhealth.reports.personalization import best_by_site, format_personal, personal_vs_global
 from fedhealth.training.heart_site import HeartSite
-from fedhealth.training.noniid_federation import run_noniid
-from fedhealth.training.noniid_trainers import ALGORITHM_OPTIONS, noniid_trainer
-from fedhealth.training.trainers import _local_config, build_model, federated_trainer, finetuned_trainer
-from fedhealth.training.tuning import CVScore, cv_site_curves, grid, tune
+from fedhealth_tools.training.noniid_federation import run_noniid
+from fedhealth_tools.training.noniid_trainers import ALGORITHM_OPTIONS, noniid_trainer
+from fedhealth_tools.training.trainers import _local_config, build_model, federated_trainer, finetuned_trainer
+from fedhealth_tools.training.tuning import CVScore, cv_site_curves, grid, tune
 
 # Anchors: FLamby (du Terrail et al. 2022) Fed-Heart-Disease client-average accuracy.
 ANCHORS = {"flamby_best_fl_fedyogi": 0.731, "flamby_pooled": 0.735, "flamby_fedavg_worst_site": 0.640}

@@ -4,8 +4,8 @@ Run as ``python scripts/bench_noniid.py --dataset pneumonia`` (``make bench-noni
 module holds the image half. The pooled PneumoniaMNIST images are dealt over 4 sites by
 ``Dir(alpha)`` label skew with a simulated scanner per site, and each site's images split 65/15/20
 into train / validation / test (stratified). The seed's small CNN is trained by FedAvg, FedProx
-(:func:`fedhealth.imaging.federation.run_image_federation`), SCAFFOLD, FedAdam, FedYogi, Ditto and
-clustered FL (:func:`fedhealth.training.noniid_federation.run_noniid`, the same algorithm cores as
+(:func:`fedhealth_tools.imaging.federation.run_image_federation`), SCAFFOLD, FedAdam, FedYogi, Ditto and
+clustered FL (:func:`fedhealth_tools.training.noniid_federation.run_noniid`, the same algorithm cores as
 the heart rows) and FedAvg + local fine-tuning. Hyper-parameters are fixed before the run (not
 tuned); the round (fine-tuning: the epoch) is chosen on validation images, the test images are read
 once for the chosen models. Each site is scored on its own test images.
@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedhealth.imaging.converter import medmnist_file
-from fedhealth.imaging.federation import run_image_federation
 from fedhealth.imaging.loops import train_images
-from fedhealth.imaging.noniid_site import ImageTrainSite, split_image_sites
 from fedhealth.models.image_model import ImageModel
 from fedhealth.training.loops import LocalTrainConfig
-from fedhealth.training.noniid_federation import run_noniid
+from fedhealth_tools.imaging.converter import medmnist_file
+from fedhealth_tools.imaging.federation import run_image_federation
+from fedhealth_tools.imaging.noniid_site import ImageTrainSite, split_image_sites
+from fedhealth_tools.training.noniid_federation import run_noniid
 
 # Fixed before the run: SGD with heavy-ball momentum 0.9 (what the image loops use for "sgd"),
 # SCAFFOLD's control variates with the momentum-effective step lr / (1 - 0.9), FedOpt's server

@@ -5,12 +5,12 @@ with ``--quick`` for a short check. Every number comes from the kit's own timing
 round start/end stamps and each site's train-task seconds (:mod:`fedhealth.reports.timing`).
 
 * POC (real server and four site processes, mTLS): the heart job as shipped (fast settings) and with
-  FLARE's stock settings (:func:`fedhealth.poc.fast_settings.stock_variant`), for the heart model
+  FLARE's stock settings (:func:`fedhealth_tools.poc.fast_settings.stock_variant`), for the heart model
   (logistic regression, 15 parameters) and MLPs of about 10k, 1M and 10M parameters (2 local steps a
   round, so that two cores finish them). Overhead = round
   wall time minus the slowest site's own task time (median over the rounds after the first); the
   start-up cost is submission to the first training round (job processes, federated statistics).
-* Simulation (:mod:`fedhealth.simulation`): the same job on 4 ... 256 synthetic sites, every client
+* Simulation (:mod:`fedhealth_tools.simulation`): the same job on 4 ... 256 synthetic sites, every client
   in one process; seconds a round and peak memory, each size in a fresh process; and 16 sites with
   the 10k, 1M and 10M-parameter models. FLARE's stock
   simulator (a worker process per client, 4 threads) at 16 sites, one round, bounded by a timeout.
@@ -32,13 +32,13 @@ from pathlib import Path
 
 import psutil
 
-from fedhealth.poc.admin import AdminClient
-from fedhealth.poc.fast_settings import stock_variant
-from fedhealth.poc.processes import PocProcesses
-from fedhealth.poc.variants import heart_poc
 from fedhealth.reports.run_report import find_run_files
 from fedhealth.reports.timing import timing_summary
-from fedhealth.simulation.run import simulation_job
+from fedhealth_tools.poc.admin import AdminClient
+from fedhealth_tools.poc.fast_settings import stock_variant
+from fedhealth_tools.poc.processes import PocProcesses
+from fedhealth_tools.poc.variants import heart_poc
+from fedhealth_tools.simulation.run import simulation_job
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = ROOT / "jobs" / "heart_fedavg"
@@ -133,7 +133,15 @@ def simulate(
     work.mkdir(parents=True, exist_ok=True)
     name = f"sim_{'stock' if stock else 'inproc'}_{sites}{'_' + model if model else ''}"
     out, log = work / f"{name}.json", work / f"{name}.log"
-    command = [sys.executable, "-m", "fedhealth.simulation.run", "--job", str(JOB), "--sites", str(sites)]
+    command = [
+        sys.executable,
+        "-m",
+        "fedhealth_tools.simulation.run",
+        "--job",
+        str(JOB),
+        "--sites",
+        str(sites),
+    ]
     command += ["--rounds", str(rounds), "--workspace", str(work / f"ws_{name}"), "--out", str(out)]
     if model and MODELS[model] is not None:
         command += ["--hidden", str(MODELS[model]), "--local-steps", str(MLP_LOCAL_STEPS)]

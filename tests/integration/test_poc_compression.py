@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from fedhealth import constants as C
-from fedhealth.poc.demo import run_job
-from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.poc.demo import run_job
+from fedhealth_tools.poc.variants import heart_poc, job_variant
 
 pytestmark = pytest.mark.slow
 

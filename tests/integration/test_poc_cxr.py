@@ -15,14 +15,14 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from fedhealth import constants as C
-from fedhealth.imaging.converter import medmnist_file
 from fedhealth.imaging.site import CXR_DATASET_DIR
-from fedhealth.poc.cxr_data import write_cxr_data
-from fedhealth.poc.demo import run_job
-from fedhealth.poc.processes import free_port
-from fedhealth.poc.variants import job_variant, project_on_port
-from fedhealth.poc.workspace import prepare_workspace
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.imaging.converter import medmnist_file
+from fedhealth_tools.poc.cxr_data import write_cxr_data
+from fedhealth_tools.poc.demo import run_job
+from fedhealth_tools.poc.processes import free_port
+from fedhealth_tools.poc.variants import job_variant, project_on_port
+from fedhealth_tools.poc.workspace import prepare_workspace
 
 pytestmark = pytest.mark.slow
 

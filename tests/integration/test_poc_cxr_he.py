@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fedhealth.imaging.converter import medmnist_file
-from fedhealth.poc.cxr_data import write_cxr_data
-from fedhealth.poc.demo import run_job
-from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.imaging.converter import medmnist_file
+from fedhealth_tools.poc.cxr_data import write_cxr_data
+from fedhealth_tools.poc.demo import run_job
+from fedhealth_tools.poc.variants import heart_poc, job_variant
 
 pytestmark = pytest.mark.slow
 

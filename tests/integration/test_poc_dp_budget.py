@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from fedhealth import constants as C
-from fedhealth.poc.drills import run_drill
-from fedhealth.poc.variants import heart_poc, job_variant
-from fedhealth.poc.workspace import update_site_settings
 from fedhealth.reports.run_report import build_report, find_run_files, to_markdown
+from fedhealth_tools.poc.drills import run_drill
+from fedhealth_tools.poc.variants import heart_poc, job_variant
+from fedhealth_tools.poc.workspace import update_site_settings
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fedhealth.poc.drills import run_drill, set_heartbeat_timeout
-from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.poc.drills import run_drill, set_heartbeat_timeout
+from fedhealth_tools.poc.variants import heart_poc, job_variant
 
 pytestmark = pytest.mark.slow
 

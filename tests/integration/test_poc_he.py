@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from fedhealth import constants as C
-from fedhealth.poc.demo import run_job
-from fedhealth.poc.variants import heart_poc, job_variant
-from fedhealth.poc.workspace import PocError
 from fedhealth.reports.run_report import build_report, find_run_files, write_report
+from fedhealth_tools.poc.demo import run_job
+from fedhealth_tools.poc.variants import heart_poc, job_variant
+from fedhealth_tools.poc.workspace import PocError
 
 pytestmark = pytest.mark.slow
 

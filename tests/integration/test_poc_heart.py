@@ -14,10 +14,10 @@ import psutil
 import pytest
 
 from fedhealth.constants import HEART_DATASET_DIR, HEART_SITES, TRAIN_FILE
-from fedhealth.poc.demo import run_demo, run_job
-from fedhealth.poc.processes import free_port
-from fedhealth.poc.variants import heart_poc, job_variant, project_on_port
-from fedhealth.poc.workspace import PocError
+from fedhealth_tools.poc.demo import run_demo, run_job
+from fedhealth_tools.poc.processes import free_port
+from fedhealth_tools.poc.variants import heart_poc, job_variant, project_on_port
+from fedhealth_tools.poc.workspace import PocError
 
 pytestmark = pytest.mark.slow
 

@@ -31,12 +31,12 @@ import torch
 
 from fedhealth.data.site_data import load_site
 from fedhealth.models.state import tabular_from_weights
-from fedhealth.poc.admin import AdminClient
-from fedhealth.poc.drills import set_heartbeat_timeout
-from fedhealth.poc.processes import PocProcesses
-from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import find_run_files
 from fedhealth.training.heart_site import HeartSite
+from fedhealth_tools.poc.admin import AdminClient
+from fedhealth_tools.poc.drills import set_heartbeat_timeout
+from fedhealth_tools.poc.processes import PocProcesses
+from fedhealth_tools.poc.variants import heart_poc, job_variant
 
 pytestmark = pytest.mark.slow
 

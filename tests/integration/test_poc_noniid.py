@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from fedhealth.constants import CLUSTERS_FILE, HEART_SITES, SITE_CONFIG_FILE
-from fedhealth.poc.demo import run_job
-from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.poc.demo import run_job
+from fedhealth_tools.poc.variants import heart_poc, job_variant
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fedhealth.poc.demo import run_job
-from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.poc.demo import run_job
+from fedhealth_tools.poc.variants import heart_poc, job_variant
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ job/client" in the server's), and the job stays ``RUNNING`` in the job store wit
 it. Its server run folder keeps the last completed round's record and global model, from which a
 new job can continue. These tests pin that behaviour, so a FLARE upgrade that restores resuming
 makes them fail and this kit can rely on it. Then fedhealth resumes the job itself
-(``fedhealth.poc.resume``). FLARE 2.9 refuses both to abort the stale job ("is not running") and to
+(``fedhealth_tools.poc.resume``). FLARE 2.9 refuses both to abort the stale job ("is not running") and to
 download it ("still running"), so the record and the last model come from the server's run folder
 (the server operator's copy); a job copy starts after the last completed round from that model,
 and every round is counted once.
@@ -28,11 +28,11 @@ import pytest
 from nvflare.private.fed.server.server_engine import ServerEngine
 
 from fedhealth.constants import RUN_RECORD_FILE
-from fedhealth.poc.admin import AdminClient
-from fedhealth.poc.processes import PocProcesses
-from fedhealth.poc.resume import last_completed_round, merge_records, resume_job
-from fedhealth.poc.variants import heart_poc, job_variant
 from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth_tools.poc.admin import AdminClient
+from fedhealth_tools.poc.processes import PocProcesses
+from fedhealth_tools.poc.resume import last_completed_round, merge_records, resume_job
+from fedhealth_tools.poc.variants import heart_poc, job_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 8

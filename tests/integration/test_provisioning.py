@@ -31,13 +31,13 @@ import yaml
 from nvflare.fuel.flare_api.flare_api import new_secure_session
 
 from fedhealth.constants import UPDATE_AUDIT_FILE
-from fedhealth.poc.admin import AdminClient
-from fedhealth.poc.processes import PocProcesses, free_port
-from fedhealth.poc.variants import job_variant
-from fedhealth.poc.workspace import PocLayout, write_heart_data
-from fedhealth.provision.add_site import add_participants
-from fedhealth.provision.kits import run_provision
-from fedhealth.provision.preflight import check_kit, check_signatures, summary
+from fedhealth.onboarding.preflight import check_kit, check_signatures, summary
+from fedhealth_tools.poc.admin import AdminClient
+from fedhealth_tools.poc.processes import PocProcesses, free_port
+from fedhealth_tools.poc.variants import job_variant
+from fedhealth_tools.poc.workspace import PocLayout, write_heart_data
+from fedhealth_tools.provision.add_site import add_participants
+from fedhealth_tools.provision.kits import run_provision
 
 pytestmark = [pytest.mark.slow, pytest.mark.provisioning]
 
@@ -78,7 +78,7 @@ def _project(name: str, port: int, *, sites: tuple[str, ...], he: bool, policy: 
     if policy:
         builders.append(
             {
-                "path": "fedhealth.provision.site_policy_builder.SitePolicyBuilder",
+                "path": "fedhealth_tools.provision.site_policy_builder.SitePolicyBuilder",
                 "args": {
                     # The server accepts custom code, so that the sites' refusal is what is tested.
                     "server_byoc": True,
@@ -97,7 +97,7 @@ def _project(name: str, port: int, *, sites: tuple[str, ...], he: bool, policy: 
             }
         )
     builders += [
-        {"path": "fedhealth.provision.loopback_builder.LoopbackBuilder"},
+        {"path": "fedhealth_tools.provision.loopback_builder.LoopbackBuilder"},
         {"path": "nvflare.lighter.impl.signature.SignatureBuilder"},
     ]
     return {"api_version": 3, "name": name, "participants": participants, "builders": builders}

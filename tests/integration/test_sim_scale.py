@@ -1,7 +1,7 @@
 """Sixteen simulated sites, two rounds, the shipped heart job: the global model is the FedAvg of
 the sites' own updates.
 
-Runs FLARE's simulator with every client in one process (:mod:`fedhealth.simulation`). A test-only
+Runs FLARE's simulator with every client in one process (:mod:`fedhealth_tools.simulation`). A test-only
 server widget captures each site's train result as the server received it and each round's global
 model; the test recomputes the sample-weighted average directly from those updates.
 """
@@ -23,7 +23,7 @@ from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 
 from fedhealth.constants import TASK_TRAIN
-from fedhealth.simulation.run import run_simulation
+from fedhealth_tools.simulation.run import run_simulation
 
 pytestmark = pytest.mark.slow
 

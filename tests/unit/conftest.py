@@ -9,8 +9,8 @@ import torch
 
 from fedhealth.data.heart_source import TARGET, SiteSplit, load_heart_sites
 from fedhealth.data.site_data import SiteTable
-from fedhealth.poc.variants import project_on_port, project_with_he
-from fedhealth.poc.workspace import PocLayout, prepare_workspace
+from fedhealth_tools.poc.variants import project_on_port, project_with_he
+from fedhealth_tools.poc.workspace import PocLayout, prepare_workspace
 
 # The models are tiny: one thread is many times faster than several competing for a busy CPU.
 torch.set_num_threads(1)

@@ -22,7 +22,7 @@ from nvflare.app_common.app_constant import AlgorithmConstants, AppConstants
 from fedhealth import constants as C
 from fedhealth.algorithms import scaffold
 from fedhealth.executors.heart_executor import HeartExecutor
-from fedhealth.training.federation import lr_for_round
+from fedhealth.training.schedule import lr_for_round
 
 
 class HeartScaffoldExecutor(HeartExecutor):

@@ -2,7 +2,7 @@
 
 Turns a site's local-training settings (batch size, local steps or epochs, optimizer) into a
 :class:`~fedhealth.privacy.dp_sgd.PrivateTrainer` sized for the whole job, so the FLARE executor and
-:func:`fedhealth.training.federation.run_federation` run the same private code.
+:func:`fedhealth_tools.training.federation.run_federation` run the same private code.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from fedhealth.privacy.dp_sgd import PrivateTrainer
 
 class TrainArrays(Protocol):
     """A site that hands out its ``(x, y)`` arrays: :class:`~fedhealth.training.heart_site.HeartSite`, or
-    :class:`~fedhealth.privacy.utility_curve_cxr.ImageArraysSite` (images ``(n, C, S, S)``, binary labels).
+    ``ImageArraysSite`` of ``fedhealth_tools.privacy.utility_curve_cxr`` (images ``(n, C, S, S)``,
+    binary labels).
     """
 
     def arrays(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]: ...  # noqa: D102

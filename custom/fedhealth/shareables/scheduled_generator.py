@@ -16,7 +16,7 @@ from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.shareablegenerators.full_model_shareable_generator import FullModelShareableGenerator
 
 from fedhealth.constants import META_LEARNING_RATE, META_ROUND
-from fedhealth.training.federation import lr_for_round
+from fedhealth.training.schedule import lr_for_round
 
 
 def check_schedule(lr: float, gamma: float) -> None:

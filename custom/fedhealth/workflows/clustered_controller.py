@@ -31,7 +31,7 @@ from nvflare.app_common.app_event_type import AppEventType
 from fedhealth import constants as C
 from fedhealth.algorithms.clustering import metadata_clusters, split_if_apart
 from fedhealth.training.aggregation import weighted_average
-from fedhealth.training.federation import lr_for_round
+from fedhealth.training.schedule import lr_for_round
 
 
 class ClusteredController(Controller):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedhealth.algorithms.partition import (
+from fedhealth_tools.algorithms.partition import (
     ScannerShift,
     dirichlet_label_split,
     format_table,

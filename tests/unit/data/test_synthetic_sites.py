@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedhealth.data.site_data import load_site
-from fedhealth.data.synthetic_sites import site_names, synthetic_split, write_synthetic_sites
+from fedhealth_tools.data.synthetic_sites import site_names, synthetic_split, write_synthetic_sites
 
 CASES = [  # n_sites, min_train, min_test
     (4, 8, 4),

@@ -23,10 +23,10 @@ from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
 from fedhealth.executors.cxr_executor import CxrExecutor
-from fedhealth.imaging.converter import convert_medmnist, medmnist_file
-from fedhealth.imaging.synthetic import write_synthetic_site
 from fedhealth.models.image_model import ImageModel
 from fedhealth.models.state import to_numpy
+from fedhealth_tools.imaging.converter import convert_medmnist, medmnist_file
+from fedhealth_tools.imaging.synthetic import write_synthetic_site
 
 JOB_ID = "job-1"
 SITE = "north"

@@ -12,8 +12,8 @@ from nvflare.app_opt.he.model_encryptor import HEModelEncryptor
 from fedhealth import constants as C
 from fedhealth.compression.wire import serialized_size
 from fedhealth.filters.he_update_meter import HEUpdateMeter
-from fedhealth.he.pipeline import as_participant, encrypt_update, wire
-from fedhealth.poc.workspace import PocLayout
+from fedhealth_tools.he.pipeline import as_participant, encrypt_update, wire
+from fedhealth_tools.poc.workspace import PocLayout
 
 WEIGHTS = {
     "net.weight": np.linspace(-1, 1, 14, dtype=np.float32).reshape(1, 14),

@@ -11,7 +11,7 @@ from nvflare.lighter.impl.he import HEBuilder
 
 from fedhealth import constants as C
 from fedhealth.he.context import HEContextError, check_context, describe_context
-from fedhealth.poc.workspace import PocLayout
+from fedhealth_tools.poc.workspace import PocLayout
 
 
 def _contexts() -> tuple[bytes, bytes]:

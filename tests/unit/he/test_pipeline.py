@@ -14,10 +14,10 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.app_opt.he.homomorphic_encrypt import load_tenseal_context_from_workspace
 
 from fedhealth import constants as C
-from fedhealth.he.pipeline import as_participant, clear_fedavg, encrypt_update, he_fedavg_round, wire
 from fedhealth.models.state import to_numpy
 from fedhealth.models.tabular import TabularNet
-from fedhealth.poc.workspace import PocLayout
+from fedhealth_tools.he.pipeline import as_participant, clear_fedavg, encrypt_update, he_fedavg_round, wire
+from fedhealth_tools.poc.workspace import PocLayout
 
 # Sites' training-set sizes (FedAvg weights), as in the heart data.
 N_TRAIN = {"cleveland": 199, "hungary": 172, "switzerland": 30, "va_long_beach": 85}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fedhealth.imaging.converter import SHARED_ENV, medmnist_file
-from fedhealth.imaging.synthetic import write_synthetic_site
+from fedhealth_tools.imaging.converter import SHARED_ENV, medmnist_file
+from fedhealth_tools.imaging.synthetic import write_synthetic_site
 
 
 def _shared_npz(name: str) -> Path:

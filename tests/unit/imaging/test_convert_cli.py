@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedhealth.cli import main
 from fedhealth.imaging.site import CXR_DATASET_DIR
+from fedhealth_tools.cli import main
 
 
 def test_convert_writes_sites_and_manifest(pneumonia_npz: Path, tmp_path: Path, capsys) -> None:

@@ -9,7 +9,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from fedhealth.imaging.converter import (
+from fedhealth.imaging.dicom_reader import read_dicom
+from fedhealth.imaging.labels import LabelSpec, read_labels
+from fedhealth.imaging.site import CXR_DATASET_DIR, LABELS_FILE, SPLITS, PipelineSettings, load_site_images
+from fedhealth_tools.imaging.converter import (
     MANIFEST_FILE,
     SHARED_ENV,
     convert_medmnist,
@@ -17,9 +20,6 @@ from fedhealth.imaging.converter import (
     medmnist_file,
     scanner_profiles,
 )
-from fedhealth.imaging.dicom_reader import read_dicom
-from fedhealth.imaging.labels import LabelSpec, read_labels
-from fedhealth.imaging.site import CXR_DATASET_DIR, LABELS_FILE, SPLITS, PipelineSettings, load_site_images
 
 SITES = ["north", "south", "east"]
 LIMIT = 90

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from fedhealth.imaging.federation import run_image_federation
-from fedhealth.imaging.noniid_site import SPLITS, ImageTrainSite, split_image_sites
 from fedhealth.models.image_model import ImageModel
 from fedhealth.models.state import to_numpy
 from fedhealth.training.loops import LocalTrainConfig
-from fedhealth.training.noniid_federation import ALGORITHMS, run_noniid
+from fedhealth_tools.imaging.federation import run_image_federation
+from fedhealth_tools.imaging.noniid_site import SPLITS, ImageTrainSite, split_image_sites
+from fedhealth_tools.training.noniid_federation import ALGORITHMS, run_noniid
 
 LOCAL = {"batch_size": 16, "optimizer": "sgd", "local_epochs": 1}
 OPTIONS = {

@@ -9,7 +9,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from fedhealth.imaging.converter import ScannerProfile, to_dicom
 from fedhealth.imaging.labels import LabelSpec
 from fedhealth.imaging.phi_audit import (
     PHI_TAGS,
@@ -19,6 +18,7 @@ from fedhealth.imaging.phi_audit import (
     require_deidentified,
 )
 from fedhealth.imaging.site import CXR_DATASET_DIR, PipelineSettings, load_site_images
+from fedhealth_tools.imaging.converter import ScannerProfile, to_dicom
 
 CR_FILE = (
     Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "77654033" / "CR3" / "6278"

@@ -11,7 +11,6 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from fedhealth.imaging.converter import ScannerProfile, to_dicom
 from fedhealth.imaging.labels import LabelSpec, write_labels
 from fedhealth.imaging.quarantine import (
     NO_LABEL,
@@ -25,6 +24,7 @@ from fedhealth.imaging.quarantine import (
     check_file,
 )
 from fedhealth.imaging.site import LABELS_FILE, PipelineSettings, load_split
+from fedhealth_tools.imaging.converter import ScannerProfile, to_dicom
 
 JPEG_LS_DECODER = importlib.util.find_spec("libjpeg") or importlib.util.find_spec("gdcm")
 # file name in the folder -> expected reason (None: a valid image)

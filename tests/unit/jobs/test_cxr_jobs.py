@@ -14,7 +14,7 @@ from fedhealth import constants as C
 from fedhealth.executors.cxr_executor import CxrExecutor
 from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.models.state import to_numpy
-from fedhealth.provision.allow_list_builder import DEFAULT_EXTRA
+from fedhealth_tools.provision.allow_list_builder import DEFAULT_EXTRA
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 # job -> FedProx mu (0 is FedAvg)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedhealth.poc.fast_settings import SCATTER_AND_GATHER, fast_settings_missing, stock_variant
+from fedhealth_tools.poc.fast_settings import SCATTER_AND_GATHER, fast_settings_missing, stock_variant
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())

@@ -15,7 +15,7 @@ from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAu
 from fedhealth import constants as C
 from fedhealth.data.features import feature_names
 from fedhealth.executors.heart_executor import HeartExecutor
-from fedhealth.provision.allow_list_builder import DEFAULT_EXTRA
+from fedhealth_tools.provision.allow_list_builder import DEFAULT_EXTRA
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())

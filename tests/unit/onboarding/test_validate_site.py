@@ -29,8 +29,8 @@ from fedhealth.onboarding.validate_site import (
     main,
     validate_site,
 )
-from fedhealth.training.federation import federated_scaling, run_federation
 from fedhealth.training.heart_site import HeartSite
+from fedhealth_tools.training.federation import federated_scaling, run_federation
 
 HELD_OUT = "cleveland"
 FEDERATION = {"rounds": 15, "lr": 0.03, "mu": 1.0, "local_epochs": 1, "batch_size": 4}

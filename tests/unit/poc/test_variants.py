@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from fedhealth.constants import HEART_SITES
-from fedhealth.poc.variants import FAULT_FILTER, job_variant, project_on_port
+from fedhealth_tools.poc.variants import FAULT_FILTER, job_variant, project_on_port
 
 ROOT = Path(__file__).resolve().parents[3]
 JOB = ROOT / "jobs" / "heart_fedprox"
@@ -76,7 +76,7 @@ def test_project_on_port_moves_only_the_server_port(tmp_path: Path) -> None:
 
 
 def test_project_with_he_inserts_hebuilder_before_signing(tmp_path: Path) -> None:
-    from fedhealth.poc.variants import HE_BUILDER, SIGNATURE_BUILDER, project_with_he
+    from fedhealth_tools.poc.variants import HE_BUILDER, SIGNATURE_BUILDER, project_with_he
 
     before = (ROOT / "provision" / "poc.yml").read_text()
     dest = project_with_he(ROOT / "provision" / "poc.yml", tmp_path / "he.yml", poly_modulus_degree=16384)
@@ -93,7 +93,7 @@ def test_project_with_he_inserts_hebuilder_before_signing(tmp_path: Path) -> Non
 def test_project_with_he_needs_signing(tmp_path: Path) -> None:
     import pytest
 
-    from fedhealth.poc.variants import project_with_he
+    from fedhealth_tools.poc.variants import project_with_he
 
     project = yaml.safe_load((ROOT / "provision" / "poc.yml").read_text())
     project["builders"] = [b for b in project["builders"] if "signature" not in b["path"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedhealth.policy.site_policy import (
+from fedhealth_tools.policy.site_policy import (
     EXCLUDE_LAYERS,
     GPU_CONSUMER,
     GPU_MANAGER,

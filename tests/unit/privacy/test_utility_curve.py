@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fedhealth.models.tabular import TabularNet
-from fedhealth.privacy.utility_curve import dp_trainer, table
-from fedhealth.training.federation import federated_scaling, run_federation
 from fedhealth.training.heart_site import HeartSite
+from fedhealth_tools.privacy.utility_curve import dp_trainer, table
+from fedhealth_tools.training.federation import federated_scaling, run_federation
 
 ROUNDS = 2
 

@@ -12,7 +12,7 @@ import torch
 from fedhealth.models.image_model import ImageModel
 from fedhealth.privacy.dp_config import DPConfig
 from fedhealth.privacy.site_dp import site_trainer
-from fedhealth.privacy.utility_curve_cxr import cxr_sites, cxr_table, run_cxr_curve
+from fedhealth_tools.privacy.utility_curve_cxr import cxr_sites, cxr_table, run_cxr_curve
 
 SIZES = {"train": 240, "val": 60, "test": 80}
 
@@ -88,7 +88,7 @@ def test_one_round_curve_writes_the_json_rows_and_png(tiny_npz: Path, tmp_path: 
 
 @pytest.mark.parametrize(("argv", "dataset"), [([], "heart"), (["--dataset", "cxr"], "cxr")])
 def test_the_command_takes_the_dataset_heart_by_default(argv: list[str], dataset: str) -> None:
-    from fedhealth.cli import _parser
+    from fedhealth_tools.cli import _parser
 
     args = _parser().parse_args(["privacy-utility", *argv])
     assert args.dataset == dataset and args.out is None and args.png is None

@@ -10,8 +10,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 
-from fedhealth.poc.workspace import PocLayout, prepare_workspace, write_heart_data
-from fedhealth.provision.allow_list_builder import DEFAULT_EXTRA, add_to_allow_list
+from fedhealth_tools.poc.workspace import PocLayout, prepare_workspace, write_heart_data
+from fedhealth_tools.provision.allow_list_builder import DEFAULT_EXTRA, add_to_allow_list
 
 REPO = Path(__file__).resolve().parents[3]
 PERSISTOR = "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"

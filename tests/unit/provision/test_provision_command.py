@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedhealth.cli import main
+from fedhealth_tools.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
 

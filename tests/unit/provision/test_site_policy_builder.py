@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fedhealth.provision.kits import fingerprint, read_kits, report, run_provision
-from fedhealth.provision.preflight import check_signatures, site_files
-from fedhealth.provision.site_policy_builder import SitePolicyBuilder
+from fedhealth.onboarding.preflight import check_signatures, site_files
+from fedhealth_tools.provision.kits import fingerprint, read_kits, report, run_provision
+from fedhealth_tools.provision.site_policy_builder import SitePolicyBuilder
 
 REPO = Path(__file__).resolve().parents[3]
 HOST = "fl.heart-consortium.test"
@@ -122,8 +122,8 @@ def test_builder_refuses_bad_policy(kwargs: dict, message: str) -> None:
 def test_add_then_renew_changes_only_the_named_kit(tmp_path: Path) -> None:
     import yaml
 
-    from fedhealth.poc.workspace import PocError
-    from fedhealth.provision.add_site import add_participants
+    from fedhealth_tools.poc.workspace import PocError
+    from fedhealth_tools.provision.add_site import add_participants
 
     workspace = tmp_path / "ws"
     first = run_provision(REPO / "project.yml", workspace)

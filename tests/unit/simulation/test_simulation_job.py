@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fedhealth.poc.fast_settings import fast_settings_missing
-from fedhealth.simulation.run import CROSS_SITE_EVAL, FED_STATS, simulation_job
+from fedhealth_tools.poc.fast_settings import fast_settings_missing
+from fedhealth_tools.simulation.run import CROSS_SITE_EVAL, FED_STATS, simulation_job
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 CASES = [  # job, sites, rounds, hidden, local_steps

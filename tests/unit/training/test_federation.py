@@ -11,9 +11,10 @@ import torch
 from fedhealth.data.features import combine_moments, feature_names
 from fedhealth.models.tabular import TabularNet
 from fedhealth.training.aggregation import weighted_average
-from fedhealth.training.federation import federated_scaling, lr_for_round, run_federation
 from fedhealth.training.heart_site import HeartSite
 from fedhealth.training.loops import LocalTrainConfig
+from fedhealth.training.schedule import lr_for_round
+from fedhealth_tools.training.federation import federated_scaling, run_federation
 
 # (lr, gamma, round, expected)
 LR_CASES = [

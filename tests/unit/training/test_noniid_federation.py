@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from fedhealth.models.tabular import TabularNet
-from fedhealth.training.federation import federated_scaling, run_federation
 from fedhealth.training.heart_site import HeartSite
-from fedhealth.training.noniid_federation import run_noniid
-from fedhealth.training.noniid_trainers import noniid_trainer
+from fedhealth_tools.training.federation import federated_scaling, run_federation
+from fedhealth_tools.training.noniid_federation import run_noniid
+from fedhealth_tools.training.noniid_trainers import noniid_trainer
 
 SETTINGS = {"lr": 0.05, "gamma": 0.9, "seed": 1, "batch_size": 8}
 # (algorithm options equal to FedAvg, rounds)

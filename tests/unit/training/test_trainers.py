@@ -11,7 +11,7 @@ from fedhealth.data.heart_source import RAW_COLUMNS
 from fedhealth.data.site_data import SiteTable
 from fedhealth.models.tabular import TabularNet
 from fedhealth.training.heart_site import HeartSite
-from fedhealth.training.trainers import finetuned_trainer, restrict_to_output_bias
+from fedhealth_tools.training.trainers import finetuned_trainer, restrict_to_output_bias
 
 
 def _tables() -> dict[str, SiteTable]:

@@ -10,7 +10,7 @@ import torch
 from fedhealth.data.heart_source import RAW_COLUMNS
 from fedhealth.data.site_data import SiteTable
 from fedhealth.models.tabular import TabularNet
-from fedhealth.training.tuning import (
+from fedhealth_tools.training.tuning import (
     CVScore,
     cv_curve,
     grid,

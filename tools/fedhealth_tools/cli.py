@@ -1,0 +1,123 @@
+"""The ``fedhealth`` command line of the tools (POC, provisioning, benchmarks) and the site commands."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from fedhealth.onboarding.cli import add_site_commands, run_site_command
+from fedhealth_tools.imaging.convert_cli import add_arguments as add_convert_arguments
+from fedhealth_tools.imaging.convert_cli import run as run_convert
+from fedhealth_tools.poc.workspace import PocError
+from fedhealth_tools.provision.command import add_provision_arguments, run_provision_command
+
+
+def _repo_root() -> Path:
+    """The checkout that holds ``jobs/`` and ``project.yml`` (the working directory, or above)."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "jobs").is_dir() and (folder / "project.yml").is_file():
+            return folder
+    return here
+
+
+def _parser() -> argparse.ArgumentParser:
+    root = _repo_root()
+    parser = argparse.ArgumentParser(prog="fedhealth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run a heart job on four hospitals in FLARE POC mode, end to end")
+    demo.add_argument("--job", type=Path, default=root / "jobs" / "heart_fedprox")
+    demo.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
+    demo.add_argument("--workspace", type=Path, default=root / "workspace")
+    demo.add_argument("--results", type=Path, default=root / "results" / "demo")
+    demo.add_argument("--timeout", type=float, default=900.0, help="seconds the job may run")
+    add_site_commands(sub)  # validate-site, preflight: also in the site runtime's fedhealth-site
+    convert = sub.add_parser("convert-medmnist", help="MedMNIST .npz -> per-site DICOM folders (non-IID)")
+    add_convert_arguments(convert)
+    up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
+    up.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
+    up.add_argument("--workspace", type=Path, default=root / "workspace")
+    provision = sub.add_parser(
+        "provision", help="production startup kits: what was made for whom, fingerprints, secrets"
+    )
+    add_provision_arguments(provision, root)
+    curve = sub.add_parser(
+        "privacy-utility",
+        help="test metric against epsilon (DP-SGD at each site): heart (5 seeds, tuned by cross-validation) "
+        "or cxr (PneumoniaMNIST in 4 sites, test AUC, 3 seeds, tuned on validation)",
+    )
+    curve.add_argument("--dataset", choices=("heart", "cxr"), default="heart")
+    curve.add_argument("--out", type=Path, help="default results/privacy_utility[_cxr].json")
+    curve.add_argument("--png", type=Path, help="default results/privacy_utility[_cxr].png")
+    return parser
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(
+        signal.SIGINT, signal.default_int_handler
+    )  # Ctrl-C stops everything, even if inherited as ignored
+    site = run_site_command(args)
+    if site is not None:
+        return site
+    if args.command == "provision":
+        return run_provision_command(args)
+    if args.command == "privacy-utility":
+        stem = "privacy_utility" if args.dataset == "heart" else "privacy_utility_cxr"
+        root = _repo_root()
+        out = args.out or root / "results" / f"{stem}.json"
+        png = args.png or root / "results" / f"{stem}.png"
+        if args.dataset == "cxr":
+            from fedhealth_tools.privacy.utility_curve_cxr import cxr_table, run_cxr_curve
+
+            print(cxr_table(run_cxr_curve(out_json=out, out_png=png)))
+        else:
+            from fedhealth_tools.privacy.utility_curve import run_curve, table
+
+            print(table(run_curve(out_json=out, out_png=png)))
+        print(f"wrote {out} and {png}")
+        return 0
+    if args.command == "convert-medmnist":
+        return run_convert(args)
+    if args.command == "up":
+        from fedhealth_tools.poc.up import run_up
+
+        return _run_poc("up", lambda: run_up(project_file=args.project, workspace=args.workspace), 0)
+    if args.command == "demo":
+        from fedhealth_tools.poc.demo import run_demo
+
+        def demo() -> None:
+            run_demo(
+                job_dir=args.job,
+                project_file=args.project,
+                workspace=args.workspace,
+                results_dir=args.results,
+                timeout=args.timeout,
+            )
+
+        return _run_poc("demo", demo, 130)
+    return 0
+
+
+def _run_poc(name: str, action, interrupted_code: int) -> int:
+    """Run a POC command: a clear message and exit 1 on failure; Ctrl-C has already stopped everything."""
+    try:
+        action()
+    except PocError as exc:
+        print(f"\nfedhealth {name} failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nfedhealth {name} interrupted; every process it started was stopped.", file=sys.stderr)
+        return interrupted_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""fedhealth tools: provisioning, POC, simulation and benchmarks (not installed at hospitals)."""

@@ -1,0 +1,159 @@
+"""``fedhealth demo``: a four-hospital federation in FLARE POC mode, end to end.
+
+Prepares a POC workspace inside the checkout, gives each hospital its own rows, starts the real
+server and client processes, submits the job as the project admin through the FLARE API, shows
+live progress, downloads the result, prints the per-site table and writes the report. Every
+process it started is stopped on the way out, also on an error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fedhealth.constants import TB_DIR
+from fedhealth.reports.run_report import build_report, find_run_files, site_table, write_report
+from fedhealth_tools.poc.admin import AdminClient
+from fedhealth_tools.poc.processes import PocProcesses
+from fedhealth_tools.poc.workspace import PocError, PocLayout, prepare_workspace, write_heart_data
+
+
+def _job_rounds(job_dir: Path) -> int:
+    config = json.loads((job_dir / "app" / "config" / "config_fed_server.json").read_text())
+    for wf in config.get("workflows", []):
+        if "num_rounds" in wf.get("args", {}):
+            return int(wf["args"]["num_rounds"])
+    return 0
+
+
+def run_demo(
+    *, job_dir: Path, project_file: Path, workspace: Path, results_dir: Path, timeout: float = 900.0
+) -> dict:
+    """Provision, place the data, run one job in POC mode and write its report; returns the report.
+
+    Raises:
+        PocError: a step failed; the message says which and why.
+    """
+    start = time.monotonic()
+    job_dir = Path(job_dir)
+    if not (job_dir / "meta.json").is_file():
+        raise PocError(f"{job_dir} is not a FLARE job folder (no meta.json)")
+    print(f"[1/6] provisioning the POC workspace in {workspace} (certificates, allow-list, loopback)")
+    layout = prepare_workspace(project_file, Path(workspace) / "poc")
+    sizes = write_heart_data(layout)
+    sites = ", ".join(f"{s} {tr}+{te}" for s, (tr, te) in sizes.items())
+    print(f"[2/6] each hospital's own rows written into its own site (train+test): {sites}")
+    result = run_job(layout, job_dir, workspace=Path(workspace), timeout=timeout)
+    print("[6/6] all FLARE processes stopped; writing the report")
+    record, cross = find_run_files(result)
+    report = build_report(job_dir.name, record, cross)
+    seconds = time.monotonic() - start
+    paths = write_report(report, results_dir, seconds)
+    print()
+    print(site_table(report))
+    g = report["global"]
+    print(
+        f"\nclient-average accuracy {g['client_avg_accuracy']:.3f}, worst site {g['worst_site_accuracy']:.3f}"
+    )
+    _print_gate(report)
+    tb = _copy_tensorboard(result, Path(results_dir))
+    if tb:
+        print(f"TensorBoard (per-site curves): tensorboard --logdir {tb}")
+    print("report: " + ", ".join(str(p) for p in paths))
+    print(f"done in {seconds:.0f} s")
+    return report
+
+
+def _print_gate(report: dict) -> None:
+    gate = report.get("gate") or {}
+    flagged = [s["name"] for s in report["sites"] if s.get("flagged")]
+    print(f"flagged sites: {', '.join(flagged) if flagged else 'none'}")
+    if gate:
+        print(
+            f"deployment gate ({gate['metric']} lower 95% bound >= {gate['threshold']} at every site): "
+            f"{gate['decision']} (deciding site: {gate['deciding_site']})"
+        )
+    divergence = report.get("divergence") or {}
+    if divergence.get("diverging"):
+        print(f"WARNING: {divergence['message']}")
+
+
+def _copy_tensorboard(result: Path, results_dir: Path) -> Path | None:
+    """Copy the server's TensorBoard event files (per-site curves) next to the report."""
+    found = sorted(Path(result).rglob(TB_DIR))
+    if not found:
+        return None
+    target = results_dir / TB_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(found[0], target)
+    return target
+
+
+def run_job(layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float) -> Path:
+    """Start the federation, run ``job_dir`` as the project admin, stop everything; returns the result folder.
+
+    Raises:
+        PocError: the federation did not start, or the job did not complete; the message names the
+            failed sites and their reasons as the server recorded them.
+    """
+    downloads = workspace / "downloads"
+    shutil.rmtree(downloads, ignore_errors=True)
+    with PocProcesses(layout, workspace / "logs") as procs:
+        print(f"[3/6] starting the FLARE server (127.0.0.1:{layout.port}) and {len(layout.sites)} sites")
+        procs.start()
+        with AdminClient(layout) as admin:
+            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+            job_id = admin.submit(job_dir, workspace / "submit")
+            print(f"[4/6] submitted {job_dir.name} as {layout.admin}: job {job_id}")
+            status = _follow(admin, job_id, _job_rounds(job_dir), procs.check_alive, timeout)
+            result = admin.download(job_id, downloads)
+            if status != "FINISHED:COMPLETED":
+                raise PocError(_failure_message(job_id, status, result, admin.error_logs(job_id)))
+    return result
+
+
+def _failure_message(job_id: str, status: str, result: Path, logs: str) -> str:
+    try:
+        record, _ = find_run_files(result)
+    except (FileNotFoundError, ValueError):
+        record = {}
+    failures = record.get("failures", [])
+    reasons = "; ".join(f"{f['site']}: {f['reason']}" for f in failures)
+    if not reasons and record.get("abort_reason"):
+        gone = ", ".join(d["site"] for d in record.get("disconnected", []))
+        reasons = record["abort_reason"] + (f" (disconnected: {gone})" if gone else "")
+    message = f"job {job_id} ended {status}"
+    message += f" - failed sites: {reasons}" if reasons else " - no site reported a reason"
+    return message + (f" (site error logs downloaded to {logs})" if logs else "")
+
+
+def _follow(admin: AdminClient, job_id: str, rounds: int, check, timeout: float) -> str:
+    bar = tqdm(total=rounds, desc="[5/6] training", unit="round", dynamic_ncols=True)
+    done = 0
+
+    def show(progress: dict) -> None:
+        nonlocal done
+        if not progress:
+            return
+        current = progress.get("current_round")
+        if current is not None and current > done:
+            bar.update(current - done)
+            done = current
+        metric = progress.get("global_accuracy")
+        bar.set_postfix(
+            sites=len(progress.get("sites_reported", [])), acc="-" if metric is None else f"{metric:.3f}"
+        )
+        for failure in progress.get("failures", []):
+            bar.write(f"site failed: {failure['site']}: {failure['reason']}")
+
+    try:
+        status = admin.follow(job_id, on_progress=show, check=check, timeout=timeout)
+        if status == "FINISHED:COMPLETED":
+            bar.update(rounds - done)
+        return status
+    finally:
+        bar.close()

@@ -1,0 +1,275 @@
+"""The privacy–utility curve on chest X-rays: PneumoniaMNIST test AUC against ε, FedAvg over 4 sites.
+
+PneumoniaMNIST (MedMNIST v2, Yang et al. 2023) is dealt to four sites by the converter's own
+Dirichlet(α) label skew (:func:`fedhealth_tools.imaging.converter.dirichlet_split`, the split of
+``scripts/bench_cxr.py``: the same draw as that benchmark for the same seed, here on the arrays, without
+the DICOM round trip). For every ε the sites train the small CNN with DP-SGD (Abadi et al. 2016)
+through the executor's own :func:`fedhealth.privacy.site_dp.site_trainer`, one privacy engine per site
+sized for the whole job; the server averages by training images (FedAvg, McMahan et al. 2017). ε = ∞
+is the same federation without DP (:func:`fedhealth_tools.imaging.federation.run_image_federation`, no
+augmentation, the same optimizer and batch size). The round kept is the one with the best pooled
+validation AUC; test images are read only for the final numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedhealth.constants import M_ACCURACY, M_AUC
+from fedhealth.imaging.labels import LabelSpec
+from fedhealth.imaging.loops import evaluate_images
+from fedhealth.models.state import to_numpy, to_tensors
+from fedhealth.privacy.dp_config import DPConfig
+from fedhealth.privacy.dp_sgd import make_dp_compatible
+from fedhealth.privacy.site_dp import site_trainer
+from fedhealth.training.aggregation import weighted_average
+from fedhealth.training.loops import LocalTrainConfig
+from fedhealth_tools.imaging.federation import ImageData, run_image_federation
+
+EPSILONS: tuple[float | None, ...] = (1.0, 2.0, 5.0, 10.0, 50.0, None)  # None: no DP (ε = ∞)
+SEEDS = (0, 1, 2)
+SPEC = LabelSpec("binary")
+ALPHA, SPLIT_SEED, N_SITES = 0.5, 0, 4
+LR_GRID = (1e-3, 3e-3)  # chosen per ε by validation AUC at the first seed
+SETTINGS = {"rounds": 10, "lr": 1e-3, "batch_size": 64, "max_grad_norm": 1.0, "optimizer": "adam"}
+
+
+@dataclass
+class ImageArraysSite:
+    """One site's image arrays ``(n, 1, S, S)`` and labels; ``arrays(split)`` as :class:`HeartSite` has."""
+
+    name: str
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def arrays(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """The ``(x, y)`` of ``split`` (``train``, ``val`` or ``test``)."""
+        return self.splits[split]
+
+    def image_data(self) -> ImageData:
+        return ImageData(*self.splits["train"], *self.splits["val"])
+
+
+def _standardise(images: np.ndarray) -> np.ndarray:
+    """``uint8`` images to float ``(n, 1, S, S)``, z-scored per image (the site pipeline's ``zscore``)."""
+    x = images.astype("float32") / 255.0
+    x = (x - x.mean(axis=(1, 2), keepdims=True)) / (x.std(axis=(1, 2), keepdims=True) + 1e-6)
+    return x[:, None]
+
+
+def cxr_sites(
+    npz: Path | None = None, *, alpha: float = ALPHA, seed: int = SPLIT_SEED, limit: int | None = None
+) -> list[ImageArraysSite]:
+    """PneumoniaMNIST's train/val/test dealt to four sites by one Dirichlet(α) draw (``limit``: per split)."""
+    from fedhealth_tools.imaging.converter import dirichlet_split, medmnist_file
+
+    data = np.load(npz or medmnist_file("pneumoniamnist"))
+    rng = np.random.default_rng(seed)
+    images, labels = {}, {}
+    for split in ("train", "val", "test"):
+        x, y = data[f"{split}_images"], data[f"{split}_labels"].ravel().astype(np.int64)
+        keep = np.arange(len(y))
+        if limit is not None and len(y) > limit:
+            keep = np.sort(rng.choice(len(y), size=limit, replace=False))
+        images[split], labels[split] = _standardise(x[keep]), y[keep].astype("float32")
+    parts = dirichlet_split(labels, N_SITES, alpha, rng)
+    return [
+        ImageArraysSite(
+            f"site_{chr(ord('a') + i)}", {s: (images[s][parts[s][i]], labels[s][parts[s][i]]) for s in parts}
+        )
+        for i in range(N_SITES)
+    ]
+
+
+def run_dp_image_federation(
+    make_model: Callable[[], nn.Module],
+    sites: Sequence[ImageArraysSite],
+    *,
+    epsilon: float,
+    rounds: int,
+    lr: float,
+    batch_size: int,
+    max_grad_norm: float,
+    optimizer: str = "adam",
+    seed: int = 0,
+) -> tuple[nn.Module, dict[str, dict], list[dict]]:
+    """FedAvg with DP-SGD at every site; the best-validation model, each site's final ε and δ, the history."""
+    model, _ = make_dp_compatible(make_model())
+    dp = DPConfig(target_epsilon=epsilon, max_grad_norm=max_grad_norm)
+    local = {"batch_size": batch_size, "local_epochs": 1, "optimizer": optimizer}
+    trainers = {
+        s.name: site_trainer(model, s, dp, local=local, rounds=rounds, seed=seed * 100 + i)
+        for i, s in enumerate(sites)
+    }
+    x_val = np.concatenate([s.arrays("val")[0] for s in sites])
+    y_val = np.concatenate([s.arrays("val")[1] for s in sites])
+    best, best_auc, history = copy.deepcopy(model), -1.0, []
+    for rnd in range(rounds):
+        updates, weights = [], []
+        for s in sites:
+            site_model = copy.deepcopy(model)
+            trainers[s.name].train_round(site_model, lr=lr, round_index=rnd)
+            updates.append(to_numpy(site_model))
+            weights.append(len(s.arrays("train")[1]))
+        model.load_state_dict(to_tensors(weighted_average(updates, weights)))
+        val = evaluate_images(model, x_val, y_val, SPEC)
+        history.append({"round": rnd + 1, "val_auc": val[M_AUC]})
+        if val[M_AUC] > best_auc:
+            best, best_auc = copy.deepcopy(model), val[M_AUC]
+    ledgers = {n: {"epsilon": t.epsilon, "delta": t.delta} for n, t in trainers.items()}
+    return best, ledgers, history
+
+
+def train_once(
+    sites: Sequence[ImageArraysSite], epsilon: float | None, settings: Mapping, seed: int
+) -> tuple[nn.Module, dict[str, dict], list[dict]]:
+    """One federation at ``epsilon`` (None: no DP) from the small CNN seeded with ``seed``."""
+    from fedhealth.models.image_model import ImageModel
+
+    def make_model() -> nn.Module:
+        return ImageModel("small_cnn", 1, 1, seed=seed)
+
+    rounds, lr, batch = int(settings["rounds"]), float(settings["lr"]), int(settings["batch_size"])
+    if epsilon is None:
+        config = LocalTrainConfig(lr=lr, batch_size=batch, optimizer=str(settings["optimizer"]))
+        data = {s.name: s.image_data() for s in sites}
+        fit = run_image_federation(make_model, data, SPEC, config, rounds=rounds, augment=False, seed=seed)
+        return fit.model, {}, fit.history
+    return run_dp_image_federation(
+        make_model,
+        sites,
+        epsilon=epsilon,
+        rounds=rounds,
+        lr=lr,
+        batch_size=batch,
+        max_grad_norm=float(settings["max_grad_norm"]),
+        optimizer=str(settings["optimizer"]),
+        seed=seed,
+    )
+
+
+def tune_lr(
+    sites: Sequence[ImageArraysSite],
+    epsilon: float | None,
+    settings: Mapping,
+    seed: int,
+    grid: Sequence[float],
+) -> tuple[float, dict[float, float], tuple]:
+    """The learning rate with the best pooled validation AUC at ``seed`` (test never read), and its run."""
+    runs = {lr: train_once(sites, epsilon, {**settings, "lr": lr}, seed) for lr in grid}
+    scores = {lr: max(h["val_auc"] for h in run[2]) for lr, run in runs.items()}
+    best = max(scores, key=scores.get)
+    return best, scores, runs[best]
+
+
+def evaluate_epsilon(
+    sites: Sequence[ImageArraysSite],
+    epsilon: float | None,
+    settings: Mapping,
+    seeds: Sequence[int],
+    done: Mapping[int, tuple] | None = None,
+) -> dict:
+    """Train once per seed (``done``: runs already made, by seed) and score AUC and accuracy on test."""
+    x_test = np.concatenate([s.arrays("test")[0] for s in sites])
+    y_test = np.concatenate([s.arrays("test")[1] for s in sites])
+    aucs, accs, achieved, deltas, best_rounds = [], [], [], [], []
+    for seed in seeds:
+        run = (done or {}).get(seed) or train_once(sites, epsilon, settings, seed)
+        model, ledgers, history = run
+        scores = evaluate_images(model, x_test, y_test, SPEC)
+        aucs.append(float(scores[M_AUC]))
+        accs.append(float(scores[M_ACCURACY]))
+        best_rounds.append(int(np.argmax([h["val_auc"] for h in history])) + 1)
+        if ledgers:
+            achieved.append(max(v["epsilon"] for v in ledgers.values()))
+            deltas.append(max(v["delta"] for v in ledgers.values()))
+    sd = float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0
+    return {
+        "target_epsilon": epsilon,
+        "achieved_epsilon": max(achieved) if achieved else None,
+        "delta": max(deltas) if deltas else None,
+        "metric": "pooled test AUC",
+        "metric_mean": float(np.mean(aucs)),
+        "metric_sd": sd,
+        "metric_per_seed": aucs,
+        "accuracy_mean": float(np.mean(accs)),
+        "accuracy_sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+        "best_round_per_seed": best_rounds,
+    }
+
+
+def run_cxr_curve(
+    *,
+    epsilons: Sequence[float | None] = EPSILONS,
+    seeds: Sequence[int] = SEEDS,
+    settings: Mapping | None = None,
+    lr_grid: Sequence[float] = LR_GRID,
+    npz: Path | None = None,
+    limit: int | None = None,
+    out_json: Path | None = None,
+    out_png: Path | None = None,
+) -> dict:
+    """The CXR curve: every ε tuned on validation, then ``seeds``; writes the JSON and the PNG."""
+    import os
+    import platform
+
+    from fedhealth_tools.privacy.utility_curve import plot_curve
+
+    torch.set_num_threads(1)  # 2 cores shared with other work here
+    settings = {**SETTINGS, **(settings or {})}
+    start = time.time()
+    sites = cxr_sites(npz, limit=limit)
+    rows = []
+    for epsilon in epsilons:
+        lr, val_auc, first = tune_lr(sites, epsilon, settings, seeds[0], lr_grid)
+        row = evaluate_epsilon(sites, epsilon, {**settings, "lr": lr}, seeds, {seeds[0]: first})
+        row["lr"], row["val_auc_by_lr"] = lr, {f"{k:g}": v for k, v in val_auc.items()}
+        rows.append(row)
+        label = "inf" if epsilon is None else f"{epsilon:g}"
+        print(f"epsilon={label}: AUC {row['metric_mean']:.4f} ± {row['metric_sd']:.4f}", flush=True)
+    result = {
+        "dataset": f"PneumoniaMNIST 28x28, {N_SITES} sites by Dirichlet(alpha={ALPHA}) label skew "
+        f"(split seed {SPLIT_SEED}), per-image z-score, small CNN",
+        "protocol": "FedAvg, 1 local epoch a round, DP-SGD at each site via privacy.site_dp.site_trainer "
+        "(RDP, delta=0.1/n); round kept by pooled validation AUC; "
+        "lr chosen per epsilon from lr_grid by pooled validation AUC at the first seed; test read once",
+        "lr_grid": list(lr_grid),
+        "settings": settings,
+        "sites": {s.name: {k: int(len(v[1])) for k, v in s.splits.items()} for s in sites},
+        "seeds": list(seeds),
+        "rows": rows,
+        "hardware": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": 1,
+            "load_average": list(os.getloadavg()),
+        },
+        "seconds": time.time() - start,
+    }
+    if out_json is not None:
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_json).write_text(json.dumps(result, indent=2) + "\n")
+    if out_png is not None:
+        plot_curve(
+            result,
+            Path(out_png),
+            title=f"PneumoniaMNIST, 4 sites: privacy–utility ({len(seeds)} seeds)",
+            ylabel="pooled test AUC",
+        )
+    return result
+
+
+def cxr_table(result: dict) -> str:
+    """The CXR curve as a Markdown table: test AUC against the non-private row, lr and accuracy."""
+    from fedhealth_tools.privacy.utility_curve import table
+
+    extra = {"lr": "{lr:g}", "accuracy": "{accuracy_mean:.3f} ± {accuracy_sd:.3f}"}
+    return table(result, metric="test AUC", extra=extra)
