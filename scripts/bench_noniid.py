@@ -7,13 +7,13 @@ alpha 0.1 and 1.0, see ``scripts/bench_noniid_cxr.py``) and merges them into the
 ``pneumoniamnist_alpha<alpha>``; either run keeps the other's entries.
 
 Same protocol as ``scripts/bench_heart.py`` (whose loaders, folds and summaries this reuses):
-federated global scaling, cholesterol 0 read as missing, logistic regression, SGD with batch 4 and
-one local epoch a round. Every hyper-parameter (learning rates, rounds, FedProx's mu, server
-optimizer settings, Ditto's lambda, the split of clustered FL, fine-tuning per hospital) is chosen
-by federated cross-validation inside the training splits (3 folds x 2 repeats, held-out log-loss);
-the test splits are read only for the final figures. "best_by_site_cv" lets each hospital pick the
-method whose cross-validated held-out loss on its own folds is lowest, again without the test data.
-"""
+federated global scaling, cholesterol 0 read as missing, logistic regression, SGD with batch 16 (the
+sites' default floor) and one local epoch a round. Every hyper-parameter (learning rates, rounds,
+FedProx's mu, server optimizer settings, Ditto's lambda, the split of clustered FL, fine-tuning per
+hospital) is chosen by federated cross-validation inside the training splits (3 folds x 2 repeats,
+held-out log-loss); the test splits are read only for the final figures. "best_by_site_cv" lets each
+hospital pick the method whose cross-validated held-out loss on its own folds is lowest, again
+without the test data."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from bench_heart import (
+    BATCH_SIZE,
     LRS,
     MAX_ROUNDS,
     MUS,
@@ -57,7 +58,7 @@ DITTO = grid(lam=[0.01, 0.1, 1.0], ditto_lr=[0.01, 0.03, 0.1])
 CLUSTER = grid(split_round=[3, 10], split_threshold=[0.0, 0.5])
 # Public facts about the four hospitals (country), the kind of non-PHI metadata a site declares.
 REGION = {"cleveland": "us", "va_long_beach": "us", "hungary": "europe", "switzerland": "europe"}
-BASE = {"seed": 0, "batch_size": 4, "optimizer": "sgd", "arch": "logreg", "local_epochs": 1}
+BASE = {"seed": 0, "batch_size": BATCH_SIZE, "optimizer": "sgd", "arch": "logreg", "local_epochs": 1}
 TRAINERS = {"fed": federated_trainer, "ft": finetuned_trainer, "noniid": noniid_trainer}
 
 
