@@ -89,14 +89,14 @@ def _run(executor, task: str, fl_ctx, shareable: Shareable | None = None) -> Sha
 
 
 def test_train_returns_weights_weighted_by_images_and_validation_figures(tmp_path: Path) -> None:
-    executor, fl_ctx, kit = _started(tmp_path, local_epochs=3, batch_size=8)
+    executor, fl_ctx, kit = _started(tmp_path, local_epochs=3, batch_size=16)
     sent = _task(round_index=2)
     reply = _run(executor, C.TASK_TRAIN, fl_ctx, sent)
     assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK
     dxo = from_shareable(reply)
     assert dxo.data_kind == DataKind.WEIGHTS and set(dxo.data) == set(from_shareable(sent).data)
     assert dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == N
-    assert dxo.get_meta_prop(C.META_LOCAL_STEPS) == 3 * 3
+    assert dxo.get_meta_prop(C.META_LOCAL_STEPS) == 3 * 2  # ceil(24 / 16) batches, three epochs
     metrics = dxo.get_meta_prop(C.META_SITE_METRICS)
     assert metrics["round"] == 2 and metrics[C.M_N_TRAIN] == N and metrics[C.M_N_QUARANTINED] == 0
     assert metrics[C.M_LOCAL_LOSS] < metrics["global_loss"] and metrics[C.M_IMAGES_PER_S] > 0
