@@ -138,6 +138,7 @@ def main() -> None:
         sent = [n for r in runs for n in r["channel"].sent_norms]
         strict[str(z)] = {
             "epsilon_after_19": epsilons[str(z)],
+            "epsilon_after_25": release_epsilon([z] * 25, delta=DELTA),  # heart_fedavg on main: 25 rounds
             "metrics": _summary([r["metrics"] for r in runs]),
             "sent_norm_median": float(np.median(sent)),
             "noise_norm_expected": 2 * z * clip * float(np.sqrt(14)),
