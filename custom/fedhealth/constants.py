@@ -50,12 +50,16 @@ S_STD = "std"
 S_FEATURES = "features"
 
 # Site-side files and settings.
-SITE_CONFIG_FILE = "fedhealth_site.json"  # in the site's local/ folder
+SITE_CONFIG_FILE = "fedhealth_site.json"  # in the site's local/ folder: the hospital's own settings
+SITE_CONFIG_DEFAULT_FILE = "fedhealth_site.json.default"  # written at provisioning; the own file wins
+SITE_LIMITS_KEY = "limits"  # the floor under every train request (fedhealth.policy.site_limits)
+SITE_SCOPE_LIMITS_KEY = "scope_limits"  # {privacy scope: limits} applied over "limits" under that scope
+SITE_POLICY_DECLINED = "site policy"  # opens the reason of a task a site declines under its limits
 SITE_DATA_ROOT_KEY = "data_root"
 SITE_METADATA_KEY = (
     "metadata"  # optional non-PHI site description, e.g. {"scanner": "ge", "type": "teaching"}
 )
-SITE_MAX_LOCAL_STEPS_KEY = "max_local_steps"  # optional cap on a slow site's optimizer steps per round
+SITE_MAX_LOCAL_STEPS_KEY = "max_local_steps"  # the site's maximum local optimizer steps per round
 HEART_DATASET_DIR = "heart_disease"
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
@@ -98,6 +102,8 @@ HEART_SITES = ("cleveland", "hungary", "switzerland", "va_long_beach")
 # Site privacy scopes (privacy.json filters) and the server's record of what arrived.
 META_PRIVACY = "fedhealth_privacy"  # DXO meta: list of {"filter", ...} a site's scope applied
 UPDATE_AUDIT_FILE = "fedhealth_update_audit.json"  # in the server's run folder
+DP_UPDATE_LEDGER_FILE = "fedhealth_dp_update_ledger.json"  # DPUpdate's releases, in the site's run folder
+DP_UPDATE_DECLINED = "update privacy budget exhausted"  # opens DPUpdate's refusal past max_epsilon
 # Imaging (chest X-ray) sites: settings in the site's own local/fedhealth_site.json, files, metric keys.
 SITE_REQUIRE_DEIDENTIFIED_KEY = (
     "require_deidentified"  # refuse DICOM files with identifying tags (default on)

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 3
+# The sites' default floor (fedhealth.policy.site_limits) declines the shipped batch 4.
+BATCH_16 = {"batch_size": 16}
 
 
 def _flare_processes() -> list[psutil.Process]:
@@ -38,7 +40,10 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
     workspace = tmp_path / "fedhealth_test_ws"
     report = run_demo(
         job_dir=job_variant(
-            ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_fedprox", rounds=ROUNDS
+            ROOT / "jobs" / "heart_fedprox",
+            tmp_path / "jobs" / "heart_fedprox",
+            rounds=ROUNDS,
+            executor_args=BATCH_16,
         ),
         project_file=project_on_port(ROOT / "provision" / "poc.yml", tmp_path / "project.yml", free_port()),
         workspace=workspace,
@@ -90,7 +95,12 @@ def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) 
     with pytest.raises(PocError) as info:
         run_job(
             layout,
-            job_variant(ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_fedprox", rounds=2),
+            job_variant(
+                ROOT / "jobs" / "heart_fedprox",
+                tmp_path / "jobs" / "heart_fedprox",
+                rounds=2,
+                executor_args=BATCH_16,
+            ),
             workspace=workspace,
             timeout=240,
         )

@@ -5,7 +5,8 @@ spare site, admins of several roles, HE contexts, fedhealth's SitePolicyBuilder,
 server and the two sites start from their kits on loopback with mTLS, and then:
 
 - the project admin's ``heart_fedavg`` completes, and each site's privacy scope shows in what
-  arrived at the server (cleveland keeps ``net.bias`` at home, hungary adds Gaussian noise);
+  arrived at the server (cleveland keeps ``net.bias`` at home, hungary's ``DPUpdate`` clips and
+  noises it, with ε per release in the stamp);
 - a ``member`` cannot submit; an ``org_admin`` cannot abort a job another org submitted;
 - a job that ships ``custom/`` code is refused by sites whose policy has BYOC off;
 - a site kit from another provisioning (another root CA) cannot join;
@@ -32,6 +33,7 @@ from nvflare.fuel.flare_api.flare_api import new_secure_session
 
 from fedhealth.constants import UPDATE_AUDIT_FILE
 from fedhealth.onboarding.preflight import check_kit, check_signatures, summary
+from fedhealth.policy.update_rules import release_epsilon
 from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.processes import PocProcesses, free_port
 from fedhealth_tools.poc.variants import job_variant
@@ -47,9 +49,12 @@ ADMIN = "admin@fedhealth.org"
 ORG_ADMIN = "it@cleveland.org"  # org_admin of cleveland_clinic
 MEMBER = "observer@hungary.org"
 LEAD = "scientist@hungary.org"
-NOISE_SIGMA = 5.0
+CLIP, MULTIPLIER, DELTA = 0.5, 5.0, 1e-5  # noise std 2 x 5 x 0.5 = 5 on every released value
 EXCLUDE = {"path": "fedhealth.filters.exclude_layers.ExcludeLayers", "args": {"layers": ["net.bias"]}}
-NOISE = {"path": "fedhealth.filters.gaussian_noise.GaussianNoise", "args": {"sigma": NOISE_SIGMA, "seed": 0}}
+NOISE = {
+    "path": "fedhealth.filters.dp_update.DPUpdate",
+    "args": {"clip_norm": CLIP, "noise_multiplier": MULTIPLIER, "delta": DELTA, "seed": 0},
+}
 ORGS = {"cleveland": "cleveland_clinic", "hungary": "hungarian_institute", "spare": "spare_hospital"}
 
 
@@ -85,7 +90,7 @@ def _project(name: str, port: int, *, sites: tuple[str, ...], he: bool, policy: 
                     "removed": ["removed_site"],
                     "scopes": {
                         "keep_bias": {"task_data_filters": [EXCLUDE], "task_result_filters": [EXCLUDE]},
-                        "noisy": {"task_result_filters": [NOISE]},
+                        "noisy": {"task_data_filters": [NOISE], "task_result_filters": [NOISE]},
                     },
                     "default": {
                         "scopes": ["keep_bias", "noisy"],
@@ -144,8 +149,17 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
 
 
 def _fedavg(tmp: Path, name: str) -> Path:
-    """heart_fedavg for two sites, two rounds, the server recording what arrives."""
-    job = job_variant(ROOT / "jobs" / "heart_fedavg", tmp / "jobs" / name, rounds=2, min_sites=2)
+    """heart_fedavg for two sites, two rounds, the server recording what arrives.
+
+    At batch 16: the kits' sites have the default limits, which decline the shipped batch 4.
+    """
+    job = job_variant(
+        ROOT / "jobs" / "heart_fedavg",
+        tmp / "jobs" / name,
+        rounds=2,
+        min_sites=2,
+        executor_args={"batch_size": 16},
+    )
     server = job / "app" / "config" / "config_fed_server.json"
     config = json.loads(server.read_text())
     for wf in config["workflows"]:
@@ -216,8 +230,19 @@ def test_roles_and_privacy_scopes(federation: Federation, tmp_path: Path) -> Non
         assert row["privacy"] == [{"filter": "ExcludeLayers", "layers": ["net.bias"]}]
         assert row["max_abs_change"]["net.bias"] == 0.0
         assert 0.0 < row["max_abs_change"]["net.weight"] < 1.0
-    for row in by_site["hungary"]:  # scope noisy: N(0, 5^2) on every value
-        assert row["privacy"] == [{"filter": "GaussianNoise", "sigma": NOISE_SIGMA}]
+    for i, row in enumerate(by_site["hungary"]):  # scope noisy: clipped to 0.5, then N(0, 5^2) on every value
+        assert row["privacy"] == [
+            {
+                "filter": "DPUpdate",
+                "round": i,
+                "epsilon": pytest.approx(release_epsilon([MULTIPLIER] * (i + 1), delta=DELTA)),
+                "delta": DELTA,
+                "noise_multiplier": MULTIPLIER,
+                "noise_std": 2 * MULTIPLIER * CLIP,
+                "clip_norm": CLIP,
+                "releases": i + 1,
+            }
+        ]
         assert row["max_abs_change"]["net.weight"] > 2.0
         assert row["max_abs_change"]["net.bias"] > 0.0
 

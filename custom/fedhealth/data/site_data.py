@@ -16,9 +16,12 @@ import pandas as pd
 
 from fedhealth.constants import (
     HEART_DATASET_DIR,
+    SITE_CONFIG_DEFAULT_FILE,
     SITE_CONFIG_FILE,
     SITE_DATA_ROOT_KEY,
+    SITE_LIMITS_KEY,
     SITE_MAX_LOCAL_STEPS_KEY,
+    SITE_SCOPE_LIMITS_KEY,
     TEST_FILE,
     TRAIN_FILE,
 )
@@ -40,26 +43,15 @@ class SiteTable:
         return len(self.labels)
 
 
-def site_settings(site_root: Path) -> dict[str, Any]:
-    """A site's own settings from ``<site>/local/fedhealth_site.json``; ``{}`` when there is no file.
-
-    The hospital writes this file; no job and no server can change it. Keys the kit reads:
-
-    * ``data_root``: the data folder, absolute or relative to the site folder (:func:`resolve_data_root`).
-    * ``max_local_steps``: optional cap on the local optimizer steps per round, for a site that knows
-      it is slow (a whole number, at least 1; ``null`` or absent means no cap). The executor trains
-      ``min(job's workload, cap)`` steps and reports the steps it took, so FedNova can weight them.
+def read_settings_file(path: Path, label: str) -> dict[str, Any]:
+    """One settings file as a dict, its structure checked; errors name ``label`` and the key.
 
     Raises:
-        SiteDataError: the file is not valid JSON or not a JSON object, or ``max_local_steps`` is not a
-            whole number of at least 1; the message names the file and the key.
+        SiteDataError: not valid JSON, not a JSON object, ``max_local_steps`` not a whole number of
+            at least 1, or ``limits``/``scope_limits`` not JSON objects (of objects).
     """
-    config = Path(site_root) / "local" / SITE_CONFIG_FILE
-    label = f"local/{SITE_CONFIG_FILE}"
-    if not config.is_file():
-        return {}
     try:
-        settings = json.loads(config.read_text())
+        settings = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise SiteDataError(f"{label}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     if not isinstance(settings, dict):
@@ -70,13 +62,76 @@ def site_settings(site_root: Path) -> dict[str, Any]:
             f"{label}: {SITE_MAX_LOCAL_STEPS_KEY!r} must be a whole number of local optimizer steps, "
             f"at least 1 (or null for no cap), got {cap!r}"
         )
+    limits = settings.get(SITE_LIMITS_KEY)
+    if limits is not None and not isinstance(limits, dict):
+        raise SiteDataError(f"{label}: {SITE_LIMITS_KEY!r} must be a JSON object of limits")
+    scopes = settings.get(SITE_SCOPE_LIMITS_KEY)
+    if scopes is not None and (
+        not isinstance(scopes, dict) or not all(isinstance(v, dict) for v in scopes.values())
+    ):
+        raise SiteDataError(
+            f"{label}: {SITE_SCOPE_LIMITS_KEY!r} must be a JSON object of {{scope name: {{limits}}}}"
+        )
     return settings
+
+
+def settings_layers(site_root: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The site's settings files that exist, as ``(label, settings)``, the one that wins last.
+
+    ``local/fedhealth_site.json.default`` (written at provisioning) first, then the hospital's own
+    ``local/fedhealth_site.json``. No job and no server can write either file.
+    """
+    layers = []
+    for name in (SITE_CONFIG_DEFAULT_FILE, SITE_CONFIG_FILE):
+        path = Path(site_root) / "local" / name
+        if path.is_file():
+            label = f"local/{name}"
+            layers.append((label, read_settings_file(path, label)))
+    return layers
+
+
+def merge_settings(layers: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Later layers win key by key; ``limits`` merge key by key, ``scope_limits`` scope by scope and then
+    key by key, so a hospital that sets one limit keeps the provisioned others."""
+    merged: dict[str, Any] = {}
+    for _, settings in layers:
+        for key, value in settings.items():
+            if key == SITE_LIMITS_KEY and value is not None:
+                merged[key] = {**(merged.get(key) or {}), **value}
+            elif key == SITE_SCOPE_LIMITS_KEY and value is not None:
+                scopes = dict(merged.get(key) or {})
+                for scope, limits in value.items():
+                    scopes[scope] = {**scopes.get(scope, {}), **limits}
+                merged[key] = scopes
+            else:
+                merged[key] = value
+    return merged
+
+
+def site_settings(site_root: Path) -> dict[str, Any]:
+    """A site's settings: ``local/fedhealth_site.json.default`` merged under ``local/fedhealth_site.json``.
+
+    ``{}`` when neither file exists. The provisioned default carries the consortium's floors; the
+    hospital's own file wins key by key (:func:`merge_settings`). Keys the kit reads:
+
+    * ``data_root``: the data folder, absolute or relative to the site folder (:func:`resolve_data_root`).
+    * ``max_local_steps``: the site's maximum local optimizer steps per round, for a site that knows
+      it is slow (a whole number, at least 1; ``null`` or absent means no cap). The executor trains
+      ``min(job's workload, cap)`` steps and reports the steps it took, so FedNova can weight them.
+    * ``limits``, ``scope_limits``, ``dp_max_epsilon``: what the site accepts from a job
+      (:mod:`fedhealth.policy.site_limits`).
+
+    Raises:
+        SiteDataError: a file is not valid JSON or not a JSON object, or a key has the wrong type;
+            the message names the file and the key, never a value from data.
+    """
+    return merge_settings(settings_layers(site_root))
 
 
 def resolve_data_root(site_root: Path) -> Path:
     """A site's data folder: ``local/fedhealth_site.json`` ``data_root`` if set, else ``<site>/data``.
 
-    The data location is the site's own setting; no job and no server names it.
+    The data location is the site's own setting (either settings file); no job and no server names it.
 
     Raises:
         SiteDataError: the settings file is unusable (:func:`site_settings`).

@@ -141,6 +141,9 @@ class CxrExecutor(SiteExecutor):
     def release_site(self) -> None:
         self._splits = None
 
+    def n_train(self) -> int:
+        return len(self._splits["train"])
+
     def task_handlers(self) -> dict[str, Handler]:
         return {C.TASK_TRAIN: self._train, C.TASK_VALIDATE: self._validate}
 

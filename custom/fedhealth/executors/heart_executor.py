@@ -6,7 +6,7 @@ model weights, aggregate metrics and feature moments leave the site. A data prob
 with a reply whose ``fedhealth_error`` header names the file and column, so the server can say
 which site failed and why.
 
-A site that knows it is slow can cap its own local workload with ``max_local_steps`` in its
+A site that knows it is slow sets its maximum local steps, ``max_local_steps``, in its
 ``local/fedhealth_site.json``; it then trains ``min(job's steps, cap)`` optimizer steps a round and
 reports the steps it took (DXO meta ``fedhealth_local_steps``), so that the server's FedNova rule
 (:func:`fedhealth.training.robust.fednova`) counts its direction fully instead of dropping or
@@ -45,7 +45,7 @@ class HeartExecutor(SiteExecutor):
     Args:
         scaling: ``"global"`` (federated statistics, the kit's default) or ``"site"`` (FLamby).
         chol_zero_as_missing: treat a recorded cholesterol of 0 as missing, with an indicator.
-        batch_size: local mini-batch size.
+        batch_size: local mini-batch size (at least the site's ``min_batch_size``, 16 by default).
         local_steps: optimizer steps per round (0: use ``local_epochs``).
         local_epochs: passes over the local data per round. Either workload is capped by the site's own
             ``max_local_steps`` setting, if it has one (``local/fedhealth_site.json``).
@@ -66,7 +66,7 @@ class HeartExecutor(SiteExecutor):
         *,
         scaling: str = "global",
         chol_zero_as_missing: bool = True,
-        batch_size: int = 4,
+        batch_size: int = 16,
         local_steps: int = 0,
         local_epochs: int = 1,
         mu: float = 0.0,
@@ -140,6 +140,14 @@ class HeartExecutor(SiteExecutor):
 
     def release_site(self) -> None:
         self._site = None
+
+    def n_train(self) -> int:
+        return self._site.n_train
+
+    def round_steps(self) -> int:
+        """The job's steps, capped by the site's ``max_local_steps`` (what :meth:`_train` will take)."""
+        workload = self._workload()
+        return workload["local_steps"] if workload["local_steps"] > 0 else self._planned_steps()
 
     def task_handlers(self) -> dict:
         return {

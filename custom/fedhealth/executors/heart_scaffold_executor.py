@@ -46,6 +46,10 @@ class HeartScaffoldExecutor(HeartExecutor):
         self._c_local: dict[str, np.ndarray] | None = None
         self._c_global: dict[str, np.ndarray] | None = None
 
+    def round_learning_rate(self, shareable: Shareable) -> float:
+        """This executor's own schedule (the SCAFFOLD workflow sends no learning rate)."""
+        return lr_for_round(self.lr, self.gamma, shareable.get_header(AppConstants.CURRENT_ROUND, 0) or 0)
+
     def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         collection = from_shareable(shareable)
         parts = collection.data if collection.data_kind == DataKind.COLLECTION else {}

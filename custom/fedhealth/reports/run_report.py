@@ -33,6 +33,7 @@ from fedhealth.reports.site_report import (
     site_rows,
 )
 from fedhealth.reports.summary import weighted_mean
+from fedhealth.reports.update_privacy import update_privacy_markdown, update_privacy_section
 
 GLOBAL_MODEL_PREFIX = "SRV_"
 
@@ -128,6 +129,7 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
         "failures": record.get("failures", []),
         "communication": communication_section(record),
         "privacy": privacy_section(record),
+        "update_privacy": update_privacy_section(record),
         "encryption": encryption_section(record),
         "personal_vs_global": personal_from_record(record, accuracies),
     }
@@ -191,6 +193,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         fairness_markdown(report),
         communication_markdown(report.get("communication")),
         privacy_markdown(report.get("privacy")),
+        update_privacy_markdown(report.get("update_privacy")),
         encryption_markdown(report.get("encryption")),
     ]
     if report.get("status") == "aborted":

@@ -3,6 +3,8 @@
 It writes ``fedhealth_run.json`` into the server's run folder (downloaded with the job result)
 after every round, and answers ``show_stats`` so an admin sees live progress: round i of N, which
 sites reported, the current global validation metric and any site that failed, with its reason.
+Every DP release a site's privacy scope stamped on a result (``DPUpdate``: ε, δ, noise, clip, round)
+is kept under ``update_privacy``, whatever the task, so the report shows ε per site and round.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fedhealth.constants import (
     EVENT_UPDATE_REJECTED,
     HEADER_ERROR,
     M_TRAIN_LOSS,
+    META_PRIVACY,
     META_SITE_METRICS,
     PROP_REJECTION,
     RUN_RECORD_FILE,
@@ -80,6 +83,7 @@ class RunRecorder(FLComponent):
                     "disconnected": [],
                     "completed_rounds": [],
                     "round_times": [],
+                    "update_privacy": [],
                 }
         elif event_type == AppEventType.ROUND_STARTED:
             with self._lock:
@@ -143,12 +147,22 @@ class RunRecorder(FLComponent):
                 )
                 self._write_locked()
                 return
-            if task != TASK_TRAIN:
-                return
             try:
-                metrics = from_shareable(result).get_meta_prop(META_SITE_METRICS, None)
+                dxo = from_shareable(result)
             except ValueError:
-                metrics = None
+                dxo = None
+            releases = [
+                {"site": site, "task": task, **stamp}
+                for stamp in ((dxo.get_meta_prop(META_PRIVACY, None) or []) if dxo is not None else [])
+                if isinstance(stamp, dict) and stamp.get("filter") == "DPUpdate"
+            ]
+            if releases:
+                self._record.setdefault("update_privacy", []).extend(releases)
+            if task != TASK_TRAIN:
+                if releases:
+                    self._write_locked()
+                return
+            metrics = dxo.get_meta_prop(META_SITE_METRICS, None) if dxo is not None else None
             if metrics is None:
                 return
             rnd = int(metrics.get("round", self._record["current_round"] or 0))

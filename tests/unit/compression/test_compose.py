@@ -15,7 +15,7 @@ from fedhealth.compression.compose import COMPRESSOR, CompositionError, check_cl
 from fedhealth.filters.update_compressor import UpdateCompressor
 from fedhealth.filters.update_decompressor import UpdateDecompressor
 
-NOISE = "fedhealth.filters.gaussian_noise.GaussianNoise"
+NOISE = "fedhealth.filters.dp_update.DPUpdate"
 HE_ENC = "nvflare.app_opt.he.model_encryptor.HEModelEncryptor"
 
 

@@ -194,3 +194,71 @@ def test_site_settings_errors_name_file_and_key(tmp_path: Path, text: str, fragm
             read(tmp_path)
         assert str(info.value).startswith("local/fedhealth_site.json: ")
         assert fragment in str(info.value)
+
+
+# (provisioned fedhealth_site.json.default, the hospital's own fedhealth_site.json, merged settings)
+MERGE_CASES = [
+    ({"data_root": "d"}, None, {"data_root": "d"}),
+    (
+        {"data_root": "d", "max_local_steps": 5},
+        {"data_root": "mine"},
+        {"data_root": "mine", "max_local_steps": 5},
+    ),
+    (
+        {"limits": {"min_batch_size": 32, "max_learning_rate": 0.5}},
+        {"limits": {"min_batch_size": 16}},
+        {"limits": {"min_batch_size": 16, "max_learning_rate": 0.5}},
+    ),
+    (
+        {"scope_limits": {"strict": {"allow_submit_model": False}, "open": {"min_batch_size": 8}}},
+        {"scope_limits": {"strict": {"max_learning_rate": 0.1}}},
+        {
+            "scope_limits": {
+                "strict": {"allow_submit_model": False, "max_learning_rate": 0.1},
+                "open": {"min_batch_size": 8},
+            }
+        },
+    ),
+    ({"dp_max_epsilon": 8.0}, {"dp_max_epsilon": None}, {"dp_max_epsilon": None}),
+]
+# (which file, its text, the start of the error)
+BAD_LAYER_CASES = [
+    ("fedhealth_site.json.default", "[]", "local/fedhealth_site.json.default: must hold a JSON object"),
+    (
+        "fedhealth_site.json.default",
+        '{"max_local_steps": 0}',
+        "local/fedhealth_site.json.default: 'max_local_steps'",
+    ),
+    ("fedhealth_site.json", '{"limits": 3}', "local/fedhealth_site.json: 'limits' must be a JSON object"),
+    (
+        "fedhealth_site.json",
+        '{"scope_limits": {"a": []}}',
+        "local/fedhealth_site.json: 'scope_limits' must be",
+    ),
+]
+
+
+@pytest.mark.parametrize(("default", "own", "expected"), MERGE_CASES)
+def test_own_settings_win_over_the_provisioned_default(
+    tmp_path: Path, default: dict, own: dict | None, expected: dict
+) -> None:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "fedhealth_site.json.default").write_text(json.dumps(default))
+    if own is not None:
+        (tmp_path / "local" / "fedhealth_site.json").write_text(json.dumps(own))
+    assert site_settings(tmp_path) == expected
+
+
+def test_data_root_from_the_provisioned_default(tmp_path: Path) -> None:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "fedhealth_site.json.default").write_text('{"data_root": "provisioned"}')
+    assert resolve_data_root(tmp_path) == tmp_path / "provisioned"
+
+
+@pytest.mark.parametrize(("name", "text", "start"), BAD_LAYER_CASES)
+def test_errors_name_the_file_that_has_them(tmp_path: Path, name: str, text: str, start: str) -> None:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / name).write_text(text)
+    with pytest.raises(SiteDataError) as info:
+        site_settings(tmp_path)
+    assert str(info.value).startswith(start)

@@ -89,14 +89,14 @@ def _run(executor, task: str, fl_ctx, shareable: Shareable | None = None) -> Sha
 
 
 def test_train_returns_weights_weighted_by_images_and_validation_figures(tmp_path: Path) -> None:
-    executor, fl_ctx, kit = _started(tmp_path, local_epochs=3, batch_size=8)
+    executor, fl_ctx, kit = _started(tmp_path, local_epochs=3, batch_size=16)
     sent = _task(round_index=2)
     reply = _run(executor, C.TASK_TRAIN, fl_ctx, sent)
     assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK
     dxo = from_shareable(reply)
     assert dxo.data_kind == DataKind.WEIGHTS and set(dxo.data) == set(from_shareable(sent).data)
     assert dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == N
-    assert dxo.get_meta_prop(C.META_LOCAL_STEPS) == 3 * 3
+    assert dxo.get_meta_prop(C.META_LOCAL_STEPS) == 3 * 2  # ceil(24 / 16) batches, three epochs
     metrics = dxo.get_meta_prop(C.META_SITE_METRICS)
     assert metrics["round"] == 2 and metrics[C.M_N_TRAIN] == N and metrics[C.M_N_QUARANTINED] == 0
     assert metrics[C.M_LOCAL_LOSS] < metrics["global_loss"] and metrics[C.M_IMAGES_PER_S] > 0
@@ -169,3 +169,32 @@ def test_the_job_config_runs_the_rgb_five_class_retina_set_by_configuration_alon
     data = from_shareable(_run(executor, C.TASK_VALIDATE, fl_ctx, reply)).data
     assert set(data[C.M_PER_LABEL_AUC]) == set(classes) and data[C.M_N_TEST] == 80
     assert 0.0 <= data[C.M_ACCURACY] <= 1.0 and data[C.M_INTERVALS]["n"] == 80
+
+
+# (executor args, the site's own settings, learning rate, the reason or None when it trains)
+LIMIT_CASES = [
+    ({"batch_size": 8}, {}, 0.003, "batch_size 8 is below this site's min_batch_size 16"),
+    ({"batch_size": 8}, {"limits": {"min_batch_size": 8}}, 0.003, None),  # the site's own lower floor
+    ({"batch_size": 16}, {}, 3.0, "learning rate 3 is above this site's max_learning_rate 1"),
+    (
+        {"batch_size": 16, "local_steps": 1},
+        {"limits": {"min_examples_per_round": 20}},
+        0.003,
+        "mix 16 patients",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "settings", "lr", "reason"), LIMIT_CASES)
+def test_the_site_limits_apply_to_image_jobs(
+    tmp_path: Path, args: dict, settings: dict, lr: float, reason
+) -> None:
+    executor, fl_ctx, _ = _started(tmp_path, settings=settings, **args)
+    reply = _run(executor, C.TASK_TRAIN, fl_ctx, _task(lr=lr))
+    if reason is None:
+        assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK
+    else:
+        assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+        assert reason in reply.get_header(C.HEADER_ERROR) and "site policy: " in reply.get_header(
+            C.HEADER_ERROR
+        )

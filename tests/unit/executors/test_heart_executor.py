@@ -37,16 +37,16 @@ SITES = {"cleveland": (199, 104, 199), "va_long_beach": (85, 45, 63)}
 UNKNOWN_TASKS = ["training", "", "TRAIN"]
 # (executor arguments, the site's max_local_steps or None, local steps taken); cleveland: 199 rows
 WORKLOAD_CASES = [
-    ({}, None, 50),  # one epoch of batches of 4: ceil(199 / 4)
-    ({}, 20, 20),
-    ({}, 50, 50),
-    ({}, 100, 50),  # a cap above the job's workload changes nothing
-    ({"local_epochs": 2}, None, 100),
-    ({"local_epochs": 2}, 60, 60),
+    ({}, None, 13),  # one epoch of batches of 16: ceil(199 / 16)
+    ({}, 5, 5),
+    ({}, 13, 13),
+    ({}, 100, 13),  # a cap above the job's workload changes nothing
+    ({"local_epochs": 2}, None, 26),
+    ({"local_epochs": 2}, 20, 20),
     ({"local_epochs": 3, "batch_size": 32}, 10, 10),  # 3 * 7 = 21 planned
     ({"local_steps": 30}, None, 30),
     ({"local_steps": 30}, 7, 7),
-    ({"local_steps": 30}, 1, 1),
+    ({"local_steps": 30}, 1, 1),  # one step of 16 still meets min_examples_per_round 16
 ]
 # max_local_steps values a site may not set
 BAD_CAPS = [-5, 0, 2.5, "20", True, [10]]
@@ -142,7 +142,7 @@ def test_train_after_set_scaling_returns_sample_weighted_weights(tmp_path: Path,
     assert not np.array_equal(dxo.data["net.weight"], sent["net.weight"])
     metrics = dxo.get_meta_prop(C.META_SITE_METRICS)
     assert (metrics["n_train"], metrics["n_test"], metrics["lr"], metrics["round"]) == (199, 104, 0.05, 3)
-    assert metrics["steps"] == dxo.get_meta_prop(C.META_LOCAL_STEPS) == 50  # ceil(199 / 4), one epoch
+    assert metrics["steps"] == dxo.get_meta_prop(C.META_LOCAL_STEPS) == 13  # ceil(199 / 16), one epoch
     assert 0.0 <= metrics["global_accuracy"] <= 1.0
     assert dxo.get_meta_prop(MetaKey.INITIAL_METRICS) == metrics["global_accuracy"]
     submitted = from_shareable(_run(executor, C.TASK_SUBMIT_MODEL, fl_ctx))
@@ -288,8 +288,8 @@ def test_a_bad_cap_fails_every_task_naming_file_and_key(
 
 
 def test_a_binding_cap_on_epochs_trains_like_that_many_steps(tmp_path: Path, heart_splits: dict) -> None:
-    capped = _train_once(tmp_path / "capped", heart_splits, 60, local_epochs=2)
-    steps = _train_once(tmp_path / "steps", heart_splits, None, local_steps=60)
+    capped = _train_once(tmp_path / "capped", heart_splits, 20, local_epochs=2)
+    steps = _train_once(tmp_path / "steps", heart_splits, None, local_steps=20)
     for name, value in steps.data.items():
         np.testing.assert_array_equal(capped.data[name], value)
 

@@ -1,4 +1,7 @@
-"""Site privacy filters on real FLARE shareables: models changed, statistics and metrics untouched."""
+"""Site privacy filters on real FLARE shareables: models changed, statistics and metrics untouched.
+
+``DPUpdate`` (the strict scope's DP release) has its own file, ``test_dp_update.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ from nvflare.apis.fl_constant import ReservedKey
 from nvflare.apis.fl_context import FLContext
 
 from fedhealth.constants import META_PRIVACY
+from fedhealth.filters.dp_update import DPUpdate
 from fedhealth.filters.exclude_layers import ExcludeLayers
-from fedhealth.filters.gaussian_noise import GaussianNoise
 
 GLOBAL = {"net.weight": np.zeros((1, 3), np.float32), "net.bias": np.array([0.25], np.float32)}
 LOCAL = {"net.weight": np.ones((1, 3), np.float32), "net.bias": np.array([9.0], np.float32)}
@@ -47,19 +50,13 @@ def test_exclude_layers_zeroes_differences() -> None:
     np.testing.assert_array_equal(out.data["net.bias"], [0.0])
 
 
-def test_gaussian_noise_is_seeded_and_stamped() -> None:
-    runs = []
-    for _ in range(2):
-        shareable = DXO(DataKind.WEIGHTS, data=dict(LOCAL)).to_shareable()
-        runs.append(from_shareable(GaussianNoise(sigma=1.0, seed=3).process(shareable, FLContext())))
-    np.testing.assert_array_equal(runs[0].data["net.weight"], runs[1].data["net.weight"])
-    assert not np.array_equal(runs[0].data["net.weight"], LOCAL["net.weight"])
-    assert runs[0].get_meta_prop(META_PRIVACY) == [{"filter": "GaussianNoise", "sigma": 1.0}]
-
-
 @pytest.mark.parametrize("dxo", PASS_THROUGH)
 @pytest.mark.parametrize(
-    "make", [lambda: GaussianNoise(sigma=1.0), lambda: ExcludeLayers(layers=["net.bias"])]
+    "make",
+    [
+        lambda: DPUpdate(clip_norm=1.0, noise_multiplier=1.0, delta=1e-5),
+        lambda: ExcludeLayers(layers=["net.bias"]),
+    ],
 )
 def test_scope_filters_pass_statistics_and_metrics(dxo: DXO, make) -> None:
     shareable = dxo.to_shareable()
@@ -71,7 +68,6 @@ def test_scope_filters_pass_statistics_and_metrics(dxo: DXO, make) -> None:
     ("make", "message"),
     [
         (lambda: ExcludeLayers(layers=[]), "non-empty list"),
-        (lambda: GaussianNoise(sigma=-1.0), "finite sigma"),
     ],
 )
 def test_filters_refuse_bad_args(make, message: str) -> None:

@@ -1,10 +1,12 @@
-"""Site policy documents: BYOC off for every role, privacy scopes, GPU resources from capacity."""
+"""Site policy documents: BYOC off for every role, privacy scopes, GPU resources from capacity, the
+sites' limits file."""
 
 from __future__ import annotations
 
 import pytest
 
 from fedhealth_tools.policy.site_policy import (
+    DP_UPDATE,
     EXCLUDE_LAYERS,
     GPU_CONSUMER,
     GPU_MANAGER,
@@ -13,6 +15,7 @@ from fedhealth_tools.policy.site_policy import (
     add_removed_sites,
     authorization_policy,
     privacy_policy,
+    site_limits_file,
     size_resources,
 )
 
@@ -25,15 +28,26 @@ BASE_AUTHZ = {
     },
 }
 EXCLUDE = {"path": EXCLUDE_LAYERS, "args": {"layers": ["net.bias"]}}
-NOISE = {"path": "fedhealth.filters.gaussian_noise.GaussianNoise", "args": {"sigma": 0.1}}
+DP = {"path": DP_UPDATE, "args": {"clip_norm": 0.2, "noise_multiplier": 3.0, "delta": 1e-5}}
 SCOPES = {
     "standard": {},
-    "strict": {"task_data_filters": [EXCLUDE], "task_result_filters": [EXCLUDE, NOISE]},
+    "strict": {"task_data_filters": [EXCLUDE, DP], "task_result_filters": [EXCLUDE, DP]},
 }
 BAD_PRIVACY = [
     (SCOPES, ["secret"], None, "does not define"),
     (SCOPES, ["standard"], "strict", "is not one of the site's scopes"),
-    ({"s": {"task_result_filters": [EXCLUDE]}}, ["s"], None, "must be in task_data_filters too"),
+    (
+        {"s": {"task_result_filters": [EXCLUDE]}},
+        ["s"],
+        None,
+        "ExcludeLayers must be in task_data_filters too",
+    ),
+    (
+        {"s": {"task_result_filters": [DP], "task_data_filters": [EXCLUDE]}},
+        ["s"],
+        None,
+        "DPUpdate must be in",
+    ),
     ({"s": {"task_result_filters": [{"args": {}}]}}, ["s"], None, "dotted 'path'"),
     ({"s": {"filters": []}}, ["s"], None, "unknown key"),
 ]
@@ -79,7 +93,7 @@ def test_privacy_policy_of_a_site() -> None:
     assert policy["default_scope"] == "strict"
     assert [s["name"] for s in policy["scopes"]] == ["standard", "strict"]
     strict = policy["scopes"][1]
-    assert strict["task_data_filters"] == [EXCLUDE] and strict["task_result_filters"] == [EXCLUDE, NOISE]
+    assert strict["task_data_filters"] == [EXCLUDE, DP] and strict["task_result_filters"] == [EXCLUDE, DP]
     assert policy["scopes"][0]["task_result_filters"] == []
     assert "default_scope" not in privacy_policy(SCOPES, ["standard"], None)
 
@@ -115,3 +129,62 @@ def test_removed_sites_added_once_to_the_server_resources() -> None:
         {"sites": ["a_site", "b_site"]}
     ]
     assert len(twice["components"]) == len(RESOURCES["components"]) + 1
+
+
+DEFAULT_LIMITS = {
+    "min_batch_size": 16,
+    "min_examples_per_round": 16,
+    "max_learning_rate": 1.0,
+    "allow_submit_model": True,
+    "require_dp": False,
+}
+PROJECT_LIMITS = {
+    "default": {"min_batch_size": 32},
+    "scopes": {"strict": {"allow_submit_model": False}},
+    "sites": {
+        "cleveland": {
+            "max_learning_rate": 0.5,
+            "dp_max_epsilon": 4.0,
+            "scopes": {"strict": {"require_dp": True}},
+        }
+    },
+}
+# (project limits section, site, the site's fedhealth_site.json.default)
+LIMITS_CASES = [
+    (None, "hungary", {"limits": DEFAULT_LIMITS}),
+    (
+        PROJECT_LIMITS,
+        "hungary",
+        {
+            "limits": {**DEFAULT_LIMITS, "min_batch_size": 32},
+            "scope_limits": {"strict": {"allow_submit_model": False}},
+        },
+    ),
+    (
+        PROJECT_LIMITS,
+        "cleveland",
+        {
+            "limits": {**DEFAULT_LIMITS, "min_batch_size": 32, "max_learning_rate": 0.5},
+            "scope_limits": {"strict": {"allow_submit_model": False, "require_dp": True}},
+            "dp_max_epsilon": 4.0,
+        },
+    ),
+]
+BAD_LIMITS = [
+    ({"defaults": {}}, "unknown key(s) ['defaults']"),
+    ({"default": {"min_batch_size": 0}}, "limits.min_batch_size must be a whole number of at least 1, got 0"),
+    ({"scopes": {"strict": {"allow_submit": False}}}, "scope_limits.strict.allow_submit is not a limit"),
+    ({"default": {"require_dp": True}}, "require_dp needs this site's own 'dp_max_epsilon'"),
+]
+
+
+@pytest.mark.parametrize(("limits", "site", "expected"), LIMITS_CASES)
+def test_site_limits_file(limits: dict | None, site: str, expected: dict) -> None:
+    assert site_limits_file(limits, site) == expected
+
+
+@pytest.mark.parametrize(("limits", "message"), BAD_LIMITS)
+def test_site_limits_file_refuses_bad_limits(limits: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        site_limits_file(limits, "hungary")
+    assert str(info.value).startswith("SitePolicyBuilder limits: ") and message in str(info.value)

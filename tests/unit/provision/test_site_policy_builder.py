@@ -1,4 +1,4 @@
-"""The production project provisions: every site kit carries its policies, HE contexts and signatures.
+"""The production project provisions: every site kit carries its policies, limits, HE contexts and signatures.
 
 One real ``nvflare provision`` run of the production ``project.yml`` (a few seconds), read back by
 ``fedhealth provision``'s report and checked by ``fedhealth preflight``'s signature check.
@@ -61,7 +61,36 @@ def test_site_kit_policies(prod: Path, site: str) -> None:
     assert (manager["args"]["num_of_gpus"], manager["args"]["mem_per_gpu_in_GiB"]) == (gpus, mem)
     assert "fedhealth." in resources["class_allow_list"]
     assert (prod / site / "startup" / "client_context.tenseal").stat().st_size > 10_000
-    assert check_signatures(prod / site) == (True, [])
+    assert check_signatures(prod / site) == (True, [])  # the limits file is signed with the rest
+    strict = next(s for s in privacy["scopes"] if s["name"] == "strict")
+    assert [f["path"].rsplit(".", 1)[-1] for f in strict["task_result_filters"]] == [
+        "ExcludeLayers",
+        "DPUpdate",
+    ]
+    assert strict["task_data_filters"] == strict["task_result_filters"]
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_site_kit_limits_are_the_default_settings_file(prod: Path, site: str) -> None:
+    """The builder writes local/fedhealth_site.json.default; the executor reads it under the site's own."""
+    from fedhealth.policy.site_limits import site_limits
+
+    written = json.loads((prod / site / "local" / "fedhealth_site.json.default").read_text())
+    assert written == {
+        "limits": {
+            "min_batch_size": 16,
+            "min_examples_per_round": 16,
+            "max_learning_rate": 1.0,
+            "allow_submit_model": True,
+            "require_dp": False,
+        },
+        "scope_limits": {"strict": {"allow_submit_model": False}},
+    }
+    limits = site_limits(prod / site)
+    assert limits.for_scope("strict").values.allow_submit_model is False
+    assert (
+        limits.for_scope("standard").sources["min_batch_size"] == "local/fedhealth_site.json.default limits"
+    )
 
 
 def test_he_contexts_land_in_startup(prod: Path) -> None:
@@ -84,9 +113,11 @@ def test_report_says_what_was_made_for_whom(prod: Path) -> None:
     assert len(by_name["cleveland"].fingerprint) == 32 * 3 - 1
     text = report(prod, kits)
     assert "site switzerland (university_hospitals_zurich_basel)" in text
+    assert "default scope strict; scopes: standard [no filters], strict [ExcludeLayers + DPUpdate]" in text
     assert (
-        "default scope strict; scopes: standard [no filters], strict [ExcludeLayers + GaussianNoise]" in text
-    )
+        "  limits:      batch >= 16, patients/update >= 16, lr <= 1, submit_model yes, DP-SGD required no; "
+        "strict: submit_model no"
+    ) in text
     assert "BYOC: nobody; CPU only" in text and "BYOC: nobody; 2 GPU x 24 GiB" in text
     assert "startup/client.key, startup/client_context.tenseal (HE secret key)" in text
     assert "root CA's private key" in text and str(prod.parent / "state" / "cert.json") in text
@@ -112,6 +143,8 @@ def test_altered_local_file_is_named(prod: Path, tmp_path: Path) -> None:
     [
         ({"default": {"scopes": ["nope"]}}, "does not define"),
         ({"sites": {"a": {"gpus": 1}}}, "unknown key"),
+        ({"limits": {"default": {"min_batch_size": 0}}}, "limits.min_batch_size must be a whole number"),
+        ({"limits": {"site": {}}}, r"unknown key\(s\) \['site'\]"),
     ],
 )
 def test_builder_refuses_bad_policy(kwargs: dict, message: str) -> None:

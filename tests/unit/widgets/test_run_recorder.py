@@ -98,3 +98,25 @@ def test_record_has_rounds_gate_failures_rejections_and_divergence(tmp_path: Pat
     progress = recorder.progress()
     assert progress["current_round"] == 5 and progress["sites_reported"] == sorted(LOSSES)
     assert progress["global_accuracy"] == pytest.approx(0.8)
+
+
+def test_dp_releases_of_any_task_are_recorded(tmp_path: Path) -> None:
+    fl_ctx = _ctx(tmp_path)
+    recorder = RunRecorder()
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    stamp = {"filter": "DPUpdate", "round": 0, "epsilon": 0.9, "delta": 1e-5, "releases": 1}
+    exclude = {"filter": "ExcludeLayers", "layers": ["net.bias"]}
+    for task, stamps in ((C.TASK_TRAIN, [exclude, stamp]), (C.TASK_SUBMIT_MODEL, [{**stamp, "releases": 2}])):
+        dxo = DXO(DataKind.WEIGHTS, data={}, meta={C.META_PRIVACY: stamps})
+        dxo.set_meta_prop(C.META_SITE_METRICS, {"round": 0, "train_loss": 0.5})
+        result = dxo.to_shareable()
+        result.set_header(ReservedHeaderKey.TASK_NAME, task)
+        result.set_peer_props({ReservedKey.IDENTITY_NAME: "switzerland"})
+        fl_ctx.set_prop(FLContextKey.TASK_RESULT, result, private=True, sticky=False)
+        recorder.handle_event(EventType.BEFORE_PROCESS_SUBMISSION, fl_ctx)
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    assert record["update_privacy"] == [
+        {"site": "switzerland", "task": "train", **stamp},
+        {"site": "switzerland", "task": "submit_model", **stamp, "releases": 2},
+    ]
+    assert record["rounds"][0]["sites"]["switzerland"]["train_loss"] == 0.5

@@ -6,12 +6,29 @@
   under it (the job's ``meta.json`` ``scope``, or the site's ``default_scope`` when it names none).
 - ``resources.json``: the resource manager sized from the site's ``capacity`` (GPUs, memory per GPU);
   a CPU-only site gets a manager with no GPUs, so a job that asks for one is not scheduled there.
+- ``fedhealth_site.json.default``: the site's limits (the floor under every train request:
+  :mod:`fedhealth.policy.site_limits`), which the hospital's own ``fedhealth_site.json`` overrides
+  key by key.
+
+The ``strict`` scope's filters are ``ExcludeLayers`` (named layers never leave the site) and
+``DPUpdate`` (each update clipped to a norm and released with Gaussian noise calibrated to it, ε in
+the site's ledger); both remember the global model on the data chain, so both must be listed under
+``task_data_filters`` as well as ``task_result_filters``.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import asdict
+
+from fedhealth.constants import (
+    SITE_CONFIG_DEFAULT_FILE,
+    SITE_DP_MAX_EPSILON_KEY,
+    SITE_LIMITS_KEY,
+    SITE_SCOPE_LIMITS_KEY,
+)
+from fedhealth.policy.site_limits import Limits, SiteLimits
 
 BYOC = "byoc"
 ANY = "any"
@@ -29,6 +46,10 @@ RIGHTS = (
     "server-predeployed-flwr",
 )
 EXCLUDE_LAYERS = "fedhealth.filters.exclude_layers.ExcludeLayers"
+DP_UPDATE = "fedhealth.filters.dp_update.DPUpdate"
+REMEMBERING_FILTERS = (EXCLUDE_LAYERS, DP_UPDATE)  # keep the received global model from the data chain
+LIMITS_KEYS = {"default", "scopes", "sites"}
+SITE_LIMIT_EXTRA = {"scopes", SITE_DP_MAX_EPSILON_KEY}  # what a site's entry may hold besides limits
 GPU_MANAGER = "nvflare.app_common.resource_managers.gpu_resource_manager.GPUResourceManager"
 GPU_CONSUMER = "nvflare.app_common.resource_consumers.gpu_resource_consumer.GPUResourceConsumer"
 REMOVED_SITES = "fedhealth.widgets.removed_sites.RemovedSites"
@@ -99,14 +120,12 @@ def privacy_policy(scopes: Mapping[str, Mapping], names: list[str], default_scop
                 _check_filter(name, chain, entry)
             scope[chain] = entries
         data_paths = {e["path"] for e in scope["task_data_filters"]}
-        if (
-            any(e["path"] == EXCLUDE_LAYERS for e in scope["task_result_filters"])
-            and EXCLUDE_LAYERS not in data_paths
-        ):
-            raise ValueError(
-                f"Privacy scope {name!r}: ExcludeLayers must be in task_data_filters too (it remembers the "
-                "global values it sends back in place of the local ones)."
-            )
+        for path in REMEMBERING_FILTERS:
+            if any(e["path"] == path for e in scope["task_result_filters"]) and path not in data_paths:
+                raise ValueError(
+                    f"Privacy scope {name!r}: {path.rsplit('.', 1)[-1]} must be in task_data_filters too (it "
+                    "remembers the global model the site received)."
+                )
         out.append(scope)
     policy: dict = {"scopes": out}
     if default_scope is not None:
@@ -153,3 +172,42 @@ def add_removed_sites(resources: Mapping, sites: list[str]) -> dict:
     components.append({"id": "removed_sites", "path": REMOVED_SITES, "args": {"sites": sorted(sites)}})
     out["components"] = components
     return out
+
+
+def site_limits_file(limits: Mapping | None, site: str) -> dict:
+    """The ``local/fedhealth_site.json.default`` of ``site`` from the project's ``limits`` section.
+
+    Args:
+        limits: ``{"default": {limit: value, "dp_max_epsilon": x}, "scopes": {scope: {limit: value}},
+            "sites": {site: {limit: value, "scopes": {...}, "dp_max_epsilon": x}}}`` (every part
+            optional; a site's entry wins over ``default``). The file spells out every limit (the
+            kit's defaults where the project says nothing), so a hospital reads its floor in its kit.
+
+    Raises:
+        ValueError: an unknown key, or a value :mod:`fedhealth.policy.site_limits` would refuse (the
+            message names the site and the key).
+    """
+    limits = dict(limits or {})
+    unknown = sorted(set(limits) - LIMITS_KEYS)
+    if unknown:
+        raise ValueError(f"SitePolicyBuilder limits: unknown key(s) {unknown}; use {sorted(LIMITS_KEYS)}.")
+    default = dict(limits.get("default") or {})
+    own = dict((limits.get("sites") or {}).get(site) or {})
+    base = asdict(Limits())
+    for layer in (default, own):
+        base.update({k: v for k, v in layer.items() if k not in SITE_LIMIT_EXTRA})
+    scopes: dict[str, dict] = {}
+    for source in (limits.get("scopes") or {}, own.get("scopes") or {}):
+        for scope, values in source.items():
+            scopes[scope] = {**scopes.get(scope, {}), **dict(values or {})}
+    content: dict = {SITE_LIMITS_KEY: base}
+    if scopes:
+        content[SITE_SCOPE_LIMITS_KEY] = scopes
+    cap = own.get(SITE_DP_MAX_EPSILON_KEY, default.get(SITE_DP_MAX_EPSILON_KEY))
+    if cap is not None:
+        content[SITE_DP_MAX_EPSILON_KEY] = cap
+    try:
+        SiteLimits.from_layers([(f"project limits of site {site} ({SITE_CONFIG_DEFAULT_FILE})", content)])
+    except ValueError as exc:
+        raise ValueError(f"SitePolicyBuilder limits: {exc}") from exc
+    return content

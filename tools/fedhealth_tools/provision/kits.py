@@ -3,8 +3,8 @@
 Copies the project file (setting the server's host name when asked), runs ``nvflare provision``
 into a git-ignored folder and reads the kits back: for each participant its kit path, the SHA-256
 fingerprint of its certificate (to confirm out of band that the kit a hospital received is the one
-made for it), its site policy (privacy scopes, default scope, BYOC, GPUs) and the files it must
-keep secret.
+made for it), its site policy (privacy scopes, default scope, BYOC, GPUs, the limits every train
+request must meet) and the files it must keep secret.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
+from fedhealth.constants import SITE_CONFIG_DEFAULT_FILE, SITE_LIMITS_KEY, SITE_SCOPE_LIMITS_KEY
 from fedhealth_tools.poc.workspace import PocError, nvflare_bin
 
 ROOT_STATE = "state/cert.json"  # the root CA's private key: stays with the project admin, offline
@@ -105,7 +106,38 @@ def _site_policy(local: Path) -> dict:
             if comp.get("path", "").endswith("GPUResourceManager"):
                 policy["gpus"] = comp["args"].get("num_of_gpus", 0)
                 policy["mem_per_gpu_in_GiB"] = comp["args"].get("mem_per_gpu_in_GiB", 0)
+    limits = local / SITE_CONFIG_DEFAULT_FILE
+    if limits.is_file():
+        policy["limits"] = json.loads(limits.read_text())
     return policy
+
+
+LIMIT_LABELS = {
+    "min_batch_size": "batch >= {}",
+    "min_examples_per_round": "patients/update >= {}",
+    "max_learning_rate": "lr <= {:g}",
+    "allow_submit_model": "submit_model {}",
+    "require_dp": "DP-SGD required {}",
+}
+
+
+def _limits_text(values: dict) -> str:
+    parts = []
+    for key, label in LIMIT_LABELS.items():
+        if key in values:
+            value = values[key]
+            parts.append(label.format(("yes" if value else "no") if isinstance(value, bool) else value))
+    return ", ".join(parts)
+
+
+def limits_line(settings: dict) -> str:
+    """A site's provisioned limits in one line, e.g. ``batch >= 16, ...; strict: submit_model no``."""
+    text = _limits_text(settings.get(SITE_LIMITS_KEY) or {})
+    for scope, values in (settings.get(SITE_SCOPE_LIMITS_KEY) or {}).items():
+        text += f"; {scope}: {_limits_text(values)}"
+    if settings.get("dp_max_epsilon") is not None:
+        text += f"; dp_max_epsilon {settings['dp_max_epsilon']:g}"
+    return text
 
 
 def read_kits(prod_dir: Path) -> list[Kit]:
@@ -157,6 +189,8 @@ def report(prod_dir: Path, kits: list[Kit]) -> str:
         lines += [who, f"  kit:         {kit.path}", f"  certificate: SHA-256 {kit.fingerprint}"]
         if kit.policy:
             lines.append(f"  policy:      {_policy_line(kit.policy)}")
+        if kit.policy.get("limits"):
+            lines.append(f"  limits:      {limits_line(kit.policy['limits'])}")
         lines.append(f"  keep secret: {', '.join(kit.secrets)}")
     state = Path(prod_dir).parent / ROOT_STATE
     lines += [

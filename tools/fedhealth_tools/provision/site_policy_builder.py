@@ -9,7 +9,10 @@ kit's ``local/`` folder:
 - ``privacy.json``: the site's privacy scopes (filters applied to every job under the scope) and
   its default scope;
 - ``resources.json.default``: the GPU resource manager sized from the participant's ``capacity``
-  (none for a CPU-only site).
+  (none for a CPU-only site);
+- ``fedhealth_site.json.default``: the site's limits, the floor under every train request (batch
+  size, examples per round, learning rate, DP, ``submit_model``), which the hospital's own
+  ``fedhealth_site.json`` overrides key by key.
 
 Place it after ``StaticFileBuilder``/``CertBuilder``/``HEBuilder`` and before ``SignatureBuilder``
 (which, in kits with HE contexts, signs ``startup/`` and ``local/``). The math of the filters is in
@@ -23,10 +26,12 @@ from pathlib import Path
 
 from nvflare.lighter.spec import Project, ProvisionContext
 
+from fedhealth.constants import SITE_CONFIG_DEFAULT_FILE
 from fedhealth_tools.policy.site_policy import (
     add_removed_sites,
     authorization_policy,
     privacy_policy,
+    site_limits_file,
     size_resources,
 )
 from fedhealth_tools.provision.allow_list_builder import AllowListBuilder
@@ -34,6 +39,7 @@ from fedhealth_tools.provision.allow_list_builder import AllowListBuilder
 AUTHZ_FILE = "authorization.json.default"
 PRIVACY_FILE = "privacy.json"
 RESOURCES_FILE = "resources.json.default"
+LIMITS_FILE = SITE_CONFIG_DEFAULT_FILE
 POLICY_KEYS = {"scopes", "default_scope", "byoc"}
 
 
@@ -50,6 +56,9 @@ class SitePolicyBuilder(AllowListBuilder):
         removed: participants removed from the federation: the server refuses their registration
             (:class:`fedhealth.widgets.removed_sites.RemovedSites`; certificates cannot be revoked).
         extra: allow-list entries (see :class:`AllowListBuilder`).
+        limits: the sites' limits: ``{"default": {...}, "scopes": {scope: {...}}, "sites": {site:
+            {...}}}``, written to each site's ``local/fedhealth_site.json.default``
+            (:func:`fedhealth_tools.policy.site_policy.site_limits_file`; the kit's defaults where unset).
     """
 
     def __init__(
@@ -60,8 +69,11 @@ class SitePolicyBuilder(AllowListBuilder):
         server_byoc: bool = False,
         removed: list[str] | None = None,
         extra: list[str] | None = None,
+        limits: dict | None = None,
     ) -> None:
         super().__init__(extra=extra)
+        self.limits = dict(limits or {})
+        site_limits_file(self.limits, "")  # fail early on a bad limits section
         self.scopes = dict(scopes or {})
         self.default = {"scopes": [], "default_scope": None, "byoc": False, **(default or {})}
         self.sites = {name: dict(policy or {}) for name, policy in (sites or {}).items()}
@@ -82,11 +94,13 @@ class SitePolicyBuilder(AllowListBuilder):
 
     def initialize(self, project: Project, ctx: ProvisionContext) -> None:
         clients = {c.name for c in project.get_clients()}
-        unknown = sorted(set(self.sites) - clients)
+        unknown = sorted((set(self.sites) | set(self.limits.get("sites") or {})) - clients)
         if unknown:
             raise ValueError(
                 f"SitePolicyBuilder: site(s) {unknown} are not clients of project {project.name}."
             )
+        for site in clients:
+            site_limits_file(self.limits, site)
 
     def build(self, project: Project, ctx: ProvisionContext) -> None:
         super().build(project, ctx)  # the class allow-list
@@ -103,6 +117,8 @@ class SitePolicyBuilder(AllowListBuilder):
             privacy = privacy_policy(self.scopes, list(policy["scopes"]), policy["default_scope"])
             (local / PRIVACY_FILE).write_text(json.dumps(privacy, indent=2))
             _edit(local / RESOURCES_FILE, lambda res, c=client: size_resources(res, c.get_prop("capacity")))
+            limits = site_limits_file(self.limits, client.name)
+            (local / LIMITS_FILE).write_text(json.dumps(limits, indent=2))
 
 
 def _edit(path: Path, change) -> None:
