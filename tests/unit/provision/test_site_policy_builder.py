@@ -17,12 +17,12 @@ from fedhealth_tools.provision.site_policy_builder import SitePolicyBuilder
 
 REPO = Path(__file__).resolve().parents[3]
 HOST = "fl.heart-consortium.test"
-# site -> (default scope, GPUs, memory per GPU)
+# site -> (offered scopes, default scope, GPUs, memory per GPU)
 SITES = {
-    "cleveland": ("standard", 2, 24),
-    "hungary": ("standard", 1, 16),
-    "switzerland": ("strict", 0, 0),
-    "va_long_beach": ("standard", 1, 16),
+    "cleveland": (["standard", "strict"], "standard", 2, 24),
+    "hungary": (["standard", "strict"], "standard", 1, 16),
+    "switzerland": (["strict"], "strict", 0, 0),  # no job can pick a weaker scope there
+    "va_long_beach": (["standard", "strict"], "standard", 1, 16),
 }
 ROLES = {
     "admin@fedhealth.example": "project_admin",
@@ -47,11 +47,11 @@ def test_server_host_is_configurable(prod: Path) -> None:
 
 @pytest.mark.parametrize("site", SITES)
 def test_site_kit_policies(prod: Path, site: str) -> None:
-    default_scope, gpus, mem = SITES[site]
+    scopes, default_scope, gpus, mem = SITES[site]
     local = prod / site / "local"
     privacy = json.loads((local / "privacy.json").read_text())
     assert privacy["default_scope"] == default_scope
-    assert [s["name"] for s in privacy["scopes"]] == ["standard", "strict"]
+    assert [s["name"] for s in privacy["scopes"]] == scopes
     authz = json.loads((local / "authorization.json.default").read_text())["permissions"]
     assert {role: rights["byoc"] for role, rights in authz.items()} == dict.fromkeys(
         ("project_admin", "org_admin", "lead", "member"), "none"
@@ -113,7 +113,7 @@ def test_report_says_what_was_made_for_whom(prod: Path) -> None:
     assert len(by_name["cleveland"].fingerprint) == 32 * 3 - 1
     text = report(prod, kits)
     assert "site switzerland (university_hospitals_zurich_basel)" in text
-    assert "default scope strict; scopes: standard [no filters], strict [ExcludeLayers + DPUpdate]" in text
+    assert "default scope strict; scopes: strict [ExcludeLayers + DPUpdate]" in text
     assert (
         "  limits:      batch >= 16, patients/update >= 16, lr <= 1, submit_model yes, DP-SGD required no; "
         "strict: submit_model no"
