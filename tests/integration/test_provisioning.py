@@ -50,6 +50,7 @@ LEAD = "scientist@hungary.org"
 NOISE_SIGMA = 5.0
 EXCLUDE = {"path": "fedhealth.filters.exclude_layers.ExcludeLayers", "args": {"layers": ["net.bias"]}}
 NOISE = {"path": "fedhealth.filters.gaussian_noise.GaussianNoise", "args": {"sigma": NOISE_SIGMA, "seed": 0}}
+UPDATE_AUDIT = "fedhealth.filters.update_audit.UpdateAudit"
 ORGS = {"cleveland": "cleveland_clinic", "hungary": "hungarian_institute", "spare": "spare_hospital"}
 
 
@@ -82,6 +83,8 @@ def _project(name: str, port: int, *, sites: tuple[str, ...], he: bool, policy: 
                 "args": {
                     # The server accepts custom code, so that the sites' refusal is what is tested.
                     "server_byoc": True,
+                    # The server records what arrives with a filter the shipped jobs do not use.
+                    "extra": [UPDATE_AUDIT],
                     "removed": ["removed_site"],
                     "scopes": {
                         "keep_bias": {"task_data_filters": [EXCLUDE], "task_result_filters": [EXCLUDE]},
@@ -154,7 +157,7 @@ def _fedavg(tmp: Path, name: str) -> Path:
     for comp in config["components"]:
         if comp["id"] == "aggregator":
             comp["args"]["max_norm_ratio"] = 1e9  # the noisy site must not be rejected as an outlier
-    filters = [{"path": "fedhealth.filters.update_audit.UpdateAudit", "args": {}}]
+    filters = [{"path": UPDATE_AUDIT, "args": {}}]
     config["task_result_filters"] = [{"tasks": ["train"], "filters": filters}]
     server.write_text(json.dumps(config, indent=2))
     return job
