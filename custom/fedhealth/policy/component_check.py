@@ -16,13 +16,15 @@ list: accept):
 - a string anywhere in the args that is an absolute path, starts with ``~`` or has a ``..`` part;
 - an argument value of a stock class known to be unsafe (:data:`ARG_RULES`).
 
-A dict inside the args that names a ``path`` or ``class_path`` is checked as a component too, with
-or without ``"config_type": "dict"``: FLARE neither builds nor authorizes such a dict, but
-``PTFileModelPersistor`` instantiates a dict ``model`` itself when the run starts.
+A dict inside the args that names a ``path`` or ``class_path`` is checked as a component too. With
+``"config_type": "dict"`` it is refused outright: FLARE neither builds nor authorizes such a dict
+(nor asks the site's components about it), but ``PTFileModelPersistor`` instantiates a dict
+``model`` itself when the run starts.
 
 Messages name argument locations (``args.model.args.data_root``), never argument values (a job may
 put anything in a path, identifiers included). Importing the module a path names runs that module's
-top-level code, as FLARE's own build would; the site's allow-list has already passed the path.
+top-level code, as FLARE's own build would: the guard imports only paths the site's allow-list has
+already passed (``check_component(..., resolve_nested=False)``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PATH_KEYS = ("path", "class_path")  # FLARE's precedence: path, then class_path (then name)
+COMPONENT = "component"  # FLARE's default config_type; "dict" passes a config through unbuilt
 # Component base classes, resolved only when a check needs them (no FLARE import at module load).
 BASES = ("nvflare.apis.fl_component.FLComponent", "torch.nn.Module")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -149,19 +152,24 @@ def _kind(obj: object) -> str:
     return f"a {type(obj).__name__} value"
 
 
-def check_path(path: object) -> list[str]:
-    """Reasons to refuse building what ``path`` names (empty: it is a component class)."""
+def _form(path: object) -> list[str]:
+    """Reasons found without importing anything: not a dotted path, or a private name in it."""
     if not isinstance(path, str) or not _DOTTED.fullmatch(path):
         return [f"{path!r} is not a dotted Python class path"]
     private = [part for part in path.split(".") if part.startswith("_")]
-    if private:
-        return [f"{private[0]!r} is a private name"]
+    return [f"{private[0]!r} is a private name"] if private else []
+
+
+def check_path(path: object) -> list[str]:
+    """Reasons to refuse building what ``path`` names (empty: it is a component class)."""
+    reasons = _form(path)
+    if reasons:
+        return reasons
     obj, why = _resolve(path)
     if why:
         return [why]
     if not inspect.isclass(obj):
         return [f"it is {_kind(obj)}, not a class"]
-    reasons = []
     canonical = f"{obj.__module__}.{obj.__qualname__}"
     if canonical != path:
         reasons.append(f"it is an alias of {canonical!r} (name the class where it is defined)")
@@ -180,40 +188,58 @@ def _unsafe_string(value: str) -> str | None:
     return None
 
 
-def _walk_args(value: object, where: str) -> Iterator[str]:
+def _walk_args(value: object, where: str, resolve_nested: bool) -> Iterator[str]:
     """Reasons for every unsafe string and nested component under ``value`` (located at ``where``)."""
     if isinstance(value, Mapping):
         if any(key in value for key in PATH_KEYS):
-            for reason in check_component(value):
-                yield f"{where}: {reason}"
+            kind = value.get("config_type", COMPONENT)
+            if kind != COMPONENT:  # FLARE neither authorizes nor builds it; the receiver may build it
+                yield f"{where} names a class in a {kind!r} config, which the site cannot check"
+                return
+            reasons = _check(value, resolve=resolve_nested, resolve_nested=resolve_nested)
+            yield from (f"{where}: {reason}" for reason in reasons)
             return
         for key, item in value.items():
-            yield from _walk_args(item, f"{where}.{key}")
+            yield from _walk_args(item, f"{where}.{key}", resolve_nested)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            yield from _walk_args(item, f"{where}[{i}]")
+            yield from _walk_args(item, f"{where}[{i}]", resolve_nested)
     elif isinstance(value, str):
         why = _unsafe_string(value)
         if why:
             yield f"{where} {why}"
 
 
-def check_component(config: object) -> list[str]:
-    """Reasons to refuse one component config (``{"path": ..., "args": {...}}``); empty: accept."""
+def _check(config: object, *, resolve: bool, resolve_nested: bool) -> list[str]:
     if not isinstance(config, Mapping):
         return [f"a component config must be a dict, got {type(config).__name__}"]
     path = component_path(config)
     if path is None:
         return ["it names no class ('path' or 'class_path')"]
-    reasons = [f"{path!r}: {reason}" for reason in check_path(config.get("path", config.get("class_path")))]
+    named = config.get("path", config.get("class_path"))
+    reasons = [f"{path!r}: {reason}" for reason in (check_path(named) if resolve else _form(named))]
     args = config.get("args") or {}
     if not isinstance(args, Mapping):
         return [*reasons, f"{path!r}: args must be a dict"]
     for rule in ARG_RULES:
         if rule.component == path and rule.arg in args and rule.refuses(args[rule.arg]):
             reasons.append(f"{path!r}: args.{rule.arg}: {rule.reason}")
-    reasons += [f"{path!r}: {reason}" for reason in _walk_args(dict(args), "args")]
+    reasons += [f"{path!r}: {reason}" for reason in _walk_args(dict(args), "args", resolve_nested)]
     return reasons
+
+
+def check_component(config: object, *, resolve_nested: bool = True) -> list[str]:
+    """Reasons to refuse one component config (``{"path": ..., "args": {...}}``); empty: accept.
+
+    Args:
+        config: the component config.
+        resolve_nested: also import what components nested in the args name. The site's guard
+            passes False: FLARE asks it about each nested component separately, after the site's
+            allow-list has passed that path, and a path not yet allowed must not be imported (an
+            import runs the module's code). Nested ``config_type`` ``dict`` configs are refused
+            either way: FLARE never asks about them.
+    """
+    return _check(config, resolve=True, resolve_nested=resolve_nested)
 
 
 def components_in(tree: object, where: str = "") -> Iterator[tuple[str, Mapping]]:

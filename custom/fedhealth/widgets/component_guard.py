@@ -5,7 +5,9 @@ and every site). For each component of a job (nested ones such as a persistor's 
 included) FLARE 2.9 first checks the site's class allow-list, then fires ``BEFORE_BUILD_COMPONENT``
 to the site's own components with the config in ``FLContextKey.COMPONENT_CONFIG``
 (``nvflare/private/fed/utils/fed_utils.py::authorize_build_component``). This widget runs
-:func:`fedhealth.policy.component_check.check_component` on it and, to refuse, sets
+:func:`fedhealth.policy.component_check.check_component` on it (a nested component's class is
+resolved when FLARE asks about that component, after the allow-list; a nested
+``config_type: dict`` config, which FLARE never asks about, is refused) and, to refuse, sets
 ``FLContextKey.COMPONENT_BUILD_ERROR``: FLARE then raises ``ComponentNotAuthorized`` with that text
 and the job's app does not start at this site. The refusal is logged at ERROR level in the job's
 log at the site, naming the class path, where it is in the config and why (never argument values).
@@ -31,7 +33,8 @@ class ComponentGuard(Widget):
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
         if event_type != EventType.BEFORE_BUILD_COMPONENT:
             return
-        reasons = check_component(fl_ctx.get_prop(FLContextKey.COMPONENT_CONFIG))
+        # Nested components are asked about on their own, after the allow-list: not imported here.
+        reasons = check_component(fl_ctx.get_prop(FLContextKey.COMPONENT_CONFIG), resolve_nested=False)
         if not reasons:
             return
         node = fl_ctx.get_prop(FLContextKey.COMPONENT_NODE)

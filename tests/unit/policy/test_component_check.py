@@ -73,8 +73,8 @@ PERSISTOR_CASES = [
         "args.model: 'fedhealth.data.site_data.write_site': it is a function, not a class",
     ),
     (  # FLARE neither builds nor authorizes a config_type dict; the persistor instantiates it itself
-        {"model": {"config_type": "dict", "path": "subprocess.run", "args": {"args": ["id"]}}},
-        "args.model: 'subprocess.run': it is a function, not a class",
+        {"model": {"config_type": "dict", "path": TABULAR, "args": {}}},
+        "args.model names a class in a 'dict' config, which the site cannot check",
     ),
     (
         {"model": {"path": TABULAR, "args": {"weights": "/data/w.pt"}}},
@@ -128,6 +128,33 @@ def test_persistor_args_and_nested_model(args: dict, words: str | None) -> None:
 def test_he_filters_load_only_the_kits_context(path: str, context: str, words: str | None) -> None:
     reasons = check_component({"path": path, "args": {"tenseal_context_file": context}})
     assert reasons == [] if words is None else (len(reasons) == 1 and words in reasons[0])
+
+
+# (nested model config, what the guard's own check says without importing it; None: nothing)
+UNRESOLVED_NESTED = [
+    ({"path": "{mod}.Model"}, None),  # FLARE asks about it on its own, after the allow-list
+    ({"path": "{mod}._Model"}, "'_Model' is a private name"),
+    ({"path": "{mod}.Model", "args": {"f": "/x"}}, "args.f is an absolute path"),
+    ({"config_type": "dict", "path": "{mod}.Model"}, "in a 'dict' config"),
+]
+
+
+@pytest.mark.parametrize(("model", "words"), UNRESOLVED_NESTED)
+def test_the_guard_does_not_import_nested_paths_it_is_not_asked_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: dict, words: str | None
+) -> None:
+    module = f"guard_probe_{tmp_path.name}"  # a fresh module for each case
+    marker = tmp_path / "imported"
+    code = f"open({str(marker)!r}, 'w').close()\nclass Model: pass\n"
+    (tmp_path / f"{module}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = {**model, "path": model["path"].format(mod=module)}
+    reasons = check_component({"path": PERSISTOR, "args": {"model": model}}, resolve_nested=False)
+    assert not marker.exists()  # an import would have run the module's code
+    assert reasons == [] if words is None else (len(reasons) == 1 and words in reasons[0]), reasons
+    if words is None:  # resolved, as check_job does offline: imported, and refused
+        assert "neither an FLComponent" in check_component({"path": PERSISTOR, "args": {"model": model}})[0]
+        assert marker.exists()
 
 
 def test_every_rule_names_a_real_argument_of_a_real_class() -> None:

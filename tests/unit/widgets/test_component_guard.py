@@ -32,8 +32,7 @@ PLANTED = {"path": WRITE_SITE, "args": {"data_root": "planted", "train": [], "te
 # (where the function is planted, FLARE's node path of the refused component)
 PLANTS = [
     ("component", "components.#8"),
-    ("nested_model", "components.#1"),  # the persistor: its args hold the model
-    ("dict_model", "components.#1"),  # config_type dict: FLARE itself never authorizes it
+    ("nested_model", "components.#1.args.model"),  # FLARE asks about the persistor's model itself
 ]
 
 
@@ -111,6 +110,22 @@ def test_a_planted_function_is_refused_before_anything_is_built(
     text = str(refused.value)
     assert f"component not authorized: {PREFIX} the component at '{node}': " in text
     assert f"'{WRITE_SITE}': it is a function, not a class" in text
+    assert not (tmp_path / "planted").exists()
+
+
+def test_a_dict_config_flare_never_checks_is_refused_with_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    conf, guard = _configure(tmp_path, _plant("dict_model"))
+    with pytest.raises(ComponentNotAuthorized) as refused:
+        conf.configure()
+    assert (
+        f"{PREFIX} the component at 'components.#1': "
+        "'nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor': "
+        "args.model names a class in a 'dict' config, which the site cannot check"
+    ) in str(refused.value)
+    assert [node for _, node in guard.seen] == ["components.#1"]  # FLARE never asked about the model
     assert not (tmp_path / "planted").exists()
 
 
