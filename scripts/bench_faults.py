@@ -25,7 +25,7 @@ from pathlib import Path
 from fedhealth.constants import HEART_SITES
 from fedhealth.reports.run_report import build_report, find_run_files
 from fedhealth_tools.poc.drills import run_drill, run_restart_drill, set_heartbeat_timeout
-from fedhealth_tools.poc.variants import heart_poc, job_variant
+from fedhealth_tools.poc.variants import FAULT_FILTER, heart_poc, job_variant
 from fedhealth_tools.poc.workspace import PocError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     work = ROOT / "workspace" / "bench_faults"
     shutil.rmtree(work, ignore_errors=True)
     start = time.monotonic()
-    layout = heart_poc(ROOT / "provision" / "poc.yml", work)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", work, allow=[FAULT_FILTER])  # the drill filter
     set_heartbeat_timeout(layout, 30)
     results = {}
     for name in args.only or SCENARIOS:

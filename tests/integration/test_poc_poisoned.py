@@ -12,7 +12,7 @@ import pytest
 
 from fedhealth.reports.run_report import build_report, find_run_files
 from fedhealth_tools.poc.demo import run_job
-from fedhealth_tools.poc.variants import heart_poc, job_variant
+from fedhealth_tools.poc.variants import FAULT_FILTER, heart_poc, job_variant
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ CASES = [("nan", "non-finite"), ("scale", "norm")]
 @pytest.mark.parametrize(("mode", "words"), CASES)
 def test_poisoned_updates_are_rejected_every_round(tmp_path: Path, mode: str, words: str) -> None:
     workspace = tmp_path / "ws"
-    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace, allow=[FAULT_FILTER])
     job = job_variant(
         ROOT / "jobs" / "heart_fedprox",
         tmp_path / "jobs" / "heart_fedprox",

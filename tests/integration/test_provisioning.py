@@ -13,7 +13,10 @@ server and the two sites start from their kits on loopback with mTLS, and then:
 - a kit whose signed files were altered refuses to start, naming the file;
 - a job asking for a GPU is never scheduled on CPU-only sites;
 - a hospital added with ``add_participants`` joins the running federation, no other kit changes;
-- ``fedhealth preflight`` passes a running site's kit; a removed site cannot register.
+- ``fedhealth preflight`` passes a running site's kit; a removed site cannot register;
+- a job naming a runtime function (a client component, or the server persistor's ``config_type:
+  dict`` model, which FLARE never authorizes) is refused by the kits' ``ComponentGuard``, also at a
+  site that widened its own allow-list; the function never runs.
 
 Marked ``slow`` and ``provisioning`` (``pytest -m provisioning`` runs it alone, about 2-3 minutes).
 """
@@ -55,6 +58,7 @@ NOISE = {
     "path": "fedhealth.filters.dp_update.DPUpdate",
     "args": {"clip_norm": CLIP, "noise_multiplier": MULTIPLIER, "delta": DELTA, "seed": 0},
 }
+UPDATE_AUDIT = "fedhealth.filters.update_audit.UpdateAudit"
 ORGS = {"cleveland": "cleveland_clinic", "hungary": "hungarian_institute", "spare": "spare_hospital"}
 
 
@@ -87,6 +91,8 @@ def _project(name: str, port: int, *, sites: tuple[str, ...], he: bool, policy: 
                 "args": {
                     # The server accepts custom code, so that the sites' refusal is what is tested.
                     "server_byoc": True,
+                    # The server records what arrives with a filter the shipped jobs do not use.
+                    "extra": [UPDATE_AUDIT],
                     "removed": ["removed_site"],
                     "scopes": {
                         "keep_bias": {"task_data_filters": [EXCLUDE], "task_result_filters": [EXCLUDE]},
@@ -168,7 +174,7 @@ def _fedavg(tmp: Path, name: str) -> Path:
     for comp in config["components"]:
         if comp["id"] == "aggregator":
             comp["args"]["max_norm_ratio"] = 1e9  # the noisy site must not be rejected as an outlier
-    filters = [{"path": "fedhealth.filters.update_audit.UpdateAudit", "args": {}}]
+    filters = [{"path": UPDATE_AUDIT, "args": {}}]
     config["task_result_filters"] = [{"tasks": ["train"], "filters": filters}]
     server.write_text(json.dumps(config, indent=2))
     return job
@@ -381,3 +387,69 @@ def test_gpu_job_is_not_scheduled_on_cpu_only_sites(federation: Federation, tmp_
         "not enough sites have enough resources (ok sites 0 < min sites 2)"
     )
     assert final == "FINISHED:ABORTED"
+
+
+WRITE_SITE = "fedhealth.data.site_data.write_site"  # a runtime function: mkdir + write, if ever called
+PLANTED = {"path": WRITE_SITE, "args": {"data_root": "guard_probe", "train": [], "test": []}}
+
+
+def _planted_job(tmp: Path, name: str, *, server: bool) -> Path:
+    """heart_fedavg naming a runtime function: the persistor's model with ``config_type: dict`` (which
+    FLARE neither builds nor authorizes; the persistor would call it at START_RUN) on the server, or a
+    component of the client config."""
+    job = _fedavg(tmp, name)
+    path = job / "app" / "config" / ("config_fed_server.json" if server else "config_fed_client.json")
+    config = json.loads(path.read_text())
+    if server:
+        (persistor,) = [c for c in config["components"] if c["id"] == "persistor"]
+        persistor["args"]["model"] = {"config_type": "dict", **PLANTED}
+    else:
+        config["components"].append({"id": "planted", **PLANTED})
+    path.write_text(json.dumps(config, indent=2))
+    return job
+
+
+def _site_log(kit: Path, job_id: str, words: str, timeout: float = 30.0) -> str:
+    """The site's own error log of the job (never streamed to the server), once it holds ``words``."""
+    path = kit / job_id / "error_log.txt"
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        if words in text or time.monotonic() > deadline:
+            return text
+        time.sleep(1.0)
+
+
+def test_component_guard_refuses_functions_the_allow_list_lets_through(
+    federation: Federation, tmp_path: Path
+) -> None:
+    layout = federation.layout
+    guard = "ComponentGuard refused the component at"
+    not_a_class = f"'{WRITE_SITE}': it is a function, not a class"
+    # hungary widened its own allow-list (local/resources.json replaces the provisioned file).
+    local = layout.kit("hungary") / "local"
+    widened = json.loads((local / "resources.json.default").read_text())
+    widened["class_allow_list"].append("fedhealth.data.")
+    (local / "resources.json").write_text(json.dumps(widened, indent=2))
+    try:
+        with AdminClient(layout) as admin:
+            server_job = admin.submit(_planted_job(tmp_path, "on_server", server=True), tmp_path / "submit")
+            server_status = _wait_status(admin.session, server_job, "FINISHED", 120)
+            result = admin.download(server_job, tmp_path / "downloads")
+            site_job = admin.submit(_planted_job(tmp_path, "on_sites", server=False), tmp_path / "submit")
+            site_status = _wait_status(admin.session, site_job, "FINISHED", 120)
+    finally:
+        (local / "resources.json").unlink()
+    # The server's job did not start; the reason is in the server's job log, in the job's result.
+    assert server_status == "FINISHED:EXECUTION_EXCEPTION"
+    server_log = (Path(result) / "workspace" / "error_log.txt").read_text(errors="replace")
+    persistor = "'nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor'"
+    unchecked = "args.model names a class in a 'dict' config, which the site cannot check"
+    assert f"{guard} 'components.#1': {persistor}: {unchecked}" in server_log
+    # The sites' apps did not start; each says why in its own log only.
+    assert site_status == "FINISHED:ABNORMAL"
+    hungary = _site_log(layout.kit("hungary"), site_job, guard)
+    assert f"{guard} 'components.#1': {not_a_class}" in hungary
+    cleveland = _site_log(layout.kit("cleveland"), site_job, "is not in allow_list")
+    assert f"Component '{WRITE_SITE}' at config path 'components.#1' is not in allow_list" in cleveland
+    assert sorted(federation.tmp.rglob("guard_probe*")) == []  # the function never ran anywhere

@@ -7,21 +7,20 @@ import json
 from pathlib import Path
 
 import pytest
-from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer
 
 from fedhealth import constants as C
 from fedhealth.executors.cxr_executor import CxrExecutor
 from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.models.state import to_numpy
-from fedhealth_tools.provision.allow_list_builder import DEFAULT_EXTRA
+from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 # job -> FedProx mu (0 is FedAvg)
 CXR_JOBS = {"cxr_fedavg": 0.0, "cxr_fedprox": "positive", "cxr_he": 0.0}
 # HE jobs evaluate the global model only: no site model is submitted to the server in clear.
 NO_SUBMIT = {"cxr_he"}
-ALLOW_LIST = [*DEFAULT_CLASS_ALLOW_LIST, *DEFAULT_EXTRA]
+ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit
 
 
 def _config(job: str, name: str) -> dict:

@@ -9,19 +9,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer
 
 from fedhealth import constants as C
 from fedhealth.data.features import feature_names
 from fedhealth.executors.heart_executor import HeartExecutor
-from fedhealth_tools.provision.allow_list_builder import DEFAULT_EXTRA
+from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())
 HEART_JOBS = [job for job in JOBS if job.startswith("heart_")]  # image jobs: tests/unit/jobs/test_cxr_jobs.py
 CONFIG_FILES = ("config_fed_server.json", "config_fed_client.json")
-ALLOW_LIST = [*DEFAULT_CLASS_ALLOW_LIST, *DEFAULT_EXTRA]
+ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit
 # job -> FedProx mu of its executor (FedAvg is mu = 0)
 EXPECTED_MU = {"heart_fedavg": 0.0, "heart_fedprox": "positive"}
 # Components whose constructor we run with the job's args (a wrong arg name fails here, not at a site).

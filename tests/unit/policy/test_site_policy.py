@@ -83,6 +83,21 @@ def test_authorization_sets_byoc_for_every_role(byoc: bool) -> None:
     assert BASE_AUTHZ["permissions"]["project_admin"] == "any"  # the input is untouched
 
 
+# (lead_shell_commands, the lead's shell_commands right afterwards)
+LEAD_SHELL_CASES = [(False, "none"), (True, "o:site")]
+
+
+@pytest.mark.parametrize(("keep", "expected"), LEAD_SHELL_CASES)
+def test_lead_has_no_shell_commands_unless_kept(keep: bool, expected: str) -> None:
+    base = {"permissions": {"lead": {"submit_job": "any", "shell_commands": "o:site"}, "org_admin": {}}}
+    base["permissions"]["org_admin"]["shell_commands"] = "o:site"
+    policy = authorization_policy(base, byoc=False, lead_shell_commands=keep)
+    assert policy["permissions"]["lead"]["shell_commands"] == expected
+    assert policy["permissions"]["lead"]["submit_job"] == "any"
+    assert policy["permissions"]["org_admin"]["shell_commands"] == "o:site"  # other roles untouched
+    assert base["permissions"]["lead"]["shell_commands"] == "o:site"  # the input is untouched
+
+
 def test_authorization_needs_permissions() -> None:
     with pytest.raises(ValueError, match="no 'permissions'"):
         authorization_policy({"format_version": "1.0"}, byoc=False)

@@ -1,4 +1,4 @@
-"""AllowListBuilder: fedhealth on every kit's class allow-list; a real POC provisioning run."""
+"""AllowListBuilder: the exact allow-list, the guard and no log streaming in every kit; a real POC run."""
 
 from __future__ import annotations
 
@@ -10,20 +10,40 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 
+from fedhealth_tools.poc.variants import FAULT_FILTER, project_allowing
 from fedhealth_tools.poc.workspace import PocLayout, prepare_workspace, write_heart_data
-from fedhealth_tools.provision.allow_list_builder import DEFAULT_EXTRA, add_to_allow_list
+from fedhealth_tools.provision.allow_list import load
+from fedhealth_tools.provision.allow_list_builder import (
+    GUARD,
+    AllowListBuilder,
+    check_entries,
+    site_resources,
+)
 
 REPO = Path(__file__).resolve().parents[3]
-PERSISTOR = "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"
-SCAFFOLD = "nvflare.app_common.workflows.scatter_and_gather_scaffold.ScatterAndGatherScaffold"
-# (existing class_allow_list or None for none, expected list after adding DEFAULT_EXTRA)
-ADD_CASES = [
-    (None, [*DEFAULT_CLASS_ALLOW_LIST, *DEFAULT_EXTRA]),
-    (["my.pkg."], ["my.pkg.", *DEFAULT_EXTRA]),
-    (["fedhealth.", "x.Y"], ["fedhealth.", "x.Y", PERSISTOR, SCAFFOLD]),
-    ([], list(DEFAULT_EXTRA)),
+SHIPPED = load()
+# FLARE default entries a hospital should not accept from a stranger: file writers, log streamer.
+UNWANTED_DEFAULTS = (
+    "nvflare.app_common.statistics.json_stats_file_persistor.JsonStatsFileWriter",
+    "nvflare.app_common.psi.file_psi_writer.FilePSIWriter",
+    "nvflare.app_common.logging.job_log_streamer.JobLogStreamer",
+)
+# (entry, the words of the refusal)
+BAD_ENTRIES = [
+    ("fedhealth.", "is a package prefix"),
+    ("nvflare.app_common.", "is a package prefix"),
+    ("*", "is a package prefix"),
+    ("fedhealth", "must be a full class path"),
+    ("", "must be a dotted class path"),
+    (" fedhealth.x.Y", "must be a dotted class path"),
+    (3, "must be a dotted class path"),
 ]
-BARE_ENTRIES = [["fedhealth"], ["fedhealth.", "torch"]]
+# (extra entry, the words of the refusal) at the builder: it imports each, calling nothing
+NOT_CLASSES = [
+    ("fedhealth.data.site_data.write_site", "it is a function, not a class"),
+    ("subprocess.run", "it is a function, not a class"),
+    ("fedhealth.executors.heart_executor.Path", "alias of 'pathlib.Path'"),
+]
 # site -> (train rows, test rows) written into that site's own kit
 SITE_ROWS = {
     "cleveland": (199, 104),
@@ -33,39 +53,53 @@ SITE_ROWS = {
 }
 
 
-@pytest.mark.parametrize(("existing", "expected"), ADD_CASES)
-def test_add_to_allow_list(tmp_path: Path, existing: list[str] | None, expected: list[str]) -> None:
-    path = tmp_path / "resources.json"
-    resources = {"format_version": 2, "components": [{"id": "x", "path": "a.B"}]}
-    if existing is not None:
-        resources["class_allow_list"] = existing
-    path.write_text(json.dumps(resources))
-    assert add_to_allow_list(path, list(DEFAULT_EXTRA)) == expected
-    written = json.loads(path.read_text())
-    assert written["class_allow_list"] == expected
-    assert written["components"] == resources["components"]  # everything else kept
-    assert add_to_allow_list(path, list(DEFAULT_EXTRA)) == expected  # idempotent
-    assert json.loads(path.read_text())["class_allow_list"] == expected
+@pytest.mark.parametrize(("entry", "words"), BAD_ENTRIES)
+def test_prefixes_and_bare_names_are_refused(entry: object, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        check_entries(["fedhealth.filters.update_audit.UpdateAudit", entry])
+    with pytest.raises(ValueError, match=words):
+        AllowListBuilder(extra=[entry])
 
 
-def test_default_extra() -> None:
-    assert DEFAULT_EXTRA == ("fedhealth.", PERSISTOR, SCAFFOLD)
-    for path in (PERSISTOR, SCAFFOLD):  # why the builder must add them
-        assert not any(path.startswith(prefix) for prefix in DEFAULT_CLASS_ALLOW_LIST)
+@pytest.mark.parametrize(("entry", "words"), NOT_CLASSES)
+def test_extra_entries_must_be_component_classes(entry: str, words: str) -> None:
+    with pytest.raises(ValueError, match="not component classes") as refused:
+        AllowListBuilder(extra=[entry])
+    assert f"{entry}: " in str(refused.value) and words in str(refused.value)
 
 
-@pytest.mark.parametrize("entries", BARE_ENTRIES)
-def test_bare_entry_is_rejected_before_writing(tmp_path: Path, entries: list[str]) -> None:
-    path = tmp_path / "resources.json"
-    path.write_text(json.dumps({"class_allow_list": ["a."]}))
-    with pytest.raises(ValueError, match=r"must end with '\.'"):
-        add_to_allow_list(path, entries)
-    assert json.loads(path.read_text()) == {"class_allow_list": ["a."]}
+def test_the_list_is_the_shipped_one_plus_extra() -> None:
+    assert AllowListBuilder().allow == SHIPPED
+    assert AllowListBuilder(extra=[FAULT_FILTER, FAULT_FILTER]).allow == [*SHIPPED, FAULT_FILTER]
+    persistor = "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"
+    assert AllowListBuilder(extra=[persistor]).allow == SHIPPED  # already there
+
+
+# (stream_logs argument, the resulting allow_log_streaming; None: the key is left alone)
+RESOURCE_CASES = [(False, False), (True, True), (None, "absent")]
+
+
+@pytest.mark.parametrize(("stream", "expected"), RESOURCE_CASES)
+def test_site_resources_replace_the_list_and_add_the_guard_once(stream, expected) -> None:
+    resources = {
+        "format_version": 2,
+        "class_allow_list": list(DEFAULT_CLASS_ALLOW_LIST),
+        "components": [{"id": "x", "path": "a.B"}],
+    }
+    out = site_resources(resources, SHIPPED, stream_logs=stream)
+    assert out["class_allow_list"] == SHIPPED
+    assert out["components"] == [
+        {"id": "x", "path": "a.B"},
+        {"id": "component_guard", "path": GUARD, "args": {}},
+    ]
+    assert out.get("allow_log_streaming", "absent") == expected
+    assert site_resources(out, SHIPPED, stream_logs=stream) == out  # idempotent
+    assert resources["class_allow_list"] == list(DEFAULT_CLASS_ALLOW_LIST)  # input untouched
 
 
 @pytest.fixture(scope="module")
 def poc(tmp_path_factory: pytest.TempPathFactory) -> PocLayout:
-    """One real ``nvflare poc prepare -i project.yml`` run (about a second or two)."""
+    """One real ``nvflare poc prepare -i project.yml`` run (a few seconds)."""
     return prepare_workspace(REPO / "provision" / "poc.yml", tmp_path_factory.mktemp("poc"))
 
 
@@ -75,16 +109,35 @@ def test_layout_matches_project(poc: PocLayout) -> None:
     assert poc.prod_dir == poc.root / "fedhealth_poc" / "prod_00"
 
 
-@pytest.mark.parametrize("name", ["server", *SITE_ROWS])
-def test_kits_allow_fedhealth(poc: PocLayout, name: str) -> None:
+def _resources(poc: PocLayout, name: str) -> list[dict]:
     local = poc.kit(name) / "local"
     files = [p for p in (local / "resources.json.default", local / "resources.json") if p.is_file()]
     assert local / "resources.json.default" in files
-    for path in files:
-        allow = json.loads(path.read_text())["class_allow_list"]
-        assert "fedhealth." in allow and PERSISTOR in allow
-        assert set(DEFAULT_CLASS_ALLOW_LIST) <= set(allow)
-        assert len(allow) == len(set(allow))
+    return [json.loads(p.read_text()) for p in files]
+
+
+@pytest.mark.parametrize("name", ["server", *SITE_ROWS])
+def test_kits_allow_exactly_the_shipped_components(poc: PocLayout, name: str) -> None:
+    for resources in _resources(poc, name):
+        allow = resources["class_allow_list"]
+        assert allow == SHIPPED
+        assert not [e for e in allow if e.endswith(".") or e == "*"]
+        assert not set(UNWANTED_DEFAULTS) & set(allow)
+        guards = [c for c in resources["components"] if c["path"] == GUARD]
+        assert guards == [{"id": "component_guard", "path": GUARD, "args": {}}]
+        if name != "server":
+            assert resources["allow_log_streaming"] is False
+
+
+def test_a_test_federation_allows_the_drill_filter_explicitly(tmp_path: Path) -> None:
+    import yaml
+
+    project = project_allowing(REPO / "provision" / "poc.yml", tmp_path / "project.yml", [FAULT_FILTER])
+    builders = yaml.safe_load(project.read_text())["builders"]
+    (entry,) = [b for b in builders if b["path"].endswith("AllowListBuilder")]
+    assert entry["args"] == {"extra": [FAULT_FILTER]}
+    assert FAULT_FILTER not in SHIPPED  # the shipped project does not allow it
+    assert "extra" not in (REPO / "provision" / "poc.yml").read_text()
 
 
 def test_server_listens_on_loopback(poc: PocLayout) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from fedhealth.onboarding.preflight import check_signatures, site_files
+from fedhealth_tools.provision.allow_list import load
+from fedhealth_tools.provision.allow_list_builder import GUARD
 from fedhealth_tools.provision.kits import fingerprint, read_kits, report, run_provision
 from fedhealth_tools.provision.site_policy_builder import SitePolicyBuilder
 
@@ -59,7 +61,10 @@ def test_site_kit_policies(prod: Path, site: str) -> None:
     resources = json.loads((local / "resources.json.default").read_text())
     manager = next(c for c in resources["components"] if c["id"] == "resource_manager")
     assert (manager["args"]["num_of_gpus"], manager["args"]["mem_per_gpu_in_GiB"]) == (gpus, mem)
-    assert "fedhealth." in resources["class_allow_list"]
+    assert resources["class_allow_list"] == load()  # exact: no prefixes, no FLARE defaults
+    assert [c["id"] for c in resources["components"] if c["path"] == GUARD] == ["component_guard"]
+    assert resources["allow_log_streaming"] is False  # no site opts in in project.yml
+    assert authz["lead"]["shell_commands"] == "none" and authz["org_admin"]["shell_commands"] == "o:site"
     assert (prod / site / "startup" / "client_context.tenseal").stat().st_size > 10_000
     assert check_signatures(prod / site) == (True, [])  # the limits file is signed with the rest
     strict = next(s for s in privacy["scopes"] if s["name"] == "strict")
@@ -93,6 +98,15 @@ def test_site_kit_limits_are_the_default_settings_file(prod: Path, site: str) ->
     )
 
 
+def test_server_kit_has_the_exact_list_the_guard_and_no_lead_shell(prod: Path) -> None:
+    local = prod / HOST / "local"
+    resources = json.loads((local / "resources.json.default").read_text())
+    assert resources["class_allow_list"] == load()
+    assert GUARD in [c["path"] for c in resources["components"]]
+    authz = json.loads((local / "authorization.json.default").read_text())["permissions"]
+    assert authz["lead"]["shell_commands"] == "none"
+
+
 def test_he_contexts_land_in_startup(prod: Path) -> None:
     import tenseal as ts
 
@@ -119,6 +133,7 @@ def test_report_says_what_was_made_for_whom(prod: Path) -> None:
         "strict: submit_model no"
     ) in text
     assert "BYOC: nobody; CPU only" in text and "BYOC: nobody; 2 GPU x 24 GiB" in text
+    assert text.count("shell commands: org_admin, project_admin; job logs: kept at the site") == 4
     assert "startup/client.key, startup/client_context.tenseal (HE secret key)" in text
     assert "root CA's private key" in text and str(prod.parent / "state" / "cert.json") in text
 
@@ -145,6 +160,9 @@ def test_altered_local_file_is_named(prod: Path, tmp_path: Path) -> None:
         ({"sites": {"a": {"gpus": 1}}}, "unknown key"),
         ({"limits": {"default": {"min_batch_size": 0}}}, "limits.min_batch_size must be a whole number"),
         ({"limits": {"site": {}}}, r"unknown key\(s\) \['site'\]"),
+        ({"sites": {"a": {"stream_logs": "yes"}}}, "stream_logs must be true or false"),
+        ({"extra": ["fedhealth."]}, "package prefix"),
+        ({"extra": ["fedhealth.data.site_data.write_site"]}, "not component classes"),
     ],
 )
 def test_builder_refuses_bad_policy(kwargs: dict, message: str) -> None:
@@ -186,3 +204,36 @@ def test_add_then_renew_changes_only_the_named_kit(tmp_path: Path) -> None:
     assert (renewed.parent / server_context).read_bytes() == (first / server_context).read_bytes()
     with pytest.raises(PocError, match=r"never provisioned \['nobody'\]"):
         add_participants(added_file, workspace, ["nobody"], renew=True)
+
+
+def _small_project(tmp_path: Path, **policy_args: object) -> Path:
+    """A copy of project.yml without HE, with the site-policy builder's args changed."""
+    import yaml
+
+    project = yaml.safe_load((REPO / "project.yml").read_text())
+    project["builders"] = [b for b in project["builders"] if not b["path"].endswith("HEBuilder")]
+    (policy,) = [b for b in project["builders"] if b["path"].endswith("SitePolicyBuilder")]
+    policy["args"].update(policy_args)
+    path = tmp_path / "project.yml"
+    path.write_text(yaml.safe_dump(project))
+    return path
+
+
+def test_a_site_that_opts_in_streams_logs_and_a_consortium_may_give_leads_shell(tmp_path: Path) -> None:
+    sites = {"switzerland": {"default_scope": "strict"}, "hungary": {"stream_logs": True}}
+    project = _small_project(tmp_path, sites=sites, lead_shell_commands=True)
+    prod = run_provision(project, tmp_path / "ws")
+    streaming = {
+        site: json.loads((prod / site / "local" / "resources.json.default").read_text())[
+            "allow_log_streaming"
+        ]
+        for site in SITES
+    }
+    assert streaming == {"cleveland": False, "hungary": True, "switzerland": False, "va_long_beach": False}
+    for kit in ("fl-server.fedhealth.example", *SITES):
+        authz = json.loads((prod / kit / "local" / "authorization.json.default").read_text())["permissions"]
+        assert authz["lead"]["shell_commands"] == "o:site"  # FLARE's default, given back on purpose
+        assert authz["lead"]["byoc"] == "none"
+    text = report(prod, read_kits(prod))
+    assert text.count("job logs: streamed to the server") == 1
+    assert "shell commands: lead, org_admin, project_admin; job logs: streamed to the server" in text

@@ -112,8 +112,15 @@ def run_job(layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float
             status = _follow(admin, job_id, _job_rounds(job_dir), procs.check_alive, timeout)
             result = admin.download(job_id, downloads)
             if status != "FINISHED:COMPLETED":
-                raise PocError(_failure_message(job_id, status, result, admin.error_logs(job_id)))
+                logs = admin.error_logs(job_id) or _site_error_logs(layout, job_id)
+                raise PocError(_failure_message(job_id, status, result, logs))
     return result
+
+
+def _site_error_logs(layout: PocLayout, job_id: str) -> str:
+    """Where each site kept its error log of the job (sites do not stream logs to the server)."""
+    paths = [layout.kit(site) / job_id / "error_log.txt" for site in layout.sites]
+    return ", ".join(str(p) for p in paths if p.is_file() and p.stat().st_size)
 
 
 def _failure_message(job_id: str, status: str, result: Path, logs: str) -> str:
@@ -128,7 +135,7 @@ def _failure_message(job_id: str, status: str, result: Path, logs: str) -> str:
         reasons = record["abort_reason"] + (f" (disconnected: {gone})" if gone else "")
     message = f"job {job_id} ended {status}"
     message += f" - failed sites: {reasons}" if reasons else " - no site reported a reason"
-    return message + (f" (site error logs downloaded to {logs})" if logs else "")
+    return message + (f" (site error logs: {logs})" if logs else "")
 
 
 def _follow(admin: AdminClient, job_id: str, rounds: int, check, timeout: float) -> str:

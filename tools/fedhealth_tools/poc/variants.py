@@ -15,6 +15,11 @@ import yaml
 from fedhealth_tools.poc.workspace import PocLayout
 
 FAULT_FILTER = "fedhealth.filters.fault_injector.FaultInjector"
+# The builders that write the class allow-list (SitePolicyBuilder extends AllowListBuilder).
+ALLOW_LIST_BUILDERS = (
+    "fedhealth_tools.provision.allow_list_builder.AllowListBuilder",
+    "fedhealth_tools.provision.site_policy_builder.SitePolicyBuilder",
+)
 HE_BUILDER = "nvflare.lighter.impl.he.HEBuilder"
 SIGNATURE_BUILDER = "nvflare.lighter.impl.signature.SignatureBuilder"
 
@@ -57,11 +62,33 @@ def project_with_he(project_file: Path, dest: Path, **he_args: object) -> Path:
     return dest
 
 
-def heart_poc(project_file: Path, workspace: Path, *, he: bool = False) -> PocLayout:
+def project_allowing(project_file: Path, dest: Path, classes: list[str]) -> Path:
+    """A copy of ``project_file`` whose kits also allow ``classes`` (the allow-list builder's ``extra``).
+
+    For test and drill federations that run components the shipped jobs do not use (e.g.
+    :data:`FAULT_FILTER`); the shipped project files allow only what the shipped jobs use.
+    """
+    project = yaml.safe_load(Path(project_file).read_text())
+    builders = [b for b in project["builders"] if b.get("path") in ALLOW_LIST_BUILDERS]
+    if len(builders) != 1:
+        raise ValueError(f"{project_file}: needs exactly one of {ALLOW_LIST_BUILDERS} to allow {classes}.")
+    args = builders[0].setdefault("args", {})
+    args["extra"] = [*args.get("extra", []), *(c for c in classes if c not in args.get("extra", []))]
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(project, sort_keys=False))
+    return dest
+
+
+def heart_poc(
+    project_file: Path, workspace: Path, *, he: bool = False, allow: list[str] | None = None
+) -> PocLayout:
     """Provision ``project_file`` on a free port into ``workspace/poc`` and place each site's data.
 
     For drills, tests and benchmarks: a run of its own that never collides with another on the
-    same machine. With ``he``, the kits also hold TenSEAL contexts (:func:`project_with_he`).
+    same machine. With ``he``, the kits also hold TenSEAL contexts (:func:`project_with_he`); with
+    ``allow``, their allow-lists also name those classes (:func:`project_allowing`), e.g.
+    ``[FAULT_FILTER]`` for a ``job_variant(..., faulty_site=...)``.
     """
     from fedhealth_tools.poc.processes import free_port
     from fedhealth_tools.poc.workspace import prepare_workspace, write_heart_data
@@ -70,6 +97,8 @@ def heart_poc(project_file: Path, workspace: Path, *, he: bool = False) -> PocLa
     project = project_on_port(project_file, workspace / "project.yml", free_port())
     if he:
         project = project_with_he(project, project)
+    if allow:
+        project = project_allowing(project, project, list(allow))
     layout = prepare_workspace(project, workspace / "poc")
     write_heart_data(layout)
     return layout
@@ -105,7 +134,8 @@ def job_variant(
         cse_timeout_s: cross-site evaluation's submit/validate timeouts (a dead site must not stall it).
         dead_client_grace_s: how long the server waits, once a site is reported dead, before it
             checks the job's ``min_clients`` (FLARE's ``dead_client_grace_period``, default 60 s).
-        faulty_site: the site that runs a second app with the fault-drill filter.
+        faulty_site: the site that runs a second app with the fault-drill filter (its kit must
+            allow :data:`FAULT_FILTER`: ``heart_poc(..., allow=[FAULT_FILTER])``).
         fault: the filter's args, e.g. ``{"mode": "nan"}``, ``{"mode": "scale", "factor": 100}``.
         executor_args: settings merged into every site executor's args, e.g. DP-SGD's ``{"dp": {...}}``
             on ``jobs/heart_he`` for HE + DP (noise is added in training, before the encryptor).

@@ -1,7 +1,10 @@
 """The policy files fedhealth installs into a site kit, as plain data (FLARE-free).
 
 - ``authorization.json``: FLARE's role/right policy with the ``byoc`` right switched off for every
-  role (jobs that ship ``custom/`` code are refused), unless the site allows it.
+  role (jobs that ship ``custom/`` code are refused), unless the site allows it, and no
+  ``shell_commands`` for the ``lead`` role (FLARE's default gives a lead ``head``, ``cat``, ... on
+  its own organisation's sites, which read files inside the kit folder, data included), unless the
+  consortium gives them back explicitly.
 - ``privacy.json``: named scopes, each a list of filters the site applies to every job that runs
   under it (the job's ``meta.json`` ``scope``, or the site's ``default_scope`` when it names none).
 - ``resources.json``: the resource manager sized from the site's ``capacity`` (GPUs, memory per GPU);
@@ -31,6 +34,8 @@ from fedhealth.constants import (
 from fedhealth.policy.site_limits import Limits, SiteLimits
 
 BYOC = "byoc"
+SHELL = "shell_commands"
+LEAD = "lead"
 ANY = "any"
 NONE = "none"
 # Every right FLARE 2.9's default authorization policy names (lighter/templates/master_template.yml).
@@ -41,7 +46,7 @@ RIGHTS = (
     "download_job",
     "view",
     "operate",
-    "shell_commands",
+    SHELL,
     BYOC,
     "server-predeployed-flwr",
 )
@@ -56,11 +61,17 @@ REMOVED_SITES = "fedhealth.widgets.removed_sites.RemovedSites"
 CHAINS = ("task_data_filters", "task_result_filters")
 
 
-def authorization_policy(base: Mapping, *, byoc: bool) -> dict:
+def authorization_policy(base: Mapping, *, byoc: bool, lead_shell_commands: bool = False) -> dict:
     """FLARE's authorization policy ``base`` with the ``byoc`` right of every role set.
 
     A role given ``"any"`` (all rights, e.g. ``project_admin``) is spelled out right by right so
     that ``byoc`` alone can be switched off.
+
+    Args:
+        base: FLARE's policy (``authorization.json.default`` as provisioned).
+        byoc: whether every role may run jobs that ship code.
+        lead_shell_commands: keep the ``lead`` role's ``shell_commands`` right as ``base`` has it
+            (FLARE's default: on its own organisation's sites). Off unless a consortium chooses it.
     """
     policy = copy.deepcopy(dict(base))
     permissions = policy.get("permissions")
@@ -72,6 +83,8 @@ def authorization_policy(base: Mapping, *, byoc: bool) -> dict:
             rights = {right: rights for right in RIGHTS}
         rights = dict(rights)
         rights[BYOC] = value
+        if role == LEAD and not lead_shell_commands:
+            rights[SHELL] = NONE
         permissions[role] = rights
     return policy
 

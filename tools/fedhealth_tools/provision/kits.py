@@ -3,8 +3,9 @@
 Copies the project file (setting the server's host name when asked), runs ``nvflare provision``
 into a git-ignored folder and reads the kits back: for each participant its kit path, the SHA-256
 fingerprint of its certificate (to confirm out of band that the kit a hospital received is the one
-made for it), its site policy (privacy scopes, default scope, BYOC, GPUs, the limits every train
-request must meet) and the files it must keep secret.
+made for it), its site policy (privacy scopes, default scope, BYOC, who has shell commands, GPUs,
+whether it streams its job logs to the server, the limits every train request must meet) and the
+files it must keep secret.
 """
 
 from __future__ import annotations
@@ -100,9 +101,14 @@ def _site_policy(local: Path) -> dict:
         policy["byoc_roles"] = sorted(
             r for r, p in perms.items() if p == "any" or p.get("byoc") not in (None, "none")
         )
+        policy["shell_roles"] = sorted(
+            r for r, p in perms.items() if p == "any" or p.get("shell_commands") not in (None, "none")
+        )
     resources = local / "resources.json.default"
     if resources.is_file():
-        for comp in json.loads(resources.read_text()).get("components", []):
+        data = json.loads(resources.read_text())
+        policy["stream_logs"] = bool(data.get("allow_log_streaming", True))  # FLARE's default: on
+        for comp in data.get("components", []):
             if comp.get("path", "").endswith("GPUResourceManager"):
                 policy["gpus"] = comp["args"].get("num_of_gpus", 0)
                 policy["mem_per_gpu_in_GiB"] = comp["args"].get("mem_per_gpu_in_GiB", 0)
@@ -174,8 +180,11 @@ def _policy_line(policy: dict) -> str:
     gpus = policy.get("gpus", 0)
     hw = f"{gpus} GPU x {policy.get('mem_per_gpu_in_GiB', 0)} GiB" if gpus else "CPU only"
     byoc = ", ".join(policy.get("byoc_roles", [])) or "nobody"
+    shell = ", ".join(policy.get("shell_roles", [])) or "nobody"
+    logs = "streamed to the server" if policy.get("stream_logs", True) else "kept at the site"
     return (
-        f"default scope {policy.get('default_scope') or '-'}; scopes: {scopes or 'none'}; BYOC: {byoc}; {hw}"
+        f"default scope {policy.get('default_scope') or '-'}; scopes: {scopes or 'none'}; "
+        f"BYOC: {byoc}; {hw}; shell commands: {shell}; job logs: {logs}"
     )
 
 

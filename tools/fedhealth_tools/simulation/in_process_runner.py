@@ -31,7 +31,8 @@ from nvflare.private.fed.app.simulator.simulator_worker import ClientTaskWorker
 from nvflare.private.fed.simulator.simulator_const import SimulatorConstants
 
 from fedhealth.constants import SITE_CONFIG_FILE, SITE_DATA_ROOT_KEY
-from fedhealth_tools.provision.allow_list_builder import DEFAULT_EXTRA, add_to_allow_list
+from fedhealth_tools.provision.allow_list import load as shipped_allow_list
+from fedhealth_tools.provision.allow_list_builder import ALLOW_LIST_KEY, check_entries
 
 
 class InProcessClientRunner(SimulatorClientRunner):
@@ -121,15 +122,14 @@ class InProcessSimulatorRunner(SimulatorRunner):
         )
         self.site_data = {name: Path(folder).resolve() for name, folder in site_data.items()}
         self.in_process = in_process
-        self.allow = [*DEFAULT_EXTRA, *(extra_allow or [])]
+        self.allow = check_entries([*shipped_allow_list(), *(extra_allow or [])])
 
     def setup(self) -> bool:
         """Install the kit's class allow-list (as provisioning does) before FLARE's set-up copies it."""
         local = Path(self.workspace) / "local"
         local.mkdir(parents=True, exist_ok=True)
-        resources = local / "resources.json.default"
-        resources.write_text(json.dumps({"format_version": 2}))
-        add_to_allow_list(resources, self.allow)
+        resources = {"format_version": 2, ALLOW_LIST_KEY: self.allow}  # the exact list, as provisioned
+        (local / "resources.json.default").write_text(json.dumps(resources, indent=2))
         return super().setup()
 
     def _setup_local_startup(self, log_config_file_path, workspace):
