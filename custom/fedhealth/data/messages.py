@@ -8,7 +8,7 @@ what the kit says about a site's data follows two rules:
    ``raise`` statement in a ``fedhealth`` module raises) name what the kit itself defines: its file
    names (``heart_disease/train.csv``, ``labels.csv``), column and setting names, line numbers and
    counts. A value from a cell, a label, a DICOM attribute or a file name the hospital chose is
-   never part of one. ``tests/unit/data/test_no_echo.py`` plants distinctive values in every error
+   never part of one. ``tests/unit/data/test_messages.py`` plants distinctive values in every error
    path of the site's loaders and checks that none comes back.
 2. **Everything else** is reduced to its type by :func:`safe_reason`: an ``OSError`` carries the
    full path of the file it failed on, and pandas, numpy, pydicom, torch and Python's own

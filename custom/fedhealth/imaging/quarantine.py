@@ -102,11 +102,11 @@ def candidate_files(root: Path) -> list[Path]:
     )
 
 
-def registered_name(uid: UID | str | None, what: str) -> str:
+def registered_name(uid: UID | str | None) -> str:
     """A UID's registered DICOM name (``'JPEG-LS Lossless Image Compression'``), never an unknown value."""
     if uid is not None and str(uid) in UID_dictionary:
         return repr(UID(str(uid)).name)
-    return f"an unregistered {what} (UID not shown)"
+    return "(unregistered, UID not shown)"
 
 
 def _is_image_sop(ds: Dataset) -> bool | None:
@@ -159,7 +159,7 @@ def _check(path: Path, quarantine, settings: DecodeSettings | None) -> FileCheck
     has_pixels = any(k in ds for k in PIXEL_KEYWORDS)
     if is_image is False:
         uid = ds.get("SOPClassUID") or ds.file_meta.MediaStorageSOPClassUID
-        return quarantine(NON_IMAGE_OBJECT, f"SOP class {registered_name(uid, 'SOP class')} is not an image")
+        return quarantine(NON_IMAGE_OBJECT, f"SOP class {registered_name(uid)} is not an image")
     if not has_pixels:
         return quarantine(NO_PIXEL_DATA, "the object has no Pixel Data element")
     syntax = ds.file_meta.get("TransferSyntaxUID")
@@ -169,7 +169,7 @@ def _check(path: Path, quarantine, settings: DecodeSettings | None) -> FileCheck
         if syntax is not None and str(syntax) in UID_dictionary and syntax.is_compressed:
             return quarantine(
                 UNSUPPORTED_TRANSFER_SYNTAX,
-                f"no installed decoder for transfer syntax {registered_name(syntax, 'transfer syntax')}",
+                f"no installed decoder for transfer syntax {registered_name(syntax)}",
             )
         return quarantine(UNSUPPORTED_IMAGE, f"the pixel data cannot be decoded ({type(exc).__name__})")
     except DecodeError as exc:  # the kit's own message: attributes and counts only
