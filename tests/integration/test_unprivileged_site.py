@@ -230,9 +230,7 @@ def _provision(root: Path) -> PocLayout:
 
 def _job(root: Path) -> Path:
     """heart_fedavg for the two sites, two rounds."""
-    job = job_variant(
-        ROOT / "jobs" / "heart_fedavg", root / "jobs" / "heart_fedavg", rounds=2, min_sites=2
-    )
+    job = job_variant(ROOT / "jobs" / "heart_fedavg", root / "jobs" / "heart_fedavg", rounds=2, min_sites=2)
     config_file = job / "app" / "config" / "config_fed_server.json"
     config = json.loads(config_file.read_text())
     for workflow in config["workflows"]:

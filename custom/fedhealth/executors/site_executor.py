@@ -4,10 +4,10 @@ A subclass loads its site's data in :meth:`SiteExecutor.load_site` (called on ``
 names its task handlers in :meth:`SiteExecutor.task_handlers`. A data problem at start, or a
 ``ValueError``/``RuntimeError`` in a task, fails the task with a reply whose ``fedhealth_error``
 header says which site failed and why, so the server can name it; nothing else crashes a round.
-That header reaches the server and the run record the job's submitter downloads, so a start-up
-failure is told by :func:`fedhealth.data.messages.safe_reason`: the kit's own message (file,
-column, line, counts), or only the type of an OS or library error, whose message may carry a
-path or a value from the data.
+That header reaches the server and the run record the job's submitter downloads, so a failure,
+at start-up or in a task, is told by :func:`fedhealth.data.messages.safe_reason`: the kit's own
+message (file, column, line, counts), or only the type of an OS or library error, whose message
+may carry a path or a value from the data.
 Per-round curves stream to the server's TensorBoard receiver (aggregate numbers only).
 """
 
@@ -96,7 +96,7 @@ class SiteExecutor(Executor):
         try:
             return handler(shareable, fl_ctx)
         except (ValueError, RuntimeError) as exc:
-            return self.fail(fl_ctx, task_name, str(exc))
+            return self.fail(fl_ctx, task_name, safe_reason(exc))
 
     def fail(self, fl_ctx: FLContext, task_name: str, reason: str) -> Shareable:
         """An ``EXECUTION_EXCEPTION`` reply whose ``fedhealth_error`` header names the site and reason."""
