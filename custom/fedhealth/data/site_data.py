@@ -1,7 +1,9 @@
 """Loading one site's own tabular files, with errors that say which file and which column.
 
 A site keeps ``<data_root>/heart_disease/train.csv`` and ``test.csv`` (UCI codes, one row per
-patient). Nothing here logs a patient value: messages name files, columns and row numbers only.
+patient). Nothing here logs a patient value: messages name the kit's own file names, columns,
+line numbers and counts only, never a cell or a file name the hospital chose
+(:mod:`fedhealth.data.messages`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,7 @@ from fedhealth.constants import (
     TRAIN_FILE,
 )
 from fedhealth.data.heart_source import RAW_COLUMNS, TARGET
-
-
-class SiteDataError(ValueError):
-    """A site's data cannot be used; the message names the file and the column."""
+from fedhealth.data.messages import SiteDataError, file_label
 
 
 @dataclass(frozen=True)
@@ -143,40 +142,59 @@ def resolve_data_root(site_root: Path) -> Path:
     return Path(site_root) / "data"
 
 
-def read_split(path: Path) -> SiteTable:
+def read_split(path: Path, *, label: str | None = None) -> SiteTable:
     """Read one split file and check every column FLamby's preprocessing needs.
+
+    Args:
+        path: the CSV file.
+        label: how messages name the file; default: ``data file heart_disease/train.csv`` for the
+            kit's own file names, ``a data file (name not shown)`` for a name the hospital chose (it
+            may carry an identifier).
 
     Raises:
         SiteDataError: the file is missing or unreadable, a column is missing, a value is not
-            numeric or is empty, or the label is not 0/1.
+            numeric or is empty, or the label is not 0/1. The message gives lines and counts,
+            never a value.
     """
     path = Path(path)
-    label = f"{path.parent.name}/{path.name}"
+    if label is None:
+        name = file_label(
+            path, kit_names=(TRAIN_FILE, TEST_FILE), kit_folders=(HEART_DATASET_DIR,), fallback=""
+        )
+        label = f"data file {name}" if name else "a data file (name not shown)"
     if not path.is_file():
-        raise SiteDataError(f"data file {label} is missing at this site")
+        raise SiteDataError(f"{label} is missing at this site")
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SiteDataError(f"data file {label} cannot be read as CSV: {type(exc).__name__}") from exc
+        raise SiteDataError(f"{label} cannot be read as CSV: {type(exc).__name__}") from exc
+    except OSError as exc:  # its message carries the full path
+        raise SiteDataError(f"{label} cannot be opened: {type(exc).__name__}") from exc
     missing = [c for c in (*RAW_COLUMNS, TARGET) if c not in df.columns]
     if missing:
-        raise SiteDataError(f"data file {label} has no column {', '.join(repr(c) for c in missing)}")
+        raise SiteDataError(f"{label} has no column {', '.join(repr(c) for c in missing)}")
     for column in (*RAW_COLUMNS, TARGET):
         values = pd.to_numeric(df[column], errors="coerce")
         bad = values.isna() & df[column].notna()
         if bad.any():
-            rows = ", ".join(str(i + 2) for i in np.flatnonzero(bad.to_numpy())[:3])
-            raise SiteDataError(f"data file {label}, column {column!r}: non-numeric value in line(s) {rows}")
+            raise SiteDataError(f"{label}, column {column!r}: non-numeric value in {_lines(bad)}")
         if values.isna().any():
-            rows = ", ".join(str(i + 2) for i in np.flatnonzero(values.isna().to_numpy())[:3])
-            raise SiteDataError(f"data file {label}, column {column!r}: empty value in line(s) {rows}")
+            raise SiteDataError(f"{label}, column {column!r}: empty value in {_lines(values.isna())}")
         df[column] = values
     labels = df[TARGET].to_numpy()
-    if not np.isin(labels, (0, 1)).all():
-        raise SiteDataError(f"data file {label}, column {TARGET!r}: labels must be 0 or 1")
+    not_binary = ~np.isin(labels, (0, 1))
+    if not_binary.any():
+        raise SiteDataError(f"{label}, column {TARGET!r}: labels must be 0 or 1 ({_lines(not_binary)})")
     if len(df) == 0:
-        raise SiteDataError(f"data file {label} has no rows")
+        raise SiteDataError(f"{label} has no rows")
     return SiteTable(features=df[list(RAW_COLUMNS)].astype("float64"), labels=labels.astype("float32"))
+
+
+def _lines(bad: pd.Series | np.ndarray) -> str:
+    """``line(s) 3, 7, 9 (12 in all)``: file lines (header = 1) of the first three bad rows, and the count."""
+    rows = np.flatnonzero(np.asarray(bad))
+    shown = ", ".join(str(i + 2) for i in rows[:3])
+    return f"line(s) {shown}" + (f" ({len(rows)} in all)" if len(rows) > 3 else "")
 
 
 def load_site(data_root: Path) -> tuple[SiteTable, SiteTable]:

@@ -4,6 +4,10 @@ A subclass loads its site's data in :meth:`SiteExecutor.load_site` (called on ``
 names its task handlers in :meth:`SiteExecutor.task_handlers`. A data problem at start, or a
 ``ValueError``/``RuntimeError`` in a task, fails the task with a reply whose ``fedhealth_error``
 header says which site failed and why, so the server can name it; nothing else crashes a round.
+That header reaches the server and the run record the job's submitter downloads, so a failure,
+at start-up or in a task, is told by :func:`fedhealth.data.messages.safe_reason`: the kit's own
+message (file, column, line, counts), or only the type of an OS or library error, whose message
+may carry a path or a value from the data.
 Per-round curves stream to the server's TensorBoard receiver (aggregate numbers only).
 
 The site sets the floor, not the job: before a ``train`` task runs, the base checks the request
@@ -32,6 +36,7 @@ from nvflare.apis.signal import Signal
 from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
 
 from fedhealth import constants as C
+from fedhealth.data.messages import safe_reason
 from fedhealth.policy.site_limits import (
     EffectiveLimits,
     SiteLimits,
@@ -70,7 +75,12 @@ class SiteExecutor(Executor):
 
     # ----------------------------------------------------------------------------- for subclasses
     def load_site(self, fl_ctx: FLContext, site_root: Path) -> None:
-        """Load this site's data from its own folder; raise ``ValueError``/``OSError`` when unusable."""
+        """Load this site's data from its own folder; raise when unusable.
+
+        Raise :class:`~fedhealth.data.messages.SiteDataError` (or a ``ValueError`` from a ``raise``
+        statement of the kit) with a message that names files, keys, lines and counts, never a value:
+        that message goes to the server. Any other exception is reported by its type only.
+        """
         raise NotImplementedError
 
     def release_site(self) -> None:
@@ -118,9 +128,9 @@ class SiteExecutor(Executor):
                 self.log_info(fl_ctx, f"site limits under scope {scope!r}: {self._limits_line(fl_ctx)}")
                 self.load_site(fl_ctx, Path(workspace.get_root_dir()))
                 self._ready = True
-            except (ValueError, OSError) as exc:
-                self._site_error = str(exc)
-                self.log_error(fl_ctx, f"site data unusable: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a library's error would reach FLARE's log with its message
+                self._site_error = safe_reason(exc)  # goes to the server in every task's reply
+                self.log_error(fl_ctx, f"site data unusable: {self._site_error}")
         elif event_type == EventType.END_RUN:
             self._ready = False
             self.release_site()
@@ -144,7 +154,7 @@ class SiteExecutor(Executor):
                 return self.fail(fl_ctx, task_name, "; ".join(declined))
             return handler(shareable, fl_ctx)
         except (ValueError, RuntimeError) as exc:
-            return self.fail(fl_ctx, task_name, str(exc))
+            return self.fail(fl_ctx, task_name, safe_reason(exc))
 
     # ----------------------------------------------------------------------------- site limits
     @staticmethod

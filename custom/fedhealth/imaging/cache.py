@@ -5,7 +5,8 @@ reading a small array back, so each site keeps the model-ready image of every fi
 The key is the SHA-256 of the file's bytes plus a digest of the settings that produced the item
 (decode settings, size, channels): a changed file or a changed setting is a miss, never a stale hit.
 ``provenance.json`` maps each source hash to its cached item and the settings, so an auditor can say
-which file produced which training input. The cache stays at the site, like the files.
+which file produced which training input. The cache stays at the site, like the files; its errors
+name the cache's own files, never a path (:mod:`fedhealth.data.messages`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from fedhealth.data.messages import SiteDataError
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -70,10 +73,16 @@ class DecodedCache:
     def put(self, sha256: str, image: np.ndarray, meta: dict) -> None:
         """Store an item atomically and record its provenance (call :meth:`flush` to save the record)."""
         path = self._item(sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, image=image, meta=np.array(json.dumps(meta)))
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, image=image, meta=np.array(json.dumps(meta)))
+            tmp.replace(path)
+        except OSError as exc:  # its message carries the full path
+            raise SiteDataError(
+                f"the decoded-image cache cannot be written ({type(exc).__name__}); give the user FLARE runs "
+                "as a writable folder in the site's 'image_cache' setting (local/fedhealth_site.json)"
+            ) from exc
         self.provenance()["items"][sha256] = {
             "item": str(path.relative_to(self.root)),
             "shape": list(image.shape),
@@ -83,7 +92,14 @@ class DecodedCache:
         """``{"settings", "digest", "items": {source sha256: {"item", "shape"}}}`` of this setting."""
         if self._provenance is None:
             path = self.root / self.digest / PROVENANCE_FILE
-            loaded = json.loads(path.read_text()) if path.is_file() else {}
+            try:
+                loaded = json.loads(path.read_text()) if path.is_file() else {}
+            except (OSError, ValueError) as exc:
+                raise SiteDataError(
+                    f"the image cache's {self.digest}/{PROVENANCE_FILE} cannot be read "
+                    f"({type(exc).__name__}); delete that folder of the cache and the site decodes its "
+                    "files again"
+                ) from exc
             self._provenance = {
                 "settings": self.settings,
                 "digest": self.digest,
@@ -94,6 +110,13 @@ class DecodedCache:
     def flush(self) -> Path:
         """Write the provenance record; returns its path."""
         path = self.root / self.digest / PROVENANCE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.provenance(), indent=1, sort_keys=True))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.provenance(), indent=1, sort_keys=True))
+        except OSError as exc:
+            raise SiteDataError(
+                f"the image cache's {PROVENANCE_FILE} cannot be written ({type(exc).__name__}); give the "
+                "user FLARE runs as a writable folder in the site's 'image_cache' setting "
+                "(local/fedhealth_site.json)"
+            ) from exc
         return path

@@ -6,10 +6,17 @@ the first Window Center/Width) -> MONOCHROME1 inversion (for MONOCHROME1, low va
 pydicom's ``apply_modality_lut`` and ``apply_voi_lut`` do the first two steps; this module scales the
 result by the VOI output range (the same range pydicom's windowing maps to), so the values mean the
 same at every site and every scanner. Colour images (RGB, YBR) come back as RGB in [0, 1].
+
+pydicom warns, and logs, with the offending value quoted (``Invalid value for VR UI: '...'``); the
+kit reads a site's files inside :func:`quiet_pydicom`, so no attribute value reaches a log.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +26,40 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
+# The defined terms of Photometric Interpretation (PS3.3 C.7.6.3.1.2): a message may name these.
+PHOTOMETRIC_TERMS = (
+    *GRAYSCALE,
+    "PALETTE COLOR",
+    "RGB",
+    "HSV",
+    "ARGB",
+    "CMYK",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_PARTIAL_422",
+    "YBR_PARTIAL_420",
+    "YBR_ICT",
+    "YBR_RCT",
+    "XYZ",
+)
+
+
+class DecodeError(ValueError):
+    """The image cannot be decoded; the message names attributes and counts, never an attribute's value."""
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and logger, which quote attribute values, while reading a site's files."""
+    logger = logging.getLogger("pydicom")
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.disabled = disabled
 
 
 @dataclass(frozen=True)
@@ -69,18 +110,23 @@ def decode(ds: Dataset, settings: DecodeSettings | None = None) -> np.ndarray:
     """Display values of one single-frame image: ``(H, W)`` grayscale or ``(H, W, 3)`` RGB, in [0, 1].
 
     Raises:
-        ValueError: the image is multi-frame, or its photometric interpretation is not supported.
+        DecodeError: the image is multi-frame, or its photometric interpretation is not supported.
         Exceptions of pydicom's pixel decoding (e.g. ``RuntimeError`` when no decoder is installed
-        for the transfer syntax) pass through: the quarantine names them.
+        for the transfer syntax) pass through: the quarantine names their type.
     """
     settings = settings or DecodeSettings()
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise ValueError(f"multi-frame image ({ds.NumberOfFrames} frames); one image per file is expected")
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError("the Number of Frames attribute is not a whole number") from exc
+    if frames > 1:
+        raise DecodeError(f"multi-frame image ({frames} frames); one image per file is expected")
     arr = ds.pixel_array
     if photometric not in GRAYSCALE:
         if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise ValueError(f"photometric interpretation {photometric!r} is not supported")
+            shown = repr(photometric) if photometric in PHOTOMETRIC_TERMS else "(not a defined term)"
+            raise DecodeError(f"photometric interpretation {shown} is not supported")
         # pydicom returns RGB for RGB and (by default) for YBR; scale by the stored bit depth.
         return (arr.astype(np.float64) / (2 ** int(ds.BitsStored) - 1)).astype(np.float32)
     values = apply_modality_lut(arr, ds).astype(np.float64)
@@ -97,5 +143,6 @@ def decode(ds: Dataset, settings: DecodeSettings | None = None) -> np.ndarray:
 
 def read_dicom(path: Path, settings: DecodeSettings | None = None) -> tuple[Dataset, np.ndarray]:
     """Read and decode one file; returns the dataset and its display values (see :func:`decode`)."""
-    ds = pydicom.dcmread(str(path))
-    return ds, decode(ds, settings)
+    with quiet_pydicom():
+        ds = pydicom.dcmread(str(path))
+        return ds, decode(ds, settings)

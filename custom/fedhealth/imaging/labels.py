@@ -4,7 +4,9 @@ A row is keyed by the image's file name (column ``file``, relative to the split 
 name) or by its ``sop_instance_uid``. Labels come either as one ``label`` column (0/1 for binary, a
 class index for multi-class) or, for multi-label, as one 0/1 column per finding or a ``findings``
 column in ChestX-ray14's ``Finding Labels`` form (``"Effusion|Mass"``, ``"No Finding"``; Wang et
-al. 2017, "ChestX-ray8"). Errors name the file, the line and the column, never a patient value.
+al. 2017, "ChestX-ray8"). Errors name the file, the line and the column, and count what is wrong;
+they never quote a label, a key or a file name the hospital chose (:mod:`fedhealth.data.messages`):
+a finding name next to a line number is a patient's diagnosis.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from fedhealth.data.messages import SiteDataError, file_label
 
 LABEL_TASKS = ("binary", "multiclass", "multilabel")
 CHESTXRAY14_FINDINGS = (
@@ -37,9 +41,11 @@ FILE_KEY = "file"
 UID_KEY = "sop_instance_uid"
 LABEL_COLUMN = "label"
 FINDINGS_COLUMN = "findings"
+LABELS_FILE = "labels.csv"
+SPLIT_FOLDERS = ("train", "val", "test")
 
 
-class LabelError(ValueError):
+class LabelError(SiteDataError):
     """A label table cannot be used; the message names the file, line and column."""
 
 
@@ -77,13 +83,16 @@ def read_labels(path: Path, spec: LabelSpec) -> tuple[str, dict[str, np.ndarray]
         LabelError: missing file or key column, duplicate keys, or a label out of range.
     """
     path = Path(path)
-    where = f"label file {path.parent.name}/{path.name}"
+    name = file_label(path, kit_names=(LABELS_FILE,), kit_folders=SPLIT_FOLDERS, fallback="(name not shown)")
+    where = f"label file {name}"
     if not path.is_file():
         raise LabelError(f"{where} is missing at this site")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise LabelError(f"{where} cannot be read as CSV: {type(exc).__name__}") from exc
+    except OSError as exc:  # its message carries the full path
+        raise LabelError(f"{where} cannot be opened: {type(exc).__name__}") from exc
     key = FILE_KEY if FILE_KEY in df.columns else UID_KEY if UID_KEY in df.columns else None
     if key is None:
         raise LabelError(f"{where} needs a {FILE_KEY!r} or {UID_KEY!r} column")
@@ -98,7 +107,7 @@ def read_labels(path: Path, spec: LabelSpec) -> tuple[str, dict[str, np.ndarray]
 def _parse(df: pd.DataFrame, spec: LabelSpec, where: str) -> list[np.ndarray]:
     if spec.task == "multilabel":
         if FINDINGS_COLUMN in df.columns:
-            return [_findings(text, spec.classes, where, i) for i, text in enumerate(df[FINDINGS_COLUMN])]
+            return _findings(df[FINDINGS_COLUMN], spec.classes, where)
         missing = [c for c in spec.classes if c not in df.columns]
         if missing:
             raise LabelError(f"{where} needs a {FINDINGS_COLUMN!r} column or columns {missing}")
@@ -115,20 +124,36 @@ def _ints(column: pd.Series, where: str, name: str, n: int) -> np.ndarray:
     numbers = pd.to_numeric(column, errors="coerce")
     bad = numbers.isna() | (numbers % 1 != 0) | (numbers < 0) | (numbers >= n)
     if bad.any():
-        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise LabelError(f"{where}, column {name!r}, line {line}: expected a whole number in 0..{n - 1}")
+        rows = np.flatnonzero(bad.to_numpy())
+        raise LabelError(
+            f"{where}, column {name!r}, line {int(rows[0]) + 2}: expected a whole number in 0..{n - 1} "
+            f"({len(rows)} line(s) in all)"
+        )
     return numbers.to_numpy().astype(np.int64)
 
 
-def _findings(text: str, classes: tuple[str, ...], where: str, row: int) -> np.ndarray:
-    out = np.zeros(len(classes), dtype=np.float32)
-    names = [t.strip() for t in str(text).split("|") if t.strip()]
-    for name in names:
-        if name == NO_FINDING:
-            continue
-        if name not in classes:
-            raise LabelError(f"{where}, column {FINDINGS_COLUMN!r}, line {row + 2}: unknown finding {name!r}")
-        out[classes.index(name)] = 1.0
+def _findings(column: pd.Series, classes: tuple[str, ...], where: str) -> list[np.ndarray]:
+    """0/1 vectors from ``"Effusion|Mass"`` texts; unknown names are counted, never quoted."""
+    out, unknown, bad_lines = [], set(), []
+    for row, text in enumerate(column):
+        vector = np.zeros(len(classes), dtype=np.float32)
+        names = [t.strip() for t in str(text).split("|") if t.strip()]
+        for name in names:
+            if name == NO_FINDING:
+                continue
+            if name not in classes:
+                unknown.add(name)
+                bad_lines.append(row + 2)
+                continue
+            vector[classes.index(name)] = 1.0
+        out.append(vector)
+    if unknown:
+        lines = sorted(set(bad_lines))
+        raise LabelError(
+            f"{where}, column {FINDINGS_COLUMN!r}: {len(lines)} line(s) name a finding that is not "
+            f"one of the job's {len(classes)} classes ({len(unknown)} distinct unknown value(s); first "
+            f"at line {lines[0]}); the job's classes are {list(classes)} and {NO_FINDING!r}, separated by '|'"
+        )
     return out
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
 
+from fedhealth.data.messages import SiteDataError
+
 PHI_TAGS = (
     "PatientName",
     "PatientID",
@@ -36,7 +38,7 @@ PHI_TAGS = (
 )
 
 
-class PhiError(ValueError):
+class PhiError(SiteDataError):
     """The site requires de-identified data and some files still carry identifying attributes."""
 
 

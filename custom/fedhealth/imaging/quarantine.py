@@ -4,13 +4,17 @@ A site's folder holds what its PACS export produced: good images, and sometimes 
 transfer, an object with no pixels, a compressed image no installed decoder can open, a structured
 report or an RT plan, or something that is not DICOM at all. Each such file goes to the quarantine
 report with one of the reasons below; training goes on with the valid files. Only when fewer than
-``min_images`` remain does the scan fail, with a message that gives the counts per reason. Nothing
-here logs a patient value; the report names files relative to the site's own folder and stays there.
+``min_images`` remain does the scan fail, with a message that gives the counts per reason.
+
+Nothing here logs or quotes a patient value: a reason's detail names DICOM attributes, registered
+SOP classes and transfer syntaxes, byte counts and tags, never an attribute's value or a library's
+message (which may quote one). The report names each file relative to the site's own folder (the
+site needs to know which file to fix), so it stays at the site, in its run folder; only the counts
+per reason leave it.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +22,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, UID_dictionary
 
-from fedhealth.imaging.dicom_reader import DecodeSettings, decode
+from fedhealth.data.messages import SiteDataError
+from fedhealth.imaging.dicom_reader import DecodeError, DecodeSettings, decode, quiet_pydicom
 
 TRUNCATED = "truncated"
 NO_PIXEL_DATA = "no_pixel_data"
@@ -42,7 +48,7 @@ PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
-class TooFewImagesError(ValueError):
+class TooFewImagesError(SiteDataError):
     """Fewer valid images than the site's minimum remain after quarantine."""
 
 
@@ -96,6 +102,13 @@ def candidate_files(root: Path) -> list[Path]:
     )
 
 
+def registered_name(uid: UID | str | None) -> str:
+    """A UID's registered DICOM name (``'JPEG-LS Lossless Image Compression'``), never an unknown value."""
+    if uid is not None and str(uid) in UID_dictionary:
+        return repr(UID(str(uid)).name)
+    return "(unregistered, UID not shown)"
+
+
 def _is_image_sop(ds: Dataset) -> bool | None:
     """True for an image storage SOP class, False for another object, None when the file names none."""
     uid = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
@@ -128,40 +141,43 @@ def check_file(path: Path, root: Path, settings: DecodeSettings | None = None) -
     def quarantine(reason: str, detail: str) -> FileCheck:
         return FileCheck(entry=QuarantineEntry(rel, reason, detail))
 
+    with quiet_pydicom():
+        return _check(Path(path), quarantine, settings)
+
+
+def _check(path: Path, quarantine, settings: DecodeSettings | None) -> FileCheck:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(str(path))
+        ds = pydicom.dcmread(str(path))
     except InvalidDicomError:
         return quarantine(UNREADABLE, "not a DICOM file (no 'DICM' preamble or file meta information)")
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a corrupt header
         return quarantine(UNREADABLE, f"the header cannot be parsed ({type(exc).__name__})")
-    cut = _truncated(ds, Path(path).stat().st_size)
+    cut = _truncated(ds, path.stat().st_size)
     if cut:
         return quarantine(TRUNCATED, cut)
     is_image = _is_image_sop(ds)
     has_pixels = any(k in ds for k in PIXEL_KEYWORDS)
     if is_image is False:
         uid = ds.get("SOPClassUID") or ds.file_meta.MediaStorageSOPClassUID
-        return quarantine(NON_IMAGE_OBJECT, f"SOP class {uid.name!r} is not an image")
+        return quarantine(NON_IMAGE_OBJECT, f"SOP class {registered_name(uid)} is not an image")
     if not has_pixels:
         return quarantine(NO_PIXEL_DATA, "the object has no Pixel Data element")
     syntax = ds.file_meta.get("TransferSyntaxUID")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = decode(ds, settings)
+        pixels = decode(ds, settings)
     except (RuntimeError, NotImplementedError) as exc:
-        if syntax is not None and syntax.is_compressed:
+        if syntax is not None and str(syntax) in UID_dictionary and syntax.is_compressed:
             return quarantine(
-                UNSUPPORTED_TRANSFER_SYNTAX, f"no installed decoder for transfer syntax {syntax.name!r}"
+                UNSUPPORTED_TRANSFER_SYNTAX,
+                f"no installed decoder for transfer syntax {registered_name(syntax)}",
             )
-        return quarantine(UNSUPPORTED_IMAGE, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        return quarantine(UNSUPPORTED_IMAGE, f"the pixel data cannot be decoded ({type(exc).__name__})")
+    except DecodeError as exc:  # the kit's own message: attributes and counts only
+        return quarantine(UNSUPPORTED_IMAGE, str(exc))
     except ValueError as exc:
-        message = str(exc).splitlines()[0]
-        if "less than expected" in message:
-            return quarantine(TRUNCATED, message[:160])
-        return quarantine(UNSUPPORTED_IMAGE, message[:160])
+        if "less than expected" in str(exc):
+            return quarantine(TRUNCATED, "the pixel data is shorter than the image's size needs")
+        return quarantine(UNSUPPORTED_IMAGE, f"the pixel data cannot be decoded ({type(exc).__name__})")
     except Exception as exc:  # noqa: BLE001 - a decoder failure must not stop the site
         return quarantine(UNSUPPORTED_IMAGE, f"{type(exc).__name__} while decoding")
     if not np.isfinite(pixels).all():

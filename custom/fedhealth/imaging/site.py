@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fedhealth.data.messages import SiteDataError
 from fedhealth.imaging.cache import DecodedCache, file_sha256
-from fedhealth.imaging.dicom_reader import DecodeSettings
-from fedhealth.imaging.labels import FILE_KEY, LabelSpec, read_labels
+from fedhealth.imaging.dicom_reader import DecodeSettings, quiet_pydicom
+from fedhealth.imaging.labels import FILE_KEY, LABELS_FILE, SPLIT_FOLDERS, LabelSpec, read_labels
 from fedhealth.imaging.phi_audit import identifying_tags, phi_summary, require_deidentified
 from fedhealth.imaging.quarantine import (
     NO_LABEL,
+    UNREADABLE,
     QuarantineEntry,
     QuarantineReport,
     candidate_files,
@@ -28,8 +30,7 @@ from fedhealth.imaging.quarantine import (
 from fedhealth.imaging.transforms import prepare, preprocess_settings
 
 CXR_DATASET_DIR = "cxr"
-LABELS_FILE = "labels.csv"
-SPLITS = ("train", "val", "test")
+SPLITS = SPLIT_FOLDERS
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,13 @@ def load_split(
     hits = 0
     for path in candidate_files(folder):
         rel = str(path.relative_to(folder))
-        sha = file_sha256(path) if cache is not None else ""
+        try:
+            sha = file_sha256(path) if cache is not None else ""
+        except OSError as exc:  # unreadable for the user FLARE runs as; its message carries the path
+            report.entries.append(
+                QuarantineEntry(rel, UNREADABLE, f"the file cannot be opened ({type(exc).__name__})")
+            )
+            continue
         item = cache.get(sha) if cache is not None else None
         if item is None:
             check = check_file(path, folder, settings.decode)
@@ -105,10 +112,11 @@ def load_split(
                 report.entries.append(check.entry)
                 continue
             image = prepare(check.pixels, settings.size, settings.channels, settings.intensity)
-            meta = {
-                "sop_instance_uid": str(check.dataset.get("SOPInstanceUID", "")),
-                "phi": identifying_tags(check.dataset),
-            }
+            with quiet_pydicom():  # reading an attribute converts it, and pydicom warns quoting it
+                meta = {
+                    "sop_instance_uid": str(check.dataset.get("SOPInstanceUID", "")),
+                    "phi": identifying_tags(check.dataset),
+                }
             if cache is not None:
                 cache.put(sha, image, meta)
         else:
@@ -144,13 +152,20 @@ def load_site_images(
     splits=SPLITS,
     cache_root: Path | None = None,
 ) -> dict[str, ImageSplit]:
-    """All splits of a site (``<data_root>/cxr/<split>``); a missing split folder is an error naming it."""
+    """All splits of a site (``<data_root>/cxr/<split>``).
+
+    Raises:
+        SiteDataError: a split folder is missing (named by the kit's own folder names), or any error
+            of :func:`load_split` (its subclasses :class:`~fedhealth.imaging.labels.LabelError`,
+            :class:`~fedhealth.imaging.phi_audit.PhiError`,
+            :class:`~fedhealth.imaging.quarantine.TooFewImagesError`).
+    """
     base = Path(data_root) / CXR_DATASET_DIR
     cache = DecodedCache(cache_root, settings.cache_settings()) if cache_root is not None else None
     out = {}
     for split in splits:
         folder = base / split
         if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {CXR_DATASET_DIR}/{split} is missing at this site")
+            raise SiteDataError(f"image folder {CXR_DATASET_DIR}/{split} is missing at this site")
         out[split] = load_split(folder, spec, settings, cache=cache)
     return out

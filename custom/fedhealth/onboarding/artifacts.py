@@ -3,7 +3,7 @@
 The model and the scaling come from a finished heart job's downloaded result
 (``<job>/workspace/app_server/FL_global_model.pt`` and ``<job>/workspace/fedhealth_scaling.json``);
 the rows from the site's own ``heart_disease/`` folder. Errors name files and columns, never
-patient values.
+patient values, and name a hospital's own CSV files by position only (:func:`file_labels`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,17 @@ import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 
-from fedhealth.constants import HEART_DATASET_DIR, S_FEATURES, S_MEAN, S_STD, SCALING_STATE_FILE
+from fedhealth.constants import (
+    HEART_DATASET_DIR,
+    S_FEATURES,
+    S_MEAN,
+    S_STD,
+    SCALING_STATE_FILE,
+    TEST_FILE,
+    TRAIN_FILE,
+)
 from fedhealth.data.features import CHOL_MISSING, Scaler, feature_names
+from fedhealth.data.messages import file_label
 from fedhealth.data.site_data import SiteDataError, SiteTable, read_split
 from fedhealth.models.state import tabular_from_weights
 from fedhealth.models.tabular import TabularNet
@@ -111,7 +120,8 @@ def site_files(data: Path) -> list[Path]:
     """The CSV files to read: ``data`` itself if it is a file, else ``data/heart_disease/*.csv``.
 
     Raises:
-        SiteDataError: when there is no such file.
+        SiteDataError: when there is no such file (the message does not repeat the path: a
+            hospital's folder names may carry identifiers).
     """
     data = Path(data)
     if data.is_file():
@@ -119,17 +129,34 @@ def site_files(data: Path) -> list[Path]:
     folder = data / HEART_DATASET_DIR
     files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
     if not files:
-        raise SiteDataError(f"no CSV file in {folder} (a site keeps its rows in {HEART_DATASET_DIR}/*.csv)")
+        raise SiteDataError(
+            f"no CSV file in the data folder's {HEART_DATASET_DIR}/ (a site keeps its rows in "
+            f"{HEART_DATASET_DIR}/*.csv, or pass one CSV file)"
+        )
     return files
 
 
+def file_labels(files: list[Path]) -> list[str]:
+    """How reports name the files read: the kit's own names (``heart_disease/train.csv``) as they are,
+    any other name as ``CSV file 2 of 3`` (sorted by name), since a hospital's file name may carry an
+    identifier."""
+    labels = []
+    for i, path in enumerate(files, start=1):
+        name = file_label(
+            path, kit_names=(TRAIN_FILE, TEST_FILE), kit_folders=(HEART_DATASET_DIR,), fallback=""
+        )
+        labels.append(name or f"CSV file {i} of {len(files)}")
+    return labels
+
+
 def read_site_rows(data: Path) -> tuple[SiteTable, list[str]]:
-    """All labelled rows of the site (every CSV concatenated) and the file names read."""
+    """All labelled rows of the site (every CSV concatenated) and how reports name the files read."""
     files = site_files(data)
-    tables = [read_split(f) for f in files]
+    labels = file_labels(files)
+    tables = [read_split(f, label=f"data file {label}") for f, label in zip(files, labels, strict=True)]
     features = pd.concat([t.features for t in tables], ignore_index=True)
-    labels = np.concatenate([t.labels for t in tables])
-    return SiteTable(features=features, labels=labels), [f"{f.parent.name}/{f.name}" for f in files]
+    labels_array = np.concatenate([t.labels for t in tables])
+    return SiteTable(features=features, labels=labels_array), labels
 
 
 def split_rows(labels: np.ndarray, *, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

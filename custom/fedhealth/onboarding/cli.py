@@ -19,12 +19,22 @@ from pathlib import Path
 def add_preflight_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kits", type=Path, nargs="+", help="startup kit folders to check")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for FLARE's check of one kit")
+    parser.add_argument(
+        "--user",
+        help="the user FLARE runs as, for the permission warnings (default: the user running this check)",
+    )
 
 
 def run_preflight_command(args: argparse.Namespace) -> int:
+    from fedhealth.onboarding.permissions import Identity
     from fedhealth.onboarding.preflight import check_kit, summary
 
-    checks = [check_kit(kit, timeout=args.timeout) for kit in args.kits]
+    try:
+        user = Identity.named(args.user) if getattr(args, "user", None) else None
+    except ValueError as exc:
+        print(f"preflight: {exc}", file=sys.stderr)
+        return 2
+    checks = [check_kit(kit, timeout=args.timeout, user=user) for kit in args.kits]
     print(summary(checks))
     return 0 if all(c.ok for c in checks) else 1
 

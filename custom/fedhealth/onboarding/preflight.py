@@ -9,6 +9,10 @@ For each kit, two checks:
    and refuses to start with "The following files are not secure content".)
 2. FLARE's ``nvflare preflight-check``: ports free and storage writable on the server, the server
    reachable from a site or admin kit, and a dry run.
+
+For a site kit it also warns (a warning, not a failure) when ``startup/``, ``local/`` or the site's
+data folder, or anything in them, is writable by the user FLARE runs as: the user running the
+check, or ``--user`` (:mod:`fedhealth.onboarding.permissions` states the rule).
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from pathlib import Path
 
 from nvflare.fuel.sec.security_content_service import LoadResult, SecurityContentManager
 
+from fedhealth.onboarding.permissions import Identity, permission_warnings
+
 SIGNATURE_FILE = "signature.json"
+SITE_STARTUP_FILE = "fed_client.json"  # in startup/ of a site kit (a server kit has fed_server.json)
 # A site's own file that replaces a provisioned one (FLARE reads it instead, not merged).
 OVERRIDES = {
     "authorization.json": "authorization.json.default (roles, BYOC)",
@@ -47,6 +54,7 @@ class KitCheck:
     flare_checks: list[tuple[str, str, str]] = field(default_factory=list)  # (check, problem, fix)
     flare_ok: bool = False
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # not failures: e.g. writable read-only folders
 
     @property
     def ok(self) -> bool:
@@ -116,14 +124,22 @@ def flare_preflight(kit: Path, timeout: float = 120.0) -> tuple[bool, list[tuple
     return proc.returncode == 0, rows, out
 
 
-def check_kit(kit: Path, *, timeout: float = 120.0) -> KitCheck:
-    """Both checks for one kit."""
+def check_kit(kit: Path, *, timeout: float = 120.0, user: Identity | None = None) -> KitCheck:
+    """Both checks for one kit, and for a site kit the permission warnings for ``user``.
+
+    Args:
+        kit: the startup kit folder.
+        timeout: seconds for FLARE's check.
+        user: the user FLARE runs as (default: the user running this check).
+    """
     result = KitCheck(kit=Path(kit))
     if not (result.kit / "startup").is_dir():
         result.tampered = [f"{kit} is not a startup kit (no startup/ folder)"]
         return result
     result.signed, result.tampered = check_signatures(result.kit)
     result.notes = site_files(result.kit)
+    if (result.kit / "startup" / SITE_STARTUP_FILE).is_file():
+        result.warnings = permission_warnings(result.kit, user)
     result.flare_ok, result.flare_checks, _ = flare_preflight(result.kit, timeout)
     return result
 
@@ -142,6 +158,7 @@ def summary(checks: list[KitCheck]) -> str:
                 "  integrity  -     kit carries no signatures (no HE context); mTLS is the trust anchor"
             )
         lines += [f"  note       {note}" for note in check.notes]
+        lines += [f"  warning    {warning}" for warning in check.warnings]
         for name, problem, fix in check.flare_checks:
             passed = problem.upper() == "PASSED"
             lines.append(

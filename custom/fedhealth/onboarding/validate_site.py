@@ -12,7 +12,8 @@
    1993) reaches the threshold; otherwise fine-tune a copy on the fine-tuning part (SGD, batch 4)
    and judge that copy on the same evaluation part.
 
-Only counts and metrics are reported, never patient values.
+Only counts and metrics are reported, never patient values; a hospital's own CSV files are named by
+position (``CSV file 2 of 3``), the kit's ``train.csv``/``test.csv`` by name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from fedhealth.data.features import encode
+from fedhealth.data.messages import safe_reason
 from fedhealth.onboarding.artifacts import (
     find_scaling,
     load_global_model,
@@ -267,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
             **_settings(args),
         )
     except (ValueError, OSError) as exc:  # SiteDataError and OnboardingError are ValueErrors
-        print(f"validate-site: {exc}", file=sys.stderr)
+        print(f"validate-site: {safe_reason(exc)}", file=sys.stderr)
         return 2
     print(format_report(result))
     if args.out is not None:

@@ -35,9 +35,10 @@ BAD = [
     ("file,label\na.dcm,yes\n", LabelSpec("binary"), "column 'label', line 2"),
     ("file,label\na.dcm,1\na.dcm,0\n", LabelSpec("binary"), "repeats a key in line 3"),
     (
-        "file,findings\na.dcm,Effusion|Tumour\n",
+        "file,findings\na.dcm,Effusion\nb.dcm,Effusion|Tumour\nc.dcm,Tumour|Polyp\n",
         LabelSpec("multilabel", CHESTXRAY14_FINDINGS),
-        "unknown finding 'Tumour'",
+        "2 line(s) name a finding that is not one of the job's 14 classes (2 distinct unknown value(s); "
+        "first at line 3)",
     ),
     (
         "file,label\na.dcm,5\n",
@@ -82,6 +83,7 @@ def test_bad_tables_name_file_line_and_column(
     with pytest.raises(LabelError) as info:
         read_labels(tmp_path / "labels.csv", spec)
     assert fragment in str(info.value) and "labels.csv" in str(info.value)
+    assert not {"Tumour", "Polyp", "a.dcm", "yes"} & set(str(info.value).replace("'", " ").split())
 
 
 def test_spec_checks() -> None:

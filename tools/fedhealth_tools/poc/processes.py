@@ -21,6 +21,8 @@ import psutil
 
 from fedhealth_tools.poc.workspace import PocError, PocLayout
 
+RUNUSER = "/usr/sbin/runuser"
+
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """True when something already listens on ``host:port``."""
@@ -54,11 +56,31 @@ class PocProcesses:
     Args:
         layout: the provisioned workspace.
         log_dir: where each participant's console output goes.
+        run_as: start every participant as this (unprivileged) user, through ``runuser`` (the
+            caller must be root); ``HOME`` is set to ``home``.
+        home: the ``HOME`` of the processes started with ``run_as``.
+        cwd: the working directory of every participant (default: its kit folder). ``python -m``
+            puts it first on the import path of the FLARE processes and their job processes.
+        env: environment variables set over this process's own (e.g. ``PATH`` to a Python the
+            ``run_as`` user may execute).
     """
 
-    def __init__(self, layout: PocLayout, log_dir: Path) -> None:
+    def __init__(
+        self,
+        layout: PocLayout,
+        log_dir: Path,
+        *,
+        run_as: str | None = None,
+        home: Path | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.layout = layout
         self.log_dir = Path(log_dir)
+        self.run_as = run_as
+        self.home = home
+        self.cwd = cwd
+        self.extra_env = dict(env or {})
         self._procs: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> PocProcesses:
@@ -72,6 +94,7 @@ class PocProcesses:
         # sub_start.sh calls `python3`: make it this environment's Python, with fedhealth installed.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.pop("NVFL_WORKSPACE", None)
+        env.update(self.extra_env)
         return env
 
     def _start(self, name: str, *, append: bool = False) -> None:
@@ -81,9 +104,20 @@ class PocProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         mode = "ab" if append else "wb"
         log = open(self.log_dir / f"{name}.log", mode)  # noqa: SIM115 - closed with the process
+        command = ["bash", str(script), "--once"]
+        if self.run_as is not None:
+            command = [
+                RUNUSER,
+                "-u",
+                self.run_as,
+                "--",
+                "env",
+                f"HOME={self.home or '/nonexistent'}",
+                *command,
+            ]
         self._procs[name] = subprocess.Popen(
-            ["bash", str(script), "--once"],
-            cwd=self.layout.kit(name),
+            command,
+            cwd=self.cwd or self.layout.kit(name),
             env=self._env(),
             stdout=log,
             stderr=subprocess.STDOUT,
