@@ -237,3 +237,29 @@ def test_a_site_that_opts_in_streams_logs_and_a_consortium_may_give_leads_shell(
     text = report(prod, read_kits(prod))
     assert text.count("job logs: streamed to the server") == 1
     assert "shell commands: lead, org_admin, project_admin; job logs: streamed to the server" in text
+
+
+# (role, org, right, expected) evaluated by FLARE's own authorizer on cleveland's kit policy.
+RIGHT_CASES = [
+    ("project_admin", "fedhealth", "download_job_components", True),  # "any" keeps every FLARE right
+    ("project_admin", "fedhealth", "app_command", True),
+    ("project_admin", "fedhealth", "shell_commands", True),
+    ("project_admin", "fedhealth", "byoc", False),
+    ("lead", "cleveland_clinic", "submit_job", True),
+    ("lead", "cleveland_clinic", "shell_commands", False),  # not even on its own organisation's site
+    ("lead", "cleveland_clinic", "byoc", False),
+    ("org_admin", "cleveland_clinic", "shell_commands", True),
+    ("member", "va_long_beach", "submit_job", False),
+]
+
+
+@pytest.mark.parametrize(("role", "org", "right", "expected"), RIGHT_CASES)
+def test_rights_as_flare_evaluates_them(prod: Path, role: str, org: str, right: str, expected: bool) -> None:
+    from nvflare.fuel.sec.authz import AuthzContext, Person
+    from nvflare.security.security import FLAuthorizer
+
+    policy = json.loads((prod / "cleveland" / "local" / "authorization.json.default").read_text())
+    authorizer = FLAuthorizer("cleveland_clinic", policy)
+    user = Person(f"{role}@x.example", org, role)
+    allowed, _ = authorizer.authorize(AuthzContext(right=right, user=user, submitter=user))
+    assert allowed is expected

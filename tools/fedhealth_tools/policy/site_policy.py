@@ -22,7 +22,7 @@ the site's ledger); both remember the global model on the data chain, so both mu
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from fedhealth.constants import (
@@ -61,11 +61,17 @@ REMOVED_SITES = "fedhealth.widgets.removed_sites.RemovedSites"
 CHAINS = ("task_data_filters", "task_result_filters")
 
 
-def authorization_policy(base: Mapping, *, byoc: bool, lead_shell_commands: bool = False) -> dict:
+def authorization_policy(
+    base: Mapping, *, byoc: bool, lead_shell_commands: bool = False, rights: Sequence[str] = RIGHTS
+) -> dict:
     """FLARE's authorization policy ``base`` with the ``byoc`` right of every role set.
 
     A role given ``"any"`` (all rights, e.g. ``project_admin``) is spelled out right by right so
-    that ``byoc`` alone can be switched off.
+    that ``byoc`` alone can be switched off: ``rights`` must then be every right FLARE checks (its
+    command categories and every command without one, such as ``download_job_components``;
+    :func:`fedhealth_tools.provision.site_policy_builder.flare_rights`), or the role loses those
+    that are missing (FLARE evaluates a role's catch-all ``*`` before any single right, so
+    ``{"*": "any", "byoc": "none"}`` would not switch ``byoc`` off).
 
     Args:
         base: FLARE's policy (``authorization.json.default`` as provisioned).
@@ -78,14 +84,14 @@ def authorization_policy(base: Mapping, *, byoc: bool, lead_shell_commands: bool
     if not isinstance(permissions, dict) or not permissions:
         raise ValueError("The authorization policy has no 'permissions' table of roles.")
     value = ANY if byoc else NONE
-    for role, rights in list(permissions.items()):
-        if isinstance(rights, str):
-            rights = {right: rights for right in RIGHTS}
-        rights = dict(rights)
-        rights[BYOC] = value
+    for role, granted in list(permissions.items()):
+        if isinstance(granted, str):
+            granted = {right: granted for right in rights}
+        granted = dict(granted)
+        granted[BYOC] = value
         if role == LEAD and not lead_shell_commands:
-            rights[SHELL] = NONE
-        permissions[role] = rights
+            granted[SHELL] = NONE
+        permissions[role] = granted
     return policy
 
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nvflare.apis.fl_constant import AdminCommandNames
 from nvflare.lighter.spec import Project, ProvisionContext
+from nvflare.security.security import COMMAND_CATEGORIES
 
 from fedhealth.constants import SITE_CONFIG_DEFAULT_FILE
 from fedhealth_tools.policy.site_policy import (
+    RIGHTS,
     add_removed_sites,
     authorization_policy,
     privacy_policy,
@@ -129,7 +132,9 @@ class SitePolicyBuilder(AllowListBuilder):
             local = Path(ctx.get_local_dir(server))
             _edit(
                 local / AUTHZ_FILE,
-                lambda base: authorization_policy(base, byoc=self.server_byoc, lead_shell_commands=shell),
+                lambda base: authorization_policy(
+                    base, byoc=self.server_byoc, lead_shell_commands=shell, rights=flare_rights()
+                ),
             )
             if self.removed:
                 _edit(local / RESOURCES_FILE, lambda res: add_removed_sites(res, self.removed))
@@ -139,7 +144,7 @@ class SitePolicyBuilder(AllowListBuilder):
             _edit(
                 local / AUTHZ_FILE,
                 lambda base, p=policy: authorization_policy(
-                    base, byoc=bool(p["byoc"]), lead_shell_commands=shell
+                    base, byoc=bool(p["byoc"]), lead_shell_commands=shell, rights=flare_rights()
                 ),
             )
             privacy = privacy_policy(self.scopes, list(policy["scopes"]), policy["default_scope"])
@@ -147,6 +152,12 @@ class SitePolicyBuilder(AllowListBuilder):
             _edit(local / RESOURCES_FILE, lambda res, c=client: size_resources(res, c.get_prop("capacity")))
             limits = site_limits_file(self.limits, client.name)
             (local / LIMITS_FILE).write_text(json.dumps(limits, indent=2))
+
+
+def flare_rights() -> tuple[str, ...]:
+    """Every right FLARE 2.9 checks: its command categories, and each command that has none."""
+    commands = {v for k, v in vars(AdminCommandNames).items() if not k.startswith("_") and isinstance(v, str)}
+    return tuple(sorted({*RIGHTS, *COMMAND_CATEGORIES.values(), *(commands - set(COMMAND_CATEGORIES))}))
 
 
 def _edit(path: Path, change) -> None:
