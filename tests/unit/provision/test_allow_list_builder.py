@@ -15,6 +15,7 @@ from fedhealth_tools.poc.workspace import PocLayout, prepare_workspace, write_he
 from fedhealth_tools.provision.allow_list import load
 from fedhealth_tools.provision.allow_list_builder import (
     GUARD,
+    JOB_LOG_STREAMER,
     AllowListBuilder,
     check_entries,
     site_resources,
@@ -75,19 +76,20 @@ def test_the_list_is_the_shipped_one_plus_extra() -> None:
     assert AllowListBuilder(extra=[persistor]).allow == SHIPPED  # already there
 
 
-# (stream_logs argument, the resulting allow_log_streaming; None: the key is left alone)
-RESOURCE_CASES = [(False, False), (True, True), (None, "absent")]
+# (stream_logs argument, the resulting allow_log_streaming (None: the key is left alone), the extra
+# entry: a streaming site must allow the JobLogStreamer FLARE's SiteLogStreamer injects in every job)
+RESOURCE_CASES = [(False, False, []), (True, True, [JOB_LOG_STREAMER]), (None, "absent", [])]
 
 
-@pytest.mark.parametrize(("stream", "expected"), RESOURCE_CASES)
-def test_site_resources_replace_the_list_and_add_the_guard_once(stream, expected) -> None:
+@pytest.mark.parametrize(("stream", "expected", "streamer"), RESOURCE_CASES)
+def test_site_resources_replace_the_list_and_add_the_guard_once(stream, expected, streamer) -> None:
     resources = {
         "format_version": 2,
         "class_allow_list": list(DEFAULT_CLASS_ALLOW_LIST),
         "components": [{"id": "x", "path": "a.B"}],
     }
     out = site_resources(resources, SHIPPED, stream_logs=stream)
-    assert out["class_allow_list"] == SHIPPED
+    assert out["class_allow_list"] == [*SHIPPED, *streamer]
     assert out["components"] == [
         {"id": "x", "path": "a.B"},
         {"id": "component_guard", "path": GUARD, "args": {}},

@@ -34,6 +34,9 @@ LOG_STREAMING_KEY = "allow_log_streaming"
 RESOURCE_FILES = ("resources.json.default", "resources.json")
 GUARD = "fedhealth.widgets.component_guard.ComponentGuard"
 GUARD_COMPONENT = {"id": "component_guard", "path": GUARD, "args": {}}
+# What FLARE's SiteLogStreamer injects into every job of a site that streams its logs: such a site
+# must allow it, or every job it runs fails to build.
+JOB_LOG_STREAMER = "nvflare.app_common.logging.job_log_streamer.JobLogStreamer"
 
 
 def check_entries(entries: Iterable[object]) -> list[str]:
@@ -76,9 +79,12 @@ def site_resources(resources: Mapping, allow: list[str], *, stream_logs: bool | 
         resources: the kit's ``resources.json(.default)`` as provisioned.
         allow: the allow-list (replaces any list there).
         stream_logs: a site's ``allow_log_streaming``; None (the server) leaves the key as it is.
+            A site that streams also allows :data:`JOB_LOG_STREAMER`, which FLARE injects into its jobs.
     """
     out = dict(resources)
-    out[ALLOW_LIST_KEY] = list(allow)
+    out[ALLOW_LIST_KEY] = (
+        [*allow, JOB_LOG_STREAMER] if stream_logs and JOB_LOG_STREAMER not in allow else list(allow)
+    )
     components = [c for c in out.get("components", []) if c.get("path") != GUARD]
     out["components"] = [*components, dict(GUARD_COMPONENT)]
     if stream_logs is not None:
