@@ -18,7 +18,9 @@ config only, and each must be refused at the site with a message that says why:
    the control: a site that lowers its own floor gets its patient recovered exactly;
 6. a label value planted in a site's label file never reaches the server or the submitter.
 
-Marked ``slow`` and ``provisioning``; about four minutes.
+The attack components of 1-3 live in ``fedhealth_tools`` (provisioning, POC), which hospitals do not
+install; this machine has it, so what refuses them here is the site's allow-list and guard, the
+worst case. Marked ``slow`` and ``provisioning``; about three minutes on two cores.
 """
 
 from __future__ import annotations
@@ -253,7 +255,7 @@ def test_files_outside_the_workspace_stay_untouched(fed: PocLayout, tmp_path: Pa
 
 
 def test_an_allowed_class_cannot_write_outside_its_run_folder(fed: PocLayout, tmp_path: Path) -> None:
-    outside = tmp_path / "tb_outside"
+    outside = tmp_path / "tb_target"
     job = _job(tmp_path, "tb_outside", sites=HEART_SITES)
 
     def redirect(config: dict) -> None:
@@ -310,13 +312,17 @@ def test_only_a_site_that_opted_in_streams_its_error_log(fed: PocLayout, tmp_pat
 
 # --------------------------------------------------------------------------- 5. one-patient inversion
 def _inversion_job(tmp: Path, name: str, *, sites: tuple[str, ...], batch: int, lr: float) -> Path:
-    job = _job(
-        tmp, name, sites=sites, executor_args={"batch_size": batch, "local_steps": 1, "optimizer": "sgd"}
-    )
-    _edit(
-        job / "app" / "config" / "config_fed_server.json",
-        lambda c: next(x for x in c["components"] if x["id"] == "shareable_generator")["args"].update(lr=lr),
-    )
+    """One SGD step a round on ``batch`` patients at learning rate ``lr``; every site's answer is kept."""
+    local = {"batch_size": batch, "local_steps": 1, "optimizer": "sgd"}
+    job = _job(tmp, name, sites=sites, executor_args=local)
+
+    def attack(config: dict) -> None:
+        next(x for x in config["components"] if x["id"] == "shareable_generator")["args"].update(lr=lr)
+        next(w for w in config["workflows"] if w["id"] == "scatter_and_gather")["args"].update(
+            ignore_result_error=True
+        )
+
+    _edit(job / "app" / "config" / "config_fed_server.json", attack)
     return job
 
 
@@ -339,17 +345,17 @@ def _recovered(layout: PocLayout, result: Path, site: str):
 def test_one_patient_inversion_is_declined_at_standard_and_strict_sites(
     fed: PocLayout, tmp_path: Path
 ) -> None:
-    status, _, result = _run(
+    _, _, result = _run(
         fed, _inversion_job(tmp_path, "invert", sites=HEART_SITES, batch=1, lr=1000.0), tmp_path
     )
-    assert status != "FINISHED:COMPLETED"
     reasons = {f["site"]: f["reason"] for f in _failures(result) if f["task"] == "train"}
     assert set(reasons) == set(HEART_SITES)
     for site, reason in reasons.items():
         assert f"site {site} failed task 'train': site policy:" in reason
         assert "batch_size 1 is below this site's min_batch_size 16" in reason
         assert "learning rate 1000 is above this site's max_learning_rate 1" in reason
-    assert not [p for p in result.rglob("model_shareables/*")]  # no local model came back
+    shared = sorted(p.name for p in result.rglob("model_shareables/*"))
+    assert shared == ["SRV_FL_global_model.pt"]  # the server's model only: no site's local model came back
 
 
 def test_with_the_floors_met_no_patient_is_recovered(fed: PocLayout, tmp_path: Path) -> None:
@@ -396,7 +402,8 @@ def test_a_planted_label_value_never_leaves_the_site(fed: PocLayout, tmp_path: P
     status, meta, result = _run(fed, job, tmp_path)
     assert status != "FINISHED:COMPLETED"
     reasons = [f["reason"] for f in _failures(result) if f["site"] == "radiology"]
-    assert reasons and all("unknown finding" in r and "line 3" in r for r in reasons)
+    assert reasons and all("a finding that is not one of the job's 2 classes" in r for r in reasons)
+    assert all("first at line 3" in r for r in reasons)  # where, not what
     texts = [
         json.dumps(meta),
         *(
