@@ -13,7 +13,8 @@ Per-round curves stream to the server's TensorBoard receiver (aggregate numbers 
 The site sets the floor, not the job: before a ``train`` task runs, the base checks the request
 (:meth:`SiteExecutor.train_request`: batch size, steps, training rows, the server's learning rate,
 DP-SGD) against the site's own limits under the job's privacy scope
-(:mod:`fedhealth.policy.site_limits`), and ``submit_model`` against ``allow_submit_model``; a request
+(:mod:`fedhealth.policy.site_limits`), ``submit_model`` against ``allow_submit_model`` and the
+federated-statistics task against ``min_examples_per_round`` (a small cell is not released); a request
 that does not meet them is declined through :meth:`SiteExecutor.fail` with every reason, each
 opening ``site policy:`` and naming the setting and the file that set it.
 """
@@ -41,6 +42,7 @@ from fedhealth.policy.site_limits import (
     EffectiveLimits,
     SiteLimits,
     TrainRequest,
+    check_statistics,
     check_submit_model,
     check_train,
     planned_steps,
@@ -177,6 +179,8 @@ class SiteExecutor(Executor):
             return check_train(self.train_request(shareable, fl_ctx), self.effective_limits(fl_ctx))
         if task_name == C.TASK_SUBMIT_MODEL:
             return check_submit_model(self.effective_limits(fl_ctx))
+        if task_name == C.TASK_FED_STATS:
+            return check_statistics(self.n_train(), self.effective_limits(fl_ctx))
         return []
 
     def fail(self, fl_ctx: FLContext, task_name: str, reason: str) -> Shareable:

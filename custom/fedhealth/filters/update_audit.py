@@ -10,7 +10,6 @@ Only sizes of changes are recorded, never data.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from nvflare.apis.dxo import DataKind
@@ -21,6 +20,7 @@ from nvflare.apis.shareable import ReservedHeaderKey, Shareable
 from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 
+from fedhealth.atomic import write_json
 from fedhealth.constants import META_PRIVACY, UPDATE_AUDIT_FILE
 from fedhealth.filters.model_update import model_dxo
 from fedhealth.policy.update_rules import update_deltas
@@ -55,7 +55,5 @@ class UpdateAudit(Filter):
         )
         workspace = fl_ctx.get_engine().get_workspace()
         path = Path(workspace.get_run_dir(fl_ctx.get_job_id())) / UPDATE_AUDIT_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._records, indent=2))
-        tmp.replace(path)
+        write_json(path, self._records)
         return shareable

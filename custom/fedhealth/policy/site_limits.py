@@ -231,6 +231,21 @@ def check_submit_model(limits: EffectiveLimits) -> list[str]:
     ]
 
 
+def check_statistics(n_train: int, limits: EffectiveLimits) -> list[str]:
+    """The reason the site declines to send aggregate statistics of its training rows, if it does.
+
+    Feature moments (counts, sums, sums of squares) of fewer patients than the site's
+    ``min_examples_per_round`` are a small cell: the site does not release them.
+    """
+    floor = limits.values.min_examples_per_round
+    if n_train >= floor:
+        return []
+    return [
+        f"{SITE_POLICY_DECLINED}: statistics of {n_train} training rows are a small cell, below this "
+        f"site's min_examples_per_round {floor} ({limits.sources['min_examples_per_round']})"
+    ]
+
+
 def planned_steps(n_train: int, *, batch_size: int, local_steps: int = 0, local_epochs: int = 1) -> int:
     """Optimizer steps a round: ``local_steps``, or ``local_epochs`` passes of ``ceil(n / batch)`` batches."""
     if local_steps > 0:

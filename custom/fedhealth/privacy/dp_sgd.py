@@ -26,6 +26,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedhealth.atomic import write_json
 from fedhealth.constants import DP_ACCOUNTANT_FILE as ACCOUNTANT_FILE
 from fedhealth.constants import DP_LEDGER_FILE as LEDGER_FILE
 from fedhealth.constants import M_PRIVACY
@@ -177,11 +178,8 @@ class PrivateTrainer:
         if path is None:
             return
         state = self.engine.accountant.state_dict()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"history": [list(h) for h in state["history"]], "mechanism": state["mechanism"]})
-        )
-        tmp.replace(path)
+        history = [list(h) for h in state["history"]]
+        write_json(path, {"history": history, "mechanism": state["mechanism"]}, indent=None)
 
     @property
     def total_steps(self) -> int:

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fedhealth.atomic import write_json
+
 
 @dataclass(frozen=True)
 class LedgerEntry:
@@ -79,6 +81,4 @@ class PrivacyLedger:
     def save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(self.path)  # atomic: a restart never reads half a ledger
+        write_json(self.path, self.to_dict())  # a restart never reads half a ledger

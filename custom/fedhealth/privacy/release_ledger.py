@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fedhealth.atomic import write_json
 from fedhealth.policy.update_rules import release_epsilon
 
 # Opacus's RDP conversion is not exact to the last digit; a plan that ends exactly at the cap passes.
@@ -100,6 +101,4 @@ class ReleaseLedger:
     def save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(self.path)  # atomic: a restart never reads half a ledger
+        write_json(self.path, self.to_dict())  # a restart never reads half a ledger

@@ -46,3 +46,9 @@ def test_written_sites_load_with_the_site_loader(tmp_path: Path) -> None:
     train, test = load_site(folders["site-003"])
     assert len(train) >= 8 and len(test) >= 4
     assert set(train.labels) <= {0.0, 1.0}
+
+
+def test_default_sites_meet_the_sites_default_floor() -> None:
+    """100 sites from 486 training patients: each is topped up to 16 rows, or it would decline every task."""
+    split = synthetic_split(100)
+    assert min(len(train) for train, _ in split.values()) == 16

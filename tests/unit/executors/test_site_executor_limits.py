@@ -231,3 +231,24 @@ def test_scaffold_checks_its_own_learning_rate_schedule(tmp_path: Path, heart_sp
     assert f"learning rate 5 is above this site's max_learning_rate 1 ({BUILT_IN})" in reply.get_header(
         C.HEADER_ERROR
     )
+
+
+# (the site's min_examples_per_round, whether cleveland (199 training rows) sends its feature moments)
+STATISTICS_CASES = [(16, True), (199, True), (200, False)]
+
+
+@pytest.mark.parametrize(("floor", "sends"), STATISTICS_CASES)
+def test_feature_moments_of_a_small_cell_are_not_released(
+    tmp_path: Path, heart_splits: dict, floor: int, sends: bool
+) -> None:
+    executor, fl_ctx = _start(tmp_path, heart_splits, {"limits": {"min_examples_per_round": floor}}, None)
+    reply = _run(executor, C.TASK_FED_STATS, fl_ctx)
+    if sends:
+        assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK
+        assert from_shareable(reply).data[C.M_N_TRAIN] == 199
+    else:
+        assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+        assert reply.get_header(C.HEADER_ERROR) == (
+            "site cleveland failed task 'fed_stats': site policy: statistics of 199 training rows are a "
+            f"small cell, below this site's min_examples_per_round 200 ({OWN} limits)"
+        )

@@ -3,7 +3,9 @@
 For scale tests and benchmarks only: the 740 usable UCI patients are pooled (train and test kept
 apart, FLamby's split), shuffled with a seed, and dealt to ``n_sites`` sites. A site whose share
 is smaller than ``min_train`` / ``min_test`` rows is topped up with further rows drawn from the
-pool (so with many sites, sites share patients: the point is cost, not accuracy).
+pool (so with many sites, sites share patients: the point is cost, not accuracy). ``min_train``
+defaults to 16, the sites' default floor (one batch of 16 distinct patients per update): a smaller
+synthetic site would decline every task.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _deal(pool: pd.DataFrame, n_sites: int, minimum: int, rng: np.random.Generat
 
 
 def synthetic_split(
-    n_sites: int, *, seed: int = 0, min_train: int = 8, min_test: int = 4, csv_path: Path | None = None
+    n_sites: int, *, seed: int = 0, min_train: int = 16, min_test: int = 4, csv_path: Path | None = None
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """``{site: (train, test)}`` for ``n_sites`` synthetic sites (UCI-coded columns plus the label)."""
     if min_train < 1 or min_test < 1:
