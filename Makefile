@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-scale bench-jobs clean
+.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-scale bench-jobs bench-strict-scope clean
 
 setup: $(STAMP)
 
@@ -76,6 +76,10 @@ bench-cxr: setup
 
 bench-scale: setup
 	$(PY) scripts/bench_scale.py --out results/bench_scale.json
+
+# The strict privacy scope (DPUpdate at one site): update norms, epsilon and accuracy against clip and noise.
+bench-strict-scope: setup
+	$(PY) scripts/bench_strict_scope.py --out results/bench_strict_scope.json
 
 # Every shipped heart job as it ships, in one real POC federation (the job READMEs quote it).
 bench-jobs: setup

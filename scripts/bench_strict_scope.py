@@ -1,6 +1,7 @@
 """The strict privacy scope (ExcludeLayers on the bias + DPUpdate) on the heart job: sizes and costs.
 
-Run as ``python scripts/bench_strict_scope.py --out results/bench_strict_scope.json``.
+Run as ``python scripts/bench_strict_scope.py --out results/bench_strict_scope.json``
+(``make bench-strict-scope``).
 
 The in-process twin of ``jobs/heart_fedavg`` (:func:`fedhealth_tools.training.federation.run_federation`:
 the sites' own training code, sample-weighted FedAvg), logistic regression, global scaling, SGD at
