@@ -148,7 +148,10 @@ def heart_task(patch):
     """A good site whose ``fed_stats`` task meets a library error (the executor's task-time path)."""
 
     def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], str]:
-        kit = _heart_site(tmp_path, _heart_rows().to_csv(index=False))
+        # Six training rows are a small cell under the default floor: this site lowers its own, so
+        # that the task reaches the library error.
+        limits = {C.SITE_LIMITS_KEY: {"min_examples_per_round": 1}}
+        kit = _heart_site(tmp_path, _heart_rows().to_csv(index=False), settings=limits)
 
         def run() -> str:
             executor, fl_ctx = HeartExecutor(stream_metrics=False, n_bootstrap=20), _context(kit)
