@@ -25,16 +25,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from nvflare.apis.dxo import DXO, DataKind, from_shareable
+from nvflare.apis.dxo import DXO, DataKind
 from nvflare.apis.dxo_filter import DXOFilter
 from nvflare.apis.filter import FilterChainType, FilterContextKey
 from nvflare.apis.fl_constant import FLContextKey
 from nvflare.apis.fl_context import FLContext
-from nvflare.apis.shareable import ReturnCode, Shareable
+from nvflare.apis.shareable import Shareable
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth.constants import DP_UPDATE_DECLINED, DP_UPDATE_LEDGER_FILE, META_PRIVACY, TASK_TRAIN
-from fedhealth.filters.model_update import MODEL_KINDS, model_dxo
+from fedhealth.filters.model_update import MODEL_KINDS, model_dxo, nested_model
 from fedhealth.policy.update_rules import dp_release, noise_std
 from fedhealth.privacy.release_ledger import ReleaseEntry, ReleaseLedger
 
@@ -91,7 +91,7 @@ class DPUpdate(DXOFilter):
                 self._remember(dxo, shareable, fl_ctx)
             return shareable
         if dxo is None:
-            if _nested_model(shareable):
+            if nested_model(shareable):
                 raise ValueError(
                     "DPUpdate: the result holds a model inside a COLLECTION (e.g. SCAFFOLD's weights and "
                     "control variates), which this privacy scope cannot release with DP; refusing to send it."
@@ -192,15 +192,3 @@ def _pinned_layers(dxo: DXO) -> list[str]:
         if isinstance(stamp, dict) and stamp.get("filter") == "ExcludeLayers":
             pinned += [name for name in stamp.get("layers", []) if name in dxo.data]
     return pinned
-
-
-def _nested_model(shareable: Shareable) -> bool:
-    if shareable.get_return_code(ReturnCode.OK) != ReturnCode.OK:
-        return False
-    try:
-        dxo = from_shareable(shareable)
-    except ValueError:
-        return False
-    return dxo.data_kind == DataKind.COLLECTION and any(
-        isinstance(v, DXO) and v.data_kind in MODEL_KINDS for v in (dxo.data or {}).values()
-    )

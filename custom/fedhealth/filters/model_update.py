@@ -14,12 +14,27 @@ from nvflare.apis.shareable import ReturnCode, Shareable
 MODEL_KINDS = (DataKind.WEIGHTS, DataKind.WEIGHT_DIFF)
 
 
-def model_dxo(shareable: Shareable) -> DXO | None:
-    """The shareable's DXO when it carries model weights or weight differences, else None."""
+def result_dxo(shareable: Shareable) -> DXO | None:
+    """The shareable's DXO when the task succeeded and it carries one, else None."""
     if shareable.get_return_code(ReturnCode.OK) != ReturnCode.OK:
         return None
     try:
-        dxo = from_shareable(shareable)
+        return from_shareable(shareable)
     except ValueError:
         return None
-    return dxo if dxo.data_kind in MODEL_KINDS and dxo.data else None
+
+
+def model_dxo(shareable: Shareable) -> DXO | None:
+    """The shareable's DXO when it carries model weights or weight differences, else None."""
+    dxo = result_dxo(shareable)
+    return dxo if dxo is not None and dxo.data_kind in MODEL_KINDS and dxo.data else None
+
+
+def nested_model(shareable: Shareable) -> bool:
+    """Whether the shareable is a ``COLLECTION`` holding a model DXO (e.g. SCAFFOLD's weights and ``c``)."""
+    dxo = result_dxo(shareable)
+    return (
+        dxo is not None
+        and dxo.data_kind == DataKind.COLLECTION
+        and any(isinstance(v, DXO) and v.data_kind in MODEL_KINDS for v in (dxo.data or {}).values())
+    )

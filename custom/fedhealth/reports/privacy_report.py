@@ -50,7 +50,8 @@ def privacy_section(record: dict) -> dict | None:
     return {"rounds": numbers, "epsilon": epsilon, "final": final, "stopped": stopped}
 
 
-def _fmt(value: float | None, spec: str = ".2f") -> str:
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    """A number for a report table; ``–`` where there is none."""
     return "–" if value is None else format(value, spec)
 
 
@@ -67,14 +68,14 @@ def privacy_markdown(section: dict | None) -> str:
     for site in sites:
         f = section["final"][site]
         lines.append(
-            f"| {site} | {_fmt(f['epsilon'], '.3f')} | {f['delta']:.2g} | "
-            f"{_fmt(f['noise_multiplier'], '.3f')} | {f['max_grad_norm']:g} | "
+            f"| {site} | {fmt(f['epsilon'], '.3f')} | {f['delta']:.2g} | "
+            f"{fmt(f['noise_multiplier'], '.3f')} | {f['max_grad_norm']:g} | "
             f"{f['sample_rate']:.3f} | {f['rounds_trained']} |"
         )
     lines += ["", "ε spent so far, per round (– : the site sent no update):", ""]
     lines += ["| round | " + " | ".join(sites) + " |", "|---:|" + "---:|" * len(sites)]
     for i, number in enumerate(section["rounds"]):
-        lines.append(f"| {number} | " + " | ".join(_fmt(section["epsilon"][s][i]) for s in sites) + " |")
+        lines.append(f"| {number} | " + " | ".join(fmt(section["epsilon"][s][i]) for s in sites) + " |")
     lines += ["", "![epsilon per site per round](privacy.png)", ""]
     if section["stopped"]:
         lines += ["Sites that stopped at their privacy budget:", ""]

@@ -7,6 +7,8 @@ noise multiplier and standard deviation, the clip norm, the round and the task.
 
 from __future__ import annotations
 
+from fedhealth.reports.privacy_report import fmt
+
 FINAL_KEYS = ("epsilon", "delta", "noise_multiplier", "noise_std", "clip_norm", "releases")
 
 
@@ -32,10 +34,6 @@ def update_privacy_section(record: dict) -> dict | None:
     return {"rounds": rounds, "epsilon": epsilon, "final": final, "other": other}
 
 
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "–" if value is None else format(value, spec)
-
-
 def update_privacy_markdown(section: dict | None) -> str:
     """The final (ε, δ) per site, ε per round, and releases made for other tasks."""
     if not section:
@@ -53,19 +51,19 @@ def update_privacy_markdown(section: dict | None) -> str:
     for site in sites:
         f = section["final"][site]
         lines.append(
-            f"| {site} | {_fmt(f['epsilon'], '.3f')} | {f['delta']:.2g} | "
-            f"{_fmt(f['noise_multiplier'], '.3f')} | {_fmt(f['noise_std'], '.3g')} | {f['clip_norm']:g} | "
+            f"| {site} | {fmt(f['epsilon'], '.3f')} | {f['delta']:.2g} | "
+            f"{fmt(f['noise_multiplier'], '.3f')} | {fmt(f['noise_std'], '.3g')} | {f['clip_norm']:g} | "
             f"{f['releases']} |"
         )
     if section["rounds"]:
         lines += ["", "ε spent so far, per round (– : no release that round):", ""]
         lines += ["| round | " + " | ".join(sites) + " |", "|---:|" + "---:|" * len(sites)]
         for i, number in enumerate(section["rounds"]):
-            lines.append(f"| {number} | " + " | ".join(_fmt(section["epsilon"][s][i]) for s in sites) + " |")
+            lines.append(f"| {number} | " + " | ".join(fmt(section["epsilon"][s][i]) for s in sites) + " |")
     if section["other"]:
         lines += ["", "Releases for other tasks (counted in ε):", ""]
         lines += [
-            f"- {r['site']} {r['task']} (round {r['round']}): ε {_fmt(r['epsilon'], '.3f')} after "
+            f"- {r['site']} {r['task']} (round {r['round']}): ε {fmt(r['epsilon'], '.3f')} after "
             f"{r['releases']} releases"
             for r in section["other"]
         ]
