@@ -114,3 +114,11 @@ QUARANTINE_REPORT_FILE = "fedhealth_quarantine.json"  # stays in the site's run 
 M_PER_LABEL_AUC = "per_label_auc"
 M_N_QUARANTINED = "n_quarantined"
 M_IMAGES_PER_S = "images_per_s"
+
+# SCAFFOLD's parts of a train task and its result (the names FLARE's ScatterAndGatherScaffold uses).
+SCAFFOLD_CTRL_GLOBAL = "scaffold_c_global"
+SCAFFOLD_CTRL_DIFF = "scaffold_c_diff"
+MODEL_PART = "_model_weights_"  # the model part of a collection task (FLARE AppConstants.MODEL_WEIGHTS)
+FINETUNED_MODEL_FILE = "fedhealth_finetuned_model.npz"  # fine-tuning's model; stays in the run folder
+TOPK_RESIDUAL_FILE = "fedhealth_topk_residual.npz"  # the top-k algorithm's error-feedback memory
+M_EVAL_SPLIT = "eval_split"  # the split a train task's received/local metrics were computed on

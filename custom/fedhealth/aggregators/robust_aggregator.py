@@ -72,7 +72,7 @@ class RobustAggregator(Aggregator):
     (the record is in the FLContext prop ``fedhealth.rejection``).
 
     With ``rule="fednova"`` every contribution must carry its local optimizer steps τ_i in the DXO meta
-    key ``fedhealth_local_steps`` (HeartExecutor sends it); one without is rejected. The norm check then
+    key ``fedhealth_local_steps`` (SiteExecutor sends it); one without is rejected. The norm check then
     compares per-step updates Δ_i / τ_i, the quantities FedNova rescales, so a site that under-reports
     its steps to inflate its say shows up as an outlier.
 

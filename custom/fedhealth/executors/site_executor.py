@@ -1,7 +1,10 @@
-"""The FLARE glue every fedhealth site executor shares: lifecycle, task dispatch, failure replies, metrics.
+"""The one site executor: any task, any client algorithms; lifecycle, task dispatch, failure replies, metrics.
 
-A subclass loads its site's data in :meth:`SiteExecutor.load_site` (called on ``START_RUN``) and
-names its task handlers in :meth:`SiteExecutor.task_handlers`. A data problem at start, or a
+A thin FLARE layer over the FLARE-free core: the job names a task (:mod:`fedhealth.tasks`: heart,
+DICOM images, ...) and a list of client algorithms (:mod:`fedhealth.client`: FedProx, SCAFFOLD, Ditto,
+fine-tuning, DP-SGD, top-k, the step cap); on ``START_RUN`` the task loads the site's data from the
+site's own folder and a :class:`~fedhealth.client.runner.SiteRunner` runs each round. This module only
+routes tasks and converts messages (:mod:`fedhealth.executors.round_messages`). A data problem at start, or a
 ``ValueError``/``RuntimeError`` in a task, fails the task with a reply whose ``fedhealth_error``
 header says which site failed and why, so the server can name it; nothing else crashes a round.
 That header reaches the server and the run record the job's submitter downloads, so a failure,
@@ -32,12 +35,17 @@ from nvflare.apis.event_type import EventType
 from nvflare.apis.executor import Executor
 from nvflare.apis.fl_constant import FLContextKey, ReturnCode
 from nvflare.apis.fl_context import FLContext
-from nvflare.apis.shareable import Shareable, make_reply
+from nvflare.apis.shareable import ReservedHeaderKey, Shareable, make_reply
 from nvflare.apis.signal import Signal
 from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
+from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
-from fedhealth.data.messages import safe_reason
+from fedhealth.client.base import RoundInput, build_algorithms
+from fedhealth.client.runner import SiteRunner
+from fedhealth.data.messages import SiteDataError, safe_reason
+from fedhealth.data.site_data import site_settings
+from fedhealth.executors.round_messages import model_dxo, round_input, round_reply
 from fedhealth.policy.site_limits import (
     EffectiveLimits,
     SiteLimits,
@@ -45,69 +53,120 @@ from fedhealth.policy.site_limits import (
     check_statistics,
     check_submit_model,
     check_train,
-    planned_steps,
     site_limits,
 )
+from fedhealth.tasks.base import SiteContext
+from fedhealth.tasks.registry import build_task
+from fedhealth.training.loops import local_settings
+from fedhealth.training.warmup import warm_up_in_background
 
 Handler = Callable[[Shareable, FLContext], Shareable]
 
 
 class SiteExecutor(Executor):
-    """Base of the site executors.
+    """The one site executor: any task (:mod:`fedhealth.tasks`), any client algorithms (:mod:`fedhealth.client`).
 
-    A subclass that trains sets ``self.local`` (:func:`fedhealth.training.loops.local_settings`), and
-    ``self.dp`` when it trains with DP-SGD, and implements :meth:`n_train`; the default
-    :meth:`train_request` builds the request from them.
+    It answers ``train``, ``validate``, ``submit_model`` and the task's own steps (heart's ``fed_stats``
+    and ``set_scaling``); a job lists those in the executor's ``tasks``.
 
     Args:
-        stream_metrics: stream per-round training and validation curves to the server.
+        task: the task's registered name (``heart``, ``dicom``, ...).
+        task_args: the task's options (e.g. heart's ``scaling``; the imaging task's model and labels).
+        algorithms: client algorithms, ``[{"name": "fedprox", "args": {"mu": 0.3}}, ...]`` (empty: FedAvg).
+        batch_size: local mini-batch size (at least the site's ``min_batch_size``, 16 by default).
+        local_steps: optimizer steps per round (0: use ``local_epochs``).
+        local_epochs: passes over the local data per round. Either workload is capped by the site's own
+            ``max_local_steps`` setting, if it has one (``local/fedhealth_site.json``).
+        optimizer: ``"sgd"`` or ``"adam"``.
+        weight_decay: L2 penalty.
+        seed: seed of the local shuffling (and augmentation).
+        n_bootstrap: bootstrap resamples for the 95% intervals of the validate task.
+        stream_metrics: stream per-round curves to the server (TensorBoard).
     """
 
-    local: dict  # the job's local-training settings (batch_size, local_steps, local_epochs, ...)
-
-    def __init__(self, *, stream_metrics: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        task: str,
+        task_args: dict | None = None,
+        algorithms: list | None = None,
+        batch_size: int = 16,
+        local_steps: int = 0,
+        local_epochs: int = 1,
+        optimizer: str = "sgd",
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        n_bootstrap: int = 1000,
+        stream_metrics: bool = True,
+    ) -> None:
         super().__init__()
+        self.task = build_task(task, task_args)  # unknown tasks and arguments fail the job at start
+        self.local = local_settings(
+            batch_size=batch_size,
+            local_steps=local_steps,
+            local_epochs=local_epochs,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+        )
+        self.algorithm_specs = list(algorithms or [])
+        built = build_algorithms(self.algorithm_specs, self.local)  # checks names, options and pairs now
+        dp = next((a for a in built if a.name == "dp_sgd"), None)
+        self.dp = dp.dp if dp is not None else None  # the job's DP-SGD settings (DPConfig), if any
+        self.seed = seed
+        self.n_bootstrap = n_bootstrap
         self.stream_metrics = stream_metrics
-        self.dp = None  # the job's DP-SGD settings (fedhealth.privacy.dp_config.DPConfig), if any
+        self.runner: SiteRunner | None = None
+        self._metadata: dict = {}
         self._ready = False
         self._site_error: str | None = None
-        self._local_weights: dict | None = None
         self._run_dir: Path | None = None
         self._limits: SiteLimits | None = None
 
-    # ----------------------------------------------------------------------------- for subclasses
+    # ----------------------------------------------------------------------------- site
     def load_site(self, fl_ctx: FLContext, site_root: Path) -> None:
-        """Load this site's data from its own folder; raise when unusable.
+        """Load this site's data for the task and set up the algorithms (``START_RUN``).
 
-        Raise :class:`~fedhealth.data.messages.SiteDataError` (or a ``ValueError`` from a ``raise``
-        statement of the kit) with a message that names files, keys, lines and counts, never a value:
-        that message goes to the server. Any other exception is reported by its type only.
+        A data problem raises :class:`~fedhealth.data.messages.SiteDataError` (or a ``ValueError`` of
+        the kit) with a message that names files, keys, lines and counts, never a value: that message
+        goes to the server. Any other exception is reported by its type only.
         """
-        raise NotImplementedError
+        warm_up_in_background()  # torch's first-optimizer imports, off the first round's critical path
+        settings = site_settings(site_root)
+        metadata = settings.get(C.SITE_METADATA_KEY) or {}
+        if not isinstance(metadata, dict):
+            raise SiteDataError(f"local/{C.SITE_CONFIG_FILE}: '{C.SITE_METADATA_KEY}' must be a JSON object")
+        self._metadata = metadata
+        context = SiteContext(fl_ctx.get_identity_name(), site_root, settings, self._run_dir)
+        site = self.task.load_site(context)
+        self.runner = SiteRunner(
+            self.task,
+            site,
+            algorithms=build_algorithms(self.algorithm_specs, self.local),
+            local=self.local,
+            seed=self.seed,
+            settings=settings,
+            run_dir=self._run_dir,
+        )
+        sizes = ", ".join(f"{k}={v}" for k, v in site.sizes().items())
+        names = [a.name for a in self.runner.algorithms] or ["fedavg"]
+        self.log_info(fl_ctx, f"task {self.task.name!r} loaded: {sizes}; client algorithms {names}")
 
     def release_site(self) -> None:
         """Drop what :meth:`load_site` loaded (``END_RUN``)."""
+        self.runner = None
 
     def task_handlers(self) -> dict[str, Handler]:
-        """Task name -> handler; ``submit_model`` is added by the base."""
-        raise NotImplementedError
+        """Task name -> handler; ``submit_model`` is added by :meth:`execute`."""
+        extra = {name: self._extra_handler(name) for name in self.task.steps}
+        return {**extra, C.TASK_TRAIN: self._train, C.TASK_VALIDATE: self._validate}
 
     def n_train(self) -> int:
         """The site's training rows (images), once :meth:`load_site` has run."""
-        raise NotImplementedError
+        return self.runner.site.n_train
 
     def round_steps(self) -> int:
-        """Optimizer steps this site will take in a round (a subclass applies its own cap)."""
-        return planned_steps(
-            self.n_train(),
-            batch_size=int(self.local["batch_size"]),
-            local_steps=int(self.local.get("local_steps", 0) or 0),
-            local_epochs=int(self.local.get("local_epochs", 1) or 1),
-        )
-
-    def round_learning_rate(self, shareable: Shareable) -> float:
-        """The learning rate this train task trains at (by default the server's, from the DXO meta)."""
-        return self.learning_rate(self.received_weights(shareable))
+        """Optimizer steps this site will take in a round (the job's, under any cap)."""
+        return self.runner.round_steps()
 
     def train_request(self, shareable: Shareable, fl_ctx: FLContext) -> TrainRequest:
         """What the train task in ``shareable`` would do here, for :func:`check_train`."""
@@ -115,7 +174,7 @@ class SiteExecutor(Executor):
             batch_size=int(self.local["batch_size"]),
             steps=self.round_steps(),
             n_train=self.n_train(),
-            learning_rate=self.round_learning_rate(shareable),
+            learning_rate=self.runner.round_lr(self._round_input(shareable)),
             dp_target_epsilon=self.dp.target_epsilon if self.dp is not None else None,
         )
 
@@ -191,32 +250,52 @@ class SiteExecutor(Executor):
         reply.set_header(C.HEADER_ERROR, message)
         return reply
 
-    # ----------------------------------------------------------------------------- shared helpers
+    # ----------------------------------------------------------------------------- tasks
     @staticmethod
-    def received_weights(shareable: Shareable) -> DXO:
-        """The task's model DXO; anything but WEIGHTS is refused."""
-        dxo = from_shareable(shareable)
-        if dxo.data_kind != DataKind.WEIGHTS:
-            raise ValueError(f"expected model weights, got a {dxo.data_kind} DXO")
-        return dxo
+    def _round_input(shareable: Shareable) -> RoundInput:
+        return round_input(shareable)
 
-    @staticmethod
-    def learning_rate(dxo: DXO) -> float:
-        """This round's learning rate, which the server's scheduled generator put in the DXO meta."""
-        lr = dxo.get_meta_prop(C.META_LEARNING_RATE)
-        if lr is None:
-            raise ValueError(
-                "the train task carries no learning rate; the server must use "
-                "fedhealth.shareables.scheduled_generator.ScheduledShareableGenerator"
-            )
-        return float(lr)
+    def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        state = self.runner.run_round(self._round_input(shareable))
+        metrics = clean_metrics(state.metrics)
+        for note in state.notes:
+            self.log_info(fl_ctx, f"round {state.rnd.round_index}: {note}")
+        self.log_info(
+            fl_ctx,
+            f"round {state.rnd.round_index}: lr={state.lr:.5g} train_loss={metrics[C.M_TRAIN_LOSS]:.4f} "
+            f"{metrics[C.M_EVAL_SPLIT]}_loss(received)={metrics.get('global_loss')}",
+        )
+        self.stream(fl_ctx, state.rnd.round_index, metrics)
+        return round_reply(state, n_train=self.n_train(), metrics=metrics, metadata=self._metadata)
 
-    # ----------------------------------------------------------------------------- shared tasks
+    def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        dxo, _ = model_dxo(shareable)
+        owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")
+        metrics = clean_metrics(self.runner.validate(dxo.data, n_bootstrap=self.n_bootstrap))
+        self.log_info(fl_ctx, f"validated model of {owner}: accuracy={metrics.get(C.M_ACCURACY)}")
+        return DXO(data_kind=DataKind.METRICS, data=metrics).to_shareable()
+
+    def _extra_handler(self, name: str) -> Handler:
+        """A task's own step (e.g. ``fed_stats``): DXO data in, a COLLECTION DXO or OK out."""
+
+        def handle(shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+            fn = self.runner.site.extra_tasks()[name]
+            is_dxo = shareable.get_header(ReservedHeaderKey.CONTENT_TYPE) == "DXO"
+            data = from_shareable(shareable).data if is_dxo else {}
+            out = fn(data or {})
+            if out is None:
+                return make_reply(ReturnCode.OK)
+            self.log_info(fl_ctx, f"sending {sorted(out)} (aggregates of {self.n_train()} training rows)")
+            return DXO(data_kind=DataKind.COLLECTION, data=out).to_shareable()
+
+        return handle
+
     def submit_model(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         """This site's locally trained weights of the last round, for cross-site evaluation."""
-        if self._local_weights is None:
+        weights = self.runner.local_weights if self.runner is not None else None
+        if weights is None:
             return make_reply(ReturnCode.EMPTY_RESULT)
-        return DXO(data_kind=DataKind.WEIGHTS, data=self._local_weights).to_shareable()
+        return DXO(data_kind=DataKind.WEIGHTS, data=weights).to_shareable()
 
     def stream(self, fl_ctx: FLContext, current_round: int, metrics: dict) -> None:
         """Per-round curves to the server's TensorBoard receiver (aggregate numbers only)."""

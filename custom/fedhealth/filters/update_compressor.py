@@ -83,8 +83,9 @@ class UpdateCompressor(DXOFilter):
         diff = dxo.data_kind == DataKind.WEIGHT_DIFF
         if self.config.mode == "topk" and not diff:
             raise ValueError(
-                "top-k sparsification applies to updates, not full weights: set the executor's "
-                "send_weight_diff to true (and the server aggregator's expected_data_kind to WEIGHT_DIFF)."
+                "top-k sparsification applies to updates, not full weights: list the executor's 'topk' "
+                "client algorithm, which sends WEIGHT_DIFF (and set the server aggregator's "
+                "expected_data_kind to WEIGHT_DIFF)."
             )
         if self.config.error_feedback and self.config.lossy and diff:
             feedback = self._residual(fl_ctx)

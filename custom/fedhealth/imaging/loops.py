@@ -52,6 +52,7 @@ def train_images(
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
     seed: int = 0,
+    anchor: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on one site's images; returns mean loss, steps and images per second.
 
@@ -65,13 +66,16 @@ def train_images(
         generator: shuffling generator (reproducible runs).
         device: where to train (default: :func:`default_device`).
         seed: seed of the augmentation.
+        anchor: the weights FedProx pulls toward (default: ``model``'s weights on entry).
     """
     if len(y) == 0:
         raise ValueError("Cannot train on an empty split.")
     device = device or default_device()
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     model.to(device).train()
-    anchor = [p.detach().clone() for p in model.parameters()] if config.mu > 0 else None
+    if anchor is None and config.mu > 0:
+        anchor = [p.detach().clone() for p in model.parameters()]
+    anchor = [a.to(device) for a in anchor] if anchor is not None and config.mu > 0 else None
     opt_cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
     kwargs = {"momentum": 0.9} if config.optimizer == "sgd" else {}
     optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **kwargs)

@@ -151,6 +151,7 @@ def load_site_images(
     *,
     splits=SPLITS,
     cache_root: Path | None = None,
+    folder: str = CXR_DATASET_DIR,
 ) -> dict[str, ImageSplit]:
     """All splits of a site (``<data_root>/cxr/<split>``).
 
@@ -160,12 +161,12 @@ def load_site_images(
             :class:`~fedhealth.imaging.phi_audit.PhiError`,
             :class:`~fedhealth.imaging.quarantine.TooFewImagesError`).
     """
-    base = Path(data_root) / CXR_DATASET_DIR
+    base = Path(data_root) / folder
     cache = DecodedCache(cache_root, settings.cache_settings()) if cache_root is not None else None
     out = {}
     for split in splits:
-        folder = base / split
-        if not folder.is_dir():
-            raise SiteDataError(f"image folder {CXR_DATASET_DIR}/{split} is missing at this site")
-        out[split] = load_split(folder, spec, settings, cache=cache)
+        split_dir = base / split
+        if not split_dir.is_dir():
+            raise SiteDataError(f"image folder {folder}/{split} is missing at this site")
+        out[split] = load_split(split_dir, spec, settings, cache=cache)
     return out

@@ -12,7 +12,7 @@ list: accept):
 - a class that is neither a FLARE ``FLComponent`` nor a ``torch.nn.Module`` (models are built
   from component configs too);
 - a path that is not the class's own ``__module__.__qualname__`` (re-exports and aliases such as
-  ``fedhealth.executors.heart_executor.Path``);
+  ``fedhealth.executors.site_executor.Path``);
 - a string anywhere in the args that is an absolute path, starts with ``~`` or has a ``..`` part;
 - an argument value of a stock class known to be unsafe (:data:`ARG_RULES`).
 

@@ -113,7 +113,7 @@ def _context(round_: int = ROUND) -> FLContext:
 def _result(
     site: str, weights: dict, *, round_: int = ROUND, kind: str = DataKind.WEIGHTS, steps: object = None
 ) -> Shareable:
-    """A train result as HeartExecutor builds it, as it reaches the server's aggregator."""
+    """A train result as SiteExecutor builds it, as it reaches the server's aggregator."""
     meta = {MetaKey.NUM_STEPS_CURRENT_ROUND: COUNTS.get(site, 1)}
     if steps is not None:
         meta[META_LOCAL_STEPS] = steps

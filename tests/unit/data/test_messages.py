@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import site_args
 import torch
 from flare_doubles import WorkspaceEngine
 from nvflare.apis.event_type import EventType
@@ -36,8 +37,7 @@ from fedhealth import constants as C
 from fedhealth.data.features import feature_names
 from fedhealth.data.heart_source import RAW_COLUMNS, TARGET
 from fedhealth.data.messages import SiteDataError, safe_reason
-from fedhealth.executors.cxr_executor import CxrExecutor
-from fedhealth.executors.heart_executor import HeartExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.imaging.cache import DecodedCache
 from fedhealth.imaging.labels import LabelSpec, write_labels
 from fedhealth.imaging.quarantine import NON_IMAGE_OBJECT, UNREADABLE, UNSUPPORTED_IMAGE, check_file
@@ -139,7 +139,7 @@ def heart(train: str | bytes | None, *, settings: dict | None = None, patch=None
         kit = _heart_site(tmp_path, train, settings=settings)
         if patch is not None:
             patch(monkeypatch)
-        return lambda: _start(HeartExecutor(stream_metrics=False, n_bootstrap=20), kit)
+        return lambda: _start(SiteExecutor(task="heart", stream_metrics=False, n_bootstrap=20), kit)
 
     return build
 
@@ -154,7 +154,7 @@ def heart_task(patch):
         kit = _heart_site(tmp_path, _heart_rows().to_csv(index=False), settings=limits)
 
         def run() -> str:
-            executor, fl_ctx = HeartExecutor(stream_metrics=False, n_bootstrap=20), _context(kit)
+            executor, fl_ctx = SiteExecutor(task="heart", stream_metrics=False, n_bootstrap=20), _context(kit)
             executor.handle_event(EventType.START_RUN, fl_ctx)
             patch(monkeypatch)
             reply = executor.execute(C.TASK_FED_STATS, Shareable(), fl_ctx, Signal())
@@ -176,7 +176,7 @@ def _moments_library_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def heart_settings(text: str):
     def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], str]:
         kit = _kit(tmp_path, settings_text=text)
-        return lambda: _start(HeartExecutor(stream_metrics=False, n_bootstrap=20), kit)
+        return lambda: _start(SiteExecutor(task="heart", stream_metrics=False, n_bootstrap=20), kit)
 
     return build
 
@@ -222,7 +222,7 @@ def cxr(edit=None, *, settings: dict | None = None, identified: bool = False, **
         if edit is not None:
             edit(kit)
         args = {"stream_metrics": False, "n_bootstrap": 20, "min_images": 10, **executor_args}
-        return lambda: _start(CxrExecutor(**args), kit)
+        return lambda: _start(SiteExecutor(**site_args.cxr(**args)), kit)
 
     return build
 
@@ -368,7 +368,7 @@ class Case:
 
 
 CASES = [
-    # ---- the heart site's own settings and CSV files, through HeartExecutor's start-up
+    # ---- the heart site's own settings and CSV files, through the executor's start-up
     Case(
         "settings: not JSON",
         heart_settings(f'{{"data_root": "{HOSPITAL_NAME}", "x": {NAME}}}'),
@@ -425,7 +425,7 @@ CASES = [
         heart_task(_moments_library_error),
         ("failed task 'fed_stats': ValueError while loading this site's data",),
     ),
-    # ---- the imaging site: labels, PHI audit, quarantine count, folders, cache, through CxrExecutor
+    # ---- the imaging site: labels, PHI audit, quarantine count, folders, cache, through the executor
     Case(
         "labels: missing",
         cxr(lambda kit: (_train_folder(kit) / "labels.csv").unlink()),

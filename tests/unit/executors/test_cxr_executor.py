@@ -1,4 +1,4 @@
-"""CxrExecutor.execute with FLARE's own FLContext, Workspace, DXO and Shareable, on real DICOM files.
+"""SiteExecutor on the imaging task with FLARE's own FLContext, Workspace, DXO and Shareable, on real DICOM files.
 
 As in the heart executor's test, the engine is a stand-in offering ``get_workspace()``; the full
 path runs in the POC integration test.
@@ -20,9 +20,10 @@ from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 from nvflare.apis.workspace import Workspace
 from nvflare.app_common.app_constant import AppConstants
+from site_args import cxr
 
 from fedhealth import constants as C
-from fedhealth.executors.cxr_executor import CxrExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.models.image_model import ImageModel
 from fedhealth.models.state import to_numpy
 from fedhealth_tools.imaging.converter import convert_medmnist, medmnist_file
@@ -45,7 +46,7 @@ BAD_ARGS = [
     ({"model": "resnet50"}, "arch must be one of"),
     ({"model": "densenet121", "image_size": 28}, "densenet121 needs image_size of at least 32"),
     ({"label_task": "multiclass", "classes": ["a"]}, "needs at least two class names"),
-    ({"mu": -1.0}, "mu (FedProx) must be non-negative"),
+    ({"mu": -1.0}, "fedprox mu must be non-negative"),
     ({"min_images": 0}, "min_images must be at least 1"),
 ]
 
@@ -72,7 +73,7 @@ def _started(
     fl_ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=True)
     fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, SITE, private=False, sticky=True)
     fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
-    executor = CxrExecutor(**{"stream_metrics": False, "n_bootstrap": 50, **kwargs})
+    executor = SiteExecutor(**cxr(**{"stream_metrics": False, "n_bootstrap": 50, **kwargs}))
     executor.handle_event(EventType.START_RUN, fl_ctx)
     return executor, fl_ctx, kit
 
@@ -141,7 +142,7 @@ def test_unusable_site_data_fails_every_task_naming_why(tmp_path: Path, kwargs, 
 @pytest.mark.parametrize(("kwargs", "fragment"), BAD_ARGS)
 def test_bad_job_arguments_fail_at_construction(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ValueError) as info:
-        CxrExecutor(**kwargs)
+        SiteExecutor(**cxr(**kwargs))
     assert fragment in str(info.value)
 
 
@@ -157,7 +158,9 @@ def test_the_job_config_runs_the_rgb_five_class_retina_set_by_configuration_alon
         / "config"
         / "config_fed_client.json"
     )
-    args = json.loads(job.read_text())["executors"][0]["executor"]["args"]
+    job_args = json.loads(job.read_text())["executors"][0]["executor"]["args"]
+    args = {**job_args["task_args"], **{k: v for k, v in job_args.items() if k not in ("task", "task_args")}}
+    args.pop("algorithms")
     manifest = convert_medmnist(npz, tmp_path / "sites", sites=[SITE], alpha=1.0, seed=0, limit=80)
     classes = manifest["classes"]
     args.update(label_task="multiclass", classes=classes, channels=3, min_images=5, n_bootstrap=50)

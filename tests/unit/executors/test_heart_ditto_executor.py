@@ -1,4 +1,4 @@
-"""HeartDittoExecutor: the global share trains as before; the personal model stays at the site."""
+"""SiteExecutor with the ditto algorithm: the global share trains as before; the personal model stays at the site."""
 
 from __future__ import annotations
 
@@ -9,25 +9,25 @@ import pytest
 from nvflare.apis.dxo import from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReturnCode
+from site_args import heart
 from test_heart_executor import JOB_ID, _context, _kit, _model_task, _run, _scaling
 
 from fedhealth import constants as C
-from fedhealth.executors.heart_ditto_executor import HeartDittoExecutor
-from fedhealth.executors.heart_executor import HeartExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 
 # (lambda, the personal model equals the received global model)
 LAMBDAS = [(float("inf"), True), (1e12, True), (0.1, False)]
 BAD_ARGS = [
     ({"ditto_lambda": -1.0}, "non-negative"),
-    ({"ditto_lambda": 1.0, "ditto_lr": 0.0}, "ditto_lr > 0"),
-    ({"ditto_lambda": 1.0, "ditto_epochs": 0}, "ditto_epochs >= 1"),
+    ({"ditto_lambda": 1.0, "ditto_lr": 0.0}, "lr > 0"),
+    ({"ditto_lambda": 1.0, "ditto_epochs": 0}, "epochs >= 1"),
 ]
 
 
-def _start(tmp_path: Path, splits: dict, cls: type = HeartDittoExecutor, **kwargs: object):
-    kit = _kit(tmp_path / cls.__name__, "cleveland", splits)
+def _start(tmp_path: Path, splits: dict, **kwargs: object):
+    kit = _kit(tmp_path / ("ditto" if kwargs else "plain"), "cleveland", splits)
     fl_ctx = _context(kit, "cleveland")
-    executor = cls(**kwargs)
+    executor = SiteExecutor(**heart(**kwargs))
     executor.handle_event(EventType.START_RUN, fl_ctx)
     _scaling(executor, fl_ctx)
     return executor, fl_ctx, kit
@@ -51,7 +51,7 @@ def test_personal_model_and_metrics(tmp_path, heart_splits, lam, at_global):
 
 def test_the_shared_update_is_the_plain_executors(tmp_path, heart_splits):
     ditto, ctx_a, _ = _start(tmp_path, heart_splits, ditto_lambda=0.1)
-    plain, ctx_b, _ = _start(tmp_path, heart_splits, cls=HeartExecutor)
+    plain, ctx_b, _ = _start(tmp_path, heart_splits)
     got = from_shareable(_run(ditto, C.TASK_TRAIN, ctx_a, _model_task(lr=0.05))).data
     want = from_shareable(_run(plain, C.TASK_TRAIN, ctx_b, _model_task(lr=0.05))).data
     for k, v in want.items():
@@ -61,4 +61,4 @@ def test_the_shared_update_is_the_plain_executors(tmp_path, heart_splits):
 @pytest.mark.parametrize(("args", "message"), BAD_ARGS)
 def test_bad_settings_are_refused(args, message):
     with pytest.raises(ValueError, match=message):
-        HeartDittoExecutor(**args)
+        SiteExecutor(**heart(**args))

@@ -22,11 +22,12 @@ from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 from nvflare.apis.workspace import Workspace
 from nvflare.app_common.app_constant import AppConstants
+from site_args import heart
 
 from fedhealth import constants as C
 from fedhealth.data.features import combine_moments, feature_names
 from fedhealth.data.site_data import write_site
-from fedhealth.executors.heart_executor import HeartExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.models.state import to_numpy
 from fedhealth.models.tabular import TabularNet
 
@@ -76,7 +77,7 @@ def _context(kit: Path, site: str) -> FLContext:
 def _started(tmp_path: Path, splits: dict, site: str = "cleveland", **kwargs: object):
     kit = _kit(tmp_path, site, splits, kwargs.pop("drop", None), kwargs.pop("settings", None))
     fl_ctx = _context(kit, site)
-    executor = HeartExecutor(**kwargs)
+    executor = SiteExecutor(**heart(**kwargs))
     executor.handle_event(EventType.START_RUN, fl_ctx)
     return executor, fl_ctx
 
@@ -161,7 +162,7 @@ def test_validate_returns_metrics(tmp_path: Path, heart_splits: dict) -> None:
 def test_scaling_survives_a_site_restart(tmp_path: Path, heart_splits: dict) -> None:
     executor, fl_ctx = _started(tmp_path, heart_splits)
     _scaling(executor, fl_ctx)
-    restarted = HeartExecutor()
+    restarted = SiteExecutor(**heart())
     restarted.handle_event(EventType.START_RUN, fl_ctx)
     reply = _run(restarted, C.TASK_TRAIN, fl_ctx, _model_task())
     assert from_shareable(reply).get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == 199
@@ -239,7 +240,7 @@ def test_aborted_task(tmp_path: Path, heart_splits: dict) -> None:
 )
 def test_constructor_checks_training_args(args: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        HeartExecutor(**args)
+        SiteExecutor(**heart(**args))
 
 
 def _train_once(tmp_path: Path, heart_splits: dict, cap: int | None, **kwargs: object) -> DXO:

@@ -13,10 +13,11 @@ from nvflare.apis.dxo import from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.app_common.app_constant import AppConstants
+from site_args import heart
 from test_heart_executor import JOB_ID, _model_task, _run, _scaling, _started
 
 from fedhealth import constants as C
-from fedhealth.executors.heart_executor import HeartExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 
 DP = {"target_epsilon": 3.0, "max_grad_norm": 1.0}
 ROUNDS = 4
@@ -34,7 +35,7 @@ LEDGER_KEYS = {
 # (executor args, fragment of the refusal)
 REFUSED = [
     ({"batch_size": 4, "dp": DP}, "batch_size 4 is below 8"),
-    ({"batch_size": 16, "mu": 0.1, "dp": DP}, "FedProx (mu > 0) cannot be combined with DP-SGD"),
+    ({"batch_size": 16, "mu": 0.1, "dp": DP}, "DP-SGD cannot run with ['fedprox']"),
     ({"batch_size": 16, "dp": {**DP, "noise": 1}}, "unknown dp settings ['noise']"),
 ]
 
@@ -48,7 +49,7 @@ def _task(round_index: int):
 @pytest.mark.parametrize(("args", "fragment"), REFUSED)
 def test_unsafe_dp_jobs_are_refused_at_start(args: dict, fragment: str) -> None:
     with pytest.raises(ValueError) as info:
-        HeartExecutor(**args)
+        SiteExecutor(**heart(**args))
     assert fragment in str(info.value)
 
 
@@ -71,7 +72,7 @@ def test_the_ledger_travels_with_each_update_and_survives_a_restart(
         assert ledger["delta"] == pytest.approx(0.1 / 199) and ledger["sample_rate"] == 1 / 13
         epsilons.append(ledger["epsilon"])
     assert 0 < epsilons[0] < epsilons[1] < DP["target_epsilon"]
-    restarted = HeartExecutor(batch_size=16, dp=DP)  # the site's process restarts within the job
+    restarted = SiteExecutor(**heart(batch_size=16, dp=DP))  # the site's process restarts within the job
     restarted.handle_event(EventType.START_RUN, fl_ctx)
     reply = _run(restarted, C.TASK_TRAIN, fl_ctx, _task(2))
     ledger = from_shareable(reply).get_meta_prop(C.META_SITE_METRICS)[C.M_PRIVACY]

@@ -1,4 +1,4 @@
-"""HeartScaffoldExecutor: SCAFFOLD's site side under FLARE's ScatterAndGatherScaffold task format."""
+"""SiteExecutor with the scaffold algorithm: SCAFFOLD's site side under FLARE's ScatterAndGatherScaffold task format."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.app_common.app_constant import AlgorithmConstants, AppConstants
+from site_args import heart
 from test_heart_executor import _context, _kit, _model_task, _run, _scaling
 
 from fedhealth import constants as C
-from fedhealth.executors.heart_executor import HeartExecutor
-from fedhealth.executors.heart_scaffold_executor import HeartScaffoldExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.models.state import to_numpy
 from fedhealth.models.tabular import TabularNet
 
@@ -24,10 +24,10 @@ ROUNDS = [(0, 0.0), (2, 0.0), (1, 0.3)]
 BAD_ARGS = [({"lr": 0.0}, "lr > 0"), ({"lr": 0.1, "gamma": 1.5}, "gamma in")]
 
 
-def _start(tmp_path: Path, splits: dict, cls: type = HeartScaffoldExecutor, **kwargs: object):
-    kit = _kit(tmp_path / cls.__name__, "cleveland", splits)
+def _start(tmp_path: Path, splits: dict, **kwargs: object):
+    kit = _kit(tmp_path / ("scaffold" if "lr" in kwargs else "plain"), "cleveland", splits)
     fl_ctx = _context(kit, "cleveland")
-    executor = cls(**kwargs)
+    executor = SiteExecutor(**heart(**kwargs))
     executor.handle_event(EventType.START_RUN, fl_ctx)
     _scaling(executor, fl_ctx)
     return executor, fl_ctx
@@ -71,7 +71,7 @@ def test_reply_carries_weights_and_the_option_ii_variate_step(tmp_path, heart_sp
 
 def test_zero_variates_train_exactly_like_the_plain_executor(tmp_path, heart_splits):
     scaffold_exec, ctx_a = _start(tmp_path, heart_splits, lr=LR)
-    plain, ctx_b = _start(tmp_path, heart_splits, cls=HeartExecutor)
+    plain, ctx_b = _start(tmp_path, heart_splits)
     task, _, _ = _scaffold_task(0, 0.0)
     got = from_shareable(_run(scaffold_exec, C.TASK_TRAIN, ctx_a, task)).data[AppConstants.MODEL_WEIGHTS]
     want = from_shareable(_run(plain, C.TASK_TRAIN, ctx_b, _model_task(lr=LR)))
@@ -82,7 +82,7 @@ def test_zero_variates_train_exactly_like_the_plain_executor(tmp_path, heart_spl
 def test_the_site_variate_persists_between_rounds(tmp_path, heart_splits):
     executor, fl_ctx = _start(tmp_path, heart_splits, lr=LR)
     first = from_shareable(_run(executor, C.TASK_TRAIN, fl_ctx, _scaffold_task(0, 0.0)[0])).data
-    c_after_first = {k: v.copy() for k, v in executor._c_local.items()}
+    c_after_first = {k: v.copy() for k, v in executor.runner.algorithm("scaffold")._c_local.items()}
     for k, v in first[AlgorithmConstants.SCAFFOLD_CTRL_DIFF].data.items():
         np.testing.assert_allclose(c_after_first[k], v, rtol=1e-5, atol=1e-6)  # c_i started at 0
     task, start, c = _scaffold_task(1, 0.1)
@@ -94,7 +94,12 @@ def test_the_site_variate_persists_between_rounds(tmp_path, heart_splits):
         np.testing.assert_allclose(
             second[AlgorithmConstants.SCAFFOLD_CTRL_DIFF].data[k], expected, rtol=1e-4, atol=1e-5
         )
-        np.testing.assert_allclose(executor._c_local[k], c_after_first[k] + expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            executor.runner.algorithm("scaffold")._c_local[k],
+            c_after_first[k] + expected,
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def test_a_plain_weights_task_fails_with_the_reason(tmp_path, heart_splits):
@@ -107,4 +112,4 @@ def test_a_plain_weights_task_fails_with_the_reason(tmp_path, heart_splits):
 @pytest.mark.parametrize(("args", "message"), BAD_ARGS)
 def test_bad_schedule_is_refused(args, message):
     with pytest.raises(ValueError, match=message):
-        HeartScaffoldExecutor(**args)
+        SiteExecutor(**heart(**args))

@@ -13,11 +13,11 @@ from nvflare.apis.dxo import from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import FLContextKey, ReturnCode
 from nvflare.app_common.app_constant import AppConstants
+from site_args import heart
 from test_heart_executor import _context, _kit, _model_task, _run, _scaling
 
 from fedhealth import constants as C
-from fedhealth.executors.heart_executor import HeartExecutor
-from fedhealth.executors.heart_scaffold_executor import HeartScaffoldExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 
 OWN, DEFAULT = "local/fedhealth_site.json", "local/fedhealth_site.json.default"
 BUILT_IN = "fedhealth default, a site sets it in local/fedhealth_site.json limits"
@@ -148,12 +148,12 @@ BAD_FILES = [
 ]
 
 
-def _start(tmp_path: Path, splits: dict, own: dict, default: dict | None, cls=HeartExecutor, **kwargs):
+def _start(tmp_path: Path, splits: dict, own: dict, default: dict | None, **kwargs):
     kit = _kit(tmp_path, "cleveland", splits, settings=own)
     if default is not None:
         (kit / "local" / C.SITE_CONFIG_DEFAULT_FILE).write_text(json.dumps(default))
     fl_ctx = _context(kit, "cleveland")
-    executor = cls(stream_metrics=False, **kwargs)
+    executor = SiteExecutor(**heart(stream_metrics=False, **kwargs))
     executor.handle_event(EventType.START_RUN, fl_ctx)
     return executor, fl_ctx
 
@@ -187,7 +187,7 @@ def test_train_request_against_the_site_limits(
     assert len(parts) == len(reasons)
     for part, reason in zip(parts, reasons, strict=True):
         assert part.startswith("site policy: ") and reason in part
-    assert executor._local_weights is None  # nothing was trained
+    assert executor.runner.local_weights is None  # nothing was trained
 
 
 @pytest.mark.parametrize(("scope", "allowed"), [("strict", False), ("standard", True), ("", True)])
@@ -224,7 +224,7 @@ def test_bad_limits_fail_every_task_naming_file_and_key(
 
 
 def test_scaffold_checks_its_own_learning_rate_schedule(tmp_path: Path, heart_splits: dict) -> None:
-    executor, fl_ctx = _start(tmp_path, heart_splits, {}, None, cls=HeartScaffoldExecutor, lr=5.0)
+    executor, fl_ctx = _start(tmp_path, heart_splits, {}, None, lr=5.0)
     _scaling(executor, fl_ctx)
     reply = _run(executor, C.TASK_TRAIN, fl_ctx, _task(0.05, round_index=1))
     assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION

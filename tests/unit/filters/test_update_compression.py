@@ -85,7 +85,7 @@ def test_error_feedback_residual_is_written_to_the_run_folder(tmp_path):
 
 
 def test_topk_on_full_weights_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="set the executor's send_weight_diff to true"):
+    with pytest.raises(ValueError, match="list the executor's 'topk' client algorithm"):
         UpdateCompressor(mode="topk").process(_update_shareable(DataKind.WEIGHTS), _ctx(tmp_path))
 
 

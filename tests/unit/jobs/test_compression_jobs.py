@@ -26,11 +26,16 @@ def test_client_filters_compose(path: Path) -> None:
 def test_heart_topk_sends_updates_and_the_server_decodes_them_first() -> None:
     client = _load(JOBS_DIR / "heart_topk" / "app" / "config" / "config_fed_client.json")
     server = _load(JOBS_DIR / "heart_topk" / "app" / "config" / "config_fed_server.json")
-    assert client["executors"][0]["executor"]["args"]["send_weight_diff"] is True
+    (topk,) = client["executors"][0]["executor"]["args"]["algorithms"]
+    assert (
+        topk["name"] == "topk" and topk["args"]["error_feedback"] is True
+    )  # sends WEIGHT_DIFF, keeps a residual
     (result_chain,) = client["task_result_filters"]
     assert result_chain["tasks"] == ["train"] and result_chain["filters"][-1]["path"] == COMPRESSOR
     compressor = UpdateCompressor(**result_chain["filters"][-1]["args"])
-    assert (compressor.config.mode, compressor.config.error_feedback) == ("topk", True)
+    # The filter only encodes: the algorithm already chose the top k and kept the error.
+    assert (compressor.config.mode, compressor.config.error_feedback) == ("topk", False)
+    assert compressor.config.k_fraction == topk["args"]["k_fraction"]
     (server_in,) = server["task_result_filters"]
     assert server_in["filters"][0]["path"] == DECOMPRESSOR
     (aggregator,) = [c for c in server["components"] if c["id"] == "aggregator"]

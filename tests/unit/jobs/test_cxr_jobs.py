@@ -10,7 +10,7 @@ import pytest
 from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer
 
 from fedhealth import constants as C
-from fedhealth.executors.cxr_executor import CxrExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.models.state import to_numpy
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
@@ -52,17 +52,19 @@ def test_executor_and_model_agree_and_build(job: str, mu: object) -> None:
     expected = {C.TASK_TRAIN, C.TASK_VALIDATE} | (set() if job in NO_SUBMIT else {C.TASK_SUBMIT_MODEL})
     assert set(entry["tasks"]) == expected
     args = entry["executor"]["args"]
-    executor = CxrExecutor(**args)
-    assert (args["mu"] > 0) if mu == "positive" else args["mu"] == mu
+    executor = SiteExecutor(**args)
+    fedprox = [a["args"]["mu"] for a in args["algorithms"] if a["name"] == "fedprox"]
+    assert (fedprox[0] > 0) if mu == "positive" else fedprox == []
     server = _config(job, "config_fed_server.json")
     (persistor,) = [c for c in server["components"] if c["id"] == "persistor"]
     model = _build(persistor["args"]["model"])
     assert (
         isinstance(model, ImageModel)
-        and model.arch == args["model"]
-        and model.in_channels == args["channels"]
+        and model.arch == args["task_args"]["model"]
+        and model.in_channels == args["task_args"]["channels"]
     )
-    site_model = ImageModel(executor.model_name, executor.channels, executor.spec.n_outputs)
+    task = executor.task
+    site_model = ImageModel(task.model, task.channels, task.spec.n_outputs)
     load_image_weights(site_model, to_numpy(model))  # the sites can load the server's model
     assert "fed_stats" not in {w["id"] for w in server["workflows"]}
     for spec in _specs(server):

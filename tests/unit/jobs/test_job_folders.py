@@ -13,7 +13,7 @@ from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAu
 
 from fedhealth import constants as C
 from fedhealth.data.features import feature_names
-from fedhealth.executors.heart_executor import HeartExecutor
+from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
@@ -25,7 +25,7 @@ ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit
 EXPECTED_MU = {"heart_fedavg": 0.0, "heart_fedprox": "positive"}
 # Components whose constructor we run with the job's args (a wrong arg name fails here, not at a site).
 CHECKED_CLASSES = (
-    "fedhealth.executors.heart_executor.HeartExecutor",
+    "fedhealth.executors.site_executor.SiteExecutor",
     "fedhealth.shareables.scheduled_generator.ScheduledShareableGenerator",
     "fedhealth.workflows.fed_stats_controller.FedStatsController",
     "fedhealth.models.tabular.TabularNet",
@@ -38,8 +38,6 @@ CHECKED_CLASSES = (
     "nvflare.app_opt.he.model_decryptor.HEModelDecryptor",
     "nvflare.app_opt.he.intime_accumulate_model_aggregator.HEInTimeAccumulateWeightedAggregator",
     "fedhealth.workflows.he_global_model_eval.HEGlobalModelEval",
-    "fedhealth.executors.heart_scaffold_executor.HeartScaffoldExecutor",
-    "fedhealth.executors.heart_ditto_executor.HeartDittoExecutor",
     "fedhealth.shareables.fedopt_generator.FedOptShareableGenerator",
     "fedhealth.workflows.clustered_controller.ClusteredController",
     "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator",
@@ -159,17 +157,18 @@ def test_component_args_are_accepted(job: str) -> None:
 
 @pytest.mark.parametrize("job", HEART_JOBS)
 def test_executor_instantiates_with_job_args(job: str) -> None:
-    executor = _build(_executor_spec(job))  # HeartExecutor or one of its algorithm subclasses
-    assert isinstance(executor, HeartExecutor)
+    executor = _build(_executor_spec(job))
+    assert isinstance(executor, SiteExecutor) and executor.task.name == "heart"
     args = _executor_args(job)
-    assert executor.local["mu"] == args["mu"] and executor.scaling == args["scaling"]
+    assert executor.task.scaling == args["task_args"]["scaling"]
+    assert [a["name"] for a in args["algorithms"]] == [a["name"] for a in executor.algorithm_specs]
 
 
 @pytest.mark.parametrize("job", HEART_JOBS)
 def test_model_matches_executor_encoding(job: str) -> None:
     (persistor,) = [c for c in _server(job)["components"] if c["id"] == "persistor"]
     model = _build(persistor["args"]["model"])
-    assert model.in_features == len(feature_names(_executor_args(job)["chol_zero_as_missing"]))
+    assert model.in_features == len(feature_names(_executor_args(job)["task_args"]["chol_zero_as_missing"]))
 
 
 @pytest.mark.parametrize("job", HEART_JOBS)
@@ -217,7 +216,8 @@ def test_job_has_readme(job: str) -> None:
 
 @pytest.mark.parametrize(("job", "mu"), EXPECTED_MU.items())
 def test_fedavg_and_fedprox_differ_in_mu(job: str, mu: float | str) -> None:
-    actual = _executor_args(job)["mu"]
+    fedprox = [a for a in _executor_args(job)["algorithms"] if a["name"] == "fedprox"]
+    actual = fedprox[0]["args"]["mu"] if fedprox else 0.0
     if mu == "positive":
         assert actual > 0
     else:

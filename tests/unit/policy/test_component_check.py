@@ -19,7 +19,7 @@ from fedhealth.policy.component_check import (
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if (p / "meta.json").is_file())
 PERSISTOR = "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"
-EXECUTOR = "fedhealth.executors.heart_executor.HeartExecutor"
+EXECUTOR = "fedhealth.executors.site_executor.SiteExecutor"
 TABULAR = "fedhealth.models.tabular.TabularNet"
 # (class path, the words of the one reason it is refused for, or None: accepted)
 PATH_CASES = [
@@ -46,9 +46,9 @@ PATH_CASES = [
     ("torch.nn.Linear", "it is an alias of 'torch.nn.modules.linear.Linear'"),
 ]
 ALIAS_AND_BASE = [  # refused for two reasons at once
-    ("fedhealth.executors.heart_executor.Path", ["alias of 'pathlib.Path'", "neither an FLComponent"]),
+    ("fedhealth.executors.site_executor.Path", ["alias of 'pathlib.Path'", "neither an FLComponent"]),
 ]
-# (args of a HeartExecutor component, the words of the reason, or None: accepted)
+# (args of a SiteExecutor component, the words of the reason, or None: accepted)
 ARG_CASES = [
     ({"batch_size": 16, "optimizer": "sgd", "events": ["fed.analytix_log_stats"]}, None),
     ({"out": "results/run.json"}, None),
@@ -180,7 +180,7 @@ def test_refusals_never_echo_argument_values() -> None:
     [
         ("fedhealth.x.Y", "must be a dict"),
         ({"id": "x", "args": {}}, "names no class"),
-        ({"name": "HeartExecutor"}, "names no class"),  # FLARE's short names are refused too
+        ({"name": "SiteExecutor"}, "names no class"),  # FLARE's short names are refused too
         ({"class_path": "subprocess.run"}, "'subprocess.run': it is a function"),
         ({"path": 3}, "is not a dotted Python class path"),
         ({"path": EXECUTOR, "args": ["x"]}, "args must be a dict"),

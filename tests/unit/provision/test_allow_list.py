@@ -17,7 +17,7 @@ from fedhealth_tools.provision.allow_list import JOBS_DIR, WRITE_COMMAND, collec
 ENTRIES = load()
 # Components the shipped jobs must keep using (a sanity floor: collection finds nested ones too).
 MUST_HAVE = (
-    "fedhealth.executors.heart_executor.HeartExecutor",
+    "fedhealth.executors.site_executor.SiteExecutor",
     "fedhealth.models.tabular.TabularNet",  # nested: the persistor's model
     "fedhealth.models.image_model.ImageModel",
     "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor",

@@ -43,7 +43,7 @@ BAD_ENTRIES = [
 NOT_CLASSES = [
     ("fedhealth.data.site_data.write_site", "it is a function, not a class"),
     ("subprocess.run", "it is a function, not a class"),
-    ("fedhealth.executors.heart_executor.Path", "alias of 'pathlib.Path'"),
+    ("fedhealth.executors.site_executor.Path", "alias of 'pathlib.Path'"),
 ]
 # site -> (train rows, test rows) written into that site's own kit
 SITE_ROWS = {

@@ -86,7 +86,7 @@ def test_weighted_average_errors(updates: list, weights: list, message: str) -> 
 def _site_result(
     name: str, n_train: int, weights: dict[str, np.ndarray], contribution_round: int
 ) -> Shareable:
-    """A train result as HeartExecutor builds it, as it reaches the server's aggregator."""
+    """A train result as SiteExecutor builds it, as it reaches the server's aggregator."""
     dxo = DXO(DataKind.WEIGHTS, data=weights, meta={MetaKey.NUM_STEPS_CURRENT_ROUND: n_train})
     shareable = dxo.to_shareable()
     shareable.set_peer_props({ReservedKey.IDENTITY_NAME: name})

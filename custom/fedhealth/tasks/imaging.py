@@ -1,0 +1,197 @@
+"""The DICOM imaging task: a site's labelled DICOM splits, any label form, any image set.
+
+A site keeps ``<data_root>/<folder>/{train,val,test}/`` with DICOM files in any structure and a
+``labels.csv`` each (:mod:`fedhealth.imaging.site`). On load it quarantines unusable files, audits PHI
+(refusing identified data when the site requires de-identification, its default) and decodes through
+the site's cache; the quarantine report stays in the run folder. Rounds report on the validation split;
+the cross-site ``validate`` task on the test split, with MONAI per-label AUC for multi-class and
+multi-label tasks. A new DICOM image set needs no code: a job names this task with its labels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedhealth import constants as C
+from fedhealth.data.messages import SiteDataError
+from fedhealth.imaging.labels import LabelSpec
+from fedhealth.imaging.loops import (
+    binary_view,
+    evaluate_images,
+    metrics_from_probs,
+    predict_images,
+    train_images,
+)
+from fedhealth.imaging.site import CXR_DATASET_DIR, ImageSplit, PipelineSettings, load_site_images
+from fedhealth.models.image_model import ImageModel, load_image_weights
+from fedhealth.tasks.base import ExtraTask, SiteContext
+from fedhealth.tasks.registry import register_task
+from fedhealth.training.loops import LocalTrainConfig
+from fedhealth.training.site_metrics import evaluate_with_intervals
+
+
+def _clean(metrics: dict) -> dict:
+    """NaN (AUC on a one-class split) becomes None so the numbers stay standard JSON."""
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
+
+
+class ImageSite:
+    """One site's decoded splits (``train``, ``val``, ``test``) seen through the task contract."""
+
+    round_split = "val"
+
+    def __init__(
+        self, name: str, splits: Mapping[str, ImageSplit], spec: LabelSpec, *, augment: bool
+    ) -> None:
+        self.name = name
+        self.splits = dict(splits)
+        self.spec = spec
+        self.augment = augment
+        self.binary = spec.task == "binary"
+
+    @property
+    def n_train(self) -> int:
+        return len(self.splits["train"])
+
+    def arrays(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        data = self.splits[split]
+        return data.x, data.y
+
+    def train(
+        self,
+        model: nn.Module,
+        config: LocalTrainConfig,
+        *,
+        generator: torch.Generator,
+        seed: int,
+        anchor: list[torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        data = self.splits["train"]
+        return train_images(
+            model,
+            data.x,
+            data.y,
+            config,
+            self.spec,
+            augment=self.augment,
+            generator=generator,
+            seed=seed,
+            anchor=anchor,
+        )
+
+    def evaluate(self, model: nn.Module, split: str) -> dict:
+        data = self.splits[split]
+        return _clean(evaluate_images(model, data.x, data.y, self.spec))
+
+    def validate(self, model: nn.Module, *, n_bootstrap: int) -> dict:
+        test = self.splits["test"]
+        probs = predict_images(model, test.x, self.spec)
+        metrics = {**_clean(metrics_from_probs(test.y, probs, self.spec)), **self.sizes()}
+        labels, scores = binary_view(test.y, probs, self.spec)
+        metrics[C.M_INTERVALS] = evaluate_with_intervals(labels, scores, n_bootstrap=n_bootstrap)
+        return metrics
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            C.M_N_TRAIN: len(self.splits["train"]),
+            C.M_N_TEST: len(self.splits["test"]),
+            C.M_N_QUARANTINED: sum(len(s.quarantine.entries) for s in self.splits.values()),
+        }
+
+    def extra_tasks(self) -> dict[str, ExtraTask]:
+        return {}
+
+    def report(self) -> dict:
+        """Per split: the quarantine report and the PHI audit (kept in the site's run folder)."""
+        return {name: {"quarantine": s.quarantine.as_dict(), "phi": s.phi} for name, s in self.splits.items()}
+
+
+@register_task("dicom")
+@dataclass(frozen=True)
+class ImagingTask:
+    """Image classification on each site's DICOM files.
+
+    Args:
+        model: ``small_cnn`` or ``densenet121``; must match the server's persistor model.
+        label_task: ``binary``, ``multiclass`` or ``multilabel``.
+        classes: class or finding names (multi-class, multi-label), in the model's output order.
+        image_size: side of the square model input (DenseNet-121 needs at least 32).
+        channels: model input channels (1 for X-rays, 3 for RGB).
+        intensity: ``zscore`` (per-image standardization, evens out scanners) or ``none``.
+        min_images: fewest usable images each split must keep after quarantine.
+        augment: random affine jitter of training images.
+        folder: the image set's folder name inside the site's data root.
+    """
+
+    model: str = "small_cnn"
+    label_task: str = "binary"
+    classes: list[str] = field(default_factory=list)
+    image_size: int = 28
+    channels: int = 1
+    intensity: str = "zscore"
+    min_images: int = 10
+    augment: bool = True
+    folder: str = CXR_DATASET_DIR
+    name = "dicom"
+    steps = ()
+
+    def __post_init__(self) -> None:
+        ImageModel(self.model, self.channels, self.spec.n_outputs)  # checks the name and sizes
+        if self.model == "densenet121" and self.image_size < 32:
+            raise ValueError(f"densenet121 needs image_size of at least 32, got {self.image_size}.")
+        if self.min_images < 1:
+            raise ValueError(f"min_images must be at least 1, got {self.min_images}.")
+        if not self.folder or Path(self.folder).name != self.folder or self.folder in (".", ".."):
+            raise ValueError(
+                f"folder must be a plain folder name inside the site's data root, got {self.folder!r}."
+            )
+        self.pipeline()  # checks size, channels and intensity
+
+    @property
+    def spec(self) -> LabelSpec:
+        return LabelSpec(self.label_task, tuple(self.classes))
+
+    def pipeline(self, *, require_deidentified: bool = True) -> PipelineSettings:
+        return PipelineSettings(
+            size=self.image_size,
+            channels=self.channels,
+            intensity=self.intensity,
+            min_images=self.min_images,
+            require_deidentified=require_deidentified,
+        )
+
+    def load_site(self, context: SiteContext) -> ImageSite:
+        settings = context.settings
+        require = settings.get(C.SITE_REQUIRE_DEIDENTIFIED_KEY, True)
+        if not isinstance(require, bool):
+            raise SiteDataError(
+                f"local/{C.SITE_CONFIG_FILE}: {C.SITE_REQUIRE_DEIDENTIFIED_KEY!r} must be true or false"
+            )
+        cache = Path(str(settings.get(C.SITE_IMAGE_CACHE_KEY) or C.IMAGE_CACHE_DIR))
+        from fedhealth.data.site_data import resolve_data_root
+
+        splits = load_site_images(
+            resolve_data_root(context.site_root),
+            self.spec,
+            self.pipeline(require_deidentified=require),
+            cache_root=cache if cache.is_absolute() else context.site_root / cache,
+            folder=self.folder,
+        )
+        site = ImageSite(context.name, splits, self.spec, augment=self.augment)
+        if context.run_dir is not None:
+            context.run_dir.mkdir(parents=True, exist_ok=True)
+            (context.run_dir / C.QUARANTINE_REPORT_FILE).write_text(json.dumps(site.report(), indent=1))
+        return site
+
+    def build_model(self, site: ImageSite, **model_args: object) -> nn.Module:
+        return ImageModel(self.model, self.channels, self.spec.n_outputs, **model_args)  # type: ignore[arg-type]
+
+    def model_from_weights(self, weights: Mapping[str, object], site: ImageSite) -> nn.Module:
+        return load_image_weights(ImageModel(self.model, self.channels, self.spec.n_outputs), weights)
