@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-scale bench-jobs bench-strict-scope clean
+.PHONY: setup jobs demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-scale bench-jobs bench-strict-scope clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml tools/pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]' -e ./tools
 	touch $(STAMP)
+
+# The job folders from their family specs (jobs/specs/*.json; READMEs stay hand-written), then the
+# class allow-list provisioning writes into every kit, which follows the jobs' components.
+jobs: setup
+	$(PY) -m fedhealth_tools.jobs --write
+	$(PY) -m fedhealth_tools.provision.allow_list --write
 
 demo: setup
 	$(VENV)/bin/fedhealth demo

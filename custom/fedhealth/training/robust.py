@@ -114,6 +114,37 @@ def norm_outliers(norms: Mapping[str, float], *, max_ratio: float) -> dict[str, 
     }
 
 
+def screen_updates(
+    trained: Mapping[str, Update], starts: Mapping[str, Update], *, max_norm_ratio: float | None
+) -> dict[str, str]:
+    """The sites whose trained weights must not be averaged, each with the reason.
+
+    Each site's weights are checked against the model it started from (:func:`validate_update`), then
+    the updates (weights minus start) of the sites that pass are compared by norm (:func:`norm_outliers`)
+    unless ``max_norm_ratio`` is ``None``. Sites may start from different models (one per cluster).
+
+    Args:
+        trained: site -> the weights it sent.
+        starts: site -> the weights it was sent.
+        max_norm_ratio: how many times the median update norm a site may reach; ``None``: no norm check.
+    """
+    reasons = {}
+    for site in sorted(trained):
+        reason = validate_update(trained[site], reference=starts[site])
+        if reason is not None:
+            reasons[site] = reason
+    if max_norm_ratio is not None:
+        norms = {
+            site: update_norm(
+                {k: np.subtract(v, starts[site][k], dtype="float64") for k, v in weights.items()}
+            )
+            for site, weights in trained.items()
+            if site not in reasons
+        }
+        reasons.update(norm_outliers(norms, max_ratio=max_norm_ratio))
+    return reasons
+
+
 def _check(updates: Sequence[Update]) -> tuple[list[str], int]:
     if not updates:
         raise ValueError("Robust aggregation needs at least one update.")

@@ -1,0 +1,193 @@
+"""Job folders from one spec per job family: defaults once, overrides per job (FLARE-free).
+
+Each ``jobs/specs/<family>.json`` holds::
+
+    {
+      "family": "heart",
+      "defaults": {"meta": {...}, "client": {...}, "server": {...}},
+      "jobs": {"heart_fedavg": {}, "heart_fedprox": {"client": PATCH, "server": PATCH}}
+    }
+
+``defaults.meta``, ``.client`` and ``.server`` are a whole ``meta.json``,
+``app/config/config_fed_client.json`` and ``config_fed_server.json``; a job's patch is merged into
+them by :func:`fedhealth_tools.jobs.merge.merge` (objects merge, lists are replaced, component lists
+are patched by id). ``meta.json``'s ``name`` is always the job's name. :func:`write` writes the files
+(indent 2, the spec's key order, a trailing newline) and nothing else: a job's ``README.md`` is
+hand-written. :func:`check` lists every way the committed ``jobs/`` differ from what the specs
+generate; ``make jobs`` (``python -m fedhealth_tools.jobs --write``) brings them back in line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fedhealth_tools.jobs.merge import SpecError, merge
+
+REPO = Path(__file__).resolve().parents[3]
+JOBS_DIR = REPO / "jobs"
+SPECS_DIR = JOBS_DIR / "specs"
+WRITE_COMMAND = "make jobs"
+# spec section -> the file it becomes, relative to the job folder
+FILES = {
+    "meta": "meta.json",
+    "client": "app/config/config_fed_client.json",
+    "server": "app/config/config_fed_server.json",
+}
+HAND_WRITTEN = ("README.md",)
+
+
+def dump(data: Any) -> str:
+    """The one JSON formatting of generated files: indent 2, key order kept, trailing newline."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def load_family(path: Path) -> dict[str, Any]:
+    """A family spec, checked for its three top-level keys.
+
+    Raises:
+        SpecError: the file is not JSON or lacks ``defaults`` sections or ``jobs``.
+    """
+    try:
+        spec = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{path} is not valid JSON: {e}") from e
+    defaults = spec.get("defaults") if isinstance(spec, dict) else None
+    if not isinstance(defaults, dict) or set(defaults) != set(FILES):
+        raise SpecError(f"{path}: 'defaults' must hold exactly {sorted(FILES)}.")
+    if not isinstance(spec.get("jobs"), dict) or not spec["jobs"]:
+        raise SpecError(f"{path}: 'jobs' must map each job name to its overrides.")
+    return spec
+
+
+def render_job(spec: dict[str, Any], name: str, *, source: str = "the spec") -> dict[str, Any]:
+    """The contents of one job's generated files: relative path -> JSON data.
+
+    Raises:
+        SpecError: the job is not in the spec, or its patch does not apply.
+    """
+    patches = _chain(spec, name, source, ())
+    for patch in patches:
+        unknown = sorted(set(patch) - set(FILES) - {"$extends"})
+        if unknown:
+            raise SpecError(f"{source}: job {name!r} has section(s) {unknown}; use {sorted(FILES)}.")
+    out = {}
+    for section, rel in FILES.items():
+        data = spec["defaults"][section]
+        for patch in patches:
+            data = merge(data, patch.get(section, {}), where=f"{source}: {name}.{section}")
+        if section == "meta":
+            data = {"name": name, **{k: v for k, v in data.items() if k != "name"}}
+        out[rel] = data
+    return out
+
+
+def _chain(spec: dict[str, Any], name: str, source: str, seen: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A job's patches in the order they apply: those of the jobs it ``$extends`` first."""
+    if name not in spec["jobs"]:
+        what = f"job {seen[-1]!r} extends {name!r}, which it lacks" if seen else f"no job {name!r}"
+        raise SpecError(f"{source}: {what}; its jobs are {sorted(spec['jobs'])}.")
+    if name in seen:
+        raise SpecError(f"{source}: jobs extend each other in a loop: {' -> '.join((*seen, name))}.")
+    patch = spec["jobs"][name]
+    if not isinstance(patch, dict):
+        raise SpecError(f"{source}: job {name!r} must map to an object of overrides.")
+    parent = patch.get("$extends")
+    return ([] if parent is None else _chain(spec, parent, source, (*seen, name))) + [patch]
+
+
+def render_all(specs_dir: Path = SPECS_DIR) -> dict[str, dict[str, Any]]:
+    """Every job of every family spec: job name -> its files.
+
+    Raises:
+        SpecError: a spec does not apply, or two families name the same job.
+    """
+    jobs: dict[str, dict[str, Any]] = {}
+    owner: dict[str, str] = {}
+    for path in sorted(Path(specs_dir).glob("*.json")):
+        spec = load_family(path)
+        for name in spec["jobs"]:
+            if name in owner:
+                raise SpecError(f"Job {name!r} is in both {owner[name]} and {path.name}.")
+            owner[name] = path.name
+            jobs[name] = render_job(spec, name, source=path.name)
+    return jobs
+
+
+def write(specs_dir: Path = SPECS_DIR, jobs_dir: Path = JOBS_DIR) -> list[Path]:
+    """Write every generated file that differs from what is there; returns the files written."""
+    written = []
+    for name, files in render_all(specs_dir).items():
+        for rel, data in files.items():
+            target = Path(jobs_dir) / name / rel
+            text = dump(data)
+            if not target.is_file() or target.read_text() != text:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+                written.append(target)
+    return written
+
+
+def check(specs_dir: Path = SPECS_DIR, jobs_dir: Path = JOBS_DIR) -> list[str]:
+    """Every difference between the committed job folders and the specs, one sentence each."""
+    jobs_dir = Path(jobs_dir)
+    wanted = render_all(specs_dir)
+    problems = []
+    for name, files in wanted.items():
+        folder = jobs_dir / name
+        if not folder.is_dir():
+            problems.append(f"jobs/{name} is in the spec but missing from {jobs_dir}.")
+            continue
+        for rel, data in files.items():
+            problems += _compare(folder / rel, data, f"jobs/{name}/{rel}")
+        extra = sorted(
+            str(p.relative_to(folder)) for p in _files(folder) if str(p.relative_to(folder)) not in files
+        )
+        problems += [f"jobs/{name}/{rel} is not generated by the spec." for rel in extra]
+    for folder in sorted(p for p in jobs_dir.iterdir() if (p / "meta.json").is_file()):
+        if folder.name not in wanted:
+            problems.append(f"jobs/{folder.name} is in no spec under {specs_dir.name}/.")
+    return problems
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    return (p for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in HAND_WRITTEN)
+
+
+def _compare(path: Path, data: Any, label: str) -> list[str]:
+    if not path.is_file():
+        return [f"{label} is missing."]
+    text = path.read_text()
+    if text == dump(data):
+        return []
+    try:
+        committed = json.loads(text)
+    except json.JSONDecodeError as e:
+        return [f"{label} is not valid JSON ({e})."]
+    where = first_difference(committed, data)
+    if where is None:
+        return [f"{label} holds the spec's data but not in the generated formatting."]
+    return [f"{label} differs from the spec at {where}."]
+
+
+def first_difference(a: Any, b: Any, where: str = "$") -> str | None:
+    """The path of the first place two JSON values differ (key order counts), or ``None``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if list(a) != list(b):
+            return f"{where} (keys {list(a)} vs {list(b)})"
+        for key in a:
+            found = first_difference(a[key], b[key], f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{where} (length {len(a)} vs {len(b)})"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = first_difference(x, y, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b and type(a) is type(b) else f"{where} ({a!r} vs {b!r})"
