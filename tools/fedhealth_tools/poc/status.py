@@ -3,12 +3,13 @@
 Asks the server as the POC project admin (FLARE API ``get_job_meta``), downloads the finished
 job's result (``download_job_result``, kept under ``<workspace>/downloads/<job id>``) and reads
 fedhealth's run record: every failed site with its reason. A site's own log stays at the site; in
-POC the sites' kits are on this machine, so the last line of each site's ``error_log.txt`` is shown
-too.
+POC the sites' kits are on this machine, so the root exception of each site's ``error_log.txt`` is
+shown too.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fedhealth.reports.run_report import failure_line, find_run_files
@@ -17,6 +18,7 @@ from fedhealth_tools.poc.workspace import PocError, PocLayout, read_project
 
 COMPLETED = "FINISHED:COMPLETED"
 MAX_LOG_LINE = 300
+EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception): ")  # e.g. "TypeError: ... unexpected keyword"
 
 
 def poc_layout(project_file: Path, workspace: Path) -> PocLayout:
@@ -63,13 +65,15 @@ def job_status(layout: PocLayout, job_id: str, downloads: Path) -> str:
 
 
 def site_error_lines(layout: PocLayout, job_id: str) -> dict[str, str]:
-    """The last non-empty line of each POC site's ``error_log.txt`` of the job (sites that have one)."""
+    """Each POC site's first exception line in its ``error_log.txt`` of the job (the root cause of a
+    traceback chain; else the last line), for the sites that have one."""
     found = {}
     for site in layout.sites:
         path = layout.kit(site) / job_id / "error_log.txt"
         if not path.is_file():
             continue
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        causes = [line for line in lines if EXCEPTION_LINE.match(line)]
         if lines:
-            found[site] = f"{lines[-1][:MAX_LOG_LINE]} ({path})"
+            found[site] = f"{(causes or lines[-1:])[0][:MAX_LOG_LINE]} ({path})"
     return found
