@@ -7,6 +7,7 @@ Slow (about a minute each); marked ``slow``. Each test provisions its own worksp
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +15,12 @@ import psutil
 import pytest
 
 from fedhealth.constants import HEART_DATASET_DIR, HEART_SITES, TRAIN_FILE
+from fedhealth.reports.run_record import NEVER_STARTED
+from fedhealth_tools.cli import main
+from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.demo import run_demo, run_job
-from fedhealth_tools.poc.processes import free_port
+from fedhealth_tools.poc.processes import PocProcesses, free_port
+from fedhealth_tools.poc.status import job_status
 from fedhealth_tools.poc.variants import heart_poc, job_variant, project_on_port
 from fedhealth_tools.poc.workspace import PocError
 
@@ -85,6 +90,14 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
     # TensorBoard event files with per-site curves, streamed to the server.
     assert {p.name for p in (tmp_path / "results" / "tb_events").iterdir()} == set(HEART_SITES)
     assert _flare_processes() == []
+    # fedhealth report on the downloaded job result (as after download_job in the admin console):
+    # the same report as the demo's.
+    downloaded = workspace / "downloads" / report["job_id"]
+    assert main(["report", str(downloaded), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    for key in ("job", "rounds", "sites", "global", "gate", "deploy_decision", "cross_site_matrix"):
+        assert again[key] == saved[key], key
+    assert again["eval_split"] == "test"
 
 
 def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) -> None:
@@ -108,4 +121,46 @@ def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) 
     assert "switzerland" in message
     assert "train.csv" in message and "'chol'" in message
     assert "cleveland:" not in message  # only the failed site is blamed
+    assert _flare_processes() == []
+
+
+def _job_one_site_cannot_build(tmp_path: Path, site: str) -> Path:
+    """heart_fedprox where ``site`` gets an app whose executor has an argument it does not take."""
+    job = job_variant(
+        ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_bad_arg", rounds=2, executor_args=BATCH_16
+    )
+    shutil.copytree(job / "app", job / "app_bad")
+    config_path = job / "app_bad" / "config" / "config_fed_client.json"
+    config = json.loads(config_path.read_text())
+    config["executors"][0]["executor"]["args"]["no_such_argument"] = 1
+    config_path.write_text(json.dumps(config, indent=2))
+    meta = json.loads((job / "meta.json").read_text())
+    others = [s for s in HEART_SITES if s != site]
+    meta["name"] = "heart_bad_arg"
+    meta["deploy_map"] = {"app": ["server", *others], "app_bad": [site]}
+    (job / "meta.json").write_text(json.dumps(meta, indent=2))
+    return job
+
+
+def test_poc_site_whose_executor_cannot_be_built_is_named_with_its_reason(tmp_path: Path) -> None:
+    workspace = tmp_path / "fedhealth_test_ws"
+    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
+    job = _job_one_site_cannot_build(tmp_path, "switzerland")
+    with PocProcesses(layout, workspace / "logs") as procs:
+        procs.start()
+        with AdminClient(layout) as admin:
+            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+            job_id = admin.submit(job, workspace / "submit")
+            status = admin.follow(job_id, on_progress=lambda _: None, check=procs.check_alive, timeout=240)
+        text = job_status(layout, job_id, workspace / "downloads")  # fedhealth status JOB, its own session
+    assert status.startswith("FINISHED:") and status != "FINISHED:COMPLETED"
+    assert f"job {job_id} (heart_bad_arg): {status}" in text
+    assert "the run was aborted" in text
+    assert f"- switzerland (no task ran): {NEVER_STARTED.format(job_id=job_id)}" in text
+    assert "no_such_argument" in text  # the site's own error log, readable in POC
+    record = json.loads(next((workspace / "downloads" / job_id).rglob("fedhealth_run.json")).read_text())
+    assert record["status"] == "aborted"
+    assert [f["site"] for f in record["failures"]] == ["switzerland"]  # only the failed site is blamed
+    assert main(["report", str(workspace / "downloads" / job_id), "--out", str(tmp_path / "report")]) == 0
+    assert "- switzerland (no task ran): " in (tmp_path / "report" / "report.md").read_text()
     assert _flare_processes() == []

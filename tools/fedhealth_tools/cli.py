@@ -13,6 +13,8 @@ from fedhealth_tools.imaging.convert_cli import run as run_convert
 from fedhealth_tools.poc.workspace import PocError
 from fedhealth_tools.provision.command import add_provision_arguments, run_provision_command
 
+FRESH_HELP = "delete the existing POC workspace (sites' settings, job results) and provision a new one"
+
 
 def _repo_root() -> Path:
     """The checkout that holds ``jobs/`` and ``project.yml`` (the working directory, or above)."""
@@ -33,12 +35,31 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workspace", type=Path, default=root / "workspace")
     demo.add_argument("--results", type=Path, default=root / "results" / "demo")
     demo.add_argument("--timeout", type=float, default=900.0, help="seconds the job may run")
+    demo.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     add_site_commands(sub)  # validate-site, preflight: also in the site runtime's fedhealth-site
     convert = sub.add_parser("convert-medmnist", help="MedMNIST .npz -> per-site DICOM folders (non-IID)")
     add_convert_arguments(convert)
     up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
     up.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
     up.add_argument("--workspace", type=Path, default=root / "workspace")
+    up.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="SITE=PATH",
+        help="a site's own data folder, written as data_root into <workspace>/poc/.../SITE/local/"
+        "fedhealth_site.json (repeatable); sites not named get the kit's heart rows",
+    )
+    up.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    report = sub.add_parser(
+        "report", help="the per-site report, plots and deployment decision of a downloaded job result"
+    )
+    report.add_argument("result", type=Path, help="the folder download_job (admin console) or the API wrote")
+    report.add_argument("--out", type=Path, help="where to write the report (default: <result>/report)")
+    status = sub.add_parser("status", help="a POC job's status and, if it failed, which site and why")
+    status.add_argument("job_id")
+    status.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
+    status.add_argument("--workspace", type=Path, default=root / "workspace")
     provision = sub.add_parser(
         "provision", help="production startup kits: what was made for whom, fingerprints, secrets"
     )
@@ -86,10 +107,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "convert-medmnist":
         return run_convert(args)
-    if args.command == "up":
-        from fedhealth_tools.poc.up import run_up
+    if args.command == "report":
+        return _report(args.result, args.out)
+    if args.command == "status":
+        from fedhealth_tools.poc.status import job_status, poc_layout
 
-        return _run_poc("up", lambda: run_up(project_file=args.project, workspace=args.workspace), 0)
+        def status() -> None:
+            layout = poc_layout(args.project, args.workspace)
+            print(job_status(layout, args.job_id, Path(args.workspace) / "downloads"))
+
+        return _run_poc("status", status, 130)
+    if args.command == "up":
+        from fedhealth_tools.poc.up import parse_data_options, run_up
+
+        def up() -> None:
+            data = parse_data_options(args.data)
+            run_up(project_file=args.project, workspace=args.workspace, data=data, fresh=args.fresh)
+
+        return _run_poc("up", up, 0)
     if args.command == "demo":
         from fedhealth_tools.poc.demo import run_demo
 
@@ -100,9 +135,26 @@ def main(argv: list[str] | None = None) -> int:
                 workspace=args.workspace,
                 results_dir=args.results,
                 timeout=args.timeout,
+                fresh=args.fresh,
             )
 
         return _run_poc("demo", demo, 130)
+    return 0
+
+
+def _report(result: Path, out: Path | None) -> int:
+    """``fedhealth report RESULT``: write and print the report of a downloaded job result."""
+    from fedhealth.reports.job_result import report_job_result, summary_text
+
+    out = out or Path(result) / "report"
+    try:
+        report, paths = report_job_result(result, out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fedhealth report failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"# {report['job']} (job {report['job_id']}, {report['rounds']} rounds)")
+    print(summary_text(report))
+    print("report: " + ", ".join(str(p) for p in paths))
     return 0
 
 

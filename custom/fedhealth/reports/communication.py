@@ -8,9 +8,10 @@ recorded per round in the run record. A job without the compression filters has 
 from __future__ import annotations
 
 from fedhealth.constants import M_BYTES_RAW, M_BYTES_RECEIVED, M_BYTES_SENT, M_COMPRESSION
+from fedhealth.reports.run_record import RunRecord
 
 
-def communication_section(record: dict) -> dict | None:
+def communication_section(record: RunRecord) -> dict | None:
     """Per-site and total bytes over the job's rounds, and the compression ratio; None if unmeasured."""
     sites: dict[str, dict] = {}
     modes = set()

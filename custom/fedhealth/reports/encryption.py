@@ -8,12 +8,13 @@ without HE has no section.
 
 from __future__ import annotations
 
-from fedhealth.constants import M_HE, M_HE_BYTES_PLAIN, M_HE_BYTES_SENT
+from fedhealth.constants import M_HE, M_HE_BYTES_PLAIN, M_HE_BYTES_SENT, TASK_FED_STATS
+from fedhealth.reports.run_record import RunRecord, had_task
 
 PARAMS = ("scheme", "poly_modulus_degree", "slots", "scale_bits")
 
 
-def encryption_section(record: dict) -> dict | None:
+def encryption_section(record: RunRecord) -> dict | None:
     """Parameters, encrypted and clear layers, and per-site bytes per round; None for a clear job."""
     sites: dict[str, dict] = {}
     params: dict = {}
@@ -46,7 +47,11 @@ def encryption_section(record: dict) -> dict | None:
         **values,
         "sites": dict(sorted(sites.items())),
         "in_clear": [
-            "the federated feature moments of the fed_stats step (per-site count, sum, sum of squares)",
+            *(
+                ["the federated feature moments of the fed_stats step (per-site count, sum, sum of squares)"]
+                if had_task(record, TASK_FED_STATS)
+                else []
+            ),
             "aggregate metrics (losses, accuracy, AUC, sample counts) and the streamed training curves",
             *(
                 [f"the layers not encrypted: {', '.join(sorted(clear - encrypted))}"]

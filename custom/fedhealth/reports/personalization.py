@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fedhealth.reports.run_record import RunRecord
+
 
 def personal_vs_global(
     personal: Mapping[str, float], global_: Mapping[str, float], *, method: str
@@ -63,7 +65,7 @@ def format_personal(rows: Mapping[str, Mapping[str, float | str]]) -> str:
 
 
 def personal_from_record(
-    record: dict, final_global: Mapping[str, float | None] | None = None
+    record: RunRecord, final_global: Mapping[str, float | None] | None = None
 ) -> dict[str, dict[str, float | str]] | None:
     """Personal vs global per site from a FLARE run record (the Ditto job's sites report both).
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fedhealth.reports.summary import AUC_LABEL  # noqa: E402
 from fedhealth.training.site_metrics import METRICS  # noqa: E402
 
 CURVES = (("train_loss", "training loss"), ("global_loss", "validation loss (received model)"))
@@ -22,18 +23,26 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def rounds_ylabel(split: str | None) -> str:
+    """The y label of ``rounds.png``: the split the run record says the sites scored on."""
+    return f"{split} metric, all sites" if split else "metric, all sites (split not recorded)"
+
+
 def plot_rounds(report: dict, path: Path) -> Path:
-    """The global model's accuracy and AUC (as received by the sites) per round."""
+    """The global model's accuracy and AUC (as received by the sites) per round, on the split the
+    run record says the sites scored it on."""
     history = report["history"]
+    split = report.get("eval_split")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     xs = [h["round"] for h in history]
-    for key, label in (("global_accuracy", "accuracy"), ("global_auc", "AUC")):
+    labels = (("global_accuracy", "accuracy, all sites' patients"), ("global_auc", f"AUC ({AUC_LABEL})"))
+    for key, label in labels:
         ax.plot(xs, [h[key] for h in history], marker="o", label=label)
     ax.set_xlabel("round (model sent to the sites at its start)")
-    ax.set_ylabel("test metric, all sites")
+    ax.set_ylabel(rounds_ylabel(split))
     ax.set_title(f"{report['job']}: global model per round")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

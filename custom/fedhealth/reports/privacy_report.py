@@ -15,9 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fedhealth.constants import DP_DECLINED, M_PRIVACY  # noqa: E402
+from fedhealth.reports.run_record import RunRecord
 
 
-def privacy_section(record: dict) -> dict | None:
+def privacy_section(record: RunRecord) -> dict | None:
     """``{"rounds", "epsilon": {site: [ε or None per round]}, "final": {site: {...}}, "stopped": [...]}``.
 
     ``None`` when no site reported a ledger (a job without DP).

@@ -24,6 +24,7 @@ from fedhealth.reports.encryption import encryption_markdown, encryption_section
 from fedhealth.reports.personalization import format_personal, personal_from_record
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.privacy_report import plot_privacy, privacy_markdown, privacy_section
+from fedhealth.reports.run_record import RunRecord, eval_split, load_record
 from fedhealth.reports.site_report import (
     cross_site_matrix,
     fairness_markdown,
@@ -32,13 +33,13 @@ from fedhealth.reports.site_report import (
     site_curves,
     site_rows,
 )
-from fedhealth.reports.summary import weighted_mean
+from fedhealth.reports.summary import AUC_LABEL, weighted_mean
 from fedhealth.reports.update_privacy import update_privacy_markdown, update_privacy_section
 
 GLOBAL_MODEL_PREFIX = "SRV_"
 
 
-def find_run_files(result_dir: Path) -> tuple[dict, dict]:
+def find_run_files(result_dir: Path) -> tuple[RunRecord, dict]:
     """The run record and the cross-site results inside a downloaded job result folder."""
     result_dir = Path(result_dir)
     records = sorted(result_dir.rglob(RUN_RECORD_FILE))
@@ -46,7 +47,7 @@ def find_run_files(result_dir: Path) -> tuple[dict, dict]:
         raise FileNotFoundError(
             f"no {RUN_RECORD_FILE} under {result_dir}: did the job use fedhealth's RunRecorder?"
         )
-    record = json.loads(records[0].read_text())
+    record = load_record(records[0])
     cross = sorted(result_dir.rglob(f"{CROSS_VAL_DIR}/{CROSS_VAL_FILE}"))
     return record, (json.loads(cross[0].read_text()) if cross else {})
 
@@ -57,7 +58,7 @@ def _global_model_name(cross: dict) -> str | None:
     return server[0] if server else None
 
 
-def build_report(job: str, record: dict, cross: dict) -> dict:
+def build_report(job: str, record: RunRecord, cross: dict) -> dict:
     """The report as a dict: ``job``, ``rounds``, ``sites``, ``global``, ``history``, ``cross_site``."""
     model = _global_model_name(cross)
     rounds = record.get("rounds", [])
@@ -99,8 +100,11 @@ def build_report(job: str, record: dict, cross: dict) -> dict:
             "client_avg_accuracy": sum(scored) / len(scored) if scored else None,
             "worst_site_accuracy": min(scored) if scored else None,
             "model": model,
-            "note": "accuracy: over all sites' test patients; auc: test-size-weighted mean of site AUCs",
+            "auc_label": AUC_LABEL,
+            "note": f"accuracy: over all sites' test patients; AUC: {AUC_LABEL} (weights: test sizes), "
+            "not a pooled AUC",
         },
+        "eval_split": eval_split(record),
         "history": [
             {
                 "round": r.get("round"),
@@ -154,6 +158,11 @@ def site_table(report: dict) -> str:
     n_train = sum(s["n_train"] or 0 for s in report["sites"])
     n_test = sum(s["n_test"] or 0 for s in report["sites"])
     lines.append(f"| **global** | {n_train} | {n_test} | {_fmt(g['accuracy'])} | {_fmt(g['auc'])} |")
+    lines += [
+        "",
+        f"global row: accuracy over all sites' test patients; AUC = {AUC_LABEL} (weights: test sizes), "
+        "not a pooled AUC.",
+    ]
     return "\n".join(lines)
 
 
@@ -185,7 +194,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         site_table(report),
         "",
         f"Client-average accuracy {_fmt(g['client_avg_accuracy'])}, "
-        f"worst site {_fmt(g['worst_site_accuracy'])}. ({g['note']}.)",
+        f"worst site {_fmt(g['worst_site_accuracy'])}.",
         "",
         "![global metric per round](rounds.png)",
         "",
@@ -212,10 +221,13 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         parts += ["", "## Personal vs global model, accuracy per site", "", "```"]
         parts += [format_personal(report["personal_vs_global"]), "```"]
     if report["failures"]:
-        parts += ["", "## Failed sites", ""] + [
-            f"- {f['site']} ({f['task']}): {f['reason']}" for f in report["failures"]
-        ]
+        parts += ["", "## Failed sites", ""] + [failure_line(f) for f in report["failures"]]
     return "\n".join(parts) + "\n"
+
+
+def failure_line(failure: dict) -> str:
+    """One failed site as a Markdown list item: site, task (or 'no task ran'), reason."""
+    return f"- {failure['site']} ({failure.get('task') or 'no task ran'}): {failure['reason']}"
 
 
 def write_report(report: dict, out_dir: Path, seconds: float | None = None) -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fedhealth.constants import M_INTERVALS, STREAMED_METRICS
 from fedhealth.reports.fairness import deployment_gate, flag_sites, site_values
+from fedhealth.reports.run_record import RunRecord
 from fedhealth.training.site_metrics import METRICS
 
 
@@ -23,7 +24,7 @@ def site_intervals(cross: dict, model: str | None) -> dict[str, dict]:
     }
 
 
-def site_curves(record: dict) -> dict[str, dict[str, list]]:
+def site_curves(record: RunRecord) -> dict[str, dict[str, list]]:
     """Per site, per streamed metric: the value in each round (None where the site did not report)."""
     rounds = record.get("rounds", [])
     names = sorted({site for r in rounds for site in r.get("sites", {})})
@@ -33,7 +34,7 @@ def site_curves(record: dict) -> dict[str, dict[str, list]]:
     }
 
 
-def participation(record: dict) -> dict[str, dict]:
+def participation(record: RunRecord) -> dict[str, dict]:
     """Per site: rounds its update went into the global model, the share of all rounds, and the
     rounds it missed (no result in time) or had rejected by the server's validation."""
     rounds = record.get("rounds", [])
@@ -70,7 +71,7 @@ def _metric(result: dict, metric: str) -> float | None:
     return result.get(metric)
 
 
-def fairness_section(cross: dict, model: str | None, record: dict) -> dict:
+def fairness_section(cross: dict, model: str | None, record: RunRecord) -> dict:
     """Flags, gate and summary for every metric; the primary metric decides deployment."""
     gate_cfg = record.get("gate") or {"primary_metric": "auc", "threshold": 0.75, "flag_sd": 2.0}
     intervals = site_intervals(cross, model)

@@ -6,6 +6,10 @@ from collections.abc import Mapping
 
 from fedhealth.constants import M_N_TEST
 
+# What the report's "global" AUC is: each site's AUC weighted by its test size; a pooled AUC would
+# need every site's scores in one place.
+AUC_LABEL = "size-weighted mean of site AUCs"
+
 
 def weighted_mean(values: Mapping[str, float | None], weights: Mapping[str, float]) -> float | None:
     """Mean of the sites' values weighted by ``weights``; sites with no value are left out."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 from statistics import median
 
 from fedhealth.constants import M_TASK_S
+from fedhealth.reports.run_record import RunRecord
 
 
-def round_timings(record: dict) -> list[dict]:
+def round_timings(record: RunRecord) -> list[dict]:
     """One row per finished round: ``round``, ``wall_s``, ``slowest_site_s``, ``overhead_s``, ``sites``.
 
     Raises:
@@ -42,7 +43,7 @@ def round_timings(record: dict) -> list[dict]:
     return rows
 
 
-def timing_summary(record: dict, *, skip_first: bool = True) -> dict:
+def timing_summary(record: RunRecord, *, skip_first: bool = True) -> dict:
     """Median round wall time and overhead, and the start-up cost before the first round.
 
     Args:

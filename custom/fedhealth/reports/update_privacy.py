@@ -8,11 +8,12 @@ noise multiplier and standard deviation, the clip norm, the round and the task.
 from __future__ import annotations
 
 from fedhealth.reports.privacy_report import fmt
+from fedhealth.reports.run_record import RunRecord
 
 FINAL_KEYS = ("epsilon", "delta", "noise_multiplier", "noise_std", "clip_norm", "releases")
 
 
-def update_privacy_section(record: dict) -> dict | None:
+def update_privacy_section(record: RunRecord) -> dict | None:
     """``{"rounds", "epsilon": {site: [ε after that round's train release, or None]}, "final": {site: {...}},
     "other": [releases of other tasks]}``; ``None`` when no site released with DP."""
     releases = [r for r in record.get("update_privacy", []) if isinstance(r, dict)]

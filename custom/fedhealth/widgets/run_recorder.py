@@ -36,6 +36,7 @@ from fedhealth.constants import (
     TASK_TRAIN,
 )
 from fedhealth.reports.fairness import loss_divergence
+from fedhealth.reports.run_record import NEVER_STARTED, Failure, Gate, RunRecord, new_record
 from fedhealth.reports.summary import round_summary
 from fedhealth.training.site_metrics import METRICS
 
@@ -58,33 +59,19 @@ class RunRecorder(FLComponent):
             raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
         if flag_sd <= 0:
             raise ValueError(f"flag_sd must be positive, got {flag_sd}.")
-        self.gate = {"primary_metric": primary_metric, "threshold": threshold, "flag_sd": flag_sd}
+        self.gate = Gate(primary_metric=primary_metric, threshold=threshold, flag_sd=flag_sd)
         self._lock = threading.Lock()
-        self._record: dict = {}
+        self._record: RunRecord = {}
         self._path: Path | None = None
+        self._abort_signal = None
 
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
         if event_type == EventType.START_RUN:
             workspace = fl_ctx.get_engine().get_workspace()
             self._path = Path(workspace.get_run_dir(fl_ctx.get_job_id())) / RUN_RECORD_FILE
+            self._abort_signal = fl_ctx.get_run_abort_signal()
             with self._lock:
-                self._record = {
-                    "job_id": fl_ctx.get_job_id(),
-                    "started": time.time(),
-                    "status": "running",
-                    "current_round": None,
-                    "num_rounds": None,
-                    "rounds": [],
-                    "failures": [],
-                    "gate": dict(self.gate),
-                    "divergence": None,
-                    "rejected_updates": [],
-                    "sites": [],
-                    "disconnected": [],
-                    "completed_rounds": [],
-                    "round_times": [],
-                    "update_privacy": [],
-                }
+                self._record = new_record(fl_ctx.get_job_id(), Gate(**self.gate))
         elif event_type == AppEventType.ROUND_STARTED:
             with self._lock:
                 self._record["current_round"] = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
@@ -92,6 +79,8 @@ class RunRecorder(FLComponent):
                 # Wall clock of each round, from the server's own events: overhead = round - slowest site.
                 stamp = {"round": self._record["current_round"], "started": time.time()}
                 self._record["round_times"].append(stamp)
+        elif event_type == EventType.BEFORE_PROCESS_TASK_REQUEST:
+            self._on_task_request(fl_ctx)
         elif event_type == EventType.BEFORE_PROCESS_SUBMISSION:
             self._on_result(fl_ctx)
         elif event_type == AppEventType.ROUND_DONE:
@@ -124,11 +113,45 @@ class RunRecorder(FLComponent):
                 self._record["disconnected"].append({"site": site, "round": self._record["current_round"]})
                 self._write_locked()
         elif event_type == EventType.END_RUN:
+            self._on_end(fl_ctx)
+
+    def _on_task_request(self, fl_ctx: FLContext) -> None:
+        """Note each site whose job asked for a task: a participant that never asks did not start."""
+        peer = fl_ctx.get_peer_context()
+        site = peer.get_identity_name() if peer is not None else None
+        if site:
             with self._lock:
-                if self._record.get("status") != "aborted":
-                    self._record["status"] = "finished"
-                self._record["ended"] = time.time()
-            self._write()
+                if site not in self._record.setdefault("asked", []):
+                    self._record["asked"].append(site)
+
+    def _on_end(self, fl_ctx: FLContext) -> None:
+        """Final status; participants whose job never asked for a task become failures with the reason."""
+        try:
+            clients = fl_ctx.get_engine().get_participating_clients()  # {token: Client}
+            participants = sorted(client.name for client in clients.values())
+        except AttributeError:  # an engine without participants (tests); nothing to check
+            participants = []
+        aborted = self._abort_signal is not None and self._abort_signal.triggered
+        with self._lock:
+            record = self._record
+            failed = {f["site"] for f in record["failures"]}
+            for site in participants:
+                if site not in record.get("asked", []) and site not in failed:
+                    reason = NEVER_STARTED.format(job_id=record.get("job_id"))
+                    record["failures"].append(
+                        Failure(site=site, task=None, round=record.get("current_round"), reason=reason)
+                    )
+            if record.get("status") != "aborted" and aborted:
+                record["status"] = "aborted"
+                record["abort_reason"] = (
+                    "the server stopped the run before its workflow ended (a site's job failed, "
+                    "or an admin aborted the job)"
+                )
+                record["abort_round"] = record.get("current_round")
+            elif record.get("status") != "aborted":
+                record["status"] = "finished"
+            record["ended"] = time.time()
+            self._write_locked()
 
     def _on_result(self, fl_ctx: FLContext) -> None:
         result = fl_ctx.get_prop(FLContextKey.TASK_RESULT)
@@ -140,10 +163,12 @@ class RunRecorder(FLComponent):
         with self._lock:
             if site not in self._record["sites"]:
                 self._record["sites"].append(site)  # every site that answered anything, for participation
+            if task and task not in self._record.setdefault("tasks", []):
+                self._record["tasks"].append(task)  # which steps ran (the report says what travelled)
             if rc != ReturnCode.OK:
                 reason = result.get_header(HEADER_ERROR, None) or f"returned {rc}"
                 self._record["failures"].append(
-                    {"site": site, "task": task, "round": self._record["current_round"], "reason": reason}
+                    Failure(site=site, task=task, round=self._record["current_round"], reason=reason)
                 )
                 self._write_locked()
                 return

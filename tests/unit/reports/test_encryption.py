@@ -24,7 +24,7 @@ def _facts(sent: int, plain: int, clear: list[str]) -> dict:
     }
 
 
-def _record(clear: list[str], sizes: dict[str, list[int]]) -> dict:
+def _record(clear: list[str], sizes: dict[str, list[int]], tasks: tuple[str, ...] = (C.TASK_TRAIN,)) -> dict:
     rounds = []
     for i in range(max(len(v) for v in sizes.values())):
         sites = {
@@ -33,19 +33,36 @@ def _record(clear: list[str], sizes: dict[str, list[int]]) -> dict:
             if i < len(sent)
         }
         rounds.append({"round": i, "sites": sites})
-    return {"job_id": "j", "rounds": rounds}
+    return {"job_id": "j", "rounds": rounds, "tasks": list(tasks)}
 
 
-# (layers left in clear, per-site bytes sent per round, expected bytes per round per site, expected ratio)
+HEART = (C.TASK_FED_STATS, C.TASK_SET_SCALING, C.TASK_TRAIN, C.TASK_VALIDATE)  # a run with a fed_stats step
+IMAGING = (C.TASK_TRAIN, C.TASK_VALIDATE)
+# (layers left in clear, per-site bytes sent per round, expected bytes per round per site, expected ratio,
+#  the tasks that ran: the fed_stats moments are named as in clear only where that step ran)
 CASES = [
-    ([], {"a": [1_800_000, 1_800_000], "b": [1_700_000, 1_900_000]}, {"a": 1_800_000, "b": 1_800_000}, 900.0),
-    (["net.0.bias", "net.3.bias"], {"a": [900_000], "b": [1_000_000]}, {"a": 900_000, "b": 1_000_000}, None),
+    (
+        [],
+        {"a": [1_800_000, 1_800_000], "b": [1_700_000, 1_900_000]},
+        {"a": 1_800_000, "b": 1_800_000},
+        900.0,
+        HEART,
+    ),
+    (
+        ["net.0.bias", "net.3.bias"],
+        {"a": [900_000], "b": [1_000_000]},
+        {"a": 900_000, "b": 1_000_000},
+        None,
+        IMAGING,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("clear", "sizes", "per_round", "ratio"), CASES)
-def test_section_totals_per_site(clear: list[str], sizes: dict, per_round: dict, ratio: float | None) -> None:
-    section = encryption_section(_record(clear, sizes))
+@pytest.mark.parametrize(("clear", "sizes", "per_round", "ratio", "tasks"), CASES)
+def test_section_totals_per_site(
+    clear: list[str], sizes: dict, per_round: dict, ratio: float | None, tasks: tuple[str, ...]
+) -> None:
+    section = encryption_section(_record(clear, sizes, tasks))
     assert {k: section[k] for k in PARAMS} == PARAMS
     assert section["clear_layers"] == sorted(clear)
     assert set(section["encrypted_layers"]).isdisjoint(clear) and len(section["encrypted_layers"]) == 4 - len(
@@ -61,7 +78,8 @@ def test_section_totals_per_site(clear: list[str], sizes: dict, per_round: dict,
     text = encryption_markdown(section)
     assert "Scheme CKKS, polynomial modulus degree 8192 (4096 slots per ciphertext), scale 2^40" in text
     assert f"in clear: {', '.join(sorted(clear)) or 'none'}" in text
-    assert "fed_stats" in text  # what still travels in clear is stated
+    assert "aggregate metrics (losses, accuracy, AUC" in text  # what still travels in clear is stated
+    assert ("fed_stats" in text) == (C.TASK_FED_STATS in tasks)
     if clear:
         assert any("layers not encrypted" in line for line in section["in_clear"])
 

@@ -80,10 +80,15 @@ def test_site_table_has_global_row() -> None:
     table = site_table(build_report("heart_fedavg", _record(), _cross()))
     lines = table.splitlines()
     assert lines[0] == "| site | n_train | n_test | accuracy | AUC |"
-    assert len(lines) == 2 + len(SITES) + 1
+    assert len(lines) == 2 + len(SITES) + 1 + 2
     assert "| switzerland | 30 | 16 | 0.500 | n/a |" in lines
     global_auc = build_report("j", _record(), _cross())["global"]["auc"]
-    assert lines[-1] == f"| **global** | 486 | 254 | {_expected_accuracy():.3f} | {global_auc:.3f} |"
+    assert lines[-3] == f"| **global** | 486 | 254 | {_expected_accuracy():.3f} | {global_auc:.3f} |"
+    # The global AUC is said to be what it is: a weighted mean of the sites' AUCs, not a pooled AUC.
+    assert lines[-1] == (
+        "global row: accuracy over all sites' test patients; AUC = size-weighted mean of site AUCs "
+        "(weights: test sizes), not a pooled AUC."
+    )
 
 
 def test_write_report_files(tmp_path: Path) -> None:

@@ -7,16 +7,19 @@ from pathlib import Path
 
 import pytest
 from flare_doubles import WorkspaceEngine
+from nvflare.apis.client import Client
 from nvflare.apis.dxo import DXO, DataKind
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import FLContextKey, ReservedKey, ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import ReservedHeaderKey, make_reply
+from nvflare.apis.signal import Signal
 from nvflare.apis.workspace import Workspace
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 
 from fedhealth import constants as C
+from fedhealth.reports.run_record import NEVER_STARTED
 from fedhealth.widgets.run_recorder import RunRecorder
 
 JOB_ID = "job-7"
@@ -120,3 +123,60 @@ def test_dp_releases_of_any_task_are_recorded(tmp_path: Path) -> None:
         {"site": "switzerland", "task": "submit_model", **stamp, "releases": 2},
     ]
     assert record["rounds"][0]["sites"]["switzerland"]["train_loss"] == 0.5
+
+
+class _JobEngine(WorkspaceEngine):
+    """The server job's engine: its workspace and the job's participants ({token: Client})."""
+
+    def __init__(self, workspace: Workspace, sites: list[str]) -> None:
+        super().__init__(workspace)
+        self.clients = {f"token-{name}": Client(name, f"token-{name}") for name in sites}
+
+    def get_participating_clients(self) -> dict[str, Client]:
+        return self.clients
+
+
+def test_a_site_whose_job_never_started_is_a_failure_and_the_run_aborted(tmp_path: Path) -> None:
+    fl_ctx = _ctx(tmp_path)
+    workspace = fl_ctx.get_engine().get_workspace()
+    fl_ctx.set_prop(
+        ReservedKey.ENGINE, _JobEngine(workspace, ["site-1", "site-2"]), private=True, sticky=True
+    )
+    abort = Signal()
+    fl_ctx.set_prop(ReservedKey.RUN_ABORT_SIGNAL, abort, private=True, sticky=True)
+    recorder = RunRecorder()
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    fl_ctx.set_prop(AppConstants.CURRENT_ROUND, 0, private=True, sticky=True)
+    recorder.handle_event(AppEventType.ROUND_STARTED, fl_ctx)
+    peer = FLContext()
+    peer.set_prop(ReservedKey.IDENTITY_NAME, "site-1", private=False)
+    fl_ctx.set_peer_context(peer)
+    recorder.handle_event(EventType.BEFORE_PROCESS_TASK_REQUEST, fl_ctx)
+    _submit(recorder, fl_ctx, "site-1", 0, 0.5)
+    abort.trigger(True)  # FLARE's job runner stops the server job when a client job fails
+    recorder.handle_event(EventType.END_RUN, fl_ctx)
+
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    assert record["status"] == "aborted" and record["abort_round"] == 0
+    assert "a site's job failed" in record["abort_reason"]
+    assert record["asked"] == ["site-1"] and record["tasks"] == [C.TASK_TRAIN]
+    assert record["failures"] == [
+        {"site": "site-2", "task": None, "round": 0, "reason": NEVER_STARTED.format(job_id=JOB_ID)}
+    ]
+    assert f"{JOB_ID}/error_log.txt" in record["failures"][0]["reason"]
+
+
+def test_a_run_that_ends_normally_is_finished_without_failures(tmp_path: Path) -> None:
+    fl_ctx = _ctx(tmp_path)
+    workspace = fl_ctx.get_engine().get_workspace()
+    fl_ctx.set_prop(ReservedKey.ENGINE, _JobEngine(workspace, ["site-1"]), private=True, sticky=True)
+    fl_ctx.set_prop(ReservedKey.RUN_ABORT_SIGNAL, Signal(), private=True, sticky=True)
+    recorder = RunRecorder()
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    peer = FLContext()
+    peer.set_prop(ReservedKey.IDENTITY_NAME, "site-1", private=False)
+    fl_ctx.set_peer_context(peer)
+    recorder.handle_event(EventType.BEFORE_PROCESS_TASK_REQUEST, fl_ctx)
+    recorder.handle_event(EventType.END_RUN, fl_ctx)
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    assert (record["status"], record["failures"]) == ("finished", [])

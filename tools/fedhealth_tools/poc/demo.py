@@ -1,22 +1,23 @@
 """``fedhealth demo``: a four-hospital federation in FLARE POC mode, end to end.
 
-Prepares a POC workspace inside the checkout, gives each hospital its own rows, starts the real
-server and client processes, submits the job as the project admin through the FLARE API, shows
-live progress, downloads the result, prints the per-site table and writes the report. Every
-process it started is stopped on the way out, also on an error or Ctrl-C.
+Prepares a POC workspace inside the checkout (or reuses the one made from the same project file),
+gives each hospital its own rows, starts the real server and client processes, submits the job as
+the project admin through the FLARE API, shows live progress, downloads the result, prints the
+per-site table and writes the report (the same one ``fedhealth report`` writes for any downloaded
+job result). Every process it started is stopped on the way out, also on an error or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from fedhealth.constants import TB_DIR
-from fedhealth.reports.run_report import build_report, find_run_files, site_table, write_report
+from fedhealth.reports.job_result import report_job_result, summary_text
+from fedhealth.reports.run_report import find_run_files
 from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.processes import PocProcesses
 from fedhealth_tools.poc.workspace import PocError, PocLayout, prepare_workspace, write_heart_data
@@ -31,9 +32,18 @@ def _job_rounds(job_dir: Path) -> int:
 
 
 def run_demo(
-    *, job_dir: Path, project_file: Path, workspace: Path, results_dir: Path, timeout: float = 900.0
+    *,
+    job_dir: Path,
+    project_file: Path,
+    workspace: Path,
+    results_dir: Path,
+    timeout: float = 900.0,
+    fresh: bool = False,
 ) -> dict:
-    """Provision, place the data, run one job in POC mode and write its report; returns the report.
+    """Provision (or reuse the workspace), place the data, run one job in POC mode and write its report.
+
+    Returns the report. ``fresh`` deletes an existing POC workspace and provisions a new one; without
+    it a workspace made from the same project file is kept (sites' settings, downloaded results).
 
     Raises:
         PocError: a step failed; the message says which and why.
@@ -42,55 +52,23 @@ def run_demo(
     job_dir = Path(job_dir)
     if not (job_dir / "meta.json").is_file():
         raise PocError(f"{job_dir} is not a FLARE job folder (no meta.json)")
-    print(f"[1/6] provisioning the POC workspace in {workspace} (certificates, allow-list, loopback)")
-    layout = prepare_workspace(project_file, Path(workspace) / "poc")
+    print(f"[1/6] the POC workspace in {workspace} (certificates, allow-list, loopback)")
+    layout = prepare_workspace(project_file, Path(workspace) / "poc", fresh=fresh)
     sizes = write_heart_data(layout)
     sites = ", ".join(f"{s} {tr}+{te}" for s, (tr, te) in sizes.items())
     print(f"[2/6] each hospital's own rows written into its own site (train+test): {sites}")
     result = run_job(layout, job_dir, workspace=Path(workspace), timeout=timeout)
     print("[6/6] all FLARE processes stopped; writing the report")
-    record, cross = find_run_files(result)
-    report = build_report(job_dir.name, record, cross)
     seconds = time.monotonic() - start
-    paths = write_report(report, results_dir, seconds)
+    report, paths = report_job_result(result, results_dir, seconds=seconds)
     print()
-    print(site_table(report))
-    g = report["global"]
-    print(
-        f"\nclient-average accuracy {g['client_avg_accuracy']:.3f}, worst site {g['worst_site_accuracy']:.3f}"
-    )
-    _print_gate(report)
-    tb = _copy_tensorboard(result, Path(results_dir))
-    if tb:
+    print(summary_text(report))
+    tb = Path(results_dir) / TB_DIR
+    if tb in paths:
         print(f"TensorBoard (per-site curves): tensorboard --logdir {tb}")
-    print("report: " + ", ".join(str(p) for p in paths))
+    print("report: " + ", ".join(str(p) for p in paths if p != tb))
     print(f"done in {seconds:.0f} s")
     return report
-
-
-def _print_gate(report: dict) -> None:
-    gate = report.get("gate") or {}
-    flagged = [s["name"] for s in report["sites"] if s.get("flagged")]
-    print(f"flagged sites: {', '.join(flagged) if flagged else 'none'}")
-    if gate:
-        print(
-            f"deployment gate ({gate['metric']} lower 95% bound >= {gate['threshold']} at every site): "
-            f"{gate['decision']} (deciding site: {gate['deciding_site']})"
-        )
-    divergence = report.get("divergence") or {}
-    if divergence.get("diverging"):
-        print(f"WARNING: {divergence['message']}")
-
-
-def _copy_tensorboard(result: Path, results_dir: Path) -> Path | None:
-    """Copy the server's TensorBoard event files (per-site curves) next to the report."""
-    found = sorted(Path(result).rglob(TB_DIR))
-    if not found:
-        return None
-    target = results_dir / TB_DIR
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(found[0], target)
-    return target
 
 
 def run_job(layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float) -> Path:
@@ -100,8 +78,7 @@ def run_job(layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float
         PocError: the federation did not start, or the job did not complete; the message names the
             failed sites and their reasons as the server recorded them.
     """
-    downloads = workspace / "downloads"
-    shutil.rmtree(downloads, ignore_errors=True)
+    downloads = workspace / "downloads"  # one folder per job id: earlier results are kept
     with PocProcesses(layout, workspace / "logs") as procs:
         print(f"[3/6] starting the FLARE server (127.0.0.1:{layout.port}) and {len(layout.sites)} sites")
         procs.start()

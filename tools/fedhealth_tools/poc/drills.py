@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedhealth.reports.run_record import RunRecord
 from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.processes import PocProcesses
 from fedhealth_tools.poc.workspace import PocError, PocLayout
@@ -56,7 +57,7 @@ class DrillResult:
     result: Path
     seconds: float
     rejoined: bool | None = None
-    record: dict | None = None  # set when the run record is not the downloaded one (a resumed job)
+    record: RunRecord | None = None  # set when the run record is not the downloaded one (a resumed job)
 
 
 def run_drill(

@@ -14,11 +14,13 @@ import json
 import shutil
 from pathlib import Path
 
+from fedhealth.reports.run_record import RunRecord
+
 RESUME_MODEL = "model/resume_model.pt"
 ENVIRONMENT_FILE = "config/environment.json"
 
 
-def last_completed_round(record: dict) -> int:
+def last_completed_round(record: RunRecord) -> int:
     """The last round whose aggregated model was saved.
 
     Raises:
@@ -30,7 +32,7 @@ def last_completed_round(record: dict) -> int:
     return max(done)
 
 
-def resume_job(src_job: Path, dest: Path, *, record: dict, model_file: Path) -> Path:
+def resume_job(src_job: Path, dest: Path, *, record: RunRecord, model_file: Path) -> Path:
     """A copy of ``src_job`` that continues after the last completed round of ``record``.
 
     Raises:

@@ -99,7 +99,7 @@ def heart_poc(
         project = project_with_he(project, project)
     if allow:
         project = project_allowing(project, project, list(allow))
-    layout = prepare_workspace(project, workspace / "poc")
+    layout = prepare_workspace(project, workspace / "poc", fresh=True)  # a run of its own: always clean
     write_heart_data(layout)
     return layout
 

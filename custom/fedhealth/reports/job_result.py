@@ -1,0 +1,109 @@
+"""One report for any finished job: the demo's, and ``fedhealth report <downloaded job result>``.
+
+A job result is the folder FLARE's ``download_job`` (admin console) or ``download_job_result``
+(FLARE API) writes: the server's run folder under ``workspace/`` with fedhealth's run record and
+FLARE's cross-site results, and the submitted job's ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedhealth.constants import TB_DIR
+from fedhealth.reports.run_record import RunRecord
+from fedhealth.reports.run_report import build_report, failure_line, find_run_files, site_table, write_report
+
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a downloaded job result holds for the report."""
+
+    folder: Path
+    job: str
+    record: RunRecord
+    cross: dict
+
+
+def read_job_result(folder: Path) -> JobResult:
+    """The job's name, run record and cross-site results in a downloaded job result folder.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no run record (the message says which).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (give the folder download_job wrote)")
+    record, cross = find_run_files(folder)
+    return JobResult(folder, _job_name(folder), record, cross)
+
+
+def _job_name(folder: Path) -> str:
+    """The job's name from FLARE's ``meta.json`` (the job folder's name as submitted), else the folder's."""
+    for meta in sorted(folder.rglob(META_FILE), key=lambda p: len(p.parts)):
+        try:
+            data = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("job_id") and data.get("name"):
+            return str(data["name"])
+    return folder.name
+
+
+def report_job_result(
+    folder: Path, out_dir: Path, *, seconds: float | None = None
+) -> tuple[dict, list[Path]]:
+    """Build and write the report of a downloaded job result; returns the report and the files written.
+
+    The files: ``report.json``, ``report.md``, the plots, and the sites' TensorBoard curves
+    (``tb_events/``) where the run streamed them.
+    """
+    result = read_job_result(folder)
+    report = build_report(result.job, result.record, result.cross)
+    paths = write_report(report, out_dir, seconds)
+    tb = copy_tensorboard(result.folder, Path(out_dir))
+    return report, paths + ([tb] if tb else [])
+
+
+def copy_tensorboard(result: Path, out_dir: Path) -> Path | None:
+    """Copy the server's TensorBoard event files (per-site curves) next to the report."""
+    found = sorted(Path(result).rglob(TB_DIR))
+    if not found:
+        return None
+    target = Path(out_dir) / TB_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(found[0], target)
+    return target
+
+
+def summary_text(report: dict) -> str:
+    """What the console shows of a report: site table, averages, flags, the gate and failed sites."""
+    g = report["global"]
+    lines = [site_table(report), ""]
+    if g.get("client_avg_accuracy") is not None:
+        lines.append(
+            f"client-average accuracy {g['client_avg_accuracy']:.3f}, "
+            f"worst site {g['worst_site_accuracy']:.3f}"
+        )
+    flagged = [s["name"] for s in report["sites"] if s.get("flagged")]
+    lines.append(f"flagged sites: {', '.join(flagged) if flagged else 'none'}")
+    gate = report.get("gate") or {}
+    if gate:
+        lines.append(
+            f"deployment gate ({gate['metric']} lower 95% bound >= {gate['threshold']} at every site): "
+            f"{gate['decision']} (deciding site: {gate['deciding_site']})"
+        )
+    else:
+        lines.append(f"deployment decision: {report['deploy_decision']} (no site validated the final model)")
+    divergence = report.get("divergence") or {}
+    if divergence.get("diverging"):
+        lines.append(f"WARNING: {divergence['message']}")
+    if report.get("status") == "aborted":
+        lines.append(f"the run was aborted: {report.get('abort_reason')}")
+    if report.get("failures"):
+        lines += ["failed sites:", *(failure_line(f) for f in report["failures"])]
+    return "\n".join(lines)
