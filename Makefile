@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup jobs demo demo-he test test-fast lint format bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-scale bench-jobs bench-strict-scope clean
+.PHONY: setup jobs demo demo-he test test-fast lint format docs docs-tables bench-heart bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-scale bench-jobs bench-strict-scope clean
 
 setup: $(STAMP)
 
@@ -32,9 +32,11 @@ demo-he: setup
 	$(PY) -c "from fedhealth_tools.poc.variants import project_with_he as p; p('project.yml', 'workspace/project_he.yml')"
 	$(VENV)/bin/fedhealth demo --job jobs/heart_he --project workspace/project_he.yml --results results/demo_he
 
-# Lint first (fast), then every test: unit and the real POC federations (marked slow).
+# Lint first (fast), the strict docs build (a broken link fails), then every test: unit and the real
+# POC federations (marked slow).
 test: setup
 	$(VENV)/bin/ruff check custom tools tests scripts
+	$(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -47,6 +49,14 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format custom tools tests scripts
 	$(VENV)/bin/ruff check --fix custom tools tests scripts
+
+# The documentation site (docs/, mkdocs.yml) into site/ (git-ignored); strict: a broken link fails.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict
+
+# The benchmark tables in docs/, written from results/*.json (a unit test fails when they are stale).
+docs-tables: setup
+	$(PY) scripts/docs_tables.py
 
 bench-heart: setup
 	$(PY) scripts/bench_heart.py --out results/bench_heart.json
@@ -92,4 +102,4 @@ bench-jobs: setup
 	$(PY) scripts/bench_jobs.py --out results/bench_jobs.json
 
 clean:
-	rm -rf workspace results/demo
+	rm -rf workspace results/demo site
