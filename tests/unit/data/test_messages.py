@@ -34,8 +34,8 @@ from nvflare.apis.workspace import Workspace
 
 from fedhealth import constants as C
 from fedhealth.data.features import feature_names
-from fedhealth.data.heart_source import RAW_COLUMNS, TARGET
 from fedhealth.data.messages import SiteDataError, safe_reason
+from fedhealth.data.site_data import RAW_COLUMNS, TARGET
 from fedhealth.executors.cxr_executor import CxrExecutor
 from fedhealth.executors.heart_executor import HeartExecutor
 from fedhealth.imaging.cache import DecodedCache

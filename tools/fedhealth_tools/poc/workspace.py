@@ -16,9 +16,9 @@ from pathlib import Path
 import yaml
 
 from fedhealth.constants import SITE_CONFIG_FILE, SITE_DATA_ROOT_KEY
-from fedhealth.data.heart_source import load_heart_sites
 from fedhealth.data.site_data import write_site
 from fedhealth.onboarding.preflight import nvflare_bin
+from fedhealth_tools.data.heart_source import load_heart_sites
 
 
 class PocError(RuntimeError):
