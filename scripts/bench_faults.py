@@ -97,10 +97,10 @@ def robust_rule_costs() -> dict[str, dict]:
     (no norm filter here, to show what the rule alone does)."""
     import numpy as np
 
-    from fedhealth.data.heart_source import RAW_COLUMNS, TARGET, load_heart_sites
-    from fedhealth.data.site_data import SiteTable
+    from fedhealth.data.site_data import RAW_COLUMNS, TARGET, SiteTable
     from fedhealth.models.tabular import TabularNet
     from fedhealth.training.heart_site import HeartSite
+    from fedhealth_tools.data.heart_source import load_heart_sites
     from fedhealth_tools.training.federation import federated_scaling, run_federation
 
     splits = load_heart_sites()

@@ -31,9 +31,9 @@ import pandas as pd
 import torch
 
 from fedhealth.constants import HEART_SITES, M_ACCURACY
-from fedhealth.data.heart_source import RAW_COLUMNS, TARGET, load_heart_sites
-from fedhealth.data.site_data import SiteTable
+from fedhealth.data.site_data import RAW_COLUMNS, TARGET, SiteTable
 from fedhealth.training.heart_site import HeartSite
+from fedhealth_tools.data.heart_source import load_heart_sites
 from fedhealth_tools.training.federation import federated_scaling
 from fedhealth_tools.training.trainers import (
     FT_SCOPES,

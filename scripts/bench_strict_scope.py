@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from fedhealth.constants import HEART_SITES
-from fedhealth.data.heart_source import TARGET, load_heart_sites
-from fedhealth.data.site_data import SiteTable
+from fedhealth.data.site_data import TARGET, SiteTable
 from fedhealth.models.tabular import TabularNet
 from fedhealth.policy.update_rules import dp_release, l2_norm, release_epsilon
 from fedhealth.training.heart_site import HeartSite
 from fedhealth.training.loops import predict
 from fedhealth.training.metrics import auc
+from fedhealth_tools.data.heart_source import load_heart_sites
 from fedhealth_tools.training.federation import federated_scaling, run_federation
 
 SEEDS = (0, 1, 2, 3, 4)

@@ -29,9 +29,9 @@ import pytest
 import yaml
 
 from fedhealth.constants import HEART_SITES, SITE_CONFIG_FILE
-from fedhealth.data.heart_source import load_heart_sites
 from fedhealth.data.site_data import write_site
 from fedhealth.onboarding.permissions import Identity, permission_warnings
+from fedhealth_tools.data.heart_source import load_heart_sites
 from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.processes import RUNUSER, PocProcesses, free_port
 from fedhealth_tools.poc.variants import job_variant

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedhealth.data.heart_source import TARGET, SiteSplit, load_heart_sites
-from fedhealth.data.site_data import SiteTable
+from fedhealth.data.site_data import TARGET, SiteTable
+from fedhealth_tools.data.heart_source import SiteSplit, load_heart_sites
 from fedhealth_tools.poc.variants import project_on_port, project_with_he
 from fedhealth_tools.poc.workspace import PocLayout, prepare_workspace
 

@@ -1,1 +1,1 @@
-"""Update compression: blockwise quantization, top-k sparsification with error feedback, wire sizes."""
+"""Update compression: blockwise quantization, top-k sparsification with error feedback (no nvflare)."""

@@ -27,8 +27,22 @@ from fedhealth.constants import (
     TEST_FILE,
     TRAIN_FILE,
 )
-from fedhealth.data.heart_source import RAW_COLUMNS, TARGET
 from fedhealth.data.messages import SiteDataError, file_label
+
+# Raw columns every site file carries: UCI codes, one row per patient, binary target.
+RAW_COLUMNS = (
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+)
+TARGET = "target"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from nvflare.app_opt.he import decomposers
 from nvflare.fuel.sec.security_content_service import SecurityContentService
 
 from fedhealth import constants as C
-from fedhealth.compression.wire import serialized_size
+from fedhealth.filters.wire import serialized_size
 from fedhealth.he.context import HEContextError, check_context, describe_context
 from fedhealth.he.measure import layer_split, plain_equivalent
 

@@ -27,7 +27,7 @@ from fedhealth.compression.codec import encode_update
 from fedhealth.compression.compose import CompositionError, check_client_filters
 from fedhealth.compression.config import CompressionConfig
 from fedhealth.compression.feedback import ErrorFeedback
-from fedhealth.compression.wire import serialized_size
+from fedhealth.filters.wire import serialized_size
 
 
 class UpdateCompressor(DXOFilter):

@@ -15,7 +15,7 @@ from nvflare.apis.shareable import Shareable
 
 from fedhealth import constants as C
 from fedhealth.compression.codec import decode_update
-from fedhealth.compression.wire import serialized_size
+from fedhealth.filters.wire import serialized_size
 
 
 class UpdateDecompressor(DXOFilter):

@@ -8,14 +8,8 @@ import pandas as pd
 import pytest
 
 from fedhealth.constants import HEART_SITES
-from fedhealth.data.heart_source import (
-    MISLABELLED_ID,
-    RAW_COLUMNS,
-    TARGET,
-    SiteSplit,
-    default_csv_path,
-    load_uci,
-)
+from fedhealth.data.site_data import RAW_COLUMNS, TARGET
+from fedhealth_tools.data.heart_source import MISLABELLED_ID, SiteSplit, default_csv_path, load_uci
 
 # site -> (rows after preprocessing, train, test); FLamby: 740 patients, 486 for training.
 SIZES = {
@@ -56,7 +50,7 @@ def test_splits_hold_binary_labels_and_no_missing_values(
 
 
 def test_split_is_reproducible(heart_splits: dict[str, SiteSplit]) -> None:
-    from fedhealth.data.heart_source import load_heart_sites
+    from fedhealth_tools.data.heart_source import load_heart_sites
 
     again = load_heart_sites()
     for site, split in heart_splits.items():

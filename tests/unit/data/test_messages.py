@@ -35,8 +35,8 @@ from nvflare.apis.workspace import Workspace
 
 from fedhealth import constants as C
 from fedhealth.data.features import feature_names
-from fedhealth.data.heart_source import RAW_COLUMNS, TARGET
 from fedhealth.data.messages import SiteDataError, safe_reason
+from fedhealth.data.site_data import RAW_COLUMNS, TARGET
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.imaging.cache import DecodedCache
 from fedhealth.imaging.labels import LabelSpec, write_labels

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedhealth.data.heart_source import RAW_COLUMNS, TARGET
 from fedhealth.data.site_data import (
+    RAW_COLUMNS,
+    TARGET,
     SiteDataError,
     load_site,
     read_split,

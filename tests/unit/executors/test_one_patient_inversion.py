@@ -16,8 +16,7 @@ from test_heart_executor import _run, _scaling
 from test_site_executor_limits import _start, _task
 
 from fedhealth import constants as C
-from fedhealth.data.heart_source import TARGET
-from fedhealth.data.site_data import SiteTable
+from fedhealth.data.site_data import TARGET, SiteTable
 
 ATTACK = {"batch_size": 1, "local_steps": 1, "optimizer": "sgd"}
 LOWERED = {"limits": {"min_batch_size": 1, "min_examples_per_round": 1, "max_learning_rate": 1e4}}

@@ -10,8 +10,8 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.app_opt.he.model_encryptor import HEModelEncryptor
 
 from fedhealth import constants as C
-from fedhealth.compression.wire import serialized_size
 from fedhealth.filters.he_update_meter import HEUpdateMeter
+from fedhealth.filters.wire import serialized_size
 from fedhealth_tools.he.pipeline import as_participant, encrypt_update, wire
 from fedhealth_tools.poc.workspace import PocLayout
 

@@ -14,9 +14,9 @@ from nvflare.apis.workspace import Workspace
 
 from fedhealth import constants as C
 from fedhealth.compression.compose import CompositionError
-from fedhealth.compression.wire import serialized_size
 from fedhealth.filters.update_compressor import UpdateCompressor
 from fedhealth.filters.update_decompressor import UpdateDecompressor
+from fedhealth.filters.wire import serialized_size
 
 JOB = "job-1"
 RNG = np.random.default_rng(3)

@@ -173,8 +173,8 @@ def test_builder_refuses_bad_policy(kwargs: dict, message: str) -> None:
 def test_add_then_renew_changes_only_the_named_kit(tmp_path: Path) -> None:
     import yaml
 
-    from fedhealth_tools.poc.workspace import PocError
     from fedhealth_tools.provision.add_site import add_participants
+    from fedhealth_tools.provision.errors import ProvisionError
 
     workspace = tmp_path / "ws"
     first = run_provision(REPO / "project.yml", workspace)
@@ -186,7 +186,7 @@ def test_add_then_renew_changes_only_the_named_kit(tmp_path: Path) -> None:
     context = "startup/client_context.tenseal"
     assert (kit / context).read_bytes() == (first / "cleveland" / context).read_bytes()
     assert check_signatures(kit) == (True, [])
-    with pytest.raises(PocError, match=r"already provisioned \['cleveland'\]"):
+    with pytest.raises(ProvisionError, match=r"already provisioned \['cleveland'\]"):
         add_participants(added_file, workspace, ["cleveland"])
     old = fingerprint(first / "cleveland" / "startup" / "client.crt")
     renewed = add_participants(added_file, workspace, ["cleveland"], renew=True)["cleveland"]
@@ -202,7 +202,7 @@ def test_add_then_renew_changes_only_the_named_kit(tmp_path: Path) -> None:
     assert check_signatures(renewed) == (True, [])
     server_context = "fl-server.fedhealth.example/startup/server_context.tenseal"
     assert (renewed.parent / server_context).read_bytes() == (first / server_context).read_bytes()
-    with pytest.raises(PocError, match=r"never provisioned \['nobody'\]"):
+    with pytest.raises(ProvisionError, match=r"never provisioned \['nobody'\]"):
         add_participants(added_file, workspace, ["nobody"], renew=True)
 
 

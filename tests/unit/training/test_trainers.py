@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fedhealth.data.heart_source import RAW_COLUMNS
-from fedhealth.data.site_data import SiteTable
+from fedhealth.data.site_data import RAW_COLUMNS, SiteTable
 from fedhealth.models.tabular import TabularNet
 from fedhealth.training.heart_site import HeartSite
 from fedhealth_tools.training.trainers import finetuned_trainer, restrict_to_output_bias

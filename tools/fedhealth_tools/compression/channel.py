@@ -17,7 +17,7 @@ from fedhealth import constants as C
 from fedhealth.compression.codec import decode_update, encode_update
 from fedhealth.compression.config import CompressionConfig
 from fedhealth.compression.feedback import ErrorFeedback
-from fedhealth.compression.wire import serialized_size
+from fedhealth.filters.wire import serialized_size
 
 
 class CompressedChannel:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedhealth.data.heart_source import load_heart_sites
 from fedhealth.data.site_data import write_site
+from fedhealth_tools.data.heart_source import load_heart_sites
 
 
 def site_names(n_sites: int) -> list[str]:

@@ -29,7 +29,7 @@ from nvflare.app_opt.he import decomposers
 from nvflare.fuel.sec.security_content_service import SecurityContentManager, SecurityContentService
 from nvflare.fuel.utils import fobs
 
-from fedhealth.compression.wire import serialized_size
+from fedhealth.filters.wire import serialized_size
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import yaml
 
 from fedhealth_tools.poc.workspace import PocLayout
 
-FAULT_FILTER = "fedhealth.filters.fault_injector.FaultInjector"
+FAULT_FILTER = "fedhealth_tools.poc.fault_injector.FaultInjector"  # POC only: not in the site runtime
 # The builders that write the class allow-list (SitePolicyBuilder extends AllowListBuilder).
 ALLOW_LIST_BUILDERS = (
     "fedhealth_tools.provision.allow_list_builder.AllowListBuilder",

@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 
 from fedhealth.constants import SITE_CONFIG_FILE, SITE_DATA_ROOT_KEY
-from fedhealth.data.heart_source import load_heart_sites
 from fedhealth.data.site_data import write_site
 from fedhealth.onboarding.preflight import nvflare_bin
+from fedhealth_tools.data.heart_source import load_heart_sites
 
 PROJECT_STAMP_FILE = "fedhealth_project.json"  # in the POC root: which project file made the kits
 LOCAL_DATA = "data"  # the data_root of the rows the kit writes into a site (relative to its kit)

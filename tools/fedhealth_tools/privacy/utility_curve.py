@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from fedhealth.constants import M_ACCURACY
-from fedhealth.data.heart_source import load_heart_sites
 from fedhealth.training.heart_site import HeartSite
+from fedhealth_tools.data.heart_source import load_heart_sites
 from fedhealth_tools.training.federation import run_federation
 from fedhealth_tools.training.trainers import Report, Trainer, build_model
 from fedhealth_tools.training.tuning import CVScore, grid, make_folds, tune
@@ -66,8 +66,7 @@ def dp_trainer(params: Mapping[str, object], epsilon: float | None) -> Trainer:
 
 def heart_sites(*, split: str = "train") -> tuple[dict, list[HeartSite]]:
     """The four hospitals' tables (FLamby's split) and scaled sites (global federated scaling)."""
-    from fedhealth.data.heart_source import TARGET
-    from fedhealth.data.site_data import SiteTable
+    from fedhealth.data.site_data import TARGET, SiteTable
     from fedhealth_tools.training.federation import federated_scaling
 
     def table(frame) -> SiteTable:

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from nvflare.lighter.utils import load_private_key, sign_folders
 
-from fedhealth_tools.poc.workspace import PocError
+from fedhealth_tools.provision.errors import ProvisionError
 from fedhealth_tools.provision.kits import fingerprint, run_provision
 
 CLIENT_CONTEXT = "client_context.tenseal"
@@ -33,7 +33,7 @@ SIGNATURE = "signature.json"
 def _latest_prod(project_dir: Path) -> Path:
     prods = sorted(project_dir.glob("prod_*"))
     if not prods:
-        raise PocError(f"no earlier provisioning in {project_dir}: provision the project first")
+        raise ProvisionError(f"no earlier provisioning in {project_dir}: provision the project first")
     return prods[-1]
 
 
@@ -54,7 +54,7 @@ def _server_name(prod: Path) -> str:
     for kit in prod.iterdir():
         if (kit / "startup" / "fed_server.json").is_file():
             return kit.name
-    raise PocError(f"{prod} holds no server kit")
+    raise ProvisionError(f"{prod} holds no server kit")
 
 
 def add_participants(
@@ -74,7 +74,7 @@ def add_participants(
         name -> path of the new kit.
 
     Raises:
-        PocError: no earlier provisioning, a name that already had a kit or is not in the project,
+        ProvisionError: no earlier provisioning, a name that already had a kit or is not in the project,
             or an existing certificate that changed.
     """
     workspace = Path(workspace).resolve()
@@ -87,7 +87,7 @@ def add_participants(
     missing = sorted(set(names) - listed)
     if conflict or missing:
         what = "never provisioned" if renew else "already provisioned"
-        raise PocError(
+        raise ProvisionError(
             f"cannot {'renew' if renew else 'add'} {names}: {what} {conflict}, "
             f"not in {project_file}: {missing}"
         )
@@ -100,10 +100,12 @@ def add_participants(
     after = _certificates(new)
     changed = sorted(n for n, fp in after.items() if n in before and before[n] != fp and n not in names)
     if changed:
-        raise PocError(f"re-provisioning changed the certificates of {changed}; do not distribute {new}")
+        raise ProvisionError(
+            f"re-provisioning changed the certificates of {changed}; do not distribute {new}"
+        )
     stale = sorted(n for n in names if renew and after.get(n) == before.get(n))
     if stale:
-        raise PocError(f"the certificates of {stale} were not renewed")
+        raise ProvisionError(f"the certificates of {stale} were not renewed")
     state = json.loads(state_file.read_text())
     root_key = load_private_key(state["root_pri_key"])
     _keep_he_contexts(previous, new, root_key)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedhealth_tools.poc.workspace import PocError
+from fedhealth_tools.provision.errors import ProvisionError
 
 PRODUCTION_PROJECT = Path("project.yml")
 
@@ -59,7 +59,7 @@ def run_provision_command(args: argparse.Namespace) -> int:
             )
             return 0
         prod_dir = run_provision(args.project, args.workspace, server_host=args.server_host)
-    except PocError as exc:
+    except ProvisionError as exc:
         print(f"fedhealth provision failed: {exc}", file=sys.stderr)
         return 1
     print(report(prod_dir, read_kits(prod_dir)))

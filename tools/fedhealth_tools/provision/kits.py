@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from fedhealth.constants import SITE_CONFIG_DEFAULT_FILE, SITE_LIMITS_KEY, SITE_SCOPE_LIMITS_KEY
-from fedhealth_tools.poc.workspace import PocError, nvflare_bin
+from fedhealth.onboarding.preflight import nvflare_bin
+from fedhealth_tools.provision.errors import ProvisionError
 
 ROOT_STATE = "state/cert.json"  # the root CA's private key: stays with the project admin, offline
 
@@ -46,7 +47,7 @@ def set_server_host(project_file: Path, dest: Path, host: str | None) -> Path:
     if host:
         servers = [p for p in project.get("participants", []) if p.get("type") == "server"]
         if len(servers) != 1:
-            raise PocError(f"{project_file}: needs exactly one server to set its host name")
+            raise ProvisionError(f"{project_file}: needs exactly one server to set its host name")
         servers[0]["name"] = host
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,7 @@ def run_provision(project_file: Path, workspace: Path, *, server_host: str | Non
     """Provision ``project_file`` into ``workspace``; returns the new ``prod_NN`` folder.
 
     Raises:
-        PocError: FLARE's provisioning failed; the message carries its last lines.
+        ProvisionError: FLARE's provisioning failed; the message carries its last lines.
     """
     workspace = Path(workspace).resolve()
     copy = set_server_host(project_file, workspace / "project.yml", server_host)
@@ -69,7 +70,7 @@ def run_provision(project_file: Path, workspace: Path, *, server_host: str | Non
     made = sorted(set((workspace / name).glob("prod_*")) - before)
     if proc.returncode != 0 or not made:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-8:]
-        raise PocError("nvflare provision failed:\n  " + "\n  ".join(tail))
+        raise ProvisionError("nvflare provision failed:\n  " + "\n  ".join(tail))
     return made[-1]
 
 

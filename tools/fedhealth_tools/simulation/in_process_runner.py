@@ -13,6 +13,22 @@ this process, talking to its relay thread over an in-process pipe instead of a s
 Process-wide set-up that FLARE's worker does once per process (object serialization, authorization,
 audit, logging) the simulator's main process has already done; nothing else is shared between
 clients, so each site keeps its own workspace folder, ``local/`` settings and data.
+
+Pinned to FLARE 2.9.0 (``FLARE_PINNED``; ``tests/unit/simulation/test_flare_pin.py`` fails on any
+other version and names the private piece that moved). This module subclasses FLARE's *private*
+simulator classes (``nvflare.private.fed.app.simulator``), whose CLI, ``nvflare simulator``, 2.9
+deprecates in favour of recipes run in :class:`nvflare.recipe.SimEnv`. The supported path cannot
+hold the 100-site figures: ``SimEnv.deploy`` calls ``FedJob.simulator_run``, which starts
+``python -m nvflare.private.fed.app.simulator.simulator`` in a subprocess running the stock
+``SimulatorRunner``, whose client runner starts one ``simulator_worker`` process per client
+(``num_threads`` = clients: a hundred processes of about 300 MB), or with fewer threads a new
+process per client per round (16 sites ≈ 79 s a round, 64 sites > 270 s). Neither ``SimEnv`` nor
+``FedJob`` has a hook for the client runner, the kit's class allow-list (it installs FLARE's
+default list) or each site's ``local/fedhealth_site.json``. Move to ``SimEnv`` (with the job built
+from the job spec, or ``FedJob`` loaded from the folder) when FLARE runs simulated clients in
+process or lets a caller choose the client runner; until then, on a FLARE upgrade re-check the
+names the test lists against the new ``simulator_runner.py`` and ``simulator_worker.py``, re-run
+``tests/integration/test_sim_scale.py`` and ``make bench-scale``, then move the pin.
 """
 
 from __future__ import annotations
@@ -33,6 +49,8 @@ from nvflare.private.fed.simulator.simulator_const import SimulatorConstants
 from fedhealth.constants import SITE_CONFIG_FILE, SITE_DATA_ROOT_KEY
 from fedhealth_tools.provision.allow_list import load as shipped_allow_list
 from fedhealth_tools.provision.allow_list_builder import ALLOW_LIST_KEY, check_entries
+
+FLARE_PINNED = "2.9.0"  # the one FLARE whose private simulator this module was checked against
 
 
 class InProcessClientRunner(SimulatorClientRunner):

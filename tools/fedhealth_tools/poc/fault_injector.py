@@ -3,7 +3,9 @@
 For tests and fault benchmarks only: a job copy deploys it as a ``task_result_filters`` entry on
 one site. ``mode="nan"`` puts NaN into the first parameter; ``mode="scale"`` multiplies every
 weight by ``factor`` (a x100 update); ``mode="slow"`` holds the result back ``delay_s`` seconds (a
-straggler). It never ships in the jobs under ``jobs/``.
+straggler). It never ships in the jobs under ``jobs/``, and it is not in the site runtime
+(``fedhealth``): only a POC federation, whose sites run with the tools installed, can load it, and
+only when its kits allow it (``fedhealth_tools.poc.variants.FAULT_FILTER``).
 """
 
 from __future__ import annotations

