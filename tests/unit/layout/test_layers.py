@@ -22,6 +22,7 @@ TOOLS = ROOT / "tools" / "fedhealth_tools"
 # Listed by hand on purpose: a new package is FLARE-free or FLARE layer by a decision, not by default.
 FLARE_FREE = (
     "algorithms",
+    "client",
     "compression",
     "data",
     "he",
@@ -30,6 +31,7 @@ FLARE_FREE = (
     "policy",
     "privacy",
     "reports",
+    "tasks",
     "training",
     "atomic.py",
     "constants.py",

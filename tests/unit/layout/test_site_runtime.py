@@ -102,7 +102,7 @@ def test_runtime_wheel_carries_only_the_runtime(tmp_path: Path) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"fedhealth"}
     assert not [n for n in names if n.split("/")[1:2] and n.split("/")[1] in TOOLS_ONLY + ("cli.py",)]
-    assert "fedhealth/executors/heart_executor.py" in names
+    assert "fedhealth/executors/site_executor.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "fedhealth-site = fedhealth.onboarding.cli:main" in scripts
