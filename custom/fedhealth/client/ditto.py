@@ -79,7 +79,8 @@ class Ditto(ClientAlgorithm):
             context.run_dir.mkdir(parents=True, exist_ok=True)
             np.savez(context.run_dir / C.PERSONAL_MODEL_FILE, **to_numpy(self._personal))
         state.notes.append(
-            f"personal model (lambda={self.lam}): accuracy={personal.get(C.M_ACCURACY)} loss={personal.get(C.M_LOSS)}"
+            f"personal model (lambda={self.lam}): accuracy={personal.get(C.M_ACCURACY)} "
+            f"loss={personal.get(C.M_LOSS)}"
         )
 
     @property

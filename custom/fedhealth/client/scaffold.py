@@ -47,7 +47,8 @@ class Scaffold(ClientAlgorithm):
         clash = named(others, "dp_sgd", "topk")
         if clash:
             raise ValueError(
-                f"SCAFFOLD cannot run with {clash}: its workflow aggregates whole weights and control variates "
+                f"SCAFFOLD cannot run with {clash}: its workflow aggregates whole weights and control "
+                "variates "
                 "(top-k sends a difference), and its gradient correction would bypass DP-SGD's clipping."
             )
 

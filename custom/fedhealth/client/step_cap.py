@@ -60,7 +60,8 @@ class StepCap(ClientAlgorithm):
             return config
         if state is not None:
             state.notes.append(
-                f"{C.SITE_MAX_LOCAL_STEPS_KEY}={self._cap} caps local training at {self._cap} of {planned} steps"
+                f"{C.SITE_MAX_LOCAL_STEPS_KEY}={self._cap} caps local training at {self._cap} "
+                f"of {planned} steps"
             )
         # Epochs become steps only when the cap binds: the step loop draws the same shuffled batches.
         return replace(config, local_steps=self._cap)

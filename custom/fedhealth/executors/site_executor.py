@@ -64,7 +64,9 @@ Handler = Callable[[Shareable, FLContext], Shareable]
 
 
 class SiteExecutor(Executor):
-    """The one site executor: any task (:mod:`fedhealth.tasks`), any client algorithms (:mod:`fedhealth.client`).
+    """The one site executor: any task (:mod:`fedhealth.tasks`), any client algorithms.
+
+    The algorithms are :mod:`fedhealth.client` plug-ins.
 
     It answers ``train``, ``validate``, ``submit_model`` and the task's own steps (heart's ``fed_stats``
     and ``set_scaling``); a job lists those in the executor's ``tasks``.

@@ -70,7 +70,10 @@ class Site(Protocol):
         seed: int,
         anchor: list[torch.Tensor] | None = None,
     ) -> dict[str, float]:
-        """Train ``model`` in place for one round (``seed``: the round's seed); ``train_loss`` and ``steps``."""
+        """Train ``model`` in place for one round; returns ``train_loss`` and ``steps``.
+
+        ``seed`` is the round's seed; FedProx pulls toward ``anchor`` (default: ``model`` on entry).
+        """
         ...
 
     def evaluate(self, model: nn.Module, split: str) -> dict:

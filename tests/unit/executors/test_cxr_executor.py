@@ -1,4 +1,4 @@
-"""SiteExecutor on the imaging task with FLARE's own FLContext, Workspace, DXO and Shareable, on real DICOM files.
+"""SiteExecutor on the imaging task with FLARE's own FLContext, Workspace, DXO, Shareable; real DICOM.
 
 As in the heart executor's test, the engine is a stand-in offering ``get_workspace()``; the full
 path runs in the POC integration test.

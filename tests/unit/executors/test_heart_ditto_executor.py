@@ -1,4 +1,5 @@
-"""SiteExecutor with the ditto algorithm: the global share trains as before; the personal model stays at the site."""
+"""SiteExecutor with the ditto algorithm: the global share trains as before; the personal model
+stays at the site."""
 
 from __future__ import annotations
 

@@ -83,12 +83,12 @@ def _started(tmp_path: Path, splits: dict, site: str = "cleveland", **kwargs: ob
 
 
 def _run(
-    executor: HeartExecutor, task: str, fl_ctx: FLContext, shareable: Shareable | None = None
+    executor: SiteExecutor, task: str, fl_ctx: FLContext, shareable: Shareable | None = None
 ) -> Shareable:
     return executor.execute(task, shareable if shareable is not None else Shareable(), fl_ctx, Signal())
 
 
-def _scaling(executor: HeartExecutor, fl_ctx: FLContext) -> dict:
+def _scaling(executor: SiteExecutor, fl_ctx: FLContext) -> dict:
     moments = from_shareable(_run(executor, C.TASK_FED_STATS, fl_ctx)).data
     stats = {
         **combine_moments([{k: moments[k] for k in (C.S_COUNT, C.S_SUM, C.S_SUMSQ)}]),

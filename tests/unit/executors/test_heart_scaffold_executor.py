@@ -1,4 +1,5 @@
-"""SiteExecutor with the scaffold algorithm: SCAFFOLD's site side under FLARE's ScatterAndGatherScaffold task format."""
+"""SiteExecutor with the scaffold algorithm: SCAFFOLD's site side under FLARE's
+ScatterAndGatherScaffold task format."""
 
 from __future__ import annotations
 
