@@ -12,14 +12,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from fedhealth.constants import M_IMAGES_PER_S, M_N_QUARANTINED, RUN_RECORD_FILE
+from fedhealth.constants import M_EVAL_SPLIT, M_IMAGES_PER_S, M_N_QUARANTINED, RUN_RECORD_FILE
 
 RunStatus = Literal["running", "finished", "aborted"]
 
-# The split a site scored the received model on, in its train result's site metrics. Executors
-# send it with every round's metrics ("test" for heart, "val" for chest X-ray); the report labels
-# its per-round figures with it.
-M_EVAL_SPLIT = "eval_split"
 # A participant whose job never asked the server for a task: its job process did not start.
 NEVER_STARTED = (
     "its job never asked the server for a task: the site's job process did not start or stopped at once "

@@ -1,4 +1,4 @@
-"""HeartExecutor.execute with FLARE's own FLContext, Workspace, DXO and Shareable objects.
+"""SiteExecutor.execute on the heart task with FLARE's own FLContext, Workspace, DXO and Shareable objects.
 
 FLARE's real client engine needs a running client process, so the engine here is a stand-in that
 offers ``get_workspace()`` (all the executor asks of it) and swallows log events; the full path runs
