@@ -30,9 +30,9 @@ def test_status_shows_the_root_exception_of_a_poc_sites_error_log(tmp_path: Path
     log = layout.kit("cleveland") / JOB / "error_log.txt"
     log.write_text(
         "Traceback (most recent call last):\n  File 'x.py', line 1\n"
-        "TypeError: HeartExecutor.__init__() got an unexpected keyword argument 'no_such_argument'\n\n"
+        "TypeError: SiteExecutor.__init__() got an unexpected keyword argument 'no_such_argument'\n\n"
         "During handling of the above exception, another exception occurred:\n"
         "nvflare.fuel.common.excepts.ConfigError: Error processing '/a/very/long/path' in element ...\n"
     )
-    cause = "TypeError: HeartExecutor.__init__() got an unexpected keyword argument 'no_such_argument'"
+    cause = "TypeError: SiteExecutor.__init__() got an unexpected keyword argument 'no_such_argument'"
     assert site_error_lines(layout, JOB) == {"cleveland": f"{cause} ({log})"}  # hungary has no log
