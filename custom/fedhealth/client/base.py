@@ -4,10 +4,16 @@ An algorithm (FedProx, SCAFFOLD, Ditto, fine-tuning, DP-SGD, top-k with error fe
 is a small dataclass whose fields are its job options; a typo in a job is an error naming the options it
 takes. A job lists algorithms, ``[{"name": "dp_sgd", "args": {...}}, {"name": "topk", ...}]``; each
 declares with :meth:`ClientAlgorithm.check` which others it cannot run with, and why.
+
+A site may install its own algorithm: a package that declares an entry point in the
+``fedhealth.client_algorithms`` group (``name = "module:Class"``, a :class:`ClientAlgorithm` subclass).
+As with tasks (:mod:`fedhealth.tasks.registry`), it is loaded only when a job names an algorithm that is
+neither built in nor registered, and only under the name the site declared.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -19,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedhealth.tasks.registry import build_options
+from fedhealth.tasks.registry import build_options, installed_names, load_installed
 
 if TYPE_CHECKING:
     from fedhealth.tasks.base import Site, Task
@@ -145,6 +151,8 @@ BUILTIN: dict[str, str] = {
     "topk": "fedhealth.client.topk",
     "step_cap": "fedhealth.client.step_cap",
 }
+# The entry-point group of site-installed algorithms (a package's ``[project.entry-points."..."]``).
+ENTRY_POINT_GROUP = "fedhealth.client_algorithms"
 
 
 def register_algorithm(cls: type[ClientAlgorithm]) -> type[ClientAlgorithm]:
@@ -156,14 +164,16 @@ def register_algorithm(cls: type[ClientAlgorithm]) -> type[ClientAlgorithm]:
 
 
 def algorithm_names() -> list[str]:
-    """Every algorithm a job may name."""
-    return sorted(set(BUILTIN) | set(_REGISTRY))
+    """Every algorithm a job may name: built in, registered, or installed at this site."""
+    return sorted(set(BUILTIN) | set(_REGISTRY) | set(installed_names(ENTRY_POINT_GROUP)))
 
 
 def build_algorithm(name: str, args: Mapping[str, object] | None = None) -> ClientAlgorithm:
     """The plug-in ``name`` with its options; unknown names and options are errors."""
     if name not in _REGISTRY and name in BUILTIN:
         importlib.import_module(BUILTIN[name])
+    if name not in _REGISTRY:
+        _register_installed(name)
     cls = _REGISTRY.get(name)
     if cls is None:
         raise ValueError(f"unknown client algorithm {name!r}; known: {', '.join(algorithm_names())}.")
@@ -171,6 +181,30 @@ def build_algorithm(name: str, args: Mapping[str, object] | None = None) -> Clie
     if from_args is not None:
         return from_args(dict(args or {}))
     return build_options(cls, args or {}, what=f"client algorithm {name!r}")
+
+
+def _register_installed(name: str) -> None:
+    """Register the site-installed algorithm ``name``, if a package here declares one."""
+    cls = load_installed(ENTRY_POINT_GROUP, name)
+    if cls is None or name in _REGISTRY:  # none installed, or its module registered it on import
+        return
+    if not issubclass(cls, ClientAlgorithm):
+        raise ValueError(
+            f"the installed client algorithm {name!r} ({cls.__module__}.{cls.__qualname__}) must subclass "
+            "fedhealth.client.base.ClientAlgorithm."
+        )
+    if not dataclasses.is_dataclass(cls) and not hasattr(cls, "from_args"):
+        raise ValueError(
+            f"the installed client algorithm {name!r} ({cls.__module__}.{cls.__qualname__}) must be a "
+            "dataclass whose fields are its job options."
+        )
+    if cls.name and cls.name != name:
+        raise ValueError(
+            f"the installed client algorithm {name!r} ({cls.__module__}.{cls.__qualname__}) calls itself "
+            f"{cls.name!r}; the entry point's name and the class's name must agree."
+        )
+    cls.name = name
+    register_algorithm(cls)
 
 
 def build_algorithms(
