@@ -75,3 +75,8 @@ class DpSgd(ClientAlgorithm):
         stats = self._trainer.train_round(state.model, lr=state.lr, round_index=state.rnd.round_index)
         state.notes.append(f"DP-SGD ledger {stats[C.M_PRIVACY]}")
         return stats
+
+    @property
+    def trainer(self):
+        """The site's :class:`~fedhealth.privacy.dp_sgd.PrivateTrainer` (``None`` before the first round)."""
+        return self._trainer

@@ -45,6 +45,8 @@ class SiteRunner:
         local: local-training settings (``batch_size``, ``local_steps``, ``local_epochs``, ``optimizer``,
             ``weight_decay``).
         seed: seed of shuffling (and of augmentation: round ``r`` uses ``seed + r``).
+        shuffle_seed: seed of shuffling when it differs from ``seed`` (the in-process loop gives each site
+            its own shuffling while the augmentation follows the round, as the benchmarks always did).
         settings: the site's own merged settings (its step cap, its ε cap).
         run_dir: the job's run folder at the site (error-feedback memory, ledgers, personal models).
         dp_seed: seeds DP noise (the in-process loop); ``None`` draws fresh noise (a real site).
@@ -61,6 +63,7 @@ class SiteRunner:
         settings: Mapping[str, object] | None = None,
         run_dir: Path | None = None,
         dp_seed: int | None = None,
+        shuffle_seed: int | None = None,
     ) -> None:
         self.task = task
         self.site = site
@@ -77,7 +80,7 @@ class SiteRunner:
             self.algorithms.append(StepCap())  # the site's own cap applies whatever the job lists
         for algorithm in self.algorithms:
             algorithm.check_site(site)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed if shuffle_seed is None else shuffle_seed)
         context = AlgorithmContext(
             task=task,
             site=site,

@@ -21,7 +21,7 @@ from fedhealth.privacy.dp_sgd import PrivateTrainer
 
 class TrainArrays(Protocol):
     """A site that hands out its ``(x, y)`` arrays: :class:`~fedhealth.training.heart_site.HeartSite`, or
-    ``ImageArraysSite`` of ``fedhealth_tools.privacy.utility_curve_cxr`` (images ``(n, C, S, S)``,
+    :class:`~fedhealth.tasks.imaging.ImageSite` (images ``(n, C, S, S)``,
     binary labels).
     """
 

@@ -29,6 +29,7 @@ from fedhealth.imaging.loops import (
     predict_images,
     train_images,
 )
+from fedhealth.imaging.quarantine import QuarantineReport
 from fedhealth.imaging.site import CXR_DATASET_DIR, ImageSplit, PipelineSettings, load_site_images
 from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.tasks.base import ExtraTask, SiteContext
@@ -55,6 +56,33 @@ class ImageSite:
         self.spec = spec
         self.augment = augment
         self.binary = spec.task == "binary"
+
+    @classmethod
+    def from_arrays(
+        cls,
+        name: str,
+        arrays: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        spec: LabelSpec,
+        *,
+        augment: bool = False,
+    ) -> ImageSite:
+        """A site from decoded ``(x, y)`` per split already in memory (the in-process loop's path).
+
+        Raises:
+            ValueError: a ``train``, ``val`` or ``test`` split is missing, or ``train`` is empty.
+        """
+        missing = [s for s in ("train", "val", "test") if s not in arrays]
+        if missing:
+            raise ValueError(f"image site {name!r} lacks the split(s) {missing}.")
+        if len(arrays["train"][1]) == 0:
+            raise ValueError(f"image site {name!r} has no training images.")
+        splits = {
+            split: ImageSplit(
+                x=np.asarray(x), y=np.asarray(y), quarantine=QuarantineReport(), phi={}, seconds=0.0
+            )
+            for split, (x, y) in arrays.items()
+        }
+        return cls(name, splits, spec, augment=augment)
 
     @property
     def n_train(self) -> int:
