@@ -132,9 +132,7 @@ def run_loop(
     rule.start(to_numpy(model), [s.name for s in sites])
     result = LoopResult(model=model, site_models={s.name: model for s in sites}, runners=runners, rule=rule)
     for r in range(rounds):
-        before = getattr(rule, "before_round", None)
-        if before is not None:
-            before(r)
+        rule.before_round(r)
         replies, metrics = [], {}
         for site in sites:
             weights, extras = rule.send(site.name)
@@ -146,7 +144,9 @@ def run_loop(
             sent = channel(site.name, state.update, dict(weights)) if channel else state.update
             sent = tamper(site.name, sent) if tamper else sent
             extras = {k: dict(v) for k, v in state.extras.items()}
-            replies.append(Reply(site.name, sent, float(site.n_train), int(state.stats[C.M_STEPS]), extras))
+            reply = Reply(site.name, sent, float(site.n_train), int(state.stats[C.M_STEPS]), extras)
+            rule.check(reply)
+            replies.append(reply)
             metrics[site.name] = state.metrics
         if not replies:
             break  # every site is past its privacy budget

@@ -2,7 +2,8 @@
 
 A rule sees the global weights and every answering site's :class:`Reply` and sets the next global
 weights (and, for clustered FL, each site's model). What it reads from a reply is declared in
-:attr:`Rule.needs`, so the loop checks it up front instead of branching on a rule's name. The maths are
+:attr:`Rule.needs` and :attr:`Rule.extras` (the loop checks every reply against them), so no code
+branches on a rule's name. The maths are
 the kit's own FLARE-free cores: :func:`fedhealth.training.aggregation.weighted_average` (FedAvg,
 McMahan et al. 2017), :func:`fedhealth.training.robust.aggregate_updates` (median, trimmed and clipped
 means, FedNova of Wang et al. 2020), :func:`fedhealth.algorithms.scaffold.server_update` (Karimireddy et
@@ -48,14 +49,28 @@ class Rule:
 
     Attributes:
         needs: what :meth:`aggregate` reads from a reply, among :data:`NEEDS`.
+        extras: the extra parts every reply must carry (SCAFFOLD: the control-variate change).
     """
 
     needs: tuple[str, ...] = ("n_train",)
+    extras: tuple[str, ...] = ()
+
+    def check(self, reply: Reply) -> None:
+        """Raise ``ValueError`` when ``reply`` lacks an extra part this rule reads."""
+        missing = [k for k in self.extras if k not in reply.extras]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} needs {missing} from every site but {reply.name!r} sent none; "
+                "the sites must run the client algorithm that sends it."
+            )
 
     def start(self, weights: Weights, names: Sequence[str]) -> None:
         """The run starts from ``weights`` with the sites ``names``."""
         self.global_weights = _float32(weights)
         self.names = list(names)
+
+    def before_round(self, round_index: int) -> None:
+        """Called before the round's sites train (clustered FL takes its fixed clusters here)."""
 
     def send(self, name: str) -> tuple[Weights, dict[str, Weights]]:
         """The weights and extra parts the site ``name`` trains from this round."""
@@ -115,6 +130,7 @@ class ScaffoldServer(Rule):
 
     global_lr: float = 1.0
     needs = ("n_train", "extras")
+    extras = (C.SCAFFOLD_CTRL_DIFF,)
 
     def start(self, weights: Weights, names: Sequence[str]) -> None:
         super().start(weights, names)
