@@ -37,9 +37,10 @@ from fedhealth.imaging.labels import LabelSpec  # noqa: E402
 from fedhealth.imaging.loops import evaluate_images  # noqa: E402
 from fedhealth.imaging.site import PipelineSettings, load_site_images  # noqa: E402
 from fedhealth.models.image_model import ImageModel  # noqa: E402
+from fedhealth.tasks.imaging import ImageSite  # noqa: E402
 from fedhealth.training.loops import LocalTrainConfig  # noqa: E402
 from fedhealth_tools.imaging.converter import convert_medmnist, medmnist_file  # noqa: E402
-from fedhealth_tools.imaging.federation import ImageData, fit_on_one, run_image_federation  # noqa: E402
+from fedhealth_tools.imaging.federation import fit_on_one, pooled, run_image_federation  # noqa: E402
 
 SITES = ("site_a", "site_b", "site_c", "site_d")
 SPEC = LabelSpec("binary")
@@ -63,15 +64,15 @@ def _decode_throughput(root: Path, cache: Path, intensity: str, size: int) -> tu
 def _scores(model, splits: dict) -> dict:
     x = np.concatenate([splits[s]["test"].x for s in SITES])
     y = np.concatenate([splits[s]["test"].y for s in SITES])
-    pooled = evaluate_images(model, x, y, SPEC)
+    whole = evaluate_images(model, x, y, SPEC)
     per_site = {}
     for s in SITES:
         m = evaluate_images(model, splits[s]["test"].x, splits[s]["test"].y, SPEC)
         per_site[s] = {"auc": _num(m["auc"]), "accuracy": m["accuracy"], "n_test": len(splits[s]["test"])}
     return {
-        "auc": pooled["auc"],
-        "accuracy": pooled["accuracy"],
-        "loss": pooled["loss"],
+        "auc": whole["auc"],
+        "accuracy": whole["accuracy"],
+        "loss": whole["loss"],
         "per_site": per_site,
     }
 
@@ -113,29 +114,21 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     cold, cached = decode["cold"]["images_per_s"], decode["cached"]["images_per_s"]
     print(f"decode: cold {cold:.0f} images/s, cached {cached:.0f} images/s")
-    data = {
-        s: ImageData(splits[s]["train"].x, splits[s]["train"].y, splits[s]["val"].x, splits[s]["val"].y)
-        for s in SITES
-    }
-    pooled = ImageData(
-        *(
-            np.concatenate([getattr(d, f) for d in data.values()])
-            for f in ("x_train", "y_train", "x_val", "y_val")
-        )
+    augment = not args.no_augment
+    sites = [ImageSite(s, splits[s], SPEC, augment=augment) for s in SITES]
+    pooled_site = ImageSite.from_arrays(
+        "pooled", {k: pooled(sites, k) for k in ("train", "val", "test")}, SPEC, augment=augment
     )
 
     def make_model() -> torch.nn.Module:
         return ImageModel(args.model, 1, 1, seed=args.seed)
 
     config = LocalTrainConfig(lr=args.lr, batch_size=args.batch_size, optimizer="adam")
-    augment = not args.no_augment
     methods: dict = {}
     for method in args.methods:
         t0 = time.perf_counter()
         if method == "centralized":
-            fit = fit_on_one(
-                make_model, pooled, SPEC, config, epochs=args.epochs, augment=augment, seed=args.seed
-            )
+            fit = fit_on_one(make_model, pooled_site, config, epochs=args.epochs, seed=args.seed)
             methods[method] = {
                 **_scores(fit.model, splits),
                 "best_epoch": fit.best_round,
@@ -143,10 +136,9 @@ def main() -> int:
             }
         elif method == "local":
             per_site, speeds = {}, []
-            for s in SITES:
-                fit = fit_on_one(
-                    make_model, data[s], SPEC, config, epochs=args.epochs, augment=augment, seed=args.seed
-                )
+            for site in sites:
+                s = site.name
+                fit = fit_on_one(make_model, site, config, epochs=args.epochs, seed=args.seed)
                 scores = _scores(fit.model, splits)
                 per_site[s] = {
                     **scores["per_site"][s],
@@ -166,9 +158,7 @@ def main() -> int:
         elif method in ("fedavg", "fedprox"):
             mu = 0.0 if method == "fedavg" else args.mu
             cfg = LocalTrainConfig(**{**config.__dict__, "mu": mu})
-            fit = run_image_federation(
-                make_model, data, SPEC, cfg, rounds=args.rounds, augment=augment, seed=args.seed
-            )
+            fit = run_image_federation(make_model, sites, cfg, rounds=args.rounds, seed=args.seed)
             methods[method] = {
                 **_scores(fit.model, splits),
                 "best_round": fit.best_round,

@@ -23,10 +23,11 @@ from torch import nn
 
 from fedhealth.imaging.loops import train_images
 from fedhealth.models.image_model import ImageModel
+from fedhealth.tasks.imaging import ImageSite
 from fedhealth.training.loops import LocalTrainConfig
 from fedhealth_tools.imaging.converter import medmnist_file
 from fedhealth_tools.imaging.federation import run_image_federation
-from fedhealth_tools.imaging.noniid_site import ImageTrainSite, split_image_sites
+from fedhealth_tools.imaging.noniid_site import split_image_sites
 from fedhealth_tools.training.noniid_federation import run_noniid
 
 # Fixed before the run: SGD with heavy-ball momentum 0.9 (what the image loops use for "sgd"),
@@ -46,23 +47,28 @@ METHODS = ("fedavg", "fedprox", *NONIID, "finetuned")
 FT_EPOCHS = 3
 
 
-def _num(x: float) -> float | None:
-    return None if x != x else float(x)
+def _num(x: float | None) -> float | None:
+    """NaN or None (AUC of a one-class split; the image site reports None) as None."""
+    return None if x is None or x != x else float(x)
 
 
-def _val_score(sites: Sequence[ImageTrainSite], models: dict[str, nn.Module]) -> float:
+def _val_score(sites: Sequence[ImageSite], models: dict[str, nn.Module]) -> float:
     """Client-average validation AUC (sites whose val split holds both classes); else minus the loss."""
     evals = [s.evaluate(models[s.name], "val") for s in sites]
-    aucs = [e["auc"] for e in evals if e["auc"] == e["auc"]]
+    aucs = [e["auc"] for e in evals if _num(e["auc"]) is not None]
     return float(np.mean(aucs)) if aucs else -float(np.mean([e["loss"] for e in evals]))
 
 
-def score(sites: Sequence[ImageTrainSite], models: dict[str, nn.Module]) -> dict:
+def score(sites: Sequence[ImageSite], models: dict[str, nn.Module]) -> dict:
     """Per-site test AUC and accuracy, client average (AUC over sites with both classes) and worst site."""
     per_site = {}
     for s in sites:
         m = s.evaluate(models[s.name], "test")
-        per_site[s.name] = {"auc": _num(m["auc"]), "accuracy": m["accuracy"], "n_test": len(s.y["test"])}
+        per_site[s.name] = {
+            "auc": _num(m["auc"]),
+            "accuracy": m["accuracy"],
+            "n_test": len(s.arrays("test")[1]),
+        }
     aucs = {k: v["auc"] for k, v in per_site.items() if v["auc"] is not None}
     worst = min(aucs, key=aucs.get) if aucs else None
     return {
@@ -76,9 +82,7 @@ def score(sites: Sequence[ImageTrainSite], models: dict[str, nn.Module]) -> dict
     }
 
 
-def _finetune(
-    sites: Sequence[ImageTrainSite], model: nn.Module, config: LocalTrainConfig, seed: int
-) -> tuple:
+def _finetune(sites: Sequence[ImageSite], model: nn.Module, config: LocalTrainConfig, seed: int) -> tuple:
     """Each site fine-tunes the global model locally; keeps the epoch (0 = none) with its best val AUC."""
     chosen, epochs = {}, {}
     for i, site in enumerate(sites):
@@ -93,9 +97,7 @@ def _finetune(
     return chosen, epochs
 
 
-def run_method(
-    name: str, sites: Sequence[ImageTrainSite], *, rounds: int, seed: int
-) -> tuple[dict, nn.Module]:
+def run_method(name: str, sites: Sequence[ImageSite], *, rounds: int, seed: int) -> tuple[dict, nn.Module]:
     """One method's models per site (chosen on validation) and their test scores."""
 
     def make_model() -> nn.Module:
@@ -103,10 +105,7 @@ def run_method(
 
     if name in ("fedavg", "fedprox"):
         cfg = LocalTrainConfig(**{**SETTINGS, "mu": 0.0 if name == "fedavg" else SETTINGS["mu"]})
-        data = {s.name: s.image_data() for s in sites}
-        fit = run_image_federation(
-            make_model, data, sites[0].spec, cfg, rounds=rounds, augment=False, seed=seed
-        )
+        fit = run_image_federation(make_model, sites, cfg, rounds=rounds, seed=seed)
         row = {**score(sites, {s.name: fit.model for s in sites}), "chosen_round": fit.best_round}
         return row | {"selection": "best pooled-validation AUC round"}, fit.model
     algorithm, options = NONIID[name]
@@ -182,8 +181,8 @@ def run_pneumonia(
     table = [
         {
             "site": s.name,
-            **{f"n_{k}": len(s.y[k]) for k in ("train", "val", "test")},
-            "pneumonia_share": round(float(np.concatenate(list(s.y.values())).mean()), 3),
+            **{f"n_{k}": len(s.arrays(k)[1]) for k in ("train", "val", "test")},
+            "pneumonia_share": round(float(np.concatenate([sp.y for sp in s.splits.values()]).mean()), 3),
         }
         for s in sites
     ]

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from fedhealth.imaging.labels import LabelSpec
 from fedhealth.models.image_model import ImageModel
 from fedhealth.models.state import to_numpy
+from fedhealth.tasks.imaging import ImageSite
 from fedhealth.training.loops import LocalTrainConfig
 from fedhealth_tools.imaging.federation import run_image_federation
-from fedhealth_tools.imaging.noniid_site import SPLITS, ImageTrainSite, split_image_sites
+from fedhealth_tools.imaging.noniid_site import SPLITS, split_image_sites
 from fedhealth_tools.training.noniid_federation import ALGORITHMS, run_noniid
 
 LOCAL = {"batch_size": 16, "optimizer": "sgd", "local_epochs": 1}
@@ -34,7 +36,7 @@ def _images(n: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y[:, None]
 
 
-def _sites(alpha: float = 1.0) -> list[ImageTrainSite]:
+def _sites(alpha: float = 1.0) -> list[ImageSite]:
     x, y = _images()
     return split_image_sites(x, y, n_sites=3, alpha=alpha, seed=0, min_size=30)
 
@@ -46,22 +48,25 @@ def _model() -> torch.nn.Module:
 @pytest.mark.parametrize("alpha", [0.1, 1.0])
 def test_split_keeps_every_image_once_and_stratifies(alpha: float) -> None:
     sites = _sites(alpha)
-    assert sum(len(s.y[k]) for s in sites for k in SPLITS) == 240
+    assert sum(len(s.arrays(k)[1]) for s in sites for k in SPLITS) == 240
     for site in sites:
-        assert site.x["train"].shape[1:] == (1, 28, 28)
-        assert (
-            site.x["train"].dtype == np.float32 and 0.0 <= site.x["train"].min() <= site.x["train"].max() <= 1
-        )
+        x, _ = site.arrays("train")
+        assert x.shape[1:] == (1, 28, 28)
+        assert x.dtype == np.float32 and 0.0 <= x.min() <= x.max() <= 1
+        assert site.binary and not site.augment
         for k in SPLITS:
-            assert len(site.x[k]) == len(site.y[k])
-        share = {k: site.y[k].mean() for k in SPLITS if len(site.y[k])}
+            assert len(site.arrays(k)[0]) == len(site.arrays(k)[1])
+        share = {k: site.arrays(k)[1].mean() for k in SPLITS if len(site.arrays(k)[1])}
         assert max(share.values()) - min(share.values()) < 0.25  # each split has the site's label mix
 
 
 def test_site_rejects_missing_split() -> None:
     x = np.zeros((4, 1, 28, 28), "float32")
-    with pytest.raises(ValueError, match="lacks the split"):
-        ImageTrainSite("site-1", {"train": x}, {"train": np.zeros(4)})
+    with pytest.raises(ValueError, match=r"'site-1' lacks the split\(s\) \['val', 'test'\]"):
+        ImageSite.from_arrays("site-1", {"train": (x, np.zeros(4))}, LabelSpec("binary"))
+    with pytest.raises(ValueError, match="'site-1' has no training images"):
+        empty = (x[:0], np.zeros(0))
+        ImageSite.from_arrays("site-1", {"train": empty, "val": empty, "test": empty}, LabelSpec("binary"))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -106,11 +111,9 @@ def test_fedopt_sgd_lr1_equals_image_fedavg_twin() -> None:
     )
     fit = run_image_federation(
         _model,
-        {s.name: s.image_data() for s in sites},
-        sites[0].spec,
+        sites,
         LocalTrainConfig(lr=0.01, **LOCAL),
         rounds=2,
-        augment=False,
         seed=0,
     )
     expected = to_numpy(fit.model)

@@ -1,37 +1,30 @@
 """The in-process twin of the CXR jobs: FedAvg/FedProx rounds over image sites, model chosen on validation.
 
-Each round every site trains from the global weights (:func:`fedhealth.imaging.loops.train_images`)
-and the server averages the results weighted by training images (FedAvg, McMahan et al. 2017;
-with ``mu > 0`` the sites' proximal term makes it FedProx, Li et al. 2020), exactly what
-``jobs/cxr_fedavg`` and ``jobs/cxr_fedprox`` do over FLARE. The round kept is the one with the
-best AUC on the pooled validation images; test images are never looked at here.
+Each round every site trains from the global weights through the one loop
+(:func:`fedhealth_tools.federation.loop.run_loop`: the imaging task's own
+:class:`~fedhealth.tasks.imaging.ImageSite` s and the executor's ``SiteRunner``) and the server averages
+the results weighted by training images (FedAvg, McMahan et al. 2017; with ``mu > 0`` the sites'
+``fedprox`` plug-in makes it FedProx, Li et al. 2020), exactly what ``jobs/cxr_fedavg`` and
+``jobs/cxr_fedprox`` do over FLARE. The round kept is the one with the best AUC on the pooled
+validation images; test images are never looked at here.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedhealth.imaging.labels import LabelSpec
+from fedhealth import constants as C
 from fedhealth.imaging.loops import evaluate_images, train_images
-from fedhealth.models.state import to_numpy, to_tensors
-from fedhealth.training.aggregation import weighted_average
+from fedhealth.tasks.imaging import ImageSite
 from fedhealth.training.loops import LocalTrainConfig
-
-
-@dataclass
-class ImageData:
-    """One site's (or the pool's) train and validation arrays."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
+from fedhealth_tools.federation.loop import LoopResult, run_loop
+from fedhealth_tools.federation.sites import image_task
 
 
 @dataclass
@@ -44,86 +37,83 @@ class FitResult:
     images_per_s: float = 0.0
 
 
-def _pooled_val(sites: Mapping[str, ImageData]) -> tuple[np.ndarray, np.ndarray]:
+def pooled(sites: Sequence[ImageSite], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of ``split`` at every site, concatenated."""
     return (
-        np.concatenate([s.x_val for s in sites.values()]),
-        np.concatenate([s.y_val for s in sites.values()]),
+        np.concatenate([s.arrays(split)[0] for s in sites]),
+        np.concatenate([s.arrays(split)[1] for s in sites]),
     )
+
+
+def local_of(config: LocalTrainConfig) -> tuple[dict, list[dict]]:
+    """A config's local settings (all but ``lr`` and ``mu``) and its client plug-ins (``fedprox``)."""
+    local = {k: v for k, v in config.__dict__.items() if k not in ("lr", "mu")}
+    return local, ([{"name": "fedprox", "args": {"mu": config.mu}}] if config.mu else [])
 
 
 def run_image_federation(
     make_model: Callable[[], nn.Module],
-    sites: Mapping[str, ImageData],
-    spec: LabelSpec,
+    sites: Sequence[ImageSite],
     config: LocalTrainConfig,
     *,
     rounds: int,
-    augment: bool = True,
     seed: int = 0,
 ) -> FitResult:
-    """FedAvg (``config.mu == 0``) or FedProx rounds; keeps the round with the best pooled-validation AUC."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}.")
+    """FedAvg (``config.mu == 0``) or FedProx rounds; keeps the round with the best pooled-validation AUC.
+
+    Site ``i`` shuffles with ``seed + i``; augmentation (each site's ``augment``) of round ``r`` uses
+    ``seed + r`` at every site.
+    """
     model = make_model()
-    x_val, y_val = _pooled_val(sites)
-    gens = {name: torch.Generator().manual_seed(seed + i) for i, name in enumerate(sites)}
-    best, best_auc, history, speeds = copy.deepcopy(model), -1.0, [], []
-    for rnd in range(rounds):
-        global_state = to_numpy(model)
-        updates, weights = [], []
-        for name, data in sites.items():
-            local = make_model()
-            local.load_state_dict(to_tensors(global_state))
-            stats = train_images(
-                local,
-                data.x_train,
-                data.y_train,
-                config,
-                spec,
-                augment=augment,
-                generator=gens[name],
-                seed=seed + rnd,
-            )
-            speeds.append(stats["images_per_s"])
-            updates.append(to_numpy(local))
-            weights.append(len(data.y_train))
-        model.load_state_dict(to_tensors(weighted_average(updates, weights)))
-        val = evaluate_images(model, x_val, y_val, spec)
-        history.append({"round": rnd + 1, "val_auc": val["auc"], "val_loss": val["loss"]})
-        if val["auc"] > best_auc:
-            best, best_auc = copy.deepcopy(model), val["auc"]
+    x_val, y_val = pooled(sites, "val")
+    spec = sites[0].spec
+    history: list[dict] = []
+    best = {"auc": -1.0, "model": copy.deepcopy(model)}
+
+    def on_round(r: int, result: LoopResult) -> None:
+        val = evaluate_images(result.model, x_val, y_val, spec)
+        history.append({"round": r + 1, "val_auc": val[C.M_AUC], "val_loss": val[C.M_LOSS]})
+        if val[C.M_AUC] > best["auc"]:
+            best.update(auc=val[C.M_AUC], model=copy.deepcopy(result.model))
+
+    local, algorithms = local_of(config)
+    result = run_loop(
+        image_task(sites, model),
+        sites,
+        model,
+        rounds=rounds,
+        lr=config.lr,
+        algorithms=algorithms,
+        local=local,
+        seeds=[seed] * len(sites),
+        shuffle_seeds=[seed + i for i in range(len(sites))],
+        on_round=on_round,
+    )
+    speeds = [m[C.M_IMAGES_PER_S] for metrics in result.rounds for m in metrics.values()]
     best_round = int(np.argmax([h["val_auc"] for h in history])) + 1
-    return FitResult(best, best_round, history, float(np.median(speeds)))
+    return FitResult(best["model"], best_round, history, float(np.median(speeds)))
 
 
 def fit_on_one(
     make_model: Callable[[], nn.Module],
-    data: ImageData,
-    spec: LabelSpec,
+    site: ImageSite,
     config: LocalTrainConfig,
     *,
     epochs: int,
-    augment: bool = True,
     seed: int = 0,
 ) -> FitResult:
-    """Train on one data set (pooled or one site's) epoch by epoch; keeps the epoch with the best val AUC."""
+    """Train on one site (pooled or one hospital's) epoch by epoch; keeps the epoch with the best val AUC."""
     model = make_model()
     gen = torch.Generator().manual_seed(seed)
+    (x, y), (x_val, y_val) = site.arrays("train"), site.arrays("val")
     best, best_auc, history, speeds = copy.deepcopy(model), -1.0, [], []
-    one_epoch = LocalTrainConfig(**{**config.__dict__, "local_steps": 0, "local_epochs": 1})
+    one_epoch = replace(config, local_steps=0, local_epochs=1)
     for epoch in range(epochs):
         stats = train_images(
-            model,
-            data.x_train,
-            data.y_train,
-            one_epoch,
-            spec,
-            augment=augment,
-            generator=gen,
-            seed=seed + epoch,
+            model, x, y, one_epoch, site.spec, augment=site.augment, generator=gen, seed=seed + epoch
         )
-        speeds.append(stats["images_per_s"])
-        val = evaluate_images(model, data.x_val, data.y_val, spec)
+        speeds.append(stats[C.M_IMAGES_PER_S])
+        val = evaluate_images(model, x_val, y_val, site.spec)
         auc = val["auc"] if val["auc"] == val["auc"] else -val["loss"]  # one-class val split: use the loss
         history.append({"epoch": epoch + 1, "val_auc": val["auc"], "val_loss": val["loss"]})
         if auc > best_auc:

@@ -3,78 +3,20 @@
 :func:`split_image_sites` pools a MedMNIST set's official splits, deals them over the sites with
 :func:`fedhealth_tools.algorithms.partition.partition_images` (Dirichlet label skew, Hsu et al. 2019, and a
 simulated scanner per site), then splits each site's images stratified into train / validation /
-test, so every site is scored on its own population and scanner. :class:`ImageTrainSite` gives
-:func:`fedhealth_tools.training.noniid_federation.run_noniid` the same four members a ``HeartSite`` does
-(``name``, ``n_train``, ``train_round``, ``arrays``), so SCAFFOLD, FedOpt, Ditto and clustered FL run
-on images through the same algorithm cores.
+test, so every site is scored on its own population and scanner. The sites are the imaging task's own
+:class:`~fedhealth.tasks.imaging.ImageSite` s, so SCAFFOLD, FedOpt, Ditto and clustered FL run on them
+through the one loop, as in a FLARE job.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
-import torch
-from torch import nn
 
 from fedhealth.imaging.labels import LabelSpec
-from fedhealth.imaging.loops import evaluate_images, train_images
-from fedhealth.training.loops import LocalTrainConfig
+from fedhealth.tasks.imaging import ImageSite
 from fedhealth_tools.algorithms.partition import partition_images
-from fedhealth_tools.imaging.federation import ImageData
 
 SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class ImageTrainSite:
-    """One image site's splits (images ``(n, 1, S, S)`` in [0, 1], labels ``(n,)``)."""
-
-    name: str
-    x: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
-    spec: LabelSpec = field(default_factory=lambda: LabelSpec("binary"))
-    augment: bool = False
-
-    def __post_init__(self) -> None:
-        missing = [s for s in SPLITS if s not in self.x or s not in self.y]
-        if missing:
-            raise ValueError(f"Image site {self.name!r} lacks the split(s) {missing}.")
-        if len(self.y["train"]) == 0:
-            raise ValueError(f"Image site {self.name!r} has no training images.")
-
-    @property
-    def n_train(self) -> int:
-        return len(self.y["train"])
-
-    def arrays(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-        """Images and labels of one split."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {split!r}.")
-        return self.x[split], self.y[split]
-
-    def train_round(
-        self, model: nn.Module, config: LocalTrainConfig, *, generator: torch.Generator | None = None
-    ) -> dict[str, float]:
-        """One local round in place (:func:`fedhealth.imaging.loops.train_images`)."""
-        return train_images(
-            model,
-            self.x["train"],
-            self.y["train"],
-            config,
-            self.spec,
-            augment=self.augment,
-            generator=generator,
-        )
-
-    def evaluate(self, model: nn.Module, split: str) -> dict:
-        """AUC, accuracy and loss of ``model`` on one of this site's splits."""
-        x, y = self.arrays(split)
-        return evaluate_images(model, x, y, self.spec)
-
-    def image_data(self) -> ImageData:
-        """Train and validation arrays for :func:`fedhealth_tools.imaging.federation.run_image_federation`."""
-        return ImageData(self.x["train"], self.y["train"], self.x["val"], self.y["val"])
 
 
 def _stratified(y: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator) -> list[np.ndarray]:
@@ -99,7 +41,7 @@ def split_image_sites(
     fractions: tuple[float, float] = (0.15, 0.2),
     seed: int = 0,
     min_size: int = 60,
-) -> list[ImageTrainSite]:
+) -> list[ImageSite]:
     """Deal images over ``n_sites`` by ``Dir(alpha)`` with a scanner each; split every site three ways.
 
     Args:
@@ -127,10 +69,10 @@ def split_image_sites(
         parts = _stratified(site.labels, fractions, rng)
         x = site.images[:, None] if site.images.ndim == 3 else site.images
         out.append(
-            ImageTrainSite(
+            ImageSite.from_arrays(
                 site.name,
-                {s: x[p] for s, p in zip(SPLITS, parts, strict=True)},
-                {s: site.labels[p].astype("float32") for s, p in zip(SPLITS, parts, strict=True)},
+                {s: (x[p], site.labels[p].astype("float32")) for s, p in zip(SPLITS, parts, strict=True)},
+                LabelSpec("binary"),
             )
         )
     return out

@@ -4,10 +4,11 @@ PneumoniaMNIST (MedMNIST v2, Yang et al. 2023) is dealt to four sites by the con
 Dirichlet(α) label skew (:func:`fedhealth_tools.imaging.converter.dirichlet_split`, the split of
 ``scripts/bench_cxr.py``: the same draw as that benchmark for the same seed, here on the arrays, without
 the DICOM round trip). For every ε the sites train the small CNN with DP-SGD (Abadi et al. 2016)
-through the executor's own :func:`fedhealth.privacy.site_dp.site_trainer`, one privacy engine per site
-sized for the whole job; the server averages by training images (FedAvg, McMahan et al. 2017). ε = ∞
-is the same federation without DP (:func:`fedhealth_tools.imaging.federation.run_image_federation`, no
-augmentation, the same optimizer and batch size). The round kept is the one with the best pooled
+through the executor's own ``dp_sgd`` plug-in in the one loop
+(:func:`fedhealth_tools.federation.loop.run_loop`), one privacy engine per site sized for the whole job;
+the server averages by training images (FedAvg, McMahan et al. 2017). ε = ∞ is the same federation
+without DP (:func:`fedhealth_tools.imaging.federation.run_image_federation`, no augmentation, the same
+optimizer and batch size). The round kept is the one with the best pooled
 validation AUC; test images are read only for the final numbers.
 """
 
@@ -17,7 +18,6 @@ import copy
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +27,12 @@ from torch import nn
 from fedhealth.constants import M_ACCURACY, M_AUC
 from fedhealth.imaging.labels import LabelSpec
 from fedhealth.imaging.loops import evaluate_images
-from fedhealth.models.state import to_numpy, to_tensors
-from fedhealth.privacy.dp_config import DPConfig
 from fedhealth.privacy.dp_sgd import make_dp_compatible
-from fedhealth.privacy.site_dp import site_trainer
-from fedhealth.training.aggregation import weighted_average
+from fedhealth.tasks.imaging import ImageSite
 from fedhealth.training.loops import LocalTrainConfig
-from fedhealth_tools.imaging.federation import ImageData, run_image_federation
+from fedhealth_tools.federation.loop import LoopResult, run_loop
+from fedhealth_tools.federation.sites import image_task
+from fedhealth_tools.imaging.federation import pooled, run_image_federation
 
 EPSILONS: tuple[float | None, ...] = (1.0, 2.0, 5.0, 10.0, 50.0, None)  # None: no DP (ε = ∞)
 SEEDS = (0, 1, 2)
@@ -41,21 +40,6 @@ SPEC = LabelSpec("binary")
 ALPHA, SPLIT_SEED, N_SITES = 0.5, 0, 4
 LR_GRID = (1e-3, 3e-3)  # chosen per ε by validation AUC at the first seed
 SETTINGS = {"rounds": 10, "lr": 1e-3, "batch_size": 64, "max_grad_norm": 1.0, "optimizer": "adam"}
-
-
-@dataclass
-class ImageArraysSite:
-    """One site's image arrays ``(n, 1, S, S)`` and labels; ``arrays(split)`` as :class:`HeartSite` has."""
-
-    name: str
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]
-
-    def arrays(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-        """The ``(x, y)`` of ``split`` (``train``, ``val`` or ``test``)."""
-        return self.splits[split]
-
-    def image_data(self) -> ImageData:
-        return ImageData(*self.splits["train"], *self.splits["val"])
 
 
 def _standardise(images: np.ndarray) -> np.ndarray:
@@ -67,7 +51,7 @@ def _standardise(images: np.ndarray) -> np.ndarray:
 
 def cxr_sites(
     npz: Path | None = None, *, alpha: float = ALPHA, seed: int = SPLIT_SEED, limit: int | None = None
-) -> list[ImageArraysSite]:
+) -> list[ImageSite]:
     """PneumoniaMNIST's train/val/test dealt to four sites by one Dirichlet(α) draw (``limit``: per split)."""
     from fedhealth_tools.imaging.converter import dirichlet_split, medmnist_file
 
@@ -82,8 +66,10 @@ def cxr_sites(
         images[split], labels[split] = _standardise(x[keep]), y[keep].astype("float32")
     parts = dirichlet_split(labels, N_SITES, alpha, rng)
     return [
-        ImageArraysSite(
-            f"site_{chr(ord('a') + i)}", {s: (images[s][parts[s][i]], labels[s][parts[s][i]]) for s in parts}
+        ImageSite.from_arrays(
+            f"site_{chr(ord('a') + i)}",
+            {s: (images[s][parts[s][i]], labels[s][parts[s][i]]) for s in parts},
+            SPEC,
         )
         for i in range(N_SITES)
     ]
@@ -91,7 +77,7 @@ def cxr_sites(
 
 def run_dp_image_federation(
     make_model: Callable[[], nn.Module],
-    sites: Sequence[ImageArraysSite],
+    sites: Sequence[ImageSite],
     *,
     epsilon: float,
     rounds: int,
@@ -103,33 +89,34 @@ def run_dp_image_federation(
 ) -> tuple[nn.Module, dict[str, dict], list[dict]]:
     """FedAvg with DP-SGD at every site; the best-validation model, each site's final ε and δ, the history."""
     model, _ = make_dp_compatible(make_model())
-    dp = DPConfig(target_epsilon=epsilon, max_grad_norm=max_grad_norm)
-    local = {"batch_size": batch_size, "local_epochs": 1, "optimizer": optimizer}
-    trainers = {
-        s.name: site_trainer(model, s, dp, local=local, rounds=rounds, seed=seed * 100 + i)
-        for i, s in enumerate(sites)
-    }
-    x_val = np.concatenate([s.arrays("val")[0] for s in sites])
-    y_val = np.concatenate([s.arrays("val")[1] for s in sites])
-    best, best_auc, history = copy.deepcopy(model), -1.0, []
-    for rnd in range(rounds):
-        updates, weights = [], []
-        for s in sites:
-            site_model = copy.deepcopy(model)
-            trainers[s.name].train_round(site_model, lr=lr, round_index=rnd)
-            updates.append(to_numpy(site_model))
-            weights.append(len(s.arrays("train")[1]))
-        model.load_state_dict(to_tensors(weighted_average(updates, weights)))
-        val = evaluate_images(model, x_val, y_val, SPEC)
-        history.append({"round": rnd + 1, "val_auc": val[M_AUC]})
-        if val[M_AUC] > best_auc:
-            best, best_auc = copy.deepcopy(model), val[M_AUC]
+    x_val, y_val = pooled(sites, "val")
+    best, history = {"auc": -1.0, "model": copy.deepcopy(model)}, []
+
+    def on_round(r: int, result: LoopResult) -> None:
+        val = evaluate_images(result.model, x_val, y_val, SPEC)
+        history.append({"round": r + 1, "val_auc": val[M_AUC]})
+        if val[M_AUC] > best["auc"]:
+            best.update(auc=val[M_AUC], model=copy.deepcopy(result.model))
+
+    dp = {"target_epsilon": epsilon, "max_grad_norm": max_grad_norm}
+    result = run_loop(
+        image_task(sites, model),
+        sites,
+        model,
+        rounds=rounds,
+        lr=lr,
+        algorithms=[{"name": "dp_sgd", "args": dp}],
+        local={"batch_size": batch_size, "local_epochs": 1, "optimizer": optimizer},
+        dp_seeds=[seed * 100 + i for i in range(len(sites))],
+        on_round=on_round,
+    )
+    trainers = {n: r.algorithm("dp_sgd").trainer for n, r in result.runners.items()}  # type: ignore[union-attr]
     ledgers = {n: {"epsilon": t.epsilon, "delta": t.delta} for n, t in trainers.items()}
-    return best, ledgers, history
+    return best["model"], ledgers, history
 
 
 def train_once(
-    sites: Sequence[ImageArraysSite], epsilon: float | None, settings: Mapping, seed: int
+    sites: Sequence[ImageSite], epsilon: float | None, settings: Mapping, seed: int
 ) -> tuple[nn.Module, dict[str, dict], list[dict]]:
     """One federation at ``epsilon`` (None: no DP) from the small CNN seeded with ``seed``."""
     from fedhealth.models.image_model import ImageModel
@@ -140,8 +127,7 @@ def train_once(
     rounds, lr, batch = int(settings["rounds"]), float(settings["lr"]), int(settings["batch_size"])
     if epsilon is None:
         config = LocalTrainConfig(lr=lr, batch_size=batch, optimizer=str(settings["optimizer"]))
-        data = {s.name: s.image_data() for s in sites}
-        fit = run_image_federation(make_model, data, SPEC, config, rounds=rounds, augment=False, seed=seed)
+        fit = run_image_federation(make_model, sites, config, rounds=rounds, seed=seed)
         return fit.model, {}, fit.history
     return run_dp_image_federation(
         make_model,
@@ -157,7 +143,7 @@ def train_once(
 
 
 def tune_lr(
-    sites: Sequence[ImageArraysSite],
+    sites: Sequence[ImageSite],
     epsilon: float | None,
     settings: Mapping,
     seed: int,
@@ -171,7 +157,7 @@ def tune_lr(
 
 
 def evaluate_epsilon(
-    sites: Sequence[ImageArraysSite],
+    sites: Sequence[ImageSite],
     epsilon: float | None,
     settings: Mapping,
     seeds: Sequence[int],
@@ -243,7 +229,7 @@ def run_cxr_curve(
         "lr chosen per epsilon from lr_grid by pooled validation AUC at the first seed; test read once",
         "lr_grid": list(lr_grid),
         "settings": settings,
-        "sites": {s.name: {k: int(len(v[1])) for k, v in s.splits.items()} for s in sites},
+        "sites": {s.name: {k: len(v) for k, v in s.splits.items()} for s in sites},
         "seeds": list(seeds),
         "rows": rows,
         "hardware": {

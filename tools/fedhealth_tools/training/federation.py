@@ -1,24 +1,24 @@
-"""An in-process federation over :class:`HeartSite` objects, for benchmarks and tests.
+"""FedAvg / FedProx over heart sites, for benchmarks and tests: the one in-process loop with heart settings.
 
-It runs the same site code (:meth:`HeartSite.train_round`) and the same weighted averaging as the
-FLARE job, without processes or networking, so many seeds and settings fit in a benchmark. The
-real federation is the FLARE job under ``jobs/``; this is its twin for measurement.
+:func:`run_federation` keeps the heart benchmarks' keywords and runs
+:func:`fedhealth_tools.federation.loop.run_loop`: the heart task's own sites, the FLARE executor's
+:class:`~fedhealth.client.runner.SiteRunner` with the ``fedprox`` or ``dp_sgd`` plug-in, and a server rule.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from fedhealth import constants as C
 from fedhealth.data.features import combine_moments
-from fedhealth.training.aggregation import weighted_average
 from fedhealth.training.heart_site import HeartSite
-from fedhealth.training.loops import LocalTrainConfig
-from fedhealth.training.schedule import lr_for_round
+from fedhealth_tools.federation.loop import Channel, LoopResult, run_loop
+from fedhealth_tools.federation.rules import Mean, UpdateRule
+from fedhealth_tools.federation.sites import heart_task_sites
 
 
 def federated_scaling(sites: Sequence[HeartSite]) -> dict[str, list[float]]:
@@ -27,19 +27,6 @@ def federated_scaling(sites: Sequence[HeartSite]) -> dict[str, list[float]]:
     for site in sites:
         site.set_scaling(stats)
     return stats
-
-
-def _aggregate(
-    global_model: torch.nn.Module, states: list[dict], weights: list[float], rule: str, rule_args: dict
-) -> dict[str, np.ndarray]:
-    if rule == "mean":
-        return weighted_average(states, weights)
-    from fedhealth.training.robust import aggregate_updates
-
-    start = {k: v.detach().numpy().astype("float64") for k, v in global_model.state_dict().items()}
-    updates = [{k: s[k].astype("float64") - start[k] for k in start} for s in states]
-    update = aggregate_updates(updates, weights, rule=rule, **rule_args)
-    return {k: start[k] + update[k] for k in start}
 
 
 @dataclass
@@ -64,85 +51,69 @@ def run_federation(
     rule: str = "mean",
     rule_args: dict | None = None,
     tamper: Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
-    channel: Callable[[str, dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
-    | None = None,
+    channel: Channel | None = None,
     dp: dict | None = None,
     **local: object,
 ) -> FederationResult:
     """FedAvg (``mu=0``) or FedProx (``mu>0``) with sample-count weighting.
 
     Args:
-        sites: the sites, already scaled (see :func:`federated_scaling`).
+        sites: the sites (scaled by the loop's federated statistics, as the FLARE job does).
         model_fn: builds the initial global model.
         rounds: number of rounds.
         lr: base learning rate; round ``r`` uses ``lr * gamma ** r``.
         gamma: per-round decay of the learning rate.
-        seed: seeds each site's shuffling (site ``i`` uses ``seed * 1000 + i``).
+        seed: seeds each site's shuffling (site ``i`` uses ``seed * 1000 + i``) and DP noise.
         track: record each site's test metrics of the incoming global model every round.
         on_round: called with ``(round_index, global_model)`` after each aggregation.
-        rule: ``"mean"`` (sample-weighted FedAvg) or a robust rule of
+        rule: ``"mean"`` (sample-weighted FedAvg) or a rule of
             :func:`fedhealth.training.robust.aggregate_updates`, applied to the sites' updates.
         rule_args: extra arguments of the rule (``trim_fraction``, ``clip_norm``).
         tamper: drills only: ``(site name, weights) -> weights`` applied to what a site sends.
         channel: the way to the server, ``(site name, weights, global weights) -> weights`` the
             server receives (e.g. :class:`fedhealth_tools.compression.channel.CompressedChannel`).
-        dp: DP-SGD settings (:class:`fedhealth.privacy.dp_config.DPConfig` fields), trained through the
-            executor's own :func:`fedhealth.privacy.site_dp.site_trainer`; a site past its budget sends
-            nothing, as in the FLARE job.
-        **local: further :class:`LocalTrainConfig` fields (batch_size, local_steps, mu, ...).
+        dp: DP-SGD settings (:class:`fedhealth.privacy.dp_config.DPConfig` fields): the ``dp_sgd``
+            plug-in; a site past its budget sends nothing, as in the FLARE job.
+        **local: further local-training settings (batch_size, local_steps, mu, ...).
     """
-    global_model = model_fn()
-    generators = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(len(sites))]
-    result = FederationResult(model=global_model)
-    private = _private_trainers(sites, global_model, dp, rounds, seed, local) if dp else None
-    for r in range(rounds):
-        config = LocalTrainConfig(lr=lr_for_round(lr, gamma, r), **local)  # type: ignore[arg-type]
-        if track:
-            result.history.append({s.name: s.evaluate(global_model) for s in sites})
-        states, weights = [], []
-        start = {k: v.detach().numpy().copy() for k, v in global_model.state_dict().items()}
-        for site, gen in zip(sites, generators, strict=True):
-            local_model = copy.deepcopy(global_model)
-            if private is not None:
-                if not _private_round(private[site.name], local_model, config.lr, r):
-                    continue
-            else:
-                site.train_round(local_model, config, generator=gen)
-            state = {k: v.detach().numpy() for k, v in local_model.state_dict().items()}
-            if channel is not None:
-                state = channel(site.name, state, start)
-            states.append(tamper(site.name, state) if tamper else state)
-            weights.append(site.n_train)
-        if not states:
-            break  # every site is past its privacy budget
-        averaged = _aggregate(global_model, states, weights, rule, rule_args or {})
-        global_model.load_state_dict(
-            {k: torch.as_tensor(np.asarray(v, dtype="float32")) for k, v in averaged.items()}
-        )
-        if on_round is not None:
-            on_round(r, global_model)
-    if private is not None:
-        result.ledgers = {name: trainer.ledger.to_dict() for name, trainer in private.items()}
-    return result
+    task, task_sites = heart_task_sites(sites)
+    mu = float(local.pop("mu", 0.0) or 0.0)  # type: ignore[arg-type]
+    algorithms: list[dict] = [{"name": "fedprox", "args": {"mu": mu}}] if mu != 0.0 else []
+    if dp:
+        algorithms.append({"name": "dp_sgd", "args": dict(dp)})
+    seeds = [seed * 1000 + i for i in range(len(sites))]
+    result = run_loop(
+        task,
+        task_sites,
+        model_fn(),
+        rounds=rounds,
+        lr=lr,
+        gamma=gamma,
+        algorithms=algorithms,
+        local=local,
+        rule=Mean() if rule == "mean" else UpdateRule(rule, dict(rule_args or {})),
+        seeds=seeds,
+        on_round=(lambda r, res: on_round(r, res.model)) if on_round else None,
+        channel=channel,
+        tamper=tamper,
+    )
+    out = FederationResult(model=result.model, ledgers=_ledgers(result))
+    if track:
+        out.history = [{name: _received(m) for name, m in metrics.items()} for metrics in result.rounds]
+    return out
 
 
-def _private_trainers(sites, model, dp: dict, rounds: int, seed: int, local: dict) -> dict:
-    from fedhealth.privacy.dp_config import DPConfig
-    from fedhealth.privacy.site_dp import site_trainer
-
-    config = DPConfig.from_dict(dp)
-    return {
-        s.name: site_trainer(model, s, config, local=local, rounds=rounds, seed=seed * 1000 + i)
-        for i, s in enumerate(sites)
-    }
+def _received(metrics: dict) -> dict[str, float]:
+    """A site's metrics of the global model it received (the round's ``global_*`` numbers)."""
+    got = {k: metrics[f"global_{k}"] for k in (C.M_ACCURACY, C.M_AUC, C.M_LOSS)}
+    return {**got, C.M_N_TRAIN: float(metrics[C.M_N_TRAIN]), C.M_N_TEST: float(metrics[C.M_N_TEST])}
 
 
-def _private_round(trainer, model: torch.nn.Module, lr: float, round_index: int) -> bool:
-    """One DP-SGD round at a site; False when the site declines (its budget is spent)."""
-    from fedhealth.privacy.budget import PrivacyBudgetExhaustedError
-
-    try:
-        trainer.train_round(model, lr=lr, round_index=round_index)
-    except PrivacyBudgetExhaustedError:
-        return False
-    return True
+def _ledgers(result: LoopResult) -> dict[str, dict]:
+    """Each DP-SGD site's privacy ledger."""
+    out = {}
+    for name, runner in result.runners.items():
+        trainer = getattr(runner.algorithm("dp_sgd"), "trainer", None)
+        if trainer is not None:
+            out[name] = trainer.ledger.to_dict()
+    return out
