@@ -70,7 +70,7 @@ def _old_fedavg(heart_tables: dict, mu: float = 0.0) -> dict[str, np.ndarray]:
     return to_numpy(model)
 
 
-def _old_scaffold(heart_tables: dict) -> dict[str, np.ndarray]:
+def _old_scaffold(heart_tables: dict, lr_scale: float = 1.0) -> dict[str, np.ndarray]:
     """The non-IID twin's SCAFFOLD branch this loop replaced (control variates over the parameters)."""
     sites, model = _heart_sites(heart_tables), _model()
     gens = [torch.Generator().manual_seed(s) for s in SEEDS]
@@ -86,7 +86,7 @@ def _old_scaffold(heart_tables: dict) -> dict[str, np.ndarray]:
                 steps = site.train_round(local, config, generator=gen)["steps"]
             end = params(local)
             c_local[i], dc = scaffold.update_local_control(
-                c_local[i], c_global, start, end, steps=int(steps), lr=config.lr
+                c_local[i], c_global, start, end, steps=int(steps), lr=config.lr * lr_scale
             )
             dys.append({k: end[k] - start[k] for k in start})
             dcs.append(dc)
@@ -110,6 +110,14 @@ EQUAL_CASES = [
             "rule": ScaffoldServer(),
         },
         _old_scaffold,
+    ),
+    (
+        "scaffold_lr_scale",
+        {
+            "algorithms": [{"name": "scaffold", "args": {"lr": LR, "gamma": GAMMA, "lr_scale": 2.0}}],
+            "rule": ScaffoldServer(),
+        },
+        lambda t: _old_scaffold(t, 2.0),
     ),
 ]
 
