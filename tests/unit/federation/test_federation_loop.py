@@ -13,6 +13,7 @@ import torch
 
 from fedhealth import constants as C
 from fedhealth.algorithms import scaffold
+from fedhealth.client.fedprox import FedProx
 from fedhealth.data.features import combine_moments
 from fedhealth.models.state import to_numpy
 from fedhealth.models.tabular import TabularNet
@@ -235,6 +236,7 @@ BAD_CASES = [
     ("no_rounds", {"rounds": 0}, "rounds must be at least 1"),
     ("seeds", {"seeds": [0, 1]}, "one seed per site: 4 sites, 2 seeds"),
     ("algorithm", {"algorithms": ["fedsgd"]}, "unknown client algorithm 'fedsgd'"),
+    ("shared_plugin", {"algorithms": [FedProx(mu=0.1)]}, "each site builds its own"),
     ("scaffold_server_alone", {"rule": ScaffoldServer()}, r"needs \['scaffold_c_diff'\] from every site"),
 ]
 

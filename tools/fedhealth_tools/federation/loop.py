@@ -76,7 +76,7 @@ def run_loop(
     rounds: int,
     lr: float,
     gamma: float = 1.0,
-    algorithms: Sequence[object] | Callable[[int], Sequence[object]] = (),
+    algorithms: Sequence[str | Mapping[str, object]] = (),
     local: Mapping[str, object],
     rule: Rule | None = None,
     seeds: Sequence[int] | None = None,
@@ -95,8 +95,8 @@ def run_loop(
         rounds: number of rounds.
         lr: learning rate of round 0; round ``r`` sends ``lr * gamma ** r``.
         gamma: per-round decay.
-        algorithms: the job's client algorithms (names or ``{"name", "args"}``), or a function of the
-            site's index that builds them (plug-ins keep per-site state, so each site needs its own).
+        algorithms: the job's client algorithms, names or ``{"name", "args"}`` as in a job; each site
+            builds its own plug-ins from them (they keep per-site state: control variates, ledgers).
         local: local-training settings (``batch_size``, ``local_steps``, ``local_epochs``, ``optimizer``,
             ``weight_decay``).
         rule: the server rule (default :class:`~fedhealth_tools.federation.rules.Mean`, FedAvg).
@@ -115,12 +115,14 @@ def run_loop(
     dp_seeds = list(dp_seeds) if dp_seeds is not None else shuffle_seeds
     if not len(seeds) == len(shuffle_seeds) == len(dp_seeds) == n:
         raise ValueError(f"give one seed per site: {n} sites, {len(seeds)} seeds.")
+    if any(not isinstance(a, str | Mapping) for a in algorithms):
+        raise ValueError("give the client algorithms as names or {'name', 'args'}: each site builds its own.")
     server_steps(task, sites)
     runners = {
         site.name: SiteRunner(
             task,
             site,
-            algorithms=algorithms(i) if callable(algorithms) else algorithms,
+            algorithms=list(algorithms),
             local=local,
             seed=seeds[i],
             shuffle_seed=shuffle_seeds[i],
