@@ -121,4 +121,4 @@ SCAFFOLD_CTRL_DIFF = "scaffold_c_diff"
 MODEL_PART = "_model_weights_"  # the model part of a collection task (FLARE AppConstants.MODEL_WEIGHTS)
 FINETUNED_MODEL_FILE = "fedhealth_finetuned_model.npz"  # fine-tuning's model; stays in the run folder
 TOPK_RESIDUAL_FILE = "fedhealth_topk_residual.npz"  # the top-k algorithm's error-feedback memory
-M_EVAL_SPLIT = "eval_split"  # the split a round's received/local metrics were computed on (the report labels by it)
+M_EVAL_SPLIT = "eval_split"  # the split of a round's received/local metrics (the report labels by it)

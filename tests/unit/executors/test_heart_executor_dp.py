@@ -1,4 +1,5 @@
-"""SiteExecutor on the heart task with the dp_sgd algorithm: the ledger travels with the update, a site past its budget declines.
+"""SiteExecutor on the heart task with the dp_sgd algorithm: the ledger travels with the update,
+a site past its budget declines.
 
 Same FLARE objects and stand-in engine as ``test_heart_executor.py`` (imported from it).
 """
