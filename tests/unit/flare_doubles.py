@@ -6,6 +6,9 @@ they touch in these tests is real (``Workspace``, ``FLContext``, DXOs, filters).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from nvflare.apis.fl_constant import ReservedKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.workspace import Workspace
 
@@ -22,3 +25,14 @@ class WorkspaceEngine:
 
     def fire_event(self, event_type: str, fl_ctx: FLContext) -> None:
         self.events.append(event_type)
+
+
+def site_context(kit: Path, site: str, job_id: str) -> FLContext:
+    """A site's FLContext over its real workspace folder ``kit``, with the job's run folder made."""
+    workspace = Workspace(str(kit), site_name=site)
+    Path(workspace.get_run_dir(job_id)).mkdir()
+    fl_ctx = FLContext()
+    fl_ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=True)
+    fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, site, private=False, sticky=True)
+    fl_ctx.set_prop(ReservedKey.RUN_NUM, job_id, private=False, sticky=True)
+    return fl_ctx

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flare_doubles import WorkspaceEngine
+from flare_doubles import site_context
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
-from nvflare.apis.fl_constant import ReservedKey, ReturnCode
-from nvflare.apis.fl_context import FLContext
+from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
-from nvflare.apis.workspace import Workspace
 from nvflare.app_common.app_constant import AppConstants
 from site_args import cxr
 
@@ -67,12 +65,7 @@ def _started(
     )
     if data is None:
         write_synthetic_site(kit / "pacs", n=N, identified=identified)
-    workspace = Workspace(str(kit), site_name=SITE)
-    Path(workspace.get_run_dir(JOB_ID)).mkdir()
-    fl_ctx = FLContext()
-    fl_ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=True)
-    fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, SITE, private=False, sticky=True)
-    fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
+    fl_ctx = site_context(kit, SITE, JOB_ID)
     executor = SiteExecutor(**cxr(**{"stream_metrics": False, "n_bootstrap": 50, **kwargs}))
     executor.handle_event(EventType.START_RUN, fl_ctx)
     return executor, fl_ctx, kit

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flare_doubles import WorkspaceEngine
+from flare_doubles import site_context
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.event_type import EventType
-from nvflare.apis.fl_constant import ReservedKey, ReturnCode
+from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
-from nvflare.apis.workspace import Workspace
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.fuel.utils.component_builder import ComponentBuilder
 
@@ -152,12 +151,7 @@ def build(task: str, algorithms: list, **changes: object) -> SiteExecutor:
 
 
 def _context(kit: Path) -> FLContext:
-    workspace = Workspace(str(kit), site_name=SITE)
-    Path(workspace.get_run_dir(JOB_ID)).mkdir()
-    fl_ctx = FLContext()
-    fl_ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=True)
-    fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, SITE, private=False, sticky=True)
-    fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
+    fl_ctx = site_context(kit, SITE, JOB_ID)
     return fl_ctx
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flare_doubles import WorkspaceEngine
+from flare_doubles import WorkspaceEngine, site_context
 from installed_plugins import install_package
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.event_type import EventType
@@ -92,12 +92,7 @@ def _site(tmp_path: Path, name: str, client: dict) -> tuple[object, FLContext]:
     (kit / "local").mkdir()
     (kit / "local" / C.SITE_CONFIG_FILE).write_text(json.dumps({C.SITE_DATA_ROOT_KEY: "hospital"}))
     write_toy_site(kit / "hospital", n_train=n_train, n_test=n_test, seed=seed)
-    workspace = Workspace(str(kit), site_name=name)
-    Path(workspace.get_run_dir(JOB_ID)).mkdir()
-    fl_ctx = FLContext()
-    fl_ctx.set_prop(ReservedKey.ENGINE, WorkspaceEngine(workspace), private=True, sticky=True)
-    fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, name, private=False, sticky=True)
-    fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
+    fl_ctx = site_context(kit, name, JOB_ID)
     (entry,) = client["executors"]
     executor = JobComponents().build_component(json.loads(json.dumps(entry["executor"])))
     executor.handle_event(EventType.START_RUN, fl_ctx)
