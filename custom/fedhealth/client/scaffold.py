@@ -29,18 +29,22 @@ class Scaffold(ClientAlgorithm):
     Args:
         lr: local learning rate of round 0.
         gamma: per-round decay.
+        lr_scale: the local step the control variates assume is ``lr * lr_scale``: 1 for plain SGD,
+            ``1 / (1 - beta)`` for heavy-ball momentum ``beta`` (the image loop's SGD has 0.9: use 10).
     """
 
     lr: float
     gamma: float = 1.0
+    lr_scale: float = 1.0
     name = "scaffold"
     _c_local: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False)
     _c_global: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.lr > 0 or not 0 < self.gamma <= 1:
+        if not self.lr > 0 or not 0 < self.gamma <= 1 or not self.lr_scale > 0:
             raise ValueError(
-                f"SCAFFOLD needs lr > 0 and gamma in (0, 1]; got lr={self.lr}, gamma={self.gamma}."
+                f"SCAFFOLD needs lr > 0, gamma in (0, 1] and lr_scale > 0; got lr={self.lr}, "
+                f"gamma={self.gamma}, lr_scale={self.lr_scale}."
             )
 
     def check(self, others: Sequence[ClientAlgorithm], local: Mapping[str, object]) -> None:
@@ -76,6 +80,6 @@ class Scaffold(ClientAlgorithm):
             state.start,
             state.update,
             steps=int(state.stats[C.M_STEPS]),
-            lr=state.lr,
+            lr=state.lr * self.lr_scale,
         )
         state.extras[C.SCAFFOLD_CTRL_DIFF] = {k: v.astype("float32") for k, v in c_diff.items()}
