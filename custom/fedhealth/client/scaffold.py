@@ -20,6 +20,8 @@ from fedhealth.algorithms import scaffold
 from fedhealth.client.base import ClientAlgorithm, RoundInput, RoundState, named, register_algorithm
 from fedhealth.training.schedule import lr_for_round
 
+CONTROL_NORM = "scaffold_control_norm"  # the round metric: L2 norm of the site's variate c_i (aggregate)
+
 
 @register_algorithm
 @dataclass
@@ -83,3 +85,6 @@ class Scaffold(ClientAlgorithm):
             lr=state.lr * self.lr_scale,
         )
         state.extras[C.SCAFFOLD_CTRL_DIFF] = {k: v.astype("float32") for k, v in c_diff.items()}
+        state.metrics[CONTROL_NORM] = float(
+            np.sqrt(sum(float(np.sum(v * v)) for v in self._c_local.values()))
+        )

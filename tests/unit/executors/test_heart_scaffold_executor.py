@@ -15,6 +15,7 @@ from site_args import heart
 from test_heart_executor import _context, _kit, _model_task, _run, _scaling
 
 from fedhealth import constants as C
+from fedhealth.client.scaffold import CONTROL_NORM
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.models.state import to_numpy
 from fedhealth.models.tabular import TabularNet
@@ -87,6 +88,9 @@ def test_lr_scale_sets_the_step_the_variates_divide_by(tmp_path, heart_splits):
     for k in start:
         expected = -c[k] + (start[k].astype("float64") - weights.data[k]) / (steps * LR * LR_SCALE)
         np.testing.assert_allclose(ctrl.data[k], expected, rtol=1e-4, atol=1e-5)
+    c_local = executor.runner.algorithm("scaffold")._c_local  # c_i was 0: c_i+ is this round's step
+    norm = np.sqrt(sum(float(np.sum(v * v)) for v in c_local.values()))
+    assert weights.get_meta_prop(C.META_SITE_METRICS)[CONTROL_NORM] == pytest.approx(norm) and norm > 0
 
 
 def test_zero_variates_train_exactly_like_the_plain_executor(tmp_path, heart_splits):
