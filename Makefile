@@ -27,10 +27,11 @@ jobs: setup
 demo: setup
 	$(VENV)/bin/fedhealth demo
 
-# The encrypted-aggregation job: POC kits with TenSEAL contexts (project.yml + FLARE's HEBuilder).
+# The encrypted-aggregation job: POC kits with TenSEAL contexts (project.yml + FLARE's HEBuilder), in a
+# workspace of their own (a workspace is never re-provisioned from another project file).
 demo-he: setup
 	$(PY) -c "from fedhealth_tools.poc.variants import project_with_he as p; p('project.yml', 'workspace/project_he.yml')"
-	$(VENV)/bin/fedhealth demo --job jobs/heart_he --project workspace/project_he.yml --results results/demo_he
+	$(VENV)/bin/fedhealth demo --job jobs/heart_he --project workspace/project_he.yml --workspace workspace/he --results results/demo_he
 
 # Lint first (fast), the strict docs build (a broken link fails), then every test: unit and the real
 # POC federations (marked slow).

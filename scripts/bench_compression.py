@@ -27,8 +27,9 @@ from sklearn.metrics import roc_auc_score
 from fedhealth.compression.config import CompressionConfig
 from fedhealth.models.cnn import SmallCNN
 from fedhealth_tools.compression.channel import CompressedChannel
+from fedhealth_tools.imaging.converter import medmnist_file
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
+DATA = medmnist_file("pneumoniamnist")  # bundled with fedhealth-tools, checksum verified
 N_SITES, ALPHA, BATCH, LR = 4, 1.0, 64, 1e-3
 MODES = {
     "none": {"mode": "none"},
@@ -178,8 +179,6 @@ def main() -> None:
     # One thread: on a shared 2-core machine two torch threads thrash (measured 15x slower under load).
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    if not DATA.is_file():
-        sys.exit(f"bench-compression needs {DATA} (PneumoniaMNIST from ../shared/data); it is absent.")
     torch.set_num_threads(args.threads)
     sites, test = load(args.seed)
     rows = []

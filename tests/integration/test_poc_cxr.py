@@ -43,9 +43,7 @@ def _flare_processes() -> list[psutil.Process]:
 
 
 def test_poc_cxr_fedprox_on_converted_dicom_sites(tmp_path: Path) -> None:
-    npz = medmnist_file("pneumoniamnist")
-    if not npz.is_file():
-        pytest.skip(f"{npz} is absent: MedMNIST files live in ../shared/data/medmnist")
+    npz = medmnist_file("pneumoniamnist")  # bundled with fedhealth-tools
     workspace = tmp_path / "fedhealth_cxr_ws"
     layout = prepare_workspace(
         project_on_port(ROOT / "provision" / "poc.yml", workspace / "project.yml", free_port()),

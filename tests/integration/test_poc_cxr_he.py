@@ -26,9 +26,7 @@ LOCAL = {"local_epochs": 4, "batch_size": 16}
 
 
 def test_cxr_he_job_completes_with_every_update_encrypted(tmp_path: Path) -> None:
-    npz = medmnist_file("pneumoniamnist")
-    if not npz.is_file():
-        pytest.skip(f"{npz} is absent: MedMNIST files live in ../shared/data/medmnist")
+    npz = medmnist_file("pneumoniamnist")  # bundled with fedhealth-tools
     workspace = tmp_path / "ws"
     layout = heart_poc(ROOT / "provision" / "poc.yml", workspace, he=True)
     write_cxr_data(layout, npz, alpha=1.0, seed=0, limit=LIMIT)

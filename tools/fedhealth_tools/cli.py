@@ -10,6 +10,7 @@ from pathlib import Path
 from fedhealth.onboarding.cli import add_site_commands, run_site_command
 from fedhealth_tools.imaging.convert_cli import add_arguments as add_convert_arguments
 from fedhealth_tools.imaging.convert_cli import run as run_convert
+from fedhealth_tools.poc.task_data import DEMO_IMAGES
 from fedhealth_tools.poc.workspace import PocError
 from fedhealth_tools.provision.command import add_provision_arguments, run_provision_command
 
@@ -29,13 +30,22 @@ def _parser() -> argparse.ArgumentParser:
     root = _repo_root()
     parser = argparse.ArgumentParser(prog="fedhealth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a heart job on four hospitals in FLARE POC mode, end to end")
+    demo = sub.add_parser(
+        "demo", help="run a shipped job on four hospitals in FLARE POC mode, end to end, with its task's data"
+    )
     demo.add_argument("--job", type=Path, default=root / "jobs" / "heart_fedprox")
     demo.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
     demo.add_argument("--workspace", type=Path, default=root / "workspace")
     demo.add_argument("--results", type=Path, default=root / "results" / "demo")
     demo.add_argument("--timeout", type=float, default=900.0, help="seconds the job may run")
     demo.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    demo.add_argument(
+        "--images",
+        type=int,
+        default=DEMO_IMAGES,
+        help="chest X-ray jobs: images per split (train, val, test) of the bundled PneumoniaMNIST, dealt "
+        f"over the sites (default {DEMO_IMAGES})",
+    )
     add_site_commands(sub)  # validate-site, preflight: also in the site runtime's fedhealth-site
     convert = sub.add_parser("convert-medmnist", help="MedMNIST .npz -> per-site DICOM folders (non-IID)")
     add_convert_arguments(convert)
@@ -136,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 results_dir=args.results,
                 timeout=args.timeout,
                 fresh=args.fresh,
+                images=args.images,
             )
 
         return _run_poc("demo", demo, 130)

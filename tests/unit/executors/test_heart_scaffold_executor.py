@@ -15,6 +15,7 @@ from site_args import heart
 from test_heart_executor import _context, _kit, _model_task, _run, _scaling
 
 from fedhealth import constants as C
+from fedhealth.client.scaffold import CONTROL_NORM
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.models.state import to_numpy
 from fedhealth.models.tabular import TabularNet
@@ -23,6 +24,7 @@ LR, GAMMA = 0.05, 0.9
 # (round, server variate added to every parameter)
 ROUNDS = [(0, 0.0), (2, 0.0), (1, 0.3)]
 BAD_ARGS = [({"lr": 0.0}, "lr > 0"), ({"lr": 0.1, "gamma": 1.5}, "gamma in")]
+LR_SCALE = 10.0  # heavy-ball momentum 0.9: the effective step is lr / (1 - 0.9)
 
 
 def _start(tmp_path: Path, splits: dict, **kwargs: object):
@@ -68,6 +70,27 @@ def test_reply_carries_weights_and_the_option_ii_variate_step(tmp_path, heart_sp
     for k in start:  # c_i was 0: dc = -c + (x - y) / (K lr)
         expected = -c[k] + (start[k].astype("float64") - weights.data[k]) / (steps * lr)
         np.testing.assert_allclose(ctrl.data[k], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_lr_scale_sets_the_step_the_variates_divide_by(tmp_path, heart_splits):
+    kit = _kit(tmp_path, "cleveland", heart_splits)
+    fl_ctx = _context(kit, "cleveland")
+    args = heart()
+    args["algorithms"] = [{"name": "scaffold", "args": {"lr": LR, "lr_scale": LR_SCALE}}]
+    executor = SiteExecutor(**args)
+    executor.handle_event(EventType.START_RUN, fl_ctx)
+    _scaling(executor, fl_ctx)
+    task, start, c = _scaffold_task(0, 0.2)
+    parts = from_shareable(_run(executor, C.TASK_TRAIN, fl_ctx, task)).data
+    weights, ctrl = parts[AppConstants.MODEL_WEIGHTS], parts[AlgorithmConstants.SCAFFOLD_CTRL_DIFF]
+    assert weights.get_meta_prop(C.META_SITE_METRICS)["lr"] == pytest.approx(LR)  # trains at lr
+    steps = weights.get_meta_prop(C.META_LOCAL_STEPS)
+    for k in start:
+        expected = -c[k] + (start[k].astype("float64") - weights.data[k]) / (steps * LR * LR_SCALE)
+        np.testing.assert_allclose(ctrl.data[k], expected, rtol=1e-4, atol=1e-5)
+    c_local = executor.runner.algorithm("scaffold")._c_local  # c_i was 0: c_i+ is this round's step
+    norm = np.sqrt(sum(float(np.sum(v * v)) for v in c_local.values()))
+    assert weights.get_meta_prop(C.META_SITE_METRICS)[CONTROL_NORM] == pytest.approx(norm) and norm > 0
 
 
 def test_zero_variates_train_exactly_like_the_plain_executor(tmp_path, heart_splits):

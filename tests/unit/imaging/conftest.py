@@ -1,4 +1,5 @@
-"""Fixtures of the imaging tests: MedMNIST files (skip when ../shared is absent) and tiny DICOM sites."""
+"""Fixtures of the imaging tests: MedMNIST files (PneumoniaMNIST is bundled; RetinaMNIST skips when
+../shared is absent) and tiny DICOM sites."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _shared_npz(name: str) -> Path:
 
 @pytest.fixture
 def pneumonia_npz() -> Path:
-    return _shared_npz("pneumoniamnist")
+    return medmnist_file("pneumoniamnist")  # bundled with fedhealth-tools
 
 
 @pytest.fixture

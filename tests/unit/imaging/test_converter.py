@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,14 +14,18 @@ from fedhealth.imaging.dicom_reader import read_dicom
 from fedhealth.imaging.labels import LabelSpec, read_labels
 from fedhealth.imaging.site import CXR_DATASET_DIR, LABELS_FILE, SPLITS, PipelineSettings, load_site_images
 from fedhealth_tools.imaging.converter import (
+    BUNDLED_DIR,
+    BUNDLED_MD5,
     MANIFEST_FILE,
     SHARED_ENV,
     convert_medmnist,
     dirichlet_split,
     medmnist_file,
     scanner_profiles,
+    verified,
 )
 
+PNEUMONIA_SHA256 = "e1792d3f03751cb101e99f19a63b3c1941436c988665f47853417b05be250cd8"  # MedMNIST README
 SITES = ["north", "south", "east"]
 LIMIT = 90
 # (alpha, largest share of one class at one site we expect at least / at most)
@@ -36,10 +41,29 @@ def converted(tmp_path_factory, request) -> tuple[Path, dict, Path]:
 
 @pytest.fixture(scope="module")
 def pneumonia_npz() -> Path:  # module scope for the fixture above
+    return medmnist_file("pneumoniamnist")
+
+
+def test_pneumoniamnist_is_bundled_and_is_the_official_file(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(SHARED_ENV, str(tmp_path))  # the override names other files, not the bundled one
     path = medmnist_file("pneumoniamnist")
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: MedMNIST files live in ../shared/data/medmnist (or set {SHARED_ENV})")
-    return path
+    assert path == BUNDLED_DIR / "pneumoniamnist.npz" and path.stat().st_size == 4_170_669
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == PNEUMONIA_SHA256
+    with np.load(path) as data:
+        assert data["train_images"].shape == (4708, 28, 28) and data["test_labels"].shape == (624, 1)
+    assert medmnist_file("retinamnist") == tmp_path / "data" / "medmnist" / "retinamnist.npz"
+
+
+def test_a_changed_copy_fails_its_checksum_with_both_sums(tmp_path: Path) -> None:
+    copy = tmp_path / "pneumoniamnist.npz"
+    copy.write_bytes(medmnist_file("pneumoniamnist").read_bytes()[:-1])  # one byte short
+    with pytest.raises(ValueError) as info:
+        verified(copy, BUNDLED_MD5["pneumoniamnist"])
+    assert str(copy) in str(info.value) and "not the official 28209eda62fecd6e6a2d98b1501bb15f" in str(
+        info.value
+    )
+    with pytest.raises(ValueError, match="is missing"):
+        verified(tmp_path / "absent.npz", BUNDLED_MD5["pneumoniamnist"])
 
 
 def test_counts_and_labels_round_trip(converted) -> None:

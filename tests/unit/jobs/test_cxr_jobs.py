@@ -13,11 +13,27 @@ from fedhealth import constants as C
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.models.state import to_numpy
+from fedhealth.privacy.dp_config import MIN_BATCH_SIZE
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 # job -> FedProx mu (0 is FedAvg)
-CXR_JOBS = {"cxr_fedavg": 0.0, "cxr_fedprox": "positive", "cxr_he": 0.0}
+CXR_JOBS = {
+    "cxr_fedavg": 0.0,
+    "cxr_fedprox": "positive",
+    "cxr_he": 0.0,
+    "cxr_dp": 0.0,
+    "cxr_scaffold": 0.0,
+    "cxr_ditto": 0.0,
+    "cxr_topk": 0.0,
+}
+# job -> the client algorithms it names (the spec's patch; the generated job must say the same)
+ALGORITHMS = {
+    "cxr_dp": ["dp_sgd"],
+    "cxr_scaffold": ["scaffold"],
+    "cxr_ditto": ["ditto"],
+    "cxr_topk": ["topk"],
+}
 # HE jobs evaluate the global model only: no site model is submitted to the server in clear.
 NO_SUBMIT = {"cxr_he"}
 ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit
@@ -74,6 +90,34 @@ def test_executor_and_model_agree_and_build(job: str, mu: object) -> None:
         assert any(ComponentPathAuthorizer._path_matches_prefix(spec["path"], p) for p in ALLOW_LIST), spec[
             "path"
         ]
+
+
+@pytest.mark.parametrize(("job", "names"), ALGORITHMS.items())
+def test_each_algorithm_job_names_its_algorithm_and_server_side(job: str, names: list[str]) -> None:
+    client = _config(job, "config_fed_client.json")
+    args = client["executors"][0]["executor"]["args"]
+    assert [a["name"] for a in args["algorithms"]] == names and args["task"] == "dicom"
+    server = _config(job, "config_fed_server.json")
+    components = {c["id"]: c for c in server["components"]}
+    (workflow,) = [w for w in server["workflows"] if w["id"] == "scatter_and_gather"]
+    if job == "cxr_scaffold":
+        assert workflow["path"].endswith("ScatterAndGatherScaffold")
+        assert (
+            components["aggregator"]["path"] == "fedhealth.aggregators.scaffold_aggregator.ScaffoldAggregator"
+        )
+        assert (
+            args["optimizer"] == "sgd" and args["algorithms"][0]["args"]["lr_scale"] == 10.0
+        )  # momentum 0.9
+    elif job == "cxr_topk":
+        assert components["aggregator"]["args"]["expected_data_kind"] == "WEIGHT_DIFF"
+        assert [f["path"].rsplit(".", 1)[1] for c in client["task_result_filters"] for f in c["filters"]] == [
+            "UpdateCompressor"
+        ]
+    elif job == "cxr_dp":
+        assert args["batch_size"] >= MIN_BATCH_SIZE and workflow["args"]["num_rounds"] == 10
+        assert workflow["args"]["ignore_result_error"] is None  # a site at its budget is left out
+    else:
+        assert workflow["path"].endswith(".ScatterAndGather")
 
 
 @pytest.mark.parametrize("job", CXR_JOBS)

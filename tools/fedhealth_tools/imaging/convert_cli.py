@@ -12,7 +12,9 @@ from fedhealth_tools.imaging.converter import convert_medmnist, medmnist_file
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options."""
-    parser.add_argument("--npz", type=Path, default=medmnist_file("pneumoniamnist"), help="MedMNIST v2 file")
+    parser.add_argument(
+        "--npz", type=Path, default=None, help="MedMNIST v2 file (default: the bundled PneumoniaMNIST)"
+    )
     parser.add_argument(
         "--out", type=Path, required=True, help="folder of the site folders and manifest.json"
     )
@@ -27,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert; print per-site counts. Returns the exit code (1 with a message when the file is missing)."""
+    args.npz = args.npz or medmnist_file("pneumoniamnist")
     if not Path(args.npz).is_file():
         print(f"fedhealth convert-medmnist: {args.npz} not found", flush=True)
         return 1

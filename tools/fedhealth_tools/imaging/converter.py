@@ -12,9 +12,11 @@ reader's modality LUT, window and inversion must undo. No identifying attribute 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +31,48 @@ from pydicom.uid import (
 from fedhealth.imaging.labels import LabelSpec, write_labels
 from fedhealth.imaging.site import CXR_DATASET_DIR, LABELS_FILE, SPLITS
 
-SHARED_ENV = "FEDHEALTH_SHARED_DIR"  # where ``data/medmnist`` is; default: ``../shared`` beside the checkout
+SHARED_ENV = "FEDHEALTH_SHARED_DIR"  # holds ``data/medmnist`` of unbundled files; default ``../shared``
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "medmnist"  # shipped in the package
+# name -> the official MD5 (medmnist's INFO table) of the files shipped in BUNDLED_DIR
+BUNDLED_MD5 = {"pneumoniamnist": "28209eda62fecd6e6a2d98b1501bb15f"}
 BITS_STORED = 12
 FIELD_OF_VIEW_MM = {1: 350.0, 3: 12.0}  # a chest film; a fundus photograph
 MANIFEST_FILE = "manifest.json"
 
 
 def medmnist_file(name: str) -> Path:
-    """The path of ``<shared>/data/medmnist/<name>.npz`` (it may not exist; callers check)."""
+    """The MedMNIST v2 file ``<name>.npz``: bundled (checksum verified) or from the shared folder.
+
+    ``pneumoniamnist`` ships with the package (``fedhealth_tools/data/medmnist``, CC BY 4.0) and is
+    returned once its MD5 matches the official one. Other names are looked up in
+    ``$FEDHEALTH_SHARED_DIR/data/medmnist`` (default: ``../shared`` beside the checkout); that path may
+    not exist, callers check.
+
+    Raises:
+        ValueError: the bundled file's checksum is not the official one.
+    """
+    if name in BUNDLED_MD5:
+        return verified(BUNDLED_DIR / f"{name}.npz", BUNDLED_MD5[name])
     shared = os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[3].parent / "shared"
     return Path(shared) / "data" / "medmnist" / f"{name}.npz"
+
+
+@cache
+def verified(path: Path, md5: str) -> Path:
+    """``path`` if its MD5 is ``md5`` (checked once per process).
+
+    Raises:
+        ValueError: the file is missing or its MD5 differs; the message names the file and both sums.
+    """
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: reinstall fedhealth-tools (it ships this MedMNIST file).")
+    got = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    if got != md5:
+        raise ValueError(
+            f"{path} has MD5 {got}, not the official {md5}: the file was changed or truncated. "
+            "Restore it (git checkout, or reinstall fedhealth-tools)."
+        )
+    return path
 
 
 @dataclass(frozen=True)

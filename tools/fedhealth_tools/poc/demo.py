@@ -1,7 +1,8 @@
-"""``fedhealth demo``: a four-hospital federation in FLARE POC mode, end to end.
+"""``fedhealth demo``: a four-hospital federation in FLARE POC mode, end to end, for any shipped job.
 
 Prepares a POC workspace inside the checkout (or reuses the one made from the same project file),
-gives each hospital its own rows, starts the real server and client processes, submits the job as
+gives each hospital its own data of the task the job names (heart rows, or chest X-rays converted to
+DICOM; :mod:`fedhealth_tools.poc.task_data`), starts the real server and client processes, submits the job as
 the project admin through the FLARE API, shows live progress, downloads the result, prints the
 per-site table and writes the report (the same one ``fedhealth report`` writes for any downloaded
 job result). Every process it started is stopped on the way out, also on an error or Ctrl-C.
@@ -20,7 +21,8 @@ from fedhealth.reports.job_result import report_job_result, summary_text
 from fedhealth.reports.run_report import find_run_files
 from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.processes import PocProcesses
-from fedhealth_tools.poc.workspace import PocError, PocLayout, prepare_workspace, write_heart_data
+from fedhealth_tools.poc.task_data import DEMO_IMAGES, place_task_data
+from fedhealth_tools.poc.workspace import PocError, PocLayout, prepare_workspace
 
 
 def _job_rounds(job_dir: Path) -> int:
@@ -39,11 +41,13 @@ def run_demo(
     results_dir: Path,
     timeout: float = 900.0,
     fresh: bool = False,
+    images: int = DEMO_IMAGES,
 ) -> dict:
     """Provision (or reuse the workspace), place the data, run one job in POC mode and write its report.
 
     Returns the report. ``fresh`` deletes an existing POC workspace and provisions a new one; without
     it a workspace made from the same project file is kept (sites' settings, downloaded results).
+    ``images``: chest X-ray images per split over all sites, for jobs whose task is ``dicom``.
 
     Raises:
         PocError: a step failed; the message says which and why.
@@ -54,9 +58,11 @@ def run_demo(
         raise PocError(f"{job_dir} is not a FLARE job folder (no meta.json)")
     print(f"[1/6] the POC workspace in {workspace} (certificates, allow-list, loopback)")
     layout = prepare_workspace(project_file, Path(workspace) / "poc", fresh=fresh)
-    sizes = write_heart_data(layout)
-    sites = ", ".join(f"{s} {tr}+{te}" for s, (tr, te) in sizes.items())
-    print(f"[2/6] each hospital's own rows written into its own site (train+test): {sites}")
+    task, sizes = place_task_data(layout, job_dir, images=images)
+    if task == "heart":
+        print(f"[2/6] each hospital's own rows written into its own site (train+test): {sizes}")
+    else:
+        print(f"[2/6] bundled PneumoniaMNIST as DICOM in each site, non-IID (train+val+test): {sizes}")
     result = run_job(layout, job_dir, workspace=Path(workspace), timeout=timeout)
     print("[6/6] all FLARE processes stopped; writing the report")
     seconds = time.monotonic() - start
@@ -78,19 +84,32 @@ def run_job(layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float
         PocError: the federation did not start, or the job did not complete; the message names the
             failed sites and their reasons as the server recorded them.
     """
-    downloads = workspace / "downloads"  # one folder per job id: earlier results are kept
     with PocProcesses(layout, workspace / "logs") as procs:
         print(f"[3/6] starting the FLARE server (127.0.0.1:{layout.port}) and {len(layout.sites)} sites")
         procs.start()
         with AdminClient(layout) as admin:
             admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-            job_id = admin.submit(job_dir, workspace / "submit")
-            print(f"[4/6] submitted {job_dir.name} as {layout.admin}: job {job_id}")
-            status = _follow(admin, job_id, _job_rounds(job_dir), procs.check_alive, timeout)
-            result = admin.download(job_id, downloads)
-            if status != "FINISHED:COMPLETED":
-                logs = admin.error_logs(job_id) or _site_error_logs(layout, job_id)
-                raise PocError(_failure_message(job_id, status, result, logs))
+            return run_on(
+                admin, layout, job_dir, workspace=workspace, timeout=timeout, check=procs.check_alive
+            )
+
+
+def run_on(
+    admin: AdminClient, layout: PocLayout, job_dir: Path, *, workspace: Path, timeout: float, check
+) -> Path:
+    """Run ``job_dir`` on a federation that is up (several jobs, one start); returns the result folder.
+
+    Raises:
+        PocError: the job did not complete; the message names the failed sites and their reasons.
+    """
+    downloads = workspace / "downloads"  # one folder per job id: earlier results are kept
+    job_id = admin.submit(job_dir, workspace / "submit")
+    print(f"[4/6] submitted {job_dir.name} as {layout.admin}: job {job_id}")
+    status = _follow(admin, job_id, _job_rounds(job_dir), check, timeout)
+    result = admin.download(job_id, downloads)
+    if status != "FINISHED:COMPLETED":
+        logs = admin.error_logs(job_id) or _site_error_logs(layout, job_id)
+        raise PocError(_failure_message(job_id, status, result, logs))
     return result
 
 
