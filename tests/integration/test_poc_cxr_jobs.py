@@ -125,8 +125,8 @@ def test_ditto_sites_report_their_personal_models(runs) -> None:
 def test_topk_sites_send_fewer_bytes_than_their_raw_updates(runs) -> None:
     layout, record, report = _run(runs, "cxr_topk")
     comm = report["communication"]
-    # The filter's label: it only encodes; the topk algorithm chose the entries and kept the error.
-    assert comm["modes"] == ["topk 0.1"] and set(comm["sites"]) == set(layout.sites)
+    # The topk algorithm chose the entries and kept the error; the filter only encoded them.
+    assert comm["modes"] == ["topk 0.1 +EF"] and set(comm["sites"]) == set(layout.sites)
     for entry in record["rounds"]:  # error feedback: what was not sent waits for the next round
         for site, metrics in entry["sites"].items():
             assert metrics["ef_residual_norm"] > 0, (entry["round"], site)

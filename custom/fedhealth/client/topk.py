@@ -71,5 +71,6 @@ class TopK(ClientAlgorithm):
             _, sent = encode_update(diff, self.config)
         state.update = {k: sent[k].reshape(diff[k].shape).astype(diff[k].dtype) for k in diff}
         state.kind = WEIGHT_DIFF
+        state.metrics[C.M_COMPRESSION] = self.config.describe()  # e.g. "topk 0.1 +EF"; the filter keeps it
         if self._feedback is not None:
             state.metrics["ef_residual_norm"] = self._feedback.residual_norm()

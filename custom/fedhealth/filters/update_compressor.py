@@ -132,6 +132,9 @@ def _stamp_sizes(dxo: DXO, shareable: Shareable, raw: int) -> Shareable:
     """Record the raw and the sent size in the meta; repeat until the stamped size is stable."""
     info = dict(dxo.get_meta_prop(C.META_COMPRESSION, {}))
     metrics = dxo.get_meta_prop(C.META_SITE_METRICS, None)
+    chosen = metrics.get(C.M_COMPRESSION) if isinstance(metrics, dict) else None
+    if chosen:  # the site's top-k algorithm chose what to send (and kept the residual); this only encoded it
+        info["mode"] = chosen if info["mode"].startswith("topk") else f"{chosen}, then {info['mode']}"
     sent = 0
     for _ in range(4):
         info.update({C.M_BYTES_RAW: raw, C.M_BYTES_SENT: sent})
