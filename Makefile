@@ -38,7 +38,7 @@ demo-he: setup
 test: setup
 	$(VENV)/bin/ruff check custom tools tests scripts
 	$(VENV)/bin/mkdocs build --strict --quiet
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
