@@ -396,7 +396,7 @@ def test_a_planted_label_value_never_leaves_the_site(fed: PocLayout, tmp_path: P
     findings = {"label_task": "multilabel", "classes": ["Atelectasis", "Effusion"]}
     _edit(
         job / "app" / "config" / "config_fed_client.json",
-        lambda c: [e["executor"]["args"].update(findings) for e in c["executors"]],
+        lambda c: [e["executor"]["args"]["task_args"].update(findings) for e in c["executors"]],
     )
     _edit(job / "app" / "config" / "config_fed_server.json", _two_outputs)
     status, meta, result = _run(fed, job, tmp_path)

@@ -41,10 +41,10 @@ def test_topk_job_completes_and_accounts_bytes(tmp_path: Path) -> None:
     # The model learned: every site's final loss is below that of the initial model.
     for site in report["sites"]:
         assert site["loss"] < site["initial"]["loss"], site["name"]
-    # Each site kept its residual in its own run folder, updated every round.
+    # Each site's topk algorithm kept its residual in the site's own run folder, updated every round.
     job_id = report["job_id"]
     for site in layout.sites:
-        path = layout.kit(site) / job_id / C.RESIDUAL_FILE
+        path = layout.kit(site) / job_id / C.TOPK_RESIDUAL_FILE
         with np.load(path) as saved:
             assert int(saved["__rounds__"]) == ROUNDS, site
             assert any(np.any(saved[k] != 0) for k in saved.files if k.startswith("r/")), site
