@@ -137,8 +137,8 @@ def job_variant(
         faulty_site: the site that runs a second app with the fault-drill filter (its kit must
             allow :data:`FAULT_FILTER`: ``heart_poc(..., allow=[FAULT_FILTER])``).
         fault: the filter's args, e.g. ``{"mode": "nan"}``, ``{"mode": "scale", "factor": 100}``.
-        executor_args: settings merged into every site executor's args, e.g. DP-SGD's ``{"dp": {...}}``
-            on ``jobs/heart_he`` for HE + DP (noise is added in training, before the encryptor).
+        executor_args: settings merged into every site executor's args, e.g. ``{"batch_size": 16}``
+            (the task's options sit in ``task_args``, the client algorithms in ``algorithms``).
     """
     dest = Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
