@@ -135,13 +135,18 @@ class RunRecorder(FLComponent):
         with self._lock:
             record = self._record
             failed = {f["site"] for f in record["failures"]}
-            for site in participants:
+            # A server that stopped on its own error (e.g. a missing HE context) never sent a task: its
+            # sites did not fail, and the record keeps the server's reason instead.
+            server_failed = record.get("status") == "aborted" and bool(record.get("abort_reason"))
+            for site in [] if server_failed else participants:
                 if site not in record.get("asked", []) and site not in failed:
                     reason = NEVER_STARTED.format(job_id=record.get("job_id"))
                     record["failures"].append(
                         Failure(site=site, task=None, round=record.get("current_round"), reason=reason)
                     )
-            if record.get("status") != "aborted" and aborted:
+            # FLARE's simulator also fires the abort signal when a run ends normally: only a run with a
+            # failed site counts as stopped by it.
+            if record.get("status") != "aborted" and aborted and record["failures"]:
                 record["status"] = "aborted"
                 record["abort_reason"] = (
                     "the server stopped the run before its workflow ended (a site's job failed, "

@@ -180,3 +180,41 @@ def test_a_run_that_ends_normally_is_finished_without_failures(tmp_path: Path) -
     recorder.handle_event(EventType.END_RUN, fl_ctx)
     record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
     assert (record["status"], record["failures"]) == ("finished", [])
+
+
+def _job_ctx(tmp_path: Path, sites: list[str]) -> tuple[FLContext, Signal]:
+    fl_ctx = _ctx(tmp_path)
+    workspace = fl_ctx.get_engine().get_workspace()
+    fl_ctx.set_prop(ReservedKey.ENGINE, _JobEngine(workspace, sites), private=True, sticky=True)
+    abort = Signal()
+    fl_ctx.set_prop(ReservedKey.RUN_ABORT_SIGNAL, abort, private=True, sticky=True)
+    return fl_ctx, abort
+
+
+def test_an_abort_signal_after_a_normal_run_leaves_it_finished(tmp_path: Path) -> None:
+    """FLARE's simulator fires the abort signal when a run ends: every site asked, none failed."""
+    fl_ctx, abort = _job_ctx(tmp_path, ["site-1"])
+    recorder = RunRecorder()
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    peer = FLContext()
+    peer.set_prop(ReservedKey.IDENTITY_NAME, "site-1", private=False)
+    fl_ctx.set_peer_context(peer)
+    recorder.handle_event(EventType.BEFORE_PROCESS_TASK_REQUEST, fl_ctx)
+    abort.trigger(True)
+    recorder.handle_event(EventType.END_RUN, fl_ctx)
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    assert record["status"] == "finished" and record["failures"] == []
+
+
+def test_a_server_that_stopped_on_its_own_error_keeps_its_reason_and_blames_no_site(tmp_path: Path) -> None:
+    fl_ctx, abort = _job_ctx(tmp_path, ["site-1", "site-2"])
+    recorder = RunRecorder()
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    reason = "TenSEAL context server_context.tenseal is missing"
+    fl_ctx.set_prop(FLContextKey.EVENT_DATA, reason, sticky=False)
+    recorder.handle_event(EventType.FATAL_SYSTEM_ERROR, fl_ctx)
+    abort.trigger(True)
+    recorder.handle_event(EventType.END_RUN, fl_ctx)
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    assert record["status"] == "aborted" and record["failures"] == []
+    assert record["abort_reason"] == reason

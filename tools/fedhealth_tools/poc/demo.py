@@ -126,11 +126,14 @@ def _failure_message(job_id: str, status: str, result: Path, logs: str) -> str:
         record = {}
     failures = record.get("failures", [])
     reasons = "; ".join(f"{f['site']}: {f['reason']}" for f in failures)
-    if not reasons and record.get("abort_reason"):
-        gone = ", ".join(d["site"] for d in record.get("disconnected", []))
-        reasons = record["abort_reason"] + (f" (disconnected: {gone})" if gone else "")
     message = f"job {job_id} ended {status}"
-    message += f" - failed sites: {reasons}" if reasons else " - no site reported a reason"
+    if record.get("abort_reason"):
+        gone = ", ".join(d["site"] for d in record.get("disconnected", []))
+        message += f" - aborted: {record['abort_reason']}" + (f" (disconnected: {gone})" if gone else "")
+    if reasons:
+        message += f" - failed sites: {reasons}"
+    elif not record.get("abort_reason"):
+        message += " - no site reported a reason"
     return message + (f" (site error logs: {logs})" if logs else "")
 
 
