@@ -104,7 +104,6 @@ class ClientAlgorithm:
     """Base of the plug-ins: every hook does nothing, so a plug-in overrides only what it changes."""
 
     name: ClassVar[str] = ""
-    sends: ClassVar[str] = WEIGHTS  # the update kind it needs (WEIGHT_DIFF: top-k)
     trains: ClassVar[bool] = False  # replaces the task's local training (DP-SGD)
 
     def check(self, others: Sequence[ClientAlgorithm], local: Mapping[str, object]) -> None:

@@ -41,7 +41,8 @@ class SiteRunner:
     Args:
         task: the job's task.
         site: the site, loaded by ``task``.
-        algorithms: the job's ``algorithms`` list (names or ``{"name", "args"}``), or built plug-ins.
+        algorithms: the job's ``algorithms`` list (names or ``{"name", "args"}``); each runner builds its
+            own plug-ins, which keep per-site state (SCAFFOLD's variate, Ditto's personal model).
         local: local-training settings (``batch_size``, ``local_steps``, ``local_epochs``, ``optimizer``,
             ``weight_decay``).
         seed: seed of shuffling (and of augmentation: round ``r`` uses ``seed + r``).
@@ -57,7 +58,7 @@ class SiteRunner:
         task: Task,
         site: Site,
         *,
-        algorithms: Sequence[object] = (),
+        algorithms: Sequence[str | Mapping[str, object]] = (),
         local: Mapping[str, object],
         seed: int = 0,
         settings: Mapping[str, object] | None = None,
@@ -70,10 +71,7 @@ class SiteRunner:
         self.local = local_settings(**local)
         self.seed = seed
         self.settings = dict(settings or {})
-        if all(isinstance(a, ClientAlgorithm) for a in algorithms) and algorithms:
-            self.algorithms: list[ClientAlgorithm] = list(algorithms)  # type: ignore[arg-type]
-        else:
-            self.algorithms = build_algorithms(algorithms, self.local)  # type: ignore[arg-type]
+        self.algorithms: list[ClientAlgorithm] = build_algorithms(algorithms, self.local)
         if self.settings.get(C.SITE_MAX_LOCAL_STEPS_KEY) is not None and not any(
             isinstance(a, StepCap) for a in self.algorithms
         ):
@@ -93,12 +91,6 @@ class SiteRunner:
         for algorithm in self.algorithms:
             algorithm.start(context)
         self.local_weights: dict | None = None  # the last round's local model (submit_model)
-
-    @property
-    def sends(self) -> str:
-        """``WEIGHT_DIFF`` when an algorithm sends differences, else ``WEIGHTS``."""
-        kinds = {a.sends for a in self.algorithms} - {"WEIGHTS"}
-        return kinds.pop() if kinds else "WEIGHTS"
 
     def algorithm(self, name: str) -> ClientAlgorithm | None:
         """The plug-in ``name`` if the job uses it."""

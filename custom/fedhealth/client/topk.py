@@ -41,7 +41,6 @@ class TopK(ClientAlgorithm):
     error_feedback: bool = True
     value_dtype: str = "float16"
     name = "topk"
-    sends = WEIGHT_DIFF
     _feedback: ErrorFeedback | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -24,7 +24,6 @@ opening ``site policy:`` and naming the setting and the file that set it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -41,7 +40,7 @@ from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
-from fedhealth.client.base import RoundInput, build_algorithms
+from fedhealth.client.base import build_algorithms
 from fedhealth.client.runner import SiteRunner
 from fedhealth.data.messages import SiteDataError, safe_reason
 from fedhealth.data.site_data import site_settings
@@ -58,6 +57,7 @@ from fedhealth.policy.site_limits import (
 from fedhealth.tasks.base import SiteContext
 from fedhealth.tasks.registry import build_task
 from fedhealth.training.loops import local_settings
+from fedhealth.training.metrics import clean_metrics
 from fedhealth.training.warmup import warm_up_in_background
 
 Handler = Callable[[Shareable, FLContext], Shareable]
@@ -143,7 +143,7 @@ class SiteExecutor(Executor):
         self.runner = SiteRunner(
             self.task,
             site,
-            algorithms=build_algorithms(self.algorithm_specs, self.local),
+            algorithms=self.algorithm_specs,
             local=self.local,
             seed=self.seed,
             settings=settings,
@@ -176,7 +176,7 @@ class SiteExecutor(Executor):
             batch_size=int(self.local["batch_size"]),
             steps=self.round_steps(),
             n_train=self.n_train(),
-            learning_rate=self.runner.round_lr(self._round_input(shareable)),
+            learning_rate=self.runner.round_lr(round_input(shareable)),
             dp_target_epsilon=self.dp.target_epsilon if self.dp is not None else None,
         )
 
@@ -253,12 +253,8 @@ class SiteExecutor(Executor):
         return reply
 
     # ----------------------------------------------------------------------------- tasks
-    @staticmethod
-    def _round_input(shareable: Shareable) -> RoundInput:
-        return round_input(shareable)
-
     def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
-        state = self.runner.run_round(self._round_input(shareable))
+        state = self.runner.run_round(round_input(shareable))
         metrics = clean_metrics(state.metrics)
         for note in state.notes:
             self.log_info(fl_ctx, f"round {state.rnd.round_index}: {note}")
@@ -313,13 +309,3 @@ class SiteExecutor(Executor):
                     global_step=int(current_round),
                 )
                 send_analytic_dxo(self, dxo, fl_ctx, event_type=C.ANALYTICS_EVENT, fire_fed_event=True)
-
-
-def clean_metrics(metrics: dict) -> dict:
-    """NaN (e.g. AUC on a one-class split) becomes None, nested dicts included, so JSON stays standard."""
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            value = clean_metrics(value)
-        out[key] = None if isinstance(value, float) and math.isnan(value) else value
-    return out

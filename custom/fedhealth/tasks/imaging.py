@@ -35,12 +35,8 @@ from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
 from fedhealth.training.loops import LocalTrainConfig
+from fedhealth.training.metrics import clean_metrics
 from fedhealth.training.site_metrics import evaluate_with_intervals
-
-
-def _clean(metrics: dict) -> dict:
-    """NaN (AUC on a one-class split) becomes None so the numbers stay standard JSON."""
-    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
 
 
 class ImageSite:
@@ -116,12 +112,12 @@ class ImageSite:
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
         data = self.splits[split]
-        return _clean(evaluate_images(model, data.x, data.y, self.spec))
+        return clean_metrics(evaluate_images(model, data.x, data.y, self.spec))
 
     def validate(self, model: nn.Module, *, n_bootstrap: int) -> dict:
         test = self.splits["test"]
         probs = predict_images(model, test.x, self.spec)
-        metrics = {**_clean(metrics_from_probs(test.y, probs, self.spec)), **self.sizes()}
+        metrics = {**clean_metrics(metrics_from_probs(test.y, probs, self.spec)), **self.sizes()}
         labels, scores = binary_view(test.y, probs, self.spec)
         metrics[C.M_INTERVALS] = evaluate_with_intervals(labels, scores, n_bootstrap=n_bootstrap)
         return metrics

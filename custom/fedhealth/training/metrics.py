@@ -18,3 +18,13 @@ def auc(labels: np.ndarray, probs: np.ndarray) -> float:
     if len(np.unique(labels)) < 2:
         return math.nan
     return float(roc_auc_score(labels, probs))
+
+
+def clean_metrics(metrics: dict) -> dict:
+    """NaN (e.g. AUC on a one-class split) becomes None, nested dicts included, so JSON stays standard."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            value = clean_metrics(value)
+        out[key] = None if isinstance(value, float) and math.isnan(value) else value
+    return out
