@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml tools/pyproject.toml
 	$(PIP) install -q -e '.[dev]' -e ./tools
 	touch $(STAMP)
 
-# The job folders from their family specs (jobs/specs/*.json; READMEs stay hand-written), then the
+# The job folders from their family specs (job_specs/*.json; READMEs stay hand-written), then the
 # class allow-list provisioning writes into every kit, which follows the jobs' components.
 jobs: setup
 	$(PY) -m fedhealth_tools.jobs --write

@@ -17,7 +17,7 @@ from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
-JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if (p / "meta.json").is_file())  # not specs/
+JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())  # each one a submittable job
 HEART_JOBS = [job for job in JOBS if job.startswith("heart_")]  # image jobs: tests/unit/jobs/test_cxr_jobs.py
 CONFIG_FILES = ("config_fed_server.json", "config_fed_client.json")
 ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit

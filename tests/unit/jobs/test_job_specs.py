@@ -1,4 +1,4 @@
-"""The committed job folders are what jobs/specs generates; the spec merge rules, case by case."""
+"""The committed job folders are what job_specs generates; the spec merge rules, case by case."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_merge_errors_say_where(case: str, patch: dict[str, Any], words: list[st
 
 def test_committed_jobs_are_what_the_specs_generate() -> None:
     problems = check(SPECS_DIR, JOBS_DIR)
-    assert problems == [], "\n".join(problems) + "\nRun `make jobs` to regenerate jobs/ from jobs/specs/."
+    assert problems == [], "\n".join(problems) + "\nRun `make jobs` to regenerate jobs/ from job_specs/."
 
 
 def test_every_job_folder_has_a_spec_and_the_specs_cover_the_two_families() -> None:

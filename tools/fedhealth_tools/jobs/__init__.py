@@ -1,1 +1,1 @@
-"""The shipped FLARE job folders, generated from one spec per family (``jobs/specs/``)."""
+"""The shipped FLARE job folders, generated from one spec per family (``job_specs/``)."""

@@ -1,4 +1,4 @@
-"""``python -m fedhealth_tools.jobs --write | --check``: the job folders from ``jobs/specs/``."""
+"""``python -m fedhealth_tools.jobs --write | --check``: the job folders from ``job_specs/``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     mode.add_argument("--check", action="store_true", help="exit 1 if a committed job differs from its spec")
     parser.add_argument(
-        "--specs", type=Path, default=SPECS_DIR, help="the family specs (default: jobs/specs)"
+        "--specs", type=Path, default=SPECS_DIR, help="the family specs (default: job_specs)"
     )
     parser.add_argument("--jobs", type=Path, default=JOBS_DIR, help="the job folders (default: jobs)")
     args = parser.parse_args(argv)

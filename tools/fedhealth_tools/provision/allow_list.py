@@ -29,7 +29,7 @@ WRITE_COMMAND = "python -m fedhealth_tools.provision.allow_list --write"
 def collect(jobs_dir: Path = JOBS_DIR) -> list[str]:
     """Every class path the jobs under ``jobs_dir`` name, sorted."""
     paths: set[str] = set()
-    for job in sorted(p for p in Path(jobs_dir).iterdir() if (p / "meta.json").is_file()):
+    for job in sorted(p for p in Path(jobs_dir).iterdir() if p.is_dir()):
         for file in job_configs(job):
             paths |= component_paths(json.loads(file.read_text()))
     return sorted(paths)
