@@ -136,14 +136,17 @@ class _JobEngine(WorkspaceEngine):
         return self.clients
 
 
-def test_a_site_whose_job_never_started_is_a_failure_and_the_run_aborted(tmp_path: Path) -> None:
+def _job_ctx(tmp_path: Path, sites: list[str]) -> tuple[FLContext, Signal]:
     fl_ctx = _ctx(tmp_path)
     workspace = fl_ctx.get_engine().get_workspace()
-    fl_ctx.set_prop(
-        ReservedKey.ENGINE, _JobEngine(workspace, ["site-1", "site-2"]), private=True, sticky=True
-    )
+    fl_ctx.set_prop(ReservedKey.ENGINE, _JobEngine(workspace, sites), private=True, sticky=True)
     abort = Signal()
     fl_ctx.set_prop(ReservedKey.RUN_ABORT_SIGNAL, abort, private=True, sticky=True)
+    return fl_ctx, abort
+
+
+def test_a_site_whose_job_never_started_is_a_failure_and_the_run_aborted(tmp_path: Path) -> None:
+    fl_ctx, abort = _job_ctx(tmp_path, ["site-1", "site-2"])
     recorder = RunRecorder()
     recorder.handle_event(EventType.START_RUN, fl_ctx)
     fl_ctx.set_prop(AppConstants.CURRENT_ROUND, 0, private=True, sticky=True)
@@ -180,15 +183,6 @@ def test_a_run_that_ends_normally_is_finished_without_failures(tmp_path: Path) -
     recorder.handle_event(EventType.END_RUN, fl_ctx)
     record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
     assert (record["status"], record["failures"]) == ("finished", [])
-
-
-def _job_ctx(tmp_path: Path, sites: list[str]) -> tuple[FLContext, Signal]:
-    fl_ctx = _ctx(tmp_path)
-    workspace = fl_ctx.get_engine().get_workspace()
-    fl_ctx.set_prop(ReservedKey.ENGINE, _JobEngine(workspace, sites), private=True, sticky=True)
-    abort = Signal()
-    fl_ctx.set_prop(ReservedKey.RUN_ABORT_SIGNAL, abort, private=True, sticky=True)
-    return fl_ctx, abort
 
 
 def test_an_abort_signal_after_a_normal_run_leaves_it_finished(tmp_path: Path) -> None:
