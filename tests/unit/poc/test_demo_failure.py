@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedhealth_tools.poc.demo import _failure_message, _site_error_logs
+from fedhealth_tools.poc.demo import _failure_message
 from fedhealth_tools.poc.status import site_error_lines
 from fedhealth_tools.poc.workspace import PocLayout
 
@@ -16,8 +16,11 @@ def test_failure_names_the_sites_own_error_logs(tmp_path: Path) -> None:
     for site, text in (("cleveland", "refused"), ("hungary", "")):
         (layout.kit(site) / JOB).mkdir(parents=True)
         (layout.kit(site) / JOB / "error_log.txt").write_text(text)
-    logs = _site_error_logs(layout, JOB)
-    assert logs == str(layout.kit("cleveland") / JOB / "error_log.txt")  # empty and missing logs left out
+    lines = site_error_lines(layout, JOB)
+    assert lines == {
+        "cleveland": f"refused ({layout.kit('cleveland') / JOB / 'error_log.txt'})"
+    }  # empty, missing: out
+    logs = "; ".join(f"{site}: {line}" for site, line in lines.items())
     message = _failure_message(JOB, "FINISHED:ABNORMAL", tmp_path / "none", logs)
     assert message == (
         f"job {JOB} ended FINISHED:ABNORMAL - no site reported a reason (site error logs: {logs})"

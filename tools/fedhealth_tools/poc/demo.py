@@ -21,6 +21,7 @@ from fedhealth.reports.job_result import report_job_result, summary_text
 from fedhealth.reports.run_report import find_run_files
 from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.processes import PocProcesses
+from fedhealth_tools.poc.status import site_error_lines
 from fedhealth_tools.poc.task_data import DEMO_IMAGES, place_task_data
 from fedhealth_tools.poc.workspace import PocError, PocLayout, prepare_workspace
 
@@ -108,15 +109,11 @@ def run_on(
     status = _follow(admin, job_id, _job_rounds(job_dir), check, timeout)
     result = admin.download(job_id, downloads)
     if status != "FINISHED:COMPLETED":
-        logs = admin.error_logs(job_id) or _site_error_logs(layout, job_id)
+        logs = admin.error_logs(job_id) or "; ".join(  # sites do not stream logs: read their kits (POC)
+            f"{site}: {line}" for site, line in site_error_lines(layout, job_id).items()
+        )
         raise PocError(_failure_message(job_id, status, result, logs))
     return result
-
-
-def _site_error_logs(layout: PocLayout, job_id: str) -> str:
-    """Where each site kept its error log of the job (sites do not stream logs to the server)."""
-    paths = [layout.kit(site) / job_id / "error_log.txt" for site in layout.sites]
-    return ", ".join(str(p) for p in paths if p.is_file() and p.stat().st_size)
 
 
 def _failure_message(job_id: str, status: str, result: Path, logs: str) -> str:
