@@ -17,9 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         "--write", action="store_true", help="write every job's meta.json and app/config/*.json"
     )
     mode.add_argument("--check", action="store_true", help="exit 1 if a committed job differs from its spec")
-    parser.add_argument(
-        "--specs", type=Path, default=SPECS_DIR, help="the family specs (default: job_specs)"
-    )
+    parser.add_argument("--specs", type=Path, default=SPECS_DIR, help="the family specs (default: job_specs)")
     parser.add_argument("--jobs", type=Path, default=JOBS_DIR, help="the job folders (default: jobs)")
     args = parser.parse_args(argv)
     try:
