@@ -1,1 +1,1 @@
-"""A hospital's own table, by configuration: data dictionary, site mapping, alignment, encoding (FLARE-free)."""
+"""A hospital's own table by configuration: dictionary, site mapping, alignment, encoding (FLARE-free)."""

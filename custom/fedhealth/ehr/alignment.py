@@ -88,14 +88,18 @@ def align(profiles: Mapping[str, dict], dictionary: DataDictionary, policy: Alig
         "sites": {
             site: {
                 "rows": int(p["rows"]),
-                "features": {n: {k: e.get(k) for k in ("present", "missing")} for n, e in p["features"].items()},
+                "features": {
+                    n: {k: e.get(k) for k in ("present", "missing")} for n, e in p["features"].items()
+                },
             }
             for site, p in sorted(profiles.items())
         },
     }
 
 
-def _drop_reason(feature: Feature, entries: list[dict], rows: int, n_sites: int, policy: AlignmentPolicy) -> str:
+def _drop_reason(
+    feature: Feature, entries: list[dict], rows: int, n_sites: int, policy: AlignmentPolicy
+) -> str:
     with_feature = sum(1 for e in entries if _int(e["present"]) > 0)
     missing = rows - sum(_int(e["present"]) for e in entries)
     need = n_sites if policy.mode == "intersection" else policy.min_sites_with_feature
@@ -103,7 +107,8 @@ def _drop_reason(feature: Feature, entries: list[dict], rows: int, n_sites: int,
         rule = "mode intersection" if policy.mode == "intersection" else f"min_sites_with_feature {need}"
         return f"recorded at {with_feature} of {n_sites} sites ({rule})"
     if missing / rows > policy.max_missing_fraction:
-        return f"missing for {missing / rows:.0%} of patients (max_missing_fraction {policy.max_missing_fraction:g})"
+        share, limit = missing / rows, policy.max_missing_fraction
+        return f"missing for {share:.0%} of patients (max_missing_fraction {limit:g})"
     return ""
 
 

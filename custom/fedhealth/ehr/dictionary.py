@@ -26,7 +26,17 @@ from typing import Any
 
 KINDS = ("numeric", "binary", "categorical")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_FEATURE_KEYS = {"name", "kind", "unit", "range", "categories", "codes", "molar_mass", "required", "description"}
+_FEATURE_KEYS = {
+    "name",
+    "kind",
+    "unit",
+    "range",
+    "categories",
+    "codes",
+    "molar_mass",
+    "required",
+    "description",
+}
 
 
 @dataclass(frozen=True)

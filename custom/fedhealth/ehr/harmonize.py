@@ -57,7 +57,9 @@ def read_table(path: Path, *, label: str) -> pd.DataFrame:
     return df.apply(lambda col: col.str.strip())
 
 
-def harmonize(raw: pd.DataFrame, dictionary: DataDictionary, mapping: SiteMapping, *, label: str) -> Harmonized:
+def harmonize(
+    raw: pd.DataFrame, dictionary: DataDictionary, mapping: SiteMapping, *, label: str
+) -> Harmonized:
     """Map a table read by :func:`read_table` onto the dictionary.
 
     Raises:
@@ -134,7 +136,9 @@ def _convert(text: pd.Series, feature: Feature, spec: ColumnMap, report: DataRep
     if feature.range is not None:
         low, high = feature.range
         outside = (numbers.notna() & ((numbers < low) | (numbers > high))).to_numpy()
-        report.add("out_of_range", spec.column, outside, f"outside {low:g}..{high:g} {feature.unit or ''}".strip())
+        report.add(
+            "out_of_range", spec.column, outside, f"outside {low:g}..{high:g} {feature.unit or ''}".strip()
+        )
         numbers = numbers.where(~outside)
     return numbers.astype("float64")
 

@@ -109,10 +109,14 @@ class SiteMapping:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SiteDataError(f"{label}/{MAPPING_FILE} is not valid UTF-8 JSON: {type(exc).__name__}") from exc
+            raise SiteDataError(
+                f"{label}/{MAPPING_FILE} is not valid UTF-8 JSON: {type(exc).__name__}"
+            ) from exc
         return cls.from_dict(data, label=f"{label}/{MAPPING_FILE}")
 
-    def resolve(self, header: list[str], dictionary: DataDictionary) -> tuple[dict[str, ColumnMap], list[str]]:
+    def resolve(
+        self, header: list[str], dictionary: DataDictionary
+    ) -> tuple[dict[str, ColumnMap], list[str]]:
         """``({feature: ColumnMap}, ignored columns)`` for a file with ``header``.
 
         Raises:
@@ -141,7 +145,8 @@ class SiteMapping:
                 raise SiteDataError(f"column {column!r} maps to {spec.feature!r}, which the dictionary lacks")
             if spec.feature in used:
                 raise SiteDataError(
-                    f"columns {used[spec.feature].column!r} and {column!r} both map to feature {spec.feature!r}"
+                    f"columns {used[spec.feature].column!r} and {column!r} both map to "
+                    f"feature {spec.feature!r}"
                 )
             used[spec.feature] = spec
         return used, ignored
@@ -196,7 +201,9 @@ def unit_factor(local: str, feature: Feature) -> tuple[float, float]:
     try:
         source, target = ureg.Unit(local), ureg.Unit(feature.unit)
     except (pint.errors.UndefinedUnitError, ValueError, AttributeError, TypeError) as exc:
-        raise SiteDataError(f"feature {feature.name!r}: unit cannot be parsed ({type(exc).__name__})") from exc
+        raise SiteDataError(
+            f"feature {feature.name!r}: unit cannot be parsed ({type(exc).__name__})"
+        ) from exc
     try:
         zero = ureg.Quantity(0.0, source)
         one = ureg.Quantity(1.0, source)

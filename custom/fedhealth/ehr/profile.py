@@ -30,7 +30,11 @@ def histogram_edges(feature: Feature) -> np.ndarray | None:
 
 
 def site_profile(
-    features: pd.DataFrame, dictionary: DataDictionary, *, min_cell: int, problems: dict[str, int] | None = None
+    features: pd.DataFrame,
+    dictionary: DataDictionary,
+    *,
+    min_cell: int,
+    problems: dict[str, int] | None = None,
 ) -> dict:
     """The site's profile of its training table (canonical features from :mod:`~fedhealth.ehr.harmonize`).
 

@@ -28,7 +28,8 @@ class Problem:
 
     def __str__(self) -> str:
         detail = f" ({self.detail})" if self.detail else ""
-        return f"column {self.column!r}: {self.count} {self.kind.replace('_', ' ')} value(s){detail} in {self.where}"
+        kind = self.kind.replace("_", " ")
+        return f"column {self.column!r}: {self.count} {kind} value(s){detail} in {self.where}"
 
 
 @dataclass
