@@ -77,3 +77,47 @@ def site_profile(
         "features": out,
         "problems": {k: suppress(v, min_cell) for k, v in sorted((problems or {}).items())},
     }
+
+
+_PROFILE_KEYS = {"dictionary", "rows", "min_cell", "features", "problems"}
+_ENTRY_KEYS = {"present", "missing", "sum", "sumsq", "histogram", "categories"}
+
+
+def check_profile(profile: object, dictionary: DataDictionary) -> dict:
+    """The server's check of a received profile: only the keys above, counts or ``None``, no small cell.
+
+    Raises:
+        ValueError: an unexpected key or feature, a value that is not a number, or a released count
+            below the profile's own ``min_cell`` (what leaves a site is checked, not trusted).
+    """
+    if not isinstance(profile, dict) or set(profile) != _PROFILE_KEYS:
+        raise ValueError(f"a profile has exactly the keys {sorted(_PROFILE_KEYS)}")
+    min_cell, rows = profile["min_cell"], profile["rows"]
+    if not isinstance(min_cell, int) or not isinstance(rows, int) or rows < min_cell:
+        raise ValueError("'rows' and 'min_cell' must be whole numbers with rows >= min_cell")
+    if set(profile["features"]) != set(dictionary.names):
+        raise ValueError("the profile's features are not the dictionary's")
+
+    def count(value: object) -> None:
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or 0 < value < min_cell
+        ):
+            raise ValueError(
+                "a count is not a whole number or is a small cell that should have been suppressed"
+            )
+
+    for name, entry in profile["features"].items():
+        if not isinstance(entry, dict) or not set(entry) <= _ENTRY_KEYS:
+            raise ValueError(f"feature {name!r}: unexpected keys")
+        count(entry.get("present"))
+        count(entry.get("missing"))
+        for value in (entry.get("categories") or {}).values():
+            count(value)
+        for value in entry.get("histogram") or []:
+            count(value)
+        for key in ("sum", "sumsq"):
+            if entry.get(key) is not None and not isinstance(entry[key], int | float):
+                raise ValueError(f"feature {name!r}: {key!r} is not a number")
+    for value in profile["problems"].values():
+        count(value)
+    return profile
