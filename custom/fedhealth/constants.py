@@ -8,6 +8,8 @@ TASK_SET_SCALING = "set_scaling"
 TASK_TRAIN = "train"
 TASK_VALIDATE = "validate"
 TASK_SUBMIT_MODEL = "submit_model"
+TASK_EHR_PROFILE = "ehr_profile"  # a tabular site's small-cell-suppressed counts (fedhealth.ehr.profile)
+TASK_SET_SCHEMA = "set_schema"  # the aligned schema and its imputation/scaling, server -> sites
 
 # Keys in DXO meta / data.
 META_LEARNING_RATE = "fedhealth_learning_rate"
@@ -60,10 +62,12 @@ SITE_METADATA_KEY = (
     "metadata"  # optional non-PHI site description, e.g. {"scanner": "ge", "type": "teaching"}
 )
 SITE_MAX_LOCAL_STEPS_KEY = "max_local_steps"  # the site's maximum local optimizer steps per round
+SITE_MIN_CELL_KEY = "min_cell_count"  # the smallest count a site releases (the larger of this and the job's)
 HEART_DATASET_DIR = "heart_disease"
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
 SCALING_STATE_FILE = "fedhealth_scaling.json"
+EHR_SCHEMA_FILE = "ehr_schema.json"  # the aligned schema of a tabular job (server and site run folders)
 CLUSTERS_FILE = "fedhealth_clusters.json"  # clustered FL: the clusters of every round (server run folder)
 PERSONAL_MODEL_FILE = "fedhealth_personal_model.npz"  # Ditto's personal model; stays in the site's run folder
 

@@ -26,6 +26,7 @@ from fedhealth.tasks.base import Task
 BUILTIN: dict[str, str] = {
     "heart": "fedhealth.tasks.heart",
     "dicom": "fedhealth.tasks.imaging",
+    "tabular": "fedhealth.tasks.tabular",
 }
 # The entry-point group of site-installed tasks (a package's ``[project.entry-points."fedhealth.tasks"]``).
 ENTRY_POINT_GROUP = "fedhealth.tasks"
