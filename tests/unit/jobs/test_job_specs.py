@@ -142,7 +142,7 @@ def test_every_job_folder_has_a_spec_and_the_specs_cover_the_two_families() -> N
     jobs = render_all(SPECS_DIR)
     on_disk = sorted(p.name for p in JOBS_DIR.iterdir() if (p / "meta.json").is_file())
     assert sorted(jobs) == on_disk
-    assert len(jobs) == 19  # 12 heart, 7 chest X-ray
+    assert len(jobs) == 20  # 12 heart, 7 chest X-ray, 1 indo_rct (config only)
     assert all(files["meta.json"]["name"] == name for name, files in jobs.items())
 
 
