@@ -152,7 +152,9 @@ def _specs_and_jobs(tmp_path: Path) -> tuple[Path, Path]:
     jobs.mkdir()
     for name in json.loads((SPECS_DIR / "cxr.json").read_text())["jobs"]:
         shutil.copytree(JOBS_DIR / name, jobs / name)
-    (specs / "heart.json").unlink()
+    for other in specs.glob("*.json"):  # only the cxr family: heart's and indo_rct's jobs are not copied
+        if other.name != "cxr.json":
+            other.unlink()
     return specs, jobs
 
 
