@@ -24,6 +24,7 @@ ALIGNMENT = {
     "id": "alignment",
     "path": "fedhealth.workflows.ehr_alignment_controller.EhrAlignmentController",
     "args": {
+        "dictionary": dict(DICTIONARY_INCLUDE),
         "min_clients": MIN_CLIENTS,
         "task_timeout": 120,
         "mode": "union",
@@ -32,6 +33,7 @@ ALIGNMENT = {
         "indicators": True,
         "imputation": "mean",
         "min_cell": 5,
+        "wait_time_after_min_received": 10,
     },
 }
 PERSISTOR = {
