@@ -38,7 +38,7 @@ ALIGNMENT = {
 }
 PERSISTOR = {
     "id": "persistor",
-    "path": "fedhealth.persistors.schema_model_persistor.SchemaModelPersistor",
+    "path": "fedhealth.persistors.tabular_model_persistor.TabularModelPersistor",
     "args": {"model_args": {"arch": "logreg", "hidden": 16, "seed": 0}},
 }
 # the heart family's first workflow, whichever it is now: scaling statistics or alignment
