@@ -42,7 +42,11 @@ def read_table(path: Path, *, label: str) -> pd.DataFrame:
     if not path.is_file():
         raise SiteDataError(f"{label} is missing at this site")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+        # index_col=False: a row with more fields than the header (a trailing comma on every line, as
+        # spreadsheets export) must not make the first column the index and shift every value left
+        df = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8", index_col=False
+        )
     except UnicodeDecodeError as exc:
         raise SiteDataError(f"{label} is not UTF-8 text (byte {exc.start}); export it as UTF-8") from exc
     except pd.errors.EmptyDataError as exc:
