@@ -159,9 +159,9 @@ def _integer_text(value: str) -> str | None:
 def _categorical(
     text: pd.Series, feature: Feature, spec: ColumnMap, report: DataReport, present: np.ndarray
 ) -> pd.Series:
-    lookup = {c: c for c in feature.categories}
-    for category, codes in feature.codes.items():
-        lookup.update({code: category for code in codes})
+    # a raw value matches (1) the site's recode, (2) a category name, (3) a code: later updates win
+    lookup = {code: category for category, codes in feature.codes.items() for code in codes}
+    lookup.update({c: c for c in feature.categories})
     lookup.update({str(k): str(v) for k, v in spec.recode.items()})
     mapped = text.map(lambda v: lookup.get(v, lookup.get(_integer_text(v))) if v is not None else None)
     bad = present & mapped.isna().to_numpy()
