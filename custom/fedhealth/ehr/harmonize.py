@@ -48,7 +48,8 @@ def read_table(path: Path, *, label: str) -> pd.DataFrame:
             path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8", index_col=False
         )
     except UnicodeDecodeError as exc:
-        raise SiteDataError(f"{label} is not UTF-8 text (byte {exc.start}); export it as UTF-8") from exc
+        where = _first_non_utf8_line(path)
+        raise SiteDataError(f"{label} is not UTF-8 text (line {where}); export it as UTF-8") from exc
     except pd.errors.EmptyDataError as exc:
         raise SiteDataError(f"{label} is empty") from exc
     except pd.errors.ParserError as exc:
@@ -59,6 +60,19 @@ def read_table(path: Path, *, label: str) -> pd.DataFrame:
         raise SiteDataError(f"{label} has a header but no rows")
     df.columns = [str(c).strip() for c in df.columns]
     return df.apply(lambda col: col.str.strip())
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    """The file line (header = 1) of the first byte that is not UTF-8.
+
+    pandas' decoding error counts bytes from the start of a parser buffer, not of the file.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1
+    return 1
 
 
 def harmonize(
