@@ -30,7 +30,13 @@ DICTIONARY = {
             "categories": CP,
             "codes": {c: [str(i + 1)] for i, c in enumerate(CP)},
         },
-        {"name": "chol", "kind": "numeric", "unit": "mg/dL", "range": [80, 700], "molar_mass": "386.65 g/mol"},
+        {
+            "name": "chol",
+            "kind": "numeric",
+            "unit": "mg/dL",
+            "range": [80, 700],
+            "molar_mass": "386.65 g/mol",
+        },
     ],
 }
 MAPPING = {
@@ -117,3 +123,16 @@ def write_site_folder(
     write_csv(folder / "test.csv", HEADER, test)
     (folder / "mapping.json").write_text(json.dumps(site_mapping or MAPPING))
     return folder
+
+
+def three_sites(tmp_path: Path) -> dict[str, Harmonized]:
+    """Three hospitals of 40 patients: only ``site-a`` has 3 non_anginal; ``site-c`` never measures chol."""
+    specs = {
+        "site-a": {"seed": 1, "rare": 3},
+        "site-b": {"seed": 2},
+        "site-c": {"seed": 3, "chol": False},
+    }
+    return {
+        name: harmonized(tmp_path / name, site_rows(40, first_id=100 * i, **spec), label=f"{name}/train.csv")
+        for i, (name, spec) in enumerate(specs.items())
+    }

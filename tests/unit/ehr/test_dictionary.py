@@ -20,7 +20,11 @@ def _with_feature(feature: dict) -> dict:
 BAD = [
     ("not an object", [1, 2], "the data dictionary must be a JSON object, not a list"),
     ("no name", {**DICTIONARY, "name": ""}, "the data dictionary: 'name' must be a non-empty string"),
-    ("no target", {**DICTIONARY, "target": "num"}, "the data dictionary needs a 'target' object with a 'name'"),
+    (
+        "no target",
+        {**DICTIONARY, "target": "num"},
+        "the data dictionary needs a 'target' object with a 'name'",
+    ),
     ("no features", {**DICTIONARY, "features": []}, "the data dictionary needs a non-empty 'features' list"),
     (
         "target is a feature",
@@ -47,7 +51,8 @@ BAD = [
     (
         "kind",
         _with_feature({"name": "bmi", "kind": "float"}),
-        "data dictionary, feature 'bmi': 'kind' must be one of ('numeric', 'binary', 'categorical'), not 'float'",
+        "data dictionary, feature 'bmi': 'kind' must be one of ('numeric', 'binary', 'categorical'), "
+        "not 'float'",
     ),
     (
         "range reversed",
@@ -74,7 +79,12 @@ BAD = [
     (
         "a code twice",
         _with_feature(
-            {"name": "thal", "kind": "categorical", "categories": ["a", "b"], "codes": {"a": ["7"], "b": ["7"]}}
+            {
+                "name": "thal",
+                "kind": "categorical",
+                "categories": ["a", "b"],
+                "codes": {"a": ["7"], "b": ["7"]},
+            }
         ),
         "data dictionary, feature 'thal': code '7' is listed under two categories",
     ),

@@ -60,7 +60,11 @@ BAD_MAPPINGS = [
         {**MAPPING, "train": "../other/train.csv"},
         f"{LABEL}: 'train' must be a file name in the dataset folder",
     ),
-    ("test file hidden", {**MAPPING, "test": ".test.csv"}, f"{LABEL}: 'test' must be a file name in the dataset folder"),
+    (
+        "test file hidden",
+        {**MAPPING, "test": ".test.csv"},
+        f"{LABEL}: 'test' must be a file name in the dataset folder",
+    ),
 ]
 # (case, columns of the mapping, the file's header, the exact error of resolve)
 BAD_HEADERS = [
@@ -185,7 +189,11 @@ def test_five_mmol_per_litre_of_cholesterol_is_193_mg_per_decilitre() -> None:
 
 def test_an_offset_unit_converts_with_its_offset() -> None:
     temp = DataDictionary.from_dict(
-        {"name": "t", "target": {"name": "y"}, "features": [{"name": "temp", "kind": "numeric", "unit": "degC"}]}
+        {
+            "name": "t",
+            "target": {"name": "y"},
+            "features": [{"name": "temp", "kind": "numeric", "unit": "degC"}],
+        }
     ).feature("temp")
     scale, offset = unit_factor("degF", temp)
     assert 98.6 * scale + offset == pytest.approx(37.0, abs=1e-9)
