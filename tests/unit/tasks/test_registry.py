@@ -105,4 +105,4 @@ def test_without_installed_packages_the_known_tasks_are_the_kits() -> None:
     assert registry.task_names() == ["dicom", "heart", "tabular"]
     with pytest.raises(ValueError) as info:
         registry.build_task("sepsis")
-    assert str(info.value) == "unknown task 'sepsis'; known tasks: dicom, heart."
+    assert str(info.value) == "unknown task 'sepsis'; known tasks: dicom, heart, tabular."
