@@ -210,3 +210,12 @@ def test_patient_in_two_files_is_an_error(job: dict, tmp_path: Path) -> None:
 def test_heart_path_without_a_model_says_so(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["--data", str(tmp_path), "--threshold", "0.8"]) == 2
     assert "validate-site: no model: pass --model (the job's FL_global_model.pt)" in capsys.readouterr().err
+
+
+def test_model_of_a_tabular_job_without_schema_points_to_it(job: dict, capsys: pytest.CaptureFixture) -> None:
+    model = job["result"] / "workspace" / "app_server" / "FL_global_model.pt"
+    assert main(["--model", str(model), "--data", str(job["site"]), "--threshold", "0.6"]) == 2
+    assert (
+        "this job aligned its features (ehr_schema.json is next to the model): pass --schema "
+        "<the downloaded job result folder>"
+    ) in capsys.readouterr().err
