@@ -137,6 +137,8 @@ def validate_site(
     _check_args(metric, threshold, holdout_fraction, finetune_epochs)
     extra: dict = {}
     if schema_path is not None or dictionary_path is not None:
+        if scaling_path is not None:
+            raise ValueError("--scaling is a heart job's global scaling; a tabular job's is in its --schema")
         job = load_tabular_inputs(
             data_dir=Path(data_dir),
             model_path=model_path,

@@ -146,3 +146,11 @@ def test_table_that_cannot_be_used_returns_two(
     code = main(["--dictionary", str(path), "--data", str(folders["clean"])])
     err = capsys.readouterr().err
     assert (code, message in err, "Traceback" in err) == (2, True, False), err
+
+
+def test_fedhealth_site_runs_check_table(folders: dict, capsys: pytest.CaptureFixture) -> None:
+    from fedhealth.onboarding.cli import main as site_main
+
+    argv = ["check-table", "--dictionary", str(folders["dictionary"]), "--data", str(folders["clean"])]
+    assert site_main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "result: every recorded value could be used"

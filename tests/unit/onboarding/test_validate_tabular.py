@@ -183,6 +183,11 @@ def test_cli_bad_input_returns_two(
     assert "Traceback" not in err
 
 
+def test_scaling_with_a_schema_is_refused(job: dict, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--scaling is a heart job's global scaling"):
+        _run(job, scaling_path=tmp_path / "fedhealth_scaling.json", threshold=0.6)
+
+
 def test_schema_file_without_a_dictionary_says_what_to_pass(job: dict) -> None:
     schema = job["result"] / "workspace" / C.EHR_SCHEMA_FILE
     with pytest.raises(OnboardingError, match="no dictionary for a tabular job: pass --dictionary"):
