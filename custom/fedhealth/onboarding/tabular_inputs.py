@@ -241,7 +241,7 @@ def schema_notes(rows: SiteRows, schema: dict, dictionary: DataDictionary) -> li
             if count:
                 notes.append(
                     f"feature {name!r}: {count} patient(s) in categories the model does not take "
-                    f"({', '.join(others)}) count as its reference level {kept[0]!r}"
+                    f"({', '.join(others)}) count as missing (the federation's shares)"
                 )
     for dropped in schema.get("dropped", []):
         name = dropped["name"]

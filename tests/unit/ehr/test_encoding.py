@@ -63,14 +63,17 @@ def test_a_category_column_is_its_indicator_scaled_by_the_released_share(sites: 
     assert np.allclose(encode(features, schema)[:, j], expected, atol=1e-5)
 
 
-def test_a_category_the_schema_dropped_encodes_as_the_reference_level(sites: dict, schema: dict) -> None:
+def test_a_category_the_schema_dropped_encodes_as_missing_not_as_the_reference(
+    sites: dict, schema: dict
+) -> None:
     features = sites["site-a"].features
     rare = (features["cp"] == "non_anginal").to_numpy()
     reference = (features["cp"] == "typical_angina").to_numpy()
     x = encode(features, schema)
     cols = [COLUMNS.index("cp=atypical_angina"), COLUMNS.index("cp=asymptomatic")]
     assert rare.sum() == 3
-    assert np.allclose(x[rare][:, cols], x[reference][0, cols])
+    assert np.allclose(x[rare][:, cols], 0.0, atol=1e-6)  # the federation's shares, as for a blank
+    assert not np.allclose(x[reference][0, cols], 0.0, atol=1e-3)
 
 
 def test_a_missing_category_gets_the_federation_shares(sites: dict, schema: dict) -> None:

@@ -113,7 +113,7 @@ def test_with_a_schema_says_what_the_model_does_with_the_table(folders: dict, tm
     current = int((patients(300, seed=7)[0]["smoker"] == "current").sum())
     assert (
         f"feature 'smoker': {current} patient(s) in categories the model does not take (current) count "
-        "as its reference level 'never'"
+        "as missing (the federation's shares)"
     ) in lines
     assert json.loads(schema.read_text())["features"][3]["categories"] == ["never", "former"]
 
