@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SITE=PATH",
         help="a site's own data folder, written as data_root into <workspace>/poc/.../SITE/local/"
-        "fedhealth_site.json (repeatable); sites not named get the kit's heart rows",
+        "fedhealth_site.json (repeatable); sites not named get the kit's heart export and mapping",
     )
     up.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     report = sub.add_parser(
