@@ -447,7 +447,7 @@ def test_component_guard_refuses_functions_the_allow_list_lets_through(
         (ROOT / "jobs" / "heart_fedavg" / "app" / "config" / "config_fed_server.json").read_text()
     )
     (persistor_path,) = [c["path"] for c in shipped["components"] if c["id"] == "persistor"]
-    assert persistor_path == "fedhealth.persistors.schema_model_persistor.SchemaModelPersistor"
+    assert persistor_path == "fedhealth.persistors.tabular_model_persistor.TabularModelPersistor"
     persistor = f"'{persistor_path}'"
     unchecked = "args.model names a class in a 'dict' config, which the site cannot check"
     assert f"{guard} 'components.#1': {persistor}: {unchecked}" in server_log

@@ -25,9 +25,9 @@ STEPS_IN_CLEAR = {
     ),
     TASK_EHR_PROFILE: (
         "the feature profiles of the alignment step (per site: its row count and, per feature, present "
-        "and missing counts, sum and sum of squares, category counts and histogram counts, counts below "
+        "and missing counts, sum and sum of squares, category counts and histogram counts, cells below "
         "the job's min_cell suppressed) and the aligned schema the server sends back (the kept features, "
-        "imputation values, means and standard deviations, and every site's present and missing counts)"
+        "imputation values, means and standard deviations; no site's own counts)"
     ),
 }
 

@@ -38,7 +38,7 @@ def test_simulation_job(
             assert workflow["args"]["num_rounds"] == rounds
     assert json.loads((out / "meta.json").read_text())["min_clients"] == sites
     (persistor,) = [c for c in server["components"] if c["id"] == "persistor"]
-    model = persistor["args"]["model_args"]  # SchemaModelPersistor: the width comes from the schema
+    model = persistor["args"]["model_args"]  # TabularModelPersistor: the width comes from the schema
     shipped_model = next(c for c in shipped["components"] if c["id"] == "persistor")["args"]["model_args"]
     if hidden is None:
         assert model == shipped_model

@@ -66,7 +66,7 @@ def simulation_job(
         for component in config["components"]:
             args = component.get("args", {})
             model = args.get("model")
-            if isinstance(args.get("model_args"), dict):  # SchemaModelPersistor: width from the schema
+            if isinstance(args.get("model_args"), dict):  # TabularModelPersistor: width from the schema
                 args["model_args"].update(arch="mlp", hidden=hidden)
             elif isinstance(model, dict) and model.get("path", "").endswith("TabularNet"):
                 model["args"].update(arch="mlp", hidden=hidden)
