@@ -91,7 +91,7 @@ def test_section_totals_per_site(
     assert ("fed_stats" in text) == (C.TASK_FED_STATS in tasks)
     assert ("feature profiles of the alignment step" in text) == (C.TASK_EHR_PROFILE in tasks)
     if C.TASK_EHR_PROFILE in tasks:
-        assert "counts below the job's min_cell suppressed" in text
+        assert "cells below the job's min_cell suppressed" in text
         assert "no site's own counts" in text  # the schema goes back without the per-site counts
     if clear:
         assert any("layers not encrypted" in line for line in section["in_clear"])
