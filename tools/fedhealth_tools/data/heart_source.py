@@ -97,19 +97,31 @@ def load_uci(csv_path: Path | None = None) -> pd.DataFrame:
     return out
 
 
-def flamby_split(site: str, rows: pd.DataFrame) -> SiteSplit:
-    """Drop incomplete rows and split one hospital as FLamby does (66/34, seed 43)."""
-    rows = rows.dropna(subset=[*RAW_COLUMNS, "num"]).reset_index(drop=True)
-    y = (rows["num"] > 0).astype(int)
-    stratify = y if y.nunique() > 1 and all((y == v).sum() > 2 for v in y.unique()) else None
+def split_positions(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the train and test rows of one hospital's labels, split as FLamby splits them.
+
+    66/34 with ``random_state=43``, shuffled, stratified on the label when both classes have more
+    than two patients; the positions come back unsorted, as ``train_test_split`` returns them.
+    """
+    y = np.asarray(y)
+    values, counts = np.unique(y, return_counts=True)
+    stratify = y if len(values) > 1 and all(counts > 2) else None
     idx_train, idx_test = train_test_split(
-        np.arange(len(rows)),
+        np.arange(len(y)),
         test_size=1.0 - TRAIN_FRACTION,
         train_size=TRAIN_FRACTION,
         random_state=SPLIT_SEED,
         shuffle=True,
         stratify=stratify,
     )
+    return idx_train, idx_test
+
+
+def flamby_split(site: str, rows: pd.DataFrame) -> SiteSplit:
+    """Drop incomplete rows and split one hospital as FLamby does (66/34, seed 43)."""
+    rows = rows.dropna(subset=[*RAW_COLUMNS, "num"]).reset_index(drop=True)
+    y = (rows["num"] > 0).astype(int)
+    idx_train, idx_test = split_positions(y.to_numpy())
     table = rows[list(RAW_COLUMNS)].copy()
     table[TARGET] = y
     # FLamby keeps file order inside each split (it marks rows, then filters).
