@@ -100,7 +100,7 @@ def align(profiles: Mapping[str, dict], dictionary: DataDictionary, policy: Alig
 def _drop_reason(
     feature: Feature, entries: list[dict], rows: int, n_sites: int, policy: AlignmentPolicy
 ) -> str:
-    with_feature = sum(1 for e in entries if _int(e["present"]) > 0)
+    with_feature = sum(1 for e in entries if _int(e["present"]) >= policy.min_cell)
     missing = rows - sum(_int(e["present"]) for e in entries)
     need = n_sites if policy.mode == "intersection" else policy.min_sites_with_feature
     if with_feature < need:

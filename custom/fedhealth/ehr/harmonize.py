@@ -143,6 +143,15 @@ def _convert(text: pd.Series, feature: Feature, spec: ColumnMap, report: DataRep
     return numbers.astype("float64")
 
 
+def _integer_text(value: str) -> str | None:
+    """``"2"`` for a value written as ``"2.0"`` (a code exported through a float column), else ``None``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return str(int(number)) if number.is_integer() else None
+
+
 def _categorical(
     text: pd.Series, feature: Feature, spec: ColumnMap, report: DataReport, present: np.ndarray
 ) -> pd.Series:
@@ -150,7 +159,7 @@ def _categorical(
     for category, codes in feature.codes.items():
         lookup.update({code: category for code in codes})
     lookup.update({str(k): str(v) for k, v in spec.recode.items()})
-    mapped = text.map(lambda v: lookup.get(v) if v is not None else None)
+    mapped = text.map(lambda v: lookup.get(v, lookup.get(_integer_text(v))) if v is not None else None)
     bad = present & mapped.isna().to_numpy()
     report.add("unknown_code", spec.column, bad, "not a category or code of the dictionary")
     not_canonical = mapped.notna() & ~mapped.isin(feature.categories)

@@ -240,7 +240,7 @@ class SiteExecutor(Executor):
             return check_train(self.train_request(shareable, fl_ctx), self.effective_limits(fl_ctx))
         if task_name == C.TASK_SUBMIT_MODEL:
             return check_submit_model(self.effective_limits(fl_ctx))
-        if task_name == C.TASK_FED_STATS:
+        if task_name in (C.TASK_FED_STATS, C.TASK_EHR_PROFILE):
             return check_statistics(self.n_train(), self.effective_limits(fl_ctx))
         return []
 

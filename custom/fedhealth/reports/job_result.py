@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedhealth.constants import TB_DIR
+from fedhealth.reports.ehr_alignment import alignment_section, find_ehr_schema
 from fedhealth.reports.run_record import RunRecord
 from fedhealth.reports.run_report import build_report, failure_line, find_run_files, site_table, write_report
 
@@ -27,19 +28,21 @@ class JobResult:
     job: str
     record: RunRecord
     cross: dict
+    schema: dict | None = None  # the aligned EHR schema (ehr_schema.json) of a job that aligned features
 
 
 def read_job_result(folder: Path) -> JobResult:
-    """The job's name, run record and cross-site results in a downloaded job result folder.
+    """The job's name, run record, cross-site results and EHR schema in a downloaded job result folder.
 
     Raises:
         FileNotFoundError: the folder does not exist or holds no run record (the message says which).
+        ValueError: its ehr_schema.json is not a readable aligned schema (the message names the file).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder (give the folder download_job wrote)")
     record, cross = find_run_files(folder)
-    return JobResult(folder, _job_name(folder), record, cross)
+    return JobResult(folder, _job_name(folder), record, cross, find_ehr_schema(folder))
 
 
 def _job_name(folder: Path) -> str:
@@ -59,11 +62,14 @@ def report_job_result(
 ) -> tuple[dict, list[Path]]:
     """Build and write the report of a downloaded job result; returns the report and the files written.
 
-    The files: ``report.json``, ``report.md``, the plots, and the sites' TensorBoard curves
+    The files: ``report.json``, ``report.md``, the plots, the missingness heat map where the job
+    aligned EHR features (``ehr_schema.json`` in the result), and the sites' TensorBoard curves
     (``tb_events/``) where the run streamed them.
     """
     result = read_job_result(folder)
     report = build_report(result.job, result.record, result.cross)
+    if result.schema is not None:
+        report["alignment"] = alignment_section(result.schema)
     paths = write_report(report, out_dir, seconds)
     tb = copy_tensorboard(result.folder, Path(out_dir))
     return report, paths + ([tb] if tb else [])
@@ -102,6 +108,12 @@ def summary_text(report: dict) -> str:
     divergence = report.get("divergence") or {}
     if divergence.get("diverging"):
         lines.append(f"WARNING: {divergence['message']}")
+    alignment = report.get("alignment")
+    if alignment:
+        lines.append(
+            f"feature alignment: {alignment['kept']} features kept, {alignment['dropped']} dropped; "
+            f"{len(alignment['lacks'])} site gaps listed in report.md; heat map {alignment['heatmap']}"
+        )
     if report.get("status") == "aborted":
         lines.append(f"the run was aborted: {report.get('abort_reason')}")
     if report.get("failures"):

@@ -20,6 +20,7 @@ from fedhealth.constants import (
     RUN_RECORD_FILE,
 )
 from fedhealth.reports.communication import communication_markdown, communication_section
+from fedhealth.reports.ehr_alignment import alignment_markdown, plot_missingness
 from fedhealth.reports.encryption import encryption_markdown, encryption_section
 from fedhealth.reports.personalization import format_personal, personal_from_record
 from fedhealth.reports.plots import write_plots
@@ -199,6 +200,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         "![global metric per round](rounds.png)",
         "",
         participation_markdown(report),
+        alignment_markdown(report.get("alignment")),
         fairness_markdown(report),
         communication_markdown(report.get("communication")),
         privacy_markdown(report.get("privacy")),
@@ -231,11 +233,15 @@ def failure_line(failure: dict) -> str:
 
 
 def write_report(report: dict, out_dir: Path, seconds: float | None = None) -> list[Path]:
-    """Write report.json, report.md and the PNG plots into ``out_dir``."""
+    """Write report.json, report.md and the PNG plots into ``out_dir`` (with the missingness heat map
+    when the report has a feature-alignment section)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     json_path.write_text(json.dumps({**report, "seconds": seconds}, indent=2) + "\n")
     md_path.write_text(to_markdown(report, seconds))
     extra = [plot_privacy(report["privacy"], out_dir / "privacy.png")] if report.get("privacy") else []
+    alignment = report.get("alignment")
+    if alignment:
+        extra.append(plot_missingness(alignment, out_dir / alignment["heatmap"]))
     return [json_path, md_path, *write_plots(report, out_dir), *extra]

@@ -60,10 +60,24 @@ class FedStatsController(Controller):
         self.log_warning(fl_ctx, f"late result for {task_name} from {client.name} ignored")
 
     def _broadcast(
-        self, name: str, data: Shareable, fl_ctx: FLContext, abort_signal: Signal
+        self,
+        name: str,
+        data: Shareable,
+        fl_ctx: FLContext,
+        abort_signal: Signal,
+        *,
+        targets: list[str] | None = None,
+        wait_after_min: int = 0,
     ) -> list[ClientTask]:
         task = Task(name=name, data=data, timeout=self.task_timeout)
-        self.broadcast_and_wait(task, fl_ctx, min_responses=self.min_clients, abort_signal=abort_signal)
+        self.broadcast_and_wait(
+            task,
+            fl_ctx,
+            targets=targets,
+            min_responses=self.min_clients,
+            wait_time_after_min_received=wait_after_min,
+            abort_signal=abort_signal,
+        )
         return task.client_tasks
 
     def _failures(self, client_tasks: list[ClientTask]) -> list[str]:

@@ -25,6 +25,7 @@ FLARE_FREE = (
     "client",
     "compression",
     "data",
+    "ehr",
     "he",
     "imaging",
     "models",
@@ -36,7 +37,7 @@ FLARE_FREE = (
     "atomic.py",
     "constants.py",
 )
-FLARE_LAYER = ("executors", "filters", "aggregators", "widgets", "workflows", "shareables")
+FLARE_LAYER = ("executors", "filters", "aggregators", "persistors", "widgets", "workflows", "shareables")
 FORBIDDEN_IN_CORE = ("nvflare",) + tuple(f"fedhealth.{name}" for name in FLARE_LAYER)
 
 

@@ -11,10 +11,12 @@ Each ``job_specs/<family>.json`` holds::
 ``defaults.meta``, ``.client`` and ``.server`` are a whole ``meta.json``,
 ``app/config/config_fed_client.json`` and ``config_fed_server.json``; a job's patch is merged into
 them by :func:`fedhealth_tools.jobs.merge.merge` (objects merge, lists are replaced, component lists
-are patched by id). ``meta.json``'s ``name`` is always the job's name. :func:`write` writes the files
-(indent 2, the spec's key order, a trailing newline) and nothing else: a job's ``README.md`` is
-hand-written. :func:`check` lists every way the committed ``jobs/`` differ from what the specs
-generate; ``make jobs`` (``python -m fedhealth_tools.jobs --write``) brings them back in line.
+are patched by id). An object ``{"$file": "dictionaries/x.json"}`` anywhere in a spec is that file's
+JSON (relative to the spec's folder), inlined when the spec loads. ``meta.json``'s ``name`` is
+always the job's name. :func:`write` writes the files (indent 2, the spec's key order, a trailing
+newline) and nothing else: a job's ``README.md`` is hand-written. :func:`check` lists every way
+the committed ``jobs/`` differ from what the specs generate; ``make jobs`` (``python -m
+fedhealth_tools.jobs --write``) brings them back in line.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ FILES = {
     "server": "app/config/config_fed_server.json",
 }
 HAND_WRITTEN = ("README.md",)
+INCLUDE = "$file"  # {"$file": "dictionaries/heart.json"}: that file's JSON, inlined when the spec loads
 
 
 def dump(data: Any) -> str:
@@ -59,7 +62,38 @@ def load_family(path: Path) -> dict[str, Any]:
         raise SpecError(f"{path}: 'defaults' must hold exactly {sorted(FILES)}.")
     if not isinstance(spec.get("jobs"), dict) or not spec["jobs"]:
         raise SpecError(f"{path}: 'jobs' must map each job name to its overrides.")
-    return spec
+    return include_files(spec, Path(path).parent, where=Path(path).name)
+
+
+def include_files(value: Any, folder: Path, *, where: str) -> Any:
+    """``value`` with every ``{"$file": "rel/path.json"}`` replaced by that JSON file's data.
+
+    The path is relative to ``folder`` (the spec's folder) and must stay inside it; an included
+    file is inserted as it is (it may not include further files). A data dictionary is written
+    once (``job_specs/dictionaries/``) and inlined into each job that uses it.
+
+    Raises:
+        SpecError: the object has keys besides ``$file``, or the file is missing, outside the
+            folder or not JSON.
+    """
+    if isinstance(value, list):
+        return [include_files(v, folder, where=f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    if INCLUDE not in value:
+        return {k: include_files(v, folder, where=f"{where}.{k}") for k, v in value.items()}
+    if set(value) != {INCLUDE} or not isinstance(value[INCLUDE], str):
+        raise SpecError(f'{where}: an include is {{"{INCLUDE}": "path.json"}} and nothing else.')
+    root = Path(folder).resolve()
+    target = (root / value[INCLUDE]).resolve()
+    if not target.is_relative_to(root):
+        raise SpecError(f"{where}: {value[INCLUDE]!r} is outside {root.name}/.")
+    try:
+        return json.loads(target.read_text())
+    except FileNotFoundError as e:
+        raise SpecError(f"{where}: included file {value[INCLUDE]!r} does not exist.") from e
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{where}: included file {value[INCLUDE]!r} is not valid JSON: {e}") from e
 
 
 def render_job(spec: dict[str, Any], name: str, *, source: str = "the spec") -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 ``fedhealth demo --job JOB`` reads the task from the job's client config (``SiteExecutor``'s
 ``task``) and gives each POC site its own copy of that task's data: the heart rows of its hospital
-(task ``heart``), or a small, non-IID subset of the bundled PneumoniaMNIST written as DICOM files by
-the converter, with its own simulated scanner (task ``dicom``). Nothing leaves a site's kit folder.
+(task ``heart``), its own export and mapping of the job's ``task_args["dataset"]`` (task
+``tabular``: ``heart_disease`` in the hospital's dialect, or an ``indo_rct`` trial centre), or a
+small, non-IID subset of the bundled PneumoniaMNIST written as DICOM files by the converter, with
+its own simulated scanner (task ``dicom``). Nothing leaves a site's kit folder.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from fedhealth.imaging.site import CXR_DATASET_DIR, SPLITS
 from fedhealth.policy.site_limits import Limits
 from fedhealth_tools.imaging.converter import medmnist_file
 from fedhealth_tools.poc.cxr_data import write_cxr_data
+from fedhealth_tools.poc.tabular_data import write_tabular_data
 from fedhealth_tools.poc.workspace import LOCAL_DATA, PocError, PocLayout, site_data_root, write_heart_data
 
 EXECUTOR = "fedhealth.executors.site_executor.SiteExecutor"
-DEMO_TASKS = ("heart", "dicom")
+DEMO_TASKS = ("heart", "dicom", "tabular")
 DEMO_IMAGES = 400  # images per split (train, val, test) dealt over the sites: ~100 a site, seconds a round
 DEMO_ALPHA = 1.0  # Dirichlet label skew of the demo's chest X-ray sites (moderate)
 
@@ -65,6 +68,9 @@ def place_task_data(
     task, task_args = job_task(job_dir)
     if task == "heart":
         sizes = write_heart_data(layout)
+        return task, ", ".join(f"{s} {tr}+{te}" for s, (tr, te) in sizes.items())
+    if task == "tabular":
+        sizes = write_tabular_data(layout, str(task_args.get("dataset", "")))
         return task, ", ".join(f"{s} {tr}+{te}" for s, (tr, te) in sizes.items())
     if task != "dicom":
         raise PocError(

@@ -1,0 +1,1 @@
+"""Model persistors (FLARE components on the server)."""
