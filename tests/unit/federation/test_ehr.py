@@ -3,6 +3,8 @@ pooled site takes the federation's schema, row subsets keep their rows, and the 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +12,16 @@ import pytest
 from fedhealth.ehr.alignment import AlignmentPolicy
 from fedhealth.ehr.mapping import SiteMapping
 from fedhealth.tasks.tabular import TabularSite, TabularTask
-from fedhealth_tools.federation.ehr import PrealignedTabularTask, align_sites, concat, pooled_site, take
+from fedhealth_tools.federation.ehr import (
+    PrealignedTabularTask,
+    align_sites,
+    concat,
+    job_alignment_policy,
+    pooled_site,
+    take,
+)
 from fedhealth_tools.federation.loop import run_loop
+from fedhealth_tools.jobs.spec import SPECS_DIR
 
 DICTIONARY = {
     "name": "toy",
@@ -108,3 +118,27 @@ def test_the_loop_trains_prealigned_sites_and_a_pooled_one() -> None:
         assert any(
             not np.allclose(a, b.detach()) for a, b in zip(before, result.model.parameters(), strict=True)
         )
+
+
+def test_job_alignment_policy_reads_the_controller_args_of_a_job() -> None:
+    spec = {
+        "server": {
+            "workflows": [
+                {"id": "other", "path": "x.Y", "args": {"min_cell": 99}},
+                {
+                    "id": "alignment",
+                    "path": "fedhealth.workflows.ehr_alignment_controller.EhrAlignmentController",
+                    "args": {"min_clients": 4, "mode": "intersection", "min_cell": 7, "indicators": False},
+                },
+            ]
+        }
+    }
+    assert job_alignment_policy(spec) == AlignmentPolicy(mode="intersection", min_cell=7, indicators=False)
+    with pytest.raises(ValueError, match="heart.json names 0 EhrAlignmentController"):
+        job_alignment_policy({"workflows": []}, label="heart.json")
+
+
+def test_the_shipped_heart_spec_has_one_alignment_policy() -> None:
+    spec = json.loads((SPECS_DIR / "heart.json").read_text())
+    policy = job_alignment_policy(spec)
+    assert (policy.mode, policy.imputation, policy.indicators) == ("union", "mean", True)

@@ -10,8 +10,8 @@ site (:func:`pooled_site`) must take the federation's schema, not one aligned fr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,31 @@ class PrealignedTabularTask(TabularTask):
     """The ``tabular`` task for sites that already hold their schema: no server steps are left."""
 
     steps = ()
+
+
+def job_alignment_policy(spec: Mapping, *, label: str = "the job") -> AlignmentPolicy:
+    """The alignment policy a job (or job spec) gives its ``EhrAlignmentController``.
+
+    Raises:
+        ValueError: the job names no alignment controller, or names two.
+    """
+    found: list[Mapping] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, Mapping):
+            if str(node.get("path", "")).endswith(".EhrAlignmentController"):
+                found.append(node.get("args") or {})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    if len(found) != 1:
+        raise ValueError(f"{label} names {len(found)} EhrAlignmentController(s); expected exactly one")
+    names = {f.name for f in fields(AlignmentPolicy)}
+    return AlignmentPolicy(**{k: v for k, v in found[0].items() if k in names})
 
 
 def align_sites(sites: Sequence[TabularSite], policy: AlignmentPolicy) -> dict:
