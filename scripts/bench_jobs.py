@@ -2,10 +2,11 @@
 
 Run as ``python scripts/bench_jobs.py --out results/bench_jobs.json`` (``make bench-jobs``). One POC
 workspace from ``provision/poc.yml`` with TenSEAL contexts (for the HE jobs), four hospitals with
-their own rows, the real server and site processes on 127.0.0.1; each job is submitted unchanged by
-the project admin. Per job: its status, wall time from submission to the end, and the report's
-figures (the final global model on every site's test split: client-average and worst-site
-accuracy, per-site accuracy and AUC, the deployment gate). The job READMEs quote these figures.
+their own exports and mappings (``heart_poc``), the real server and site processes on 127.0.0.1;
+each job is submitted unchanged by the project admin. Per job: its status, wall time from submission
+to the end, and the report's figures (the final global model on every site's test split:
+client-average and worst-site accuracy, per-site accuracy and AUC, the deployment gate). The job
+READMEs quote these figures.
 
 The sites run with the kit's default limits (no ``local/fedhealth_site.json`` limits), i.e. the floor
 every hospital gets: batch >= 16, learning rate <= 1.0.

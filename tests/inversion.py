@@ -7,18 +7,23 @@ whoever sees the received and the sent weights reads the patient's (encoded, sca
 
 :func:`invert` recovers the vector; :func:`nearest_row` says which of the site's training rows it is
 closest to and how close, so a test can assert an exact match (the attack works) or no match (the
-site's floors defeat it). The rows come from :func:`site_rows`: the site's own encoded features under
-the job's global scaling, as the executor trains on them. Nothing here prints a row.
+site's floors defeat it). The rows come from :func:`site_rows` (task ``heart``: the site's own encoded
+features under the job's global scaling) or :func:`tabular_site_rows` (task ``tabular``: the site's
+export read with its mapping, encoded under the server's aligned schema), as the executor trains on
+them. Nothing here prints a row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from fedhealth.data.site_data import SiteTable
+from fedhealth.tasks.base import SiteContext
+from fedhealth.tasks.tabular import TabularTask
 from fedhealth.training.heart_site import HeartSite
 
 WEIGHT, BIAS = "net.weight", "net.bias"
@@ -79,4 +84,20 @@ def site_rows(
     """
     site = HeartSite("site", train, test, chol_zero_as_missing=chol_zero_as_missing, scaling="global")
     site.set_scaling(dict(scaling))
+    return site.arrays("train")[0]
+
+
+def tabular_site_rows(
+    site_root: Path, task_args: Mapping[str, object], schema: Mapping[str, object]
+) -> np.ndarray:
+    """A ``tabular`` site's training rows as its executor trains on them.
+
+    Args:
+        site_root: the site's folder (its kit: ``local/`` settings name the data root).
+        task_args: the job's ``task_args`` (``dictionary``, ``dataset``).
+        schema: the aligned schema the server sent (``ehr_schema.json`` of the job result).
+    """
+    task = TabularTask(dictionary=task_args["dictionary"], dataset=str(task_args["dataset"]))
+    site = task.load_site(SiteContext(name=Path(site_root).name, site_root=Path(site_root), settings={}))
+    site.set_schema(schema, save=False)
     return site.arrays("train")[0]

@@ -34,12 +34,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from inversion import invert, nearest_row, site_rows
+from inversion import invert, nearest_row, tabular_site_rows
 from nvflare.apis.dxo import from_file
 from nvflare.fuel.flare_api.flare_api import new_secure_session
 
-from fedhealth.constants import RUN_RECORD_FILE, SCALING_STATE_FILE, SITE_CONFIG_FILE
-from fedhealth.data.site_data import load_site
+from fedhealth.constants import EHR_SCHEMA_FILE, RUN_RECORD_FILE, SITE_CONFIG_FILE
 from fedhealth.models.tabular import TabularNet
 from fedhealth_tools.imaging.synthetic import write_synthetic_site
 from fedhealth_tools.poc.admin import AdminClient
@@ -331,15 +330,26 @@ def _failures(result: Path) -> list[dict]:
 
 
 def _recovered(layout: PocLayout, result: Path, site: str):
-    """The inversion of ``site``'s submitted local model against the initial global model."""
+    """The inversion of ``site``'s submitted local model against the initial global model.
+
+    The initial model is the persistor's: ``TabularNet`` with the job's ``model_args`` over the
+    columns of the schema the server aligned; the site's rows are its export, read with its mapping
+    and encoded under that schema, as its executor trained on them.
+    """
     sent = from_file(str(next(p for p in result.rglob(site) if p.parent.name == "model_shareables"))).data
-    init = {
-        k: v.numpy()
-        for k, v in TabularNet(in_features=14, arch="logreg", hidden=16, seed=0).state_dict().items()
-    }
-    scaling = json.loads(next(result.rglob(SCALING_STATE_FILE)).read_text())
-    train, test = load_site(layout.kit(site) / "data")
-    return nearest_row(invert(init, sent), site_rows(train, test, scaling))
+    schema = json.loads(next(result.rglob(EHR_SCHEMA_FILE)).read_text())
+    server = json.loads(
+        (ROOT / "jobs" / "heart_fedavg" / "app" / "config" / "config_fed_server.json").read_text()
+    )
+    model_args = next(c for c in server["components"] if c["id"] == "persistor")["args"]["model_args"]
+    assert model_args["arch"] == "logreg"  # the inversion needs the logistic model
+    net = TabularNet(in_features=len(schema["columns"]), **model_args)
+    init = {k: v.numpy() for k, v in net.state_dict().items()}
+    client = json.loads(
+        (ROOT / "jobs" / "heart_fedavg" / "app" / "config" / "config_fed_client.json").read_text()
+    )
+    task_args = client["executors"][0]["executor"]["args"]["task_args"]
+    return nearest_row(invert(init, sent), tabular_site_rows(layout.kit(site), task_args, schema))
 
 
 def test_one_patient_inversion_is_declined_at_standard_and_strict_sites(

@@ -14,7 +14,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from fedhealth.constants import HEART_DATASET_DIR, HEART_SITES, TRAIN_FILE
+from fedhealth.constants import EHR_SCHEMA_FILE, HEART_DATASET_DIR, HEART_SITES, TRAIN_FILE
 from fedhealth.reports.run_record import NEVER_STARTED
 from fedhealth_tools.cli import main
 from fedhealth_tools.poc.admin import AdminClient
@@ -28,6 +28,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 3
+DICTIONARY = json.loads((ROOT / "job_specs" / "dictionaries" / "heart.json").read_text())
+PROFILES_FILE = "ehr_profiles.json"  # the alignment workflow's record of what each site sent
 # The sites' default floor (fedhealth.policy.site_limits) declines the shipped batch 4.
 BATCH_16 = {"batch_size": 16}
 
@@ -58,11 +60,11 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
     assert report["rounds"] == ROUNDS
     assert sorted(s["name"] for s in report["sites"]) == sorted(HEART_SITES)
     sizes = {s["name"]: (s["n_train"], s["n_test"]) for s in report["sites"]}
-    assert sizes == {
+    assert sizes == {  # each hospital's export: all 920 patients, FLamby's split kept
         "cleveland": (199, 104),
-        "hungary": (172, 89),
-        "switzerland": (30, 16),
-        "va_long_beach": (85, 45),
+        "hungary": (193, 101),
+        "switzerland": (80, 43),
+        "va_long_beach": (131, 69),
     }
     for site in report["sites"]:
         # Loss, not accuracy: a random start can score well on Switzerland's nearly all-positive test set.
@@ -84,7 +86,7 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
         assert auc["lo"] <= auc["value"] <= auc["hi"] and site["deploy"] in ("DEPLOY", "DO NOT DEPLOY")
         assert site["flagged"] is False  # four sites: the 2-SD rule cannot fire, and the report says so
     switzerland = next(s for s in saved["sites"] if s["name"] == "switzerland")
-    assert switzerland["deploy"] == "DO NOT DEPLOY" and "1 negative" in switzerland["deploy_reason"]
+    assert switzerland["deploy"] == "DO NOT DEPLOY" and "only 3 negative" in switzerland["deploy_reason"]
     assert saved["deploy_decision"] == "DO NOT DEPLOY"
     assert len(saved["curves"]["cleveland"]["train_loss"]) == ROUNDS
     # TensorBoard event files with per-site curves, streamed to the server.
@@ -98,13 +100,43 @@ def test_poc_fedprox_beats_initial_model_at_every_site(tmp_path: Path) -> None:
     for key in ("job", "rounds", "sites", "global", "gate", "deploy_decision", "cross_site_matrix"):
         assert again[key] == saved[key], key
     assert again["eval_split"] == "test"
+    _assert_alignment(downloaded, sizes)
 
 
-def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) -> None:
+def _assert_alignment(result: Path, sizes: dict[str, tuple[int, int]]) -> None:
+    """The server's alignment record: every dictionary feature placed, small cells suppressed."""
+    schema = json.loads(next(result.rglob(EHR_SCHEMA_FILE)).read_text())
+    profiles = json.loads(next(result.rglob(PROFILES_FILE)).read_text())
+    names = [f["name"] for f in DICTIONARY["features"]]
+    kept, dropped = [f["name"] for f in schema["features"]], [d["name"] for d in schema["dropped"]]
+    assert len(names) == 13 and sorted(kept + dropped) == sorted(names)  # each feature kept or dropped once
+    assert all(d["reason"] for d in schema["dropped"])
+    assert sorted(schema["sites"]) == sorted(profiles) == sorted(HEART_SITES)
+    min_cell = schema["policy"]["min_cell"]
+    assert min_cell == 5
+    for site, profile in profiles.items():
+        assert profile["rows"] == sizes[site][0]  # the site profiles its training rows
+    # Switzerland never measures cholesterol (its export says 0, its mapping: "not measured").
+    chol = profiles["switzerland"]["features"]["chol"]
+    assert chol["missing"] == profiles["switzerland"]["rows"] == 80 and chol["present"] == 0
+    assert schema["sites"]["switzerland"]["features"]["chol"]["missing"] == 80
+    cells = [
+        (site, name, count)
+        for site, profile in profiles.items()
+        for name, feature in profile["features"].items()
+        for count in [*(feature.get("categories") or {}).values(), *(feature.get("histogram") or [])]
+    ]
+    assert cells and any(c is None for _, _, c in cells)  # something was small enough to suppress
+    small = [(site, name, c) for site, name, c in cells if c is not None and 0 < c < min_cell]
+    assert small == [], f"cells below min_cell {min_cell} were sent: {small}"
+
+
+def test_poc_site_without_a_required_column_fails_and_server_names_it(tmp_path: Path) -> None:
     workspace = tmp_path / "fedhealth_test_ws"
     layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
+    assert next(f for f in DICTIONARY["features"] if f["name"] == "age")["required"] is True
     train = layout.kit("switzerland") / "data" / HEART_DATASET_DIR / TRAIN_FILE
-    pd.read_csv(train).drop(columns=["chol"]).to_csv(train, index=False)
+    pd.read_csv(train, dtype=str, keep_default_na=False).drop(columns=["age"]).to_csv(train, index=False)
     with pytest.raises(PocError) as info:
         run_job(
             layout,
@@ -118,9 +150,11 @@ def test_poc_site_with_missing_column_fails_and_server_names_it(tmp_path: Path) 
             timeout=240,
         )
     message = str(info.value)
-    assert "switzerland" in message
-    assert "train.csv" in message and "'chol'" in message
-    assert "cleveland:" not in message  # only the failed site is blamed
+    assert "feature alignment failed" in message  # the server's step before training
+    assert "site switzerland" in message
+    assert "heart_disease/train.csv: required feature(s) ['age'] have no column in this table" in message
+    for other in ("cleveland", "hungary", "va_long_beach"):
+        assert f"site {other}" not in message and f"{other}:" not in message  # only the failed site
     assert _flare_processes() == []
 
 

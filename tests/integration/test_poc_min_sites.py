@@ -29,10 +29,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedhealth.data.site_data import load_site
-from fedhealth.models.state import tabular_from_weights
+from fedhealth.constants import EHR_SCHEMA_FILE, HEART_DATASET_DIR
 from fedhealth.reports.run_report import find_run_files
-from fedhealth.training.heart_site import HeartSite
+from fedhealth.tasks.base import SiteContext
+from fedhealth.tasks.tabular import TabularTask
 from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.drills import set_heartbeat_timeout
 from fedhealth_tools.poc.processes import PocProcesses
@@ -51,13 +51,20 @@ DEAD_CLIENT_GRACE = 5
 STOP_BOUND_S = HEART_BEAT_TIMEOUT + DEAD_CLIENT_GRACE + TRAIN_TIMEOUT + 30
 
 
-def _global_loss(model_file: Path, site_kit: Path, scaling: dict) -> float:
-    """The test loss at a site of the saved global model, as the site's executor computes it."""
+def _global_loss(model_file: Path, site_kit: Path, job: Path, schema: dict) -> float:
+    """The test loss at a site of the saved global model, as the site's executor computes it.
+
+    The site's rows are rebuilt from what it holds (its export and ``mapping.json`` in its kit) and
+    encoded under the schema the server aligned (``ehr_schema.json`` of the result).
+    """
     weights = torch.load(model_file, weights_only=False)["model"]
-    train, test = load_site(site_kit / "data")
-    site = HeartSite(site_kit.name, train, test, chol_zero_as_missing=True, scaling="global")
-    site.set_scaling(scaling)
-    return float(site.evaluate(tabular_from_weights(weights))["loss"])
+    args = json.loads((job / "app" / "config" / "config_fed_client.json").read_text())["executors"][0]
+    task_args = args["executor"]["args"]["task_args"]
+    assert task_args["dataset"] == HEART_DATASET_DIR
+    task = TabularTask(dictionary=task_args["dictionary"], dataset=task_args["dataset"])
+    site = task.load_site(SiteContext(name=site_kit.name, site_root=site_kit, settings={}))
+    site.set_schema(schema, save=False)
+    return float(site.evaluate(task.model_from_weights(weights, site), site.round_split)["loss"])
 
 
 def test_too_few_sites_stops_the_job_with_the_last_completed_rounds_model(tmp_path: Path) -> None:
@@ -68,18 +75,16 @@ def test_too_few_sites_stops_the_job_with_the_last_completed_rounds_model(tmp_pa
         procs.start()
         with AdminClient(layout) as admin:
             admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-            job_id = admin.submit(
-                job_variant(
-                    ROOT / "jobs" / "heart_fedprox",
-                    tmp_path / "jobs" / "heart_fedprox",
-                    rounds=ROUNDS,
-                    min_sites=4,
-                    train_timeout_s=TRAIN_TIMEOUT,
-                    cse_timeout_s=20,
-                    dead_client_grace_s=DEAD_CLIENT_GRACE,
-                ),
-                workspace / "submit",
+            job = job_variant(
+                ROOT / "jobs" / "heart_fedprox",
+                tmp_path / "jobs" / "heart_fedprox",
+                rounds=ROUNDS,
+                min_sites=4,
+                train_timeout_s=TRAIN_TIMEOUT,
+                cse_timeout_s=20,
+                dead_client_grace_s=DEAD_CLIENT_GRACE,
             )
+            job_id = admin.submit(job, workspace / "submit")
             deadline = time.monotonic() + 120
             while (admin.progress(job_id).get("current_round") or 0) < KILL_AFTER_ROUNDS:
                 assert time.monotonic() < deadline, "the job never reached the round to kill at"
@@ -122,10 +127,10 @@ def test_too_few_sites_stops_the_job_with_the_last_completed_rounds_model(tmp_pa
     # evaluated exactly that model when they received it (``global_loss`` in the record).
     model_file = next(result.rglob("FL_global_model.pt"))
     aborted = next(r for r in record["rounds"] if r["round"] == len(finished))
-    scaling = json.loads(next(result.rglob("fedhealth_scaling.json")).read_text())
+    schema = json.loads(next(result.rglob(EHR_SCHEMA_FILE)).read_text())
     assert aborted["sites"], "no site reported in the aborted round"
     for site, metrics in aborted["sites"].items():
-        loss = _global_loss(model_file, layout.kit(site), scaling)
+        loss = _global_loss(model_file, layout.kit(site), job, schema)
         assert loss == pytest.approx(metrics["global_loss"], rel=1e-4, abs=1e-6), site
     print(
         f"\nstopped {stopped_after:.1f} s after the kill; completed rounds {finished}, "

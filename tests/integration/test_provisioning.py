@@ -169,7 +169,7 @@ def _fedavg(tmp: Path, name: str) -> Path:
     server = job / "app" / "config" / "config_fed_server.json"
     config = json.loads(server.read_text())
     for wf in config["workflows"]:
-        if wf["id"] == "fed_stats":
+        if wf["id"] == "alignment":
             wf["args"]["min_clients"] = 2
     for comp in config["components"]:
         if comp["id"] == "aggregator":
@@ -443,7 +443,12 @@ def test_component_guard_refuses_functions_the_allow_list_lets_through(
     # The server's job did not start; the reason is in the server's job log, in the job's result.
     assert server_status == "FINISHED:EXECUTION_EXCEPTION"
     server_log = (Path(result) / "workspace" / "error_log.txt").read_text(errors="replace")
-    persistor = "'nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor'"
+    shipped = json.loads(
+        (ROOT / "jobs" / "heart_fedavg" / "app" / "config" / "config_fed_server.json").read_text()
+    )
+    (persistor_path,) = [c["path"] for c in shipped["components"] if c["id"] == "persistor"]
+    assert persistor_path == "fedhealth.persistors.schema_model_persistor.SchemaModelPersistor"
+    persistor = f"'{persistor_path}'"
     unchecked = "args.model names a class in a 'dict' config, which the site cannot check"
     assert f"{guard} 'components.#1': {persistor}: {unchecked}" in server_log
     # The sites' apps did not start; each says why in its own log only.

@@ -1,5 +1,5 @@
-"""Sixteen simulated sites, two rounds, the shipped heart job: the global model is the FedAvg of
-the sites' own updates.
+"""Sixteen simulated sites, two rounds, the shipped heart job: the features are aligned over all
+sixteen, and the global model is the FedAvg of the sites' own updates.
 
 Runs FLARE's simulator with every client in one process (:mod:`fedhealth_tools.simulation`). A test-only
 server widget captures each site's train result as the server received it and each round's global
@@ -8,6 +8,7 @@ model; the test recomputes the sample-weighted average directly from those updat
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from nvflare.apis.shareable import ReservedHeaderKey
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 
-from fedhealth.constants import TASK_TRAIN
+from fedhealth.constants import EHR_SCHEMA_FILE, TASK_TRAIN
+from fedhealth_tools.data.synthetic_sites import site_names
 from fedhealth_tools.simulation.run import run_simulation
 
 pytestmark = pytest.mark.slow
@@ -69,6 +71,10 @@ def test_sixteen_sites_two_rounds_aggregate_is_the_weighted_average(tmp_path: Pa
     assert [r["sites"] for r in result["per_round"]] == [SITES] * ROUNDS
     assert all(r["overhead_s"] is not None and r["overhead_s"] >= 0 for r in result["per_round"])
     assert 0 < result["peak_mem_gb"] < 8
+    # Every site's mapping read its table: the server aligned the features over all sixteen.
+    schema = json.loads((tmp_path / "sim" / "sim" / "server" / "simulate_job" / EHR_SCHEMA_FILE).read_text())
+    assert sorted(schema["sites"]) == site_names(SITES)
+    assert sorted(d["name"] for d in schema["dropped"]) == ["ca", "slope", "thal"]  # not in the 10 columns
     for rnd in range(ROUNDS):
         updates = [pickle.loads(p.read_bytes()) for p in sorted(capture.glob(f"update_{rnd}_*.pkl"))]
         assert len(updates) == SITES
@@ -76,6 +82,9 @@ def test_sixteen_sites_two_rounds_aggregate_is_the_weighted_average(tmp_path: Pa
         assert weights.min() >= 8  # each site's sample count, as it reported it
         global_model = pickle.loads((capture / f"global_{rnd}.pkl").read_bytes())
         assert set(global_model) == set(updates[0]["weights"])
+        assert np.asarray(global_model["net.weight"]).shape[-1] == len(
+            schema["columns"]
+        )  # the schema's width
         for name, value in global_model.items():
             stacked = np.stack([np.asarray(u["weights"][name], dtype=np.float64) for u in updates])
             expected = np.tensordot(weights / weights.sum(), stacked, axes=1)

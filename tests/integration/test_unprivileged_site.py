@@ -29,9 +29,9 @@ import pytest
 import yaml
 
 from fedhealth.constants import HEART_SITES, SITE_CONFIG_FILE
-from fedhealth.data.site_data import write_site
 from fedhealth.onboarding.permissions import Identity, permission_warnings
-from fedhealth_tools.data.heart_source import load_heart_sites
+from fedhealth_tools.data.heart_canonical import canonical_sites
+from fedhealth_tools.data.heart_dialects import write_heart_dialect_site
 from fedhealth_tools.poc.admin import AdminClient
 from fedhealth_tools.poc.processes import RUNUSER, PocProcesses, free_port
 from fedhealth_tools.poc.variants import job_variant
@@ -161,9 +161,9 @@ def user() -> Iterator[str]:
 def test_flare_runs_as_an_unprivileged_user_that_cannot_change_what_it_reads(base: Path, user: str) -> None:
     layout = _provision(base)
     data = base / "hospital_data"
-    splits = load_heart_sites()
-    for site in SITES:
-        write_site(data / site, splits[site].train, splits[site].test)
+    splits = canonical_sites()
+    for site in SITES:  # the hospital's export in its own dialect and its mapping.json
+        write_heart_dialect_site(data / site, site, splits=splits)
         update_site_settings(layout.kit(site), data_root=str(data / site))
     server = layout.kit("server")
     store, home, workdir = base / "server_store", base / "home", base / "run_cwd"
@@ -207,6 +207,7 @@ def test_flare_runs_as_an_unprivileged_user_that_cannot_change_what_it_reads(bas
         f"mv {kit}/startup {kit}/startup.old": False,
         f"touch {site_data}/new": False,
         f"echo 1 >> {site_data}/heart_disease/train.csv": False,
+        f"echo '{{}}' > {site_data}/heart_disease/mapping.json": False,  # the site's mapping is data too
         f"touch {workdir}/new": False,  # the working directory is first on the import path
         f"touch {kit}/probe && rm {kit}/probe": True,  # FLARE's workspace
         f"head -c 1 {kit}/startup/client.key && head -c 1 {site_data}/heart_disease/train.csv": True,
@@ -234,7 +235,7 @@ def _job(root: Path) -> Path:
     config_file = job / "app" / "config" / "config_fed_server.json"
     config = json.loads(config_file.read_text())
     for workflow in config["workflows"]:
-        if workflow["id"] == "fed_stats":
+        if workflow["id"] == "alignment":
             workflow["args"]["min_clients"] = len(SITES)
     config_file.write_text(json.dumps(config, indent=2))
     return job

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         help="chest X-ray jobs: images per split (train, val, test) of the bundled PneumoniaMNIST, dealt "
         f"over the sites (default {DEMO_IMAGES})",
     )
-    add_site_commands(sub)  # validate-site, preflight: also in the site runtime's fedhealth-site
+    add_site_commands(sub)  # validate-site, check-table, preflight: also in the site runtime's fedhealth-site
     convert = sub.add_parser("convert-medmnist", help="MedMNIST .npz -> per-site DICOM folders (non-IID)")
     add_convert_arguments(convert)
     up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SITE=PATH",
         help="a site's own data folder, written as data_root into <workspace>/poc/.../SITE/local/"
-        "fedhealth_site.json (repeatable); sites not named get the kit's heart rows",
+        "fedhealth_site.json (repeatable); sites not named get the kit's heart export and mapping",
     )
     up.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     report = sub.add_parser(

@@ -1,8 +1,9 @@
 """Canonical features -> the model's input matrix under the aligned schema.
 
 Per kept feature: a numeric or binary value (missing -> the federation's imputation value), or one
-column per non-reference category (missing -> the category's federation-wide share); then the
-missingness indicator where the schema has one. Every column is standardised with the federation's
+column per non-reference category (missing, or a category too rare to be kept -> the category's
+federation-wide share, not the reference level); then the missingness indicator where the schema has
+one. Every column is standardised with the federation's
 mean and standard deviation, so a mean-imputed value becomes 0.
 """
 
@@ -28,7 +29,8 @@ def encode(features: pd.DataFrame, schema: dict) -> np.ndarray:
             raise ValueError(f"the table has no feature {name!r}, which the aligned schema keeps")
         column = features[name]
         missing = column.isna().to_numpy()
-        if spec["kind"] == "categorical":
+        if spec["kind"] == "categorical":  # a category the federation did not keep counts as missing
+            missing = missing | ~column.isin(spec["categories"]).to_numpy()
             for category in spec["categories"][1:]:
                 key = f"{name}={category}"
                 values = (column == category).to_numpy(dtype="float64")

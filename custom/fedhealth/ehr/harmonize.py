@@ -42,9 +42,14 @@ def read_table(path: Path, *, label: str) -> pd.DataFrame:
     if not path.is_file():
         raise SiteDataError(f"{label} is missing at this site")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+        # index_col=False: a row with more fields than the header (a trailing comma on every line, as
+        # spreadsheets export) must not make the first column the index and shift every value left
+        df = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8", index_col=False
+        )
     except UnicodeDecodeError as exc:
-        raise SiteDataError(f"{label} is not UTF-8 text (byte {exc.start}); export it as UTF-8") from exc
+        where = _first_non_utf8_line(path)
+        raise SiteDataError(f"{label} is not UTF-8 text (line {where}); export it as UTF-8") from exc
     except pd.errors.EmptyDataError as exc:
         raise SiteDataError(f"{label} is empty") from exc
     except pd.errors.ParserError as exc:
@@ -55,6 +60,19 @@ def read_table(path: Path, *, label: str) -> pd.DataFrame:
         raise SiteDataError(f"{label} has a header but no rows")
     df.columns = [str(c).strip() for c in df.columns]
     return df.apply(lambda col: col.str.strip())
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    """The file line (header = 1) of the first byte that is not UTF-8.
+
+    pandas' decoding error counts bytes from the start of a parser buffer, not of the file.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1
+    return 1
 
 
 def harmonize(
@@ -155,9 +173,9 @@ def _integer_text(value: str) -> str | None:
 def _categorical(
     text: pd.Series, feature: Feature, spec: ColumnMap, report: DataReport, present: np.ndarray
 ) -> pd.Series:
-    lookup = {c: c for c in feature.categories}
-    for category, codes in feature.codes.items():
-        lookup.update({code: category for code in codes})
+    # a raw value matches (1) the site's recode, (2) a category name, (3) a code: later updates win
+    lookup = {code: category for category, codes in feature.codes.items() for code in codes}
+    lookup.update({c: c for c in feature.categories})
     lookup.update({str(k): str(v) for k, v in spec.recode.items()})
     mapped = text.map(lambda v: lookup.get(v, lookup.get(_integer_text(v))) if v is not None else None)
     bad = present & mapped.isna().to_numpy()

@@ -200,20 +200,28 @@ def unit_factor(local: str, feature: Feature) -> tuple[float, float]:
         raise SiteDataError(f"feature {feature.name!r} has no unit in the dictionary; the mapping gives one")
     try:
         source, target = ureg.Unit(local), ureg.Unit(feature.unit)
-    except (pint.errors.UndefinedUnitError, ValueError, AttributeError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - pint's parser also raises TokenError, AssertionError...
         raise SiteDataError(
             f"feature {feature.name!r}: unit cannot be parsed ({type(exc).__name__})"
         ) from exc
+    molar = None
+    if feature.molar_mass:
+        try:
+            molar = ureg.Quantity(feature.molar_mass)
+        except Exception as exc:  # noqa: BLE001 - the same parser
+            raise SiteDataError(
+                f"feature {feature.name!r}: the dictionary's molar_mass cannot be parsed "
+                f"({type(exc).__name__})"
+            ) from exc
     try:
         zero = ureg.Quantity(0.0, source)
         one = ureg.Quantity(1.0, source)
-        if zero.dimensionality != ureg.Quantity(1.0, target).dimensionality and feature.molar_mass:
-            molar = ureg.Quantity(feature.molar_mass)
+        if zero.dimensionality != ureg.Quantity(1.0, target).dimensionality and molar is not None:
             ratio = (one * molar).dimensionality == ureg.Quantity(1.0, target).dimensionality
             zero, one = (zero * molar, one * molar) if ratio else (zero / molar, one / molar)
         offset = float(zero.to(target).magnitude)
         return float(one.to(target).magnitude) - offset, offset
-    except pint.errors.DimensionalityError as exc:
+    except (pint.errors.DimensionalityError, pint.errors.OffsetUnitCalculusError) as exc:
         raise SiteDataError(
             f"feature {feature.name!r}: unit {local!r} does not convert to {feature.unit!r}"
         ) from exc

@@ -18,6 +18,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from fedhealth.constants import (
+    EHR_SCHEMA_FILE,
     HEART_DATASET_DIR,
     S_FEATURES,
     S_MEAN,
@@ -69,12 +70,21 @@ def find_scaling(model_path: Path) -> Path:
     """``fedhealth_scaling.json`` next to the model file or up to two folders above it.
 
     Raises:
-        OnboardingError: when none is found.
+        OnboardingError: when none is found (pointing to ``--schema`` when the job is a tabular one).
     """
     folder = Path(model_path).resolve().parent
     for candidate in [folder, *folder.parents][:SCALING_SEARCH_DEPTH]:
         if (candidate / SCALING_STATE_FILE).is_file():
             return candidate / SCALING_STATE_FILE
+    if any(
+        (candidate / EHR_SCHEMA_FILE).is_file()
+        for candidate in [folder, *folder.parents][:SCALING_SEARCH_DEPTH]
+    ):
+        raise OnboardingError(
+            f"no {SCALING_STATE_FILE} next to or above {Path(model_path).name}: this job aligned its "
+            f"features ({EHR_SCHEMA_FILE} is next to the model): pass --schema "
+            "<the downloaded job result folder>"
+        )
     raise OnboardingError(
         f"no {SCALING_STATE_FILE} next to or above {Path(model_path).name} in the job result; "
         "pass the global scaling file with --scaling"

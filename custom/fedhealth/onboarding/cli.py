@@ -3,10 +3,12 @@
 - ``fedhealth-site preflight <kit>``: signatures of the startup kit, file permissions, FLARE's
   preflight check (:mod:`fedhealth.onboarding.preflight`);
 - ``fedhealth-site validate-site ...``: judge a global model on the site's own labelled data
-  (:mod:`fedhealth.onboarding.validate_site`).
+  (:mod:`fedhealth.onboarding.validate_site`);
+- ``fedhealth-site check-table ...``: does the site's export fit a tabular job's data dictionary?
+  (:mod:`fedhealth.onboarding.check_table`; no model needed).
 
 The consortium's tools (provisioning, POC, benchmarks) are the separate ``fedhealth-tools``
-distribution; its ``fedhealth`` command offers the same two subcommands through this module.
+distribution; its ``fedhealth`` command offers the same subcommands through this module.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def run_preflight_command(args: argparse.Namespace) -> int:
 
 def add_site_commands(sub: argparse._SubParsersAction) -> None:
     """The site operator's subcommands, added to ``fedhealth-site`` and to the tools' ``fedhealth``."""
+    from fedhealth.onboarding.check_table import add_arguments as add_check_table_arguments
     from fedhealth.onboarding.validate_site import add_arguments as add_validate_arguments
 
     validate = sub.add_parser(
@@ -48,6 +51,11 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
         help="judge a global model on a new hospital's labelled data; fine-tune if it falls short",
     )
     add_validate_arguments(validate)
+    check = sub.add_parser(
+        "check-table",
+        help="does this hospital's export fit a tabular job's data dictionary? (report and counts, no model)",
+    )
+    add_check_table_arguments(check)
     preflight = sub.add_parser(
         "preflight", help="check startup kits (signatures, permissions, FLARE preflight) before deployment"
     )
@@ -60,6 +68,10 @@ def run_site_command(args: argparse.Namespace) -> int | None:
         from fedhealth.onboarding.validate_site import run as run_validate_site
 
         return run_validate_site(args)
+    if args.command == "check-table":
+        from fedhealth.onboarding.check_table import run as run_check_table
+
+        return run_check_table(args)
     if args.command == "preflight":
         return run_preflight_command(args)
     return None

@@ -1,8 +1,12 @@
 """Cold start of a new site: is the global model fit for this hospital, or after fine-tuning?
 
-``fedhealth validate-site --model <FL_global_model.pt> --data <site folder> --threshold <t>``:
+``fedhealth validate-site --model <FL_global_model.pt> --data <site folder> --threshold <t>`` (heart
+jobs), or for any ``tabular`` job ``fedhealth validate-site --schema <job result> --dictionary
+<dictionary.json | job folder> --data <folder with the export CSV(s) + mapping.json> --threshold <t>``:
 
-1. load the global model and the global scaling of the job that trained it;
+1. load the global model and the global scaling of the job that trained it (heart), or its aligned
+   schema (``ehr_schema.json``) and data dictionary, harmonize the site's table with its own mapping
+   and encode it with the federation's imputation and scaling (:mod:`fedhealth.onboarding.tabular_inputs`);
 2. split the site's labelled rows, stratified and seeded, into a fine-tuning part and an
    evaluation part (``holdout_fraction`` of the rows); every reported number comes from the
    evaluation part only;
@@ -31,6 +35,7 @@ import torch
 from fedhealth.data.features import encode
 from fedhealth.data.messages import safe_reason
 from fedhealth.onboarding.artifacts import (
+    OnboardingError,
     find_scaling,
     load_global_model,
     load_scaling,
@@ -38,6 +43,7 @@ from fedhealth.onboarding.artifacts import (
     split_rows,
 )
 from fedhealth.onboarding.sample_size import SUPPORTED_METRICS, check_sample
+from fedhealth.onboarding.tabular_inputs import load_tabular_inputs
 from fedhealth.training.loops import LocalTrainConfig, predict, train_local
 from fedhealth.training.site_metrics import evaluate_with_intervals
 
@@ -84,11 +90,13 @@ def _check_args(metric: str, threshold: float, holdout_fraction: float, finetune
 
 def validate_site(
     *,
-    model_path: Path,
+    model_path: Path | None,
     data_dir: Path,
     threshold: float,
     metric: str = "auc",
     scaling_path: Path | None = None,
+    schema_path: Path | None = None,
+    dictionary_path: Path | None = None,
     finetune_epochs: int = 5,
     finetune_lr: float = 0.03,
     holdout_fraction: float = 0.5,
@@ -99,11 +107,15 @@ def validate_site(
     """Judge the global model on a new site's labelled rows; fine-tune it when it falls short.
 
     Args:
-        model_path: the job's ``FL_global_model.pt``.
-        data_dir: the site's data folder (with ``heart_disease/*.csv``) or one CSV file.
+        model_path: the job's ``FL_global_model.pt`` (a tabular job: default, found in the result folder).
+        data_dir: the site's data folder (with ``heart_disease/*.csv``) or one CSV file; a tabular job:
+            the folder with the export CSV(s) and ``mapping.json`` (or one CSV next to it).
         threshold: the lower bound of the metric's 95% interval must reach this.
         metric: ``"auc"``, ``"accuracy"``, ``"sensitivity"`` or ``"specificity"``.
         scaling_path: the global ``fedhealth_scaling.json``; default: found next to or above the model.
+        schema_path: a tabular job's ``ehr_schema.json`` or downloaded result folder; with
+            ``dictionary_path``, it selects the tabular path.
+        dictionary_path: the job's data dictionary (JSON) or a job folder whose app config carries it.
         finetune_epochs: passes over the fine-tuning part.
         finetune_lr: SGD learning rate of the fine-tuning.
         holdout_fraction: share of the rows kept for evaluation (never trained on).
@@ -115,19 +127,39 @@ def validate_site(
     Returns:
         Counts (``n_eval``, ``n_finetune`` and their classes), ``metric``, ``threshold``, ``global``
         and ``fine_tuned`` (``{"value", "lo", "hi", "reason"}``; ``fine_tuned`` None when not run),
-        ``decision`` (one of the ``DECISION_*`` strings) and ``reason``.
+        ``decision`` (one of the ``DECISION_*`` strings) and ``reason``; a tabular job adds
+        ``outcome`` (the target's name), ``data_report`` and ``schema_notes`` (lines, counts only).
 
     Raises:
         ValueError: bad settings; :class:`~fedhealth.onboarding.artifacts.OnboardingError` for a bad
             model or scaling file; :class:`~fedhealth.data.site_data.SiteDataError` for bad site data.
     """
     _check_args(metric, threshold, holdout_fraction, finetune_epochs)
-    model = load_global_model(Path(model_path))
-    scaling_file = Path(scaling_path) if scaling_path is not None else find_scaling(Path(model_path))
-    scaler, chol_missing = load_scaling(scaling_file, n_features=model.in_features)
-    rows, files = read_site_rows(Path(data_dir))
-    x = scaler.transform(encode(rows.features, chol_zero_as_missing=chol_missing))
-    y = rows.labels
+    extra: dict = {}
+    if schema_path is not None or dictionary_path is not None:
+        if scaling_path is not None:
+            raise ValueError("--scaling is a heart job's global scaling; a tabular job's is in its --schema")
+        job = load_tabular_inputs(
+            data_dir=Path(data_dir),
+            model_path=model_path,
+            schema_path=schema_path,
+            dictionary_path=dictionary_path,
+        )
+        model, x, y, files = job.model, job.x, job.rows.labels, job.rows.files
+        extra = {
+            "outcome": job.dictionary.target,
+            "data_report": [line for r in job.rows.reports for line in r.lines_out()],
+            "schema_notes": job.notes,
+        }
+    else:
+        if model_path is None:
+            raise OnboardingError("no model: pass --model (the job's FL_global_model.pt)")
+        model = load_global_model(Path(model_path))
+        scaling_file = Path(scaling_path) if scaling_path is not None else find_scaling(Path(model_path))
+        scaler, chol_missing = load_scaling(scaling_file, n_features=model.in_features)
+        rows, files = read_site_rows(Path(data_dir))
+        x = scaler.transform(encode(rows.features, chol_zero_as_missing=chol_missing))
+        y = rows.labels
     tune, held = split_rows(y, holdout_fraction=holdout_fraction, seed=seed)
     x_eval, y_eval = x[held], y[held]
     n_pos, n_neg = int(y_eval.sum()), int(len(y_eval) - y_eval.sum())
@@ -146,6 +178,7 @@ def validate_site(
         "global": _score(model, x_eval, y_eval, metric, n_bootstrap, seed),
         "fine_tuned": None,
         "fine_tuning": None,
+        **extra,
     }
     check = check_sample(metric, threshold, n_pos, n_neg)
     result["n_eval_needed"] = check.n_eval_needed
@@ -198,11 +231,14 @@ def _line(label: str, metric: str, score: dict | None) -> str:
 def format_report(result: dict) -> str:
     """A terminal report of :func:`validate_site`'s result (counts and metrics only)."""
     metric = result["metric"].upper() if result["metric"] == "auc" else result["metric"]
+    outcome = result.get("outcome", "disease")
     lines = [
         f"validate-site: {metric} against threshold {result['threshold']:g} "
         "(the 95% interval's lower bound must reach it)",
         f"site data: {result['n_total']} labelled patients from {', '.join(result['files'])}",
-        f"  evaluation part: {result['n_eval']} ({result['n_eval_pos']} with disease, "
+        *(f"  {line}" for line in result.get("data_report", [])),
+        *(f"  note: {line}" for line in result.get("schema_notes", [])),
+        f"  evaluation part: {result['n_eval']} ({result['n_eval_pos']} with {outcome}, "
         f"{result['n_eval_neg']} without); fine-tuning part: {result['n_finetune']} (never reported on)",
         _line("global model:", metric, result["global"]),
     ]
@@ -218,9 +254,22 @@ def format_report(result: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``validate-site`` options (also used by the ``fedhealth`` command's sub-parser)."""
-    parser.add_argument("--model", type=Path, required=True, help="the job's FL_global_model.pt")
     parser.add_argument(
-        "--data", type=Path, required=True, help="site data folder (heart_disease/*.csv) or a CSV"
+        "--model", type=Path, help="the job's FL_global_model.pt (tabular: default, found with --schema)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="site data folder (heart_disease/*.csv) or a CSV; tabular: folder with CSV(s) + mapping.json",
+    )
+    parser.add_argument(
+        "--schema", type=Path, help="tabular job: its result folder or ehr_schema.json (the aligned schema)"
+    )
+    parser.add_argument(
+        "--dictionary",
+        type=Path,
+        help="tabular job: the data dictionary (JSON) or a job folder (default: the --schema folder)",
     )
     parser.add_argument("--threshold", type=float, help="the 95%% lower bound must reach this")
     parser.add_argument("--metric", choices=SUPPORTED_METRICS, help="default: auc")
@@ -265,6 +314,8 @@ def run(args: argparse.Namespace) -> int:
             model_path=args.model,
             data_dir=args.data,
             scaling_path=args.scaling,
+            schema_path=args.schema,
+            dictionary_path=args.dictionary,
             finetuned_model_path=args.save_model,
             **_settings(args),
         )

@@ -8,10 +8,28 @@ without HE has no section.
 
 from __future__ import annotations
 
-from fedhealth.constants import M_HE, M_HE_BYTES_PLAIN, M_HE_BYTES_SENT, TASK_FED_STATS
+from fedhealth.constants import (
+    M_HE,
+    M_HE_BYTES_PLAIN,
+    M_HE_BYTES_SENT,
+    TASK_EHR_PROFILE,
+    TASK_FED_STATS,
+)
 from fedhealth.reports.run_record import RunRecord, had_task
 
 PARAMS = ("scheme", "poly_modulus_degree", "slots", "scale_bits")
+# What the steps before training send in clear, by the task that marks the step.
+STEPS_IN_CLEAR = {
+    TASK_FED_STATS: (
+        "the federated feature moments of the fed_stats step (per-site count, sum, sum of squares)"
+    ),
+    TASK_EHR_PROFILE: (
+        "the feature profiles of the alignment step (per site: its row count and, per feature, present "
+        "and missing counts, sum and sum of squares, category counts and histogram counts, counts below "
+        "the job's min_cell suppressed) and the aligned schema the server sends back (the kept features, "
+        "imputation values, means and standard deviations, and every site's present and missing counts)"
+    ),
+}
 
 
 def encryption_section(record: RunRecord) -> dict | None:
@@ -47,11 +65,7 @@ def encryption_section(record: RunRecord) -> dict | None:
         **values,
         "sites": dict(sorted(sites.items())),
         "in_clear": [
-            *(
-                ["the federated feature moments of the fed_stats step (per-site count, sum, sum of squares)"]
-                if had_task(record, TASK_FED_STATS)
-                else []
-            ),
+            *(text for task, text in STEPS_IN_CLEAR.items() if had_task(record, task)),
             "aggregate metrics (losses, accuracy, AUC, sample counts) and the streamed training curves",
             *(
                 [f"the layers not encrypted: {', '.join(sorted(clear - encrypted))}"]

@@ -2,10 +2,11 @@
 
 Every site profiles its own table against the job's data dictionary and sends small-cell-suppressed
 counts and sums (:mod:`fedhealth.ehr.profile`); the server decides the model's features by the job's
-policy (:mod:`fedhealth.ehr.alignment`), keeps the schema and the received profiles in its run folder
-(``ehr_schema.json``, ``ehr_profiles.json``: what the report reads and what an auditor checks), and sends
-the schema, with imputation values and scaling, back. A site that declines (too few rows, an
-unusable table) is named; the job goes on while ``min_clients`` sites take part.
+policy (:mod:`fedhealth.ehr.alignment`), keeps the schema and the received profiles in its run
+folder (``ehr_schema.json``, ``ehr_profiles.json``: what the report reads and what an auditor
+checks), and sends the schema, with imputation values and scaling, back (without the per-site
+counts: no site learns another's). A site that declines (too few rows, an unusable table) is named;
+the job goes on while ``min_clients`` sites take part.
 
 FLARE's ``StatisticsController`` is not used: its results stay in a file at the server, while here the
 sites need the outcome before training, and its min-count check removes a feature everywhere rather
@@ -109,9 +110,11 @@ class EhrAlignmentController(FedStatsController):
             f"{len(self.schema['columns'])} model columns from {len(profiles)} sites; dropped: {dropped}",
         )
         targets = sorted(profiles)
+        # The sites get what they need to encode; the per-site counts stay at the server (the report's).
+        for_sites = {k: v for k, v in self.schema.items() if k != "sites"}
         acks = self._broadcast(
             TASK_SET_SCHEMA,
-            DXO(DataKind.COLLECTION, data=self.schema).to_shareable(),
+            DXO(DataKind.COLLECTION, data=for_sites).to_shareable(),
             fl_ctx,
             abort_signal,
             targets=targets,

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from fedhealth.constants import HEART_DATASET_DIR
 from fedhealth.data.site_data import load_site
+from fedhealth.ehr.mapping import SiteMapping
+from fedhealth.tasks.tabular import TabularTask
+from fedhealth_tools.data.heart_canonical import heart_dictionary
 from fedhealth_tools.data.synthetic_sites import site_names, synthetic_split, write_synthetic_sites
 
 CASES = [  # n_sites, min_train, min_test
@@ -46,6 +51,27 @@ def test_written_sites_load_with_the_site_loader(tmp_path: Path) -> None:
     train, test = load_site(folders["site-003"])
     assert len(train) >= 8 and len(test) >= 4
     assert set(train.labels) <= {0.0, 1.0}
+
+
+def test_written_sites_read_with_the_tabular_task_and_their_mapping(tmp_path: Path) -> None:
+    """The heart jobs' task: every canonical column is its dictionary feature, every code is accepted."""
+    folders = write_synthetic_sites(tmp_path, 5)
+    folder = folders["site-003"] / HEART_DATASET_DIR
+    assert sorted(p.name for p in folder.iterdir()) == ["mapping.json", "test.csv", "train.csv"]
+    assert "2.0" in (folder / "train.csv").read_text()  # codes as the float columns write them
+    task = TabularTask(dictionary=heart_dictionary(), dataset=HEART_DATASET_DIR)
+    mapping = SiteMapping.load(folder, label=HEART_DATASET_DIR)
+    train, _ = load_site(folders["site-003"])
+    table = task.harmonize_file(folder / "train.csv", mapping, label="heart_disease/train.csv")
+    assert len(table) == len(train) and table.report.ignored_columns == []
+    np.testing.assert_array_equal(table.labels, train.labels)
+    counts = table.report.counts()
+    assert counts.get("unknown_code", 0) == counts.get("not_binary", 0) == counts.get("non_numeric", 0) == 0
+    assert sorted(table.report.absent_features) == ["ca", "slope", "thal"]  # not in FLamby's 10 columns
+    features = table.features
+    assert features["cp"].notna().all() and features["restecg"].notna().all()
+    assert set(features["cp"]) <= {"typical_angina", "atypical_angina", "non_anginal", "asymptomatic"}
+    assert features["age"].notna().all() and set(features["sex"]) <= {0.0, 1.0}
 
 
 def test_default_sites_meet_the_sites_default_floor() -> None:

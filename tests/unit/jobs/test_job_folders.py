@@ -12,13 +12,15 @@ import pytest
 from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer
 
 from fedhealth import constants as C
-from fedhealth.data.features import feature_names
+from fedhealth.ehr.dictionary import DataDictionary
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())  # each one a submittable job
-HEART_JOBS = [job for job in JOBS if job.startswith("heart_")]  # image jobs: tests/unit/jobs/test_cxr_jobs.py
+# The tabular jobs (heart and indo_rct); image jobs: tests/unit/jobs/test_cxr_jobs.py
+HEART_JOBS = [job for job in JOBS if job.startswith(("heart_", "indo_rct_"))]
+SPECS_DIR = JOBS_DIR.parent / "job_specs"
 CONFIG_FILES = ("config_fed_server.json", "config_fed_client.json")
 ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit
 # job -> FedProx mu of its executor (FedAvg is mu = 0)
@@ -27,8 +29,8 @@ EXPECTED_MU = {"heart_fedavg": 0.0, "heart_fedprox": "positive"}
 CHECKED_CLASSES = (
     "fedhealth.executors.site_executor.SiteExecutor",
     "fedhealth.shareables.scheduled_generator.ScheduledShareableGenerator",
-    "fedhealth.workflows.fed_stats_controller.FedStatsController",
-    "fedhealth.models.tabular.TabularNet",
+    "fedhealth.workflows.ehr_alignment_controller.EhrAlignmentController",
+    "fedhealth.persistors.tabular_model_persistor.TabularModelPersistor",
     "fedhealth.widgets.run_recorder.RunRecorder",
     "fedhealth.shareables.he_scheduled_generator.HEScheduledShareableGenerator",
     "fedhealth.widgets.he_context_check.HEContextCheck",
@@ -136,7 +138,8 @@ def test_each_app_has_parsable_configs(job: str) -> None:
 def test_component_paths_import_and_are_allowed(job: str) -> None:
     specs = [spec for _, config in _configs(job) for spec in _component_specs(config)]
     assert len(specs) >= 5
-    assert "fedhealth.models.tabular.TabularNet" in {s["path"] for s in specs}  # nested model found
+    paths = {s["path"] for s in specs}
+    assert "fedhealth.persistors.tabular_model_persistor.TabularModelPersistor" in paths
     for spec in specs:
         cls = _import(spec["path"])
         assert inspect.isclass(cls), spec["path"]
@@ -158,17 +161,28 @@ def test_component_args_are_accepted(job: str) -> None:
 @pytest.mark.parametrize("job", HEART_JOBS)
 def test_executor_instantiates_with_job_args(job: str) -> None:
     executor = _build(_executor_spec(job))
-    assert isinstance(executor, SiteExecutor) and executor.task.name == "heart"
+    assert isinstance(executor, SiteExecutor) and executor.task.name == "tabular"
     args = _executor_args(job)
-    assert executor.task.scaling == args["task_args"]["scaling"]
+    assert executor.task.dataset == args["task_args"]["dataset"]
     assert [a["name"] for a in args["algorithms"]] == [a["name"] for a in executor.algorithm_specs]
 
 
 @pytest.mark.parametrize("job", HEART_JOBS)
-def test_model_matches_executor_encoding(job: str) -> None:
+def test_sites_and_server_align_on_the_one_dictionary_file(job: str) -> None:
+    """The executor's and the alignment's dictionary are the family's file: their fingerprints agree."""
+    (alignment,) = [w for w in _server(job)["workflows"] if w["id"] == "alignment"]
+    site = DataDictionary.from_dict(_executor_args(job)["task_args"]["dictionary"])
+    server = DataDictionary.from_dict(alignment["args"]["dictionary"])
+    assert site.fingerprint() == server.fingerprint()
+    name = "indo_rct" if job.startswith("indo_rct_") else "heart"
+    source = json.loads((SPECS_DIR / "dictionaries" / f"{name}.json").read_text())
+    assert site.fingerprint() == DataDictionary.from_dict(source).fingerprint()
     (persistor,) = [c for c in _server(job)["components"] if c["id"] == "persistor"]
-    model = _build(persistor["args"]["model"])
-    assert model.in_features == len(feature_names(_executor_args(job)["task_args"]["chol_zero_as_missing"]))
+    assert "model" not in persistor["args"] and set(persistor["args"]["model_args"]) <= {
+        "arch",
+        "hidden",
+        "seed",
+    }
 
 
 @pytest.mark.parametrize("job", HEART_JOBS)
@@ -179,8 +193,8 @@ def test_task_names_are_the_kit_constants(job: str) -> None:
     he = any(s["path"].startswith(HE_PREFIX) for s in _component_specs(client))
     submit = "" if he else C.TASK_SUBMIT_MODEL
     assert set(entry["tasks"]) == {
-        C.TASK_FED_STATS,
-        C.TASK_SET_SCALING,
+        C.TASK_EHR_PROFILE,
+        C.TASK_SET_SCHEMA,
         C.TASK_TRAIN,
         C.TASK_VALIDATE,
         submit,

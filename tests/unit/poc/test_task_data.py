@@ -16,8 +16,8 @@ from fedhealth_tools.poc.workspace import PocError, PocLayout
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 # job -> the task its sites train on
 TASKS = {
-    "heart_fedavg": "heart",
-    "heart_he": "heart",
+    "heart_fedavg": "tabular",
+    "heart_he": "tabular",
     "cxr_fedavg": "dicom",
     "cxr_topk": "dicom",
     "cxr_he": "dicom",

@@ -21,6 +21,7 @@ JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if (p / "meta.json").is_file())
 PERSISTOR = "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"
 EXECUTOR = "fedhealth.executors.site_executor.SiteExecutor"
 TABULAR = "fedhealth.models.tabular.TabularNet"
+IMAGE_MODEL = "fedhealth.models.image_model.ImageModel"
 # (class path, the words of the one reason it is refused for, or None: accepted)
 PATH_CASES = [
     (EXECUTOR, None),
@@ -197,12 +198,12 @@ def test_every_component_of_every_shipped_job_is_accepted(job: str) -> None:
 
 
 def test_components_in_finds_outermost_configs_and_paths_include_nested() -> None:
-    config = json.loads((JOBS_DIR / "heart_fedavg" / "app" / "config" / "config_fed_server.json").read_text())
+    config = json.loads((JOBS_DIR / "cxr_fedavg" / "app" / "config" / "config_fed_server.json").read_text())
     found = dict(components_in(config))
     assert found["components[0]"]["path"] == PERSISTOR
     assert "components[0].args.model" not in found  # the persistor's own check covers its model
     assert "workflows[1]" in found and len(found) == len(config["components"]) + len(config["workflows"])
-    assert TABULAR in component_paths(config) and PERSISTOR in component_paths(config)
+    assert IMAGE_MODEL in component_paths(config) and PERSISTOR in component_paths(config)
 
 
 def test_check_job_names_file_location_and_reason(tmp_path: Path) -> None:

@@ -18,8 +18,9 @@ ENTRIES = load()
 # Components the shipped jobs must keep using (a sanity floor: collection finds nested ones too).
 MUST_HAVE = (
     "fedhealth.executors.site_executor.SiteExecutor",
-    "fedhealth.models.tabular.TabularNet",  # nested: the persistor's model
-    "fedhealth.models.image_model.ImageModel",
+    "fedhealth.persistors.tabular_model_persistor.TabularModelPersistor",
+    "fedhealth.workflows.ehr_alignment_controller.EhrAlignmentController",
+    "fedhealth.models.image_model.ImageModel",  # nested: the image jobs' persistor's model
     "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor",
     "nvflare.app_common.workflows.scatter_and_gather_scaffold.ScatterAndGatherScaffold",
 )

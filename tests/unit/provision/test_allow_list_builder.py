@@ -11,7 +11,7 @@ from cryptography.x509.oid import NameOID
 from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 
 from fedhealth_tools.poc.variants import FAULT_FILTER, project_allowing
-from fedhealth_tools.poc.workspace import PocLayout, prepare_workspace, write_heart_data
+from fedhealth_tools.poc.workspace import PocLayout, prepare_workspace, write_heart_data, write_heart_rows
 from fedhealth_tools.provision.allow_list import load
 from fedhealth_tools.provision.allow_list_builder import (
     GUARD,
@@ -45,12 +45,19 @@ NOT_CLASSES = [
     ("subprocess.run", "it is a function, not a class"),
     ("fedhealth.executors.site_executor.Path", "alias of 'pathlib.Path'"),
 ]
-# site -> (train rows, test rows) written into that site's own kit
+# site -> (train rows, test rows) of FLamby's rows (task "heart") written into that site's own kit
 SITE_ROWS = {
     "cleveland": (199, 104),
     "hungary": (172, 89),
     "switzerland": (30, 16),
     "va_long_beach": (85, 45),
+}
+# site -> (train rows, test rows) of its heart export (all 920 patients, FLamby's split kept)
+SITE_EXPORT_ROWS = {
+    "cleveland": (199, 104),
+    "hungary": (193, 101),
+    "switzerland": (80, 43),
+    "va_long_beach": (131, 69),
 }
 
 
@@ -177,15 +184,26 @@ def test_certificates_are_real_x509(poc: PocLayout, name: str, cert_file: str) -
     assert (startup / cert_file.replace(".crt", ".key")).is_file()
 
 
-def test_write_heart_data_gives_each_site_its_own_rows(poc: PocLayout) -> None:
-    sizes = write_heart_data(poc)
-    assert sizes == SITE_ROWS
-    for site, (n_train, n_test) in SITE_ROWS.items():
+def test_write_heart_data_gives_each_site_its_own_export_and_mapping(poc: PocLayout) -> None:
+    sizes = write_heart_data(poc)  # what the shipped heart jobs (task "tabular") read
+    assert sizes == SITE_EXPORT_ROWS
+    for site, (n_train, n_test) in SITE_EXPORT_ROWS.items():
         kit = poc.kit(site)
         settings = json.loads((kit / "local" / "fedhealth_site.json").read_text())
         assert settings == {"data_root": "data"}
         folder = kit / "data" / "heart_disease"
-        assert sorted(p.name for p in folder.iterdir()) == ["test.csv", "train.csv"]
+        assert sorted(p.name for p in folder.iterdir()) == ["mapping.json", "test.csv", "train.csv"]
+        assert json.loads((folder / "mapping.json").read_text())["target"]["column"]
+        for file, n in (("train.csv", n_train), ("test.csv", n_test)):
+            assert len((folder / file).read_text().strip().splitlines()) == n + 1  # header + rows
+    assert not (poc.kit("server") / "data").exists()
+
+
+def test_write_heart_rows_gives_each_site_its_own_flamby_rows(poc: PocLayout) -> None:
+    sizes = write_heart_rows(poc)  # task "heart": FLamby's rows, no mapping
+    assert sizes == SITE_ROWS
+    for site, (n_train, n_test) in SITE_ROWS.items():
+        folder = poc.kit(site) / "data" / "heart_disease"
         for file, n in (("train.csv", n_train), ("test.csv", n_test)):
             assert len((folder / file).read_text().strip().splitlines()) == n + 1  # header + rows
     assert not (poc.kit("server") / "data").exists()

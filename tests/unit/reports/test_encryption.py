@@ -37,9 +37,11 @@ def _record(clear: list[str], sizes: dict[str, list[int]], tasks: tuple[str, ...
 
 
 HEART = (C.TASK_FED_STATS, C.TASK_SET_SCALING, C.TASK_TRAIN, C.TASK_VALIDATE)  # a run with a fed_stats step
+TABULAR = (C.TASK_EHR_PROFILE, C.TASK_SET_SCHEMA, C.TASK_TRAIN, C.TASK_VALIDATE)  # with the alignment step
 IMAGING = (C.TASK_TRAIN, C.TASK_VALIDATE)
 # (layers left in clear, per-site bytes sent per round, expected bytes per round per site, expected ratio,
-#  the tasks that ran: the fed_stats moments are named as in clear only where that step ran)
+#  the tasks that ran: the fed_stats moments and the alignment profiles are named as in clear only where
+#  that step ran)
 CASES = [
     (
         [],
@@ -54,6 +56,13 @@ CASES = [
         {"a": 900_000, "b": 1_000_000},
         None,
         IMAGING,
+    ),
+    (
+        [],
+        {"a": [1_800_000], "b": [1_800_000]},
+        {"a": 1_800_000, "b": 1_800_000},
+        900.0,
+        TABULAR,
     ),
 ]
 
@@ -80,6 +89,10 @@ def test_section_totals_per_site(
     assert f"in clear: {', '.join(sorted(clear)) or 'none'}" in text
     assert "aggregate metrics (losses, accuracy, AUC" in text  # what still travels in clear is stated
     assert ("fed_stats" in text) == (C.TASK_FED_STATS in tasks)
+    assert ("feature profiles of the alignment step" in text) == (C.TASK_EHR_PROFILE in tasks)
+    if C.TASK_EHR_PROFILE in tasks:
+        assert "counts below the job's min_cell suppressed" in text
+        assert "every site's present and missing counts" in text  # the schema goes back to every site
     if clear:
         assert any("layers not encrypted" in line for line in section["in_clear"])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedhealth_tools.poc.fast_settings import fast_settings_missing
-from fedhealth_tools.simulation.run import CROSS_SITE_EVAL, FED_STATS, simulation_job
+from fedhealth_tools.simulation.run import ALIGNMENT, CROSS_SITE_EVAL, PRE_TRAINING, simulation_job
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 CASES = [  # job, sites, rounds, hidden, local_steps
@@ -31,19 +31,19 @@ def test_simulation_job(
     server, shipped = _load(out, "config_fed_server.json"), _load(src, "config_fed_server.json")
     paths = [w["path"] for w in server["workflows"]]
     assert CROSS_SITE_EVAL in [w["path"] for w in shipped["workflows"]] and CROSS_SITE_EVAL not in paths
+    assert ALIGNMENT in paths  # the heart jobs align their features before training
     for workflow in server["workflows"]:
         assert workflow["args"]["min_clients"] == sites
-        if workflow["path"] != FED_STATS:
+        if workflow["path"] not in PRE_TRAINING:
             assert workflow["args"]["num_rounds"] == rounds
     assert json.loads((out / "meta.json").read_text())["min_clients"] == sites
     (persistor,) = [c for c in server["components"] if c["id"] == "persistor"]
-    model = persistor["args"]["model"]["args"]
+    model = persistor["args"]["model_args"]  # SchemaModelPersistor: the width comes from the schema
+    shipped_model = next(c for c in shipped["components"] if c["id"] == "persistor")["args"]["model_args"]
     if hidden is None:
-        assert (
-            model == next(c for c in shipped["components"] if c["id"] == "persistor")["args"]["model"]["args"]
-        )
+        assert model == shipped_model
     else:
-        assert (model["arch"], model["hidden"]) == ("mlp", hidden)
+        assert model == {**shipped_model, "arch": "mlp", "hidden": hidden}
     client = _load(out, "config_fed_client.json")
     executor_args = client["executors"][0]["executor"]["args"]
     shipped_args = _load(src, "config_fed_client.json")["executors"][0]["executor"]["args"]

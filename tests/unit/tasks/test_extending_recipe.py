@@ -32,6 +32,7 @@ from nvflare.app_common.app_constant import AppConstants
 from nvflare.fuel.utils.component_builder import ComponentBuilder
 
 from fedhealth import constants as C
+from fedhealth.models.tabular import TabularNet
 from fedhealth.tasks import registry
 from fedhealth_tools.jobs.spec import render_all
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
@@ -126,12 +127,9 @@ def test_the_toy_task_runs_fedavg_through_the_real_executor(tmp_path: Path, inst
     generator = builder.build_component(_component(server, "components", "shareable_generator"))
     aggregator = builder.build_component(_component(server, "components", "aggregator"))
     rounds = _component(server, "workflows", "scatter_and_gather")["args"]["num_rounds"]
-    model_spec = _component(server, "components", "persistor")["args"]["model"]
+    model_args = _component(server, "components", "persistor")["args"]["model_args"]
     torch.manual_seed(0)
-    weights = {
-        k: v.numpy()
-        for k, v in builder.build_component(json.loads(json.dumps(model_spec))).state_dict().items()
-    }
+    weights = {k: v.numpy() for k, v in TabularNet(**model_args).state_dict().items()}
 
     for folder in ("startup", "local"):
         (tmp_path / "server" / folder).mkdir(parents=True)

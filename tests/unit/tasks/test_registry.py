@@ -102,7 +102,7 @@ def test_a_job_cannot_import_a_module_by_naming_it(site_package: Path) -> None:
 
 
 def test_without_installed_packages_the_known_tasks_are_the_kits() -> None:
-    assert registry.task_names() == ["dicom", "heart"]
+    assert registry.task_names() == ["dicom", "heart", "tabular"]
     with pytest.raises(ValueError) as info:
         registry.build_task("sepsis")
-    assert str(info.value) == "unknown task 'sepsis'; known tasks: dicom, heart."
+    assert str(info.value) == "unknown task 'sepsis'; known tasks: dicom, heart, tabular."

@@ -26,7 +26,7 @@ from nvflare.private.fed.utils.fed_utils import authorize_build_component
 from fedhealth.widgets.component_guard import PREFIX, ComponentGuard
 from fedhealth_tools.provision.allow_list import load
 
-JOB = Path(__file__).resolve().parents[3] / "jobs" / "heart_fedavg"
+JOB = Path(__file__).resolve().parents[3] / "jobs" / "cxr_fedavg"  # its persistor nests a model config
 WRITE_SITE = "fedhealth.data.site_data.write_site"
 PLANTED = {"path": WRITE_SITE, "args": {"data_root": "planted", "train": [], "test": []}}
 # (where the function is planted, FLARE's node path of the refused component)
@@ -93,9 +93,9 @@ def test_flare_asks_the_guard_about_every_component_nested_included(tmp_path: Pa
     conf.configure()
     seen = dict((node, path) for path, node in guard.seen)
     assert seen["components.#1"] == "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"
-    assert seen["components.#1.args.model"] == "fedhealth.models.tabular.TabularNet"
-    assert seen["workflows.#2"] == "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
-    assert len(seen) == 11  # 7 components + the persistor's model + 3 workflows
+    assert seen["components.#1.args.model"] == "fedhealth.models.image_model.ImageModel"
+    assert seen["workflows.#1"] == "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
+    assert len(seen) == 10  # 7 components + the persistor's model + 2 workflows
     assert not (tmp_path / "server" / "planted").exists()
 
 

@@ -3,8 +3,9 @@
 :func:`indo_rct_spec` takes ``job_specs/heart.json``'s defaults and changes only what the table
 needs: the tabular task with the indo_rct dictionary (included from
 ``job_specs/dictionaries/indo_rct.json`` with ``$file``, so the dictionary is one file), the EHR
-tasks, three clients (the fourth centre has 3 patients and declines), federated feature alignment in
-place of the heart's scaling statistics, and the persistor that sizes the model from the aligned
+tasks, two clients (centres 3_UK and 4_Case hold 15 and 2 training patients, below a site's default
+``min_examples_per_round`` of 16, and decline), federated feature alignment in place of the
+heart's scaling statistics, and the persistor that sizes the model from the aligned
 schema. ``scripts/make_indo_rct.py`` writes it to ``job_specs/indo_rct.json``.
 """
 
@@ -18,7 +19,8 @@ from fedhealth_tools.jobs.spec import INCLUDE
 FAMILY = "indo_rct"
 JOB = "indo_rct_fedavg"
 DICTIONARY_INCLUDE = {INCLUDE: "dictionaries/indo_rct.json"}
-MIN_CLIENTS = 3
+MIN_CLIENTS = 2
+SAG_WAIT_S = 30
 TASKS = ["ehr_profile", "set_schema", "train", "validate", "submit_model"]
 ALIGNMENT = {
     "id": "alignment",
@@ -38,7 +40,7 @@ ALIGNMENT = {
 }
 PERSISTOR = {
     "id": "persistor",
-    "path": "fedhealth.persistors.schema_model_persistor.SchemaModelPersistor",
+    "path": "fedhealth.persistors.tabular_model_persistor.TabularModelPersistor",
     "args": {"model_args": {"arch": "logreg", "hidden": 16, "seed": 0}},
 }
 # the heart family's first workflow, whichever it is now: scaling statistics or alignment
@@ -72,6 +74,10 @@ def indo_rct_spec(heart: dict[str, Any]) -> dict[str, Any]:
     sag = _item(server["workflows"], "scatter_and_gather")
     sag["args"]["min_clients"] = MIN_CLIENTS
     sag["args"]["ignore_result_error"] = None
+    # A declining site's error reply counts as a response in FLARE: without a wait, a round would be
+    # aggregated once the two small centres had refused, before the others sent their updates. The
+    # wait ends as soon as every site has answered, so it costs nothing when all do.
+    sag["args"]["wait_time_after_min_received"] = SAG_WAIT_S
     return {"family": FAMILY, "defaults": defaults, "jobs": {JOB: {}}}
 
 

@@ -6,17 +6,31 @@ is smaller than ``min_train`` / ``min_test`` rows is topped up with further rows
 pool (so with many sites, sites share patients: the point is cost, not accuracy). ``min_train``
 defaults to 16, the sites' default floor (one batch of 16 distinct patients per update): a smaller
 synthetic site would decline every task.
+
+Each site's ``heart_disease/`` folder holds ``train.csv``, ``test.csv`` (the canonical columns, named
+as the heart data dictionary names its features, with the UCI codes its ``codes`` accept, e.g. ``2.0``)
+and the ``mapping.json`` that reads them for task ``tabular`` (:data:`SYNTHETIC_MAPPING`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fedhealth.data.site_data import write_site
+from fedhealth.ehr.mapping import MAPPING_FILE
 from fedhealth_tools.data.heart_source import load_heart_sites
+
+# The synthetic sites' mapping: every column already has the dictionary's feature name (so none is
+# listed but cholesterol, where FLamby's 0 means "not measured"); the label column is ``target``.
+SYNTHETIC_MAPPING = {
+    "missing_tokens": ["", "nan", "NA", "?"],
+    "target": {"column": "target", "positive": ["1"], "negative": ["0"]},
+    "columns": {"chol": {"feature": "chol", "missing_values": ["0", "0.0"]}},
+}
 
 
 def site_names(n_sites: int) -> list[str]:
@@ -56,9 +70,10 @@ def synthetic_split(
 
 
 def write_synthetic_sites(root: Path, n_sites: int, *, seed: int = 0) -> dict[str, Path]:
-    """Write each synthetic site's files under ``root/<site>``; returns ``{site: data folder}``."""
+    """Write each synthetic site's files and ``mapping.json`` under ``root/<site>``; returns its folders."""
     folders = {}
     for name, (train, test) in synthetic_split(n_sites, seed=seed).items():
         folders[name] = Path(root) / name
-        write_site(folders[name], train, test)
+        folder = write_site(folders[name], train, test)
+        (folder / MAPPING_FILE).write_text(json.dumps(SYNTHETIC_MAPPING, indent=2) + "\n")
     return folders

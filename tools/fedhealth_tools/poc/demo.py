@@ -1,11 +1,12 @@
 """``fedhealth demo``: a four-hospital federation in FLARE POC mode, end to end, for any shipped job.
 
 Prepares a POC workspace inside the checkout (or reuses the one made from the same project file),
-gives each hospital its own data of the task the job names (heart rows, or chest X-rays converted to
-DICOM; :mod:`fedhealth_tools.poc.task_data`), starts the real server and client processes, submits the job as
-the project admin through the FLARE API, shows live progress, downloads the result, prints the
-per-site table and writes the report (the same one ``fedhealth report`` writes for any downloaded
-job result). Every process it started is stopped on the way out, also on an error or Ctrl-C.
+gives each hospital its own data of the task the job names (its table export and mapping, or chest
+X-rays converted to DICOM; :mod:`fedhealth_tools.poc.task_data`), starts the real server and client
+processes, submits the job as the project admin through the FLARE API, shows live progress,
+downloads the result, prints the per-site table and writes the report (the same one ``fedhealth
+report`` writes for any downloaded job result). Every process it started is stopped on the way out,
+also on an error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def run_demo(
     task, sizes = place_task_data(layout, job_dir, images=images)
     if task == "heart":
         print(f"[2/6] each hospital's own rows written into its own site (train+test): {sizes}")
+    elif task == "tabular":
+        print(f"[2/6] each hospital's own export and mapping written into its own site (train+test): {sizes}")
     else:
         print(f"[2/6] bundled PneumoniaMNIST as DICOM in each site, non-IID (train+val+test): {sizes}")
     result = run_job(layout, job_dir, workspace=Path(workspace), timeout=timeout)

@@ -41,19 +41,27 @@ def _writer(dataset: str) -> Callable[[Path, str], tuple[int, int]]:
     )
 
 
-def write_tabular_data(layout: PocLayout, dataset: str) -> dict[str, tuple[int, int]]:
+def write_tabular_data(
+    layout: PocLayout, dataset: str, *, skip_own_data: bool = False
+) -> dict[str, tuple[int, int]]:
     """Write each POC site's export of ``dataset`` into its kit; returns ``{site: (n_train, n_test)}``.
+
+    Args:
+        layout: the provisioned workspace.
+        dataset: the job's ``task_args["dataset"]``.
+        skip_own_data: leave a site whose settings name another data folder as it is (``fedhealth
+            up``); without it such a site is an error (the demo's job needs the kit's export there).
 
     Raises:
         PocError: a dataset the demo has no data for, a site that is not one of the four POC
-            hospitals, or a site that points at its own data.
+            hospitals, or (without ``skip_own_data``) a site that points at its own data.
     """
     write = _writer(dataset)
     unknown = [s for s in layout.sites if s not in SITE_OF]
     if unknown:
         raise PocError(f"project sites {unknown} are not the demo's sites {sorted(SITE_OF)}")
     own = {s: root for s in layout.sites if (root := site_data_root(layout.kit(s))) not in (None, LOCAL_DATA)}
-    if own:
+    if own and not skip_own_data:
         named = ", ".join(f"{s} ({root})" for s, root in own.items())
         raise PocError(
             f"sites point at their own data: {named}; the demo writes its {dataset} exports into each kit. "
@@ -62,6 +70,8 @@ def write_tabular_data(layout: PocLayout, dataset: str) -> dict[str, tuple[int, 
         )
     sizes = {}
     for site in layout.sites:
+        if site in own:
+            continue
         kit = layout.kit(site)
         shutil.rmtree(kit / LOCAL_DATA / dataset, ignore_errors=True)  # no file of an earlier export stays
         sizes[site] = write(kit / LOCAL_DATA, site)

@@ -20,7 +20,7 @@ from fedhealth.policy.site_limits import Limits
 from fedhealth_tools.imaging.converter import medmnist_file
 from fedhealth_tools.poc.cxr_data import write_cxr_data
 from fedhealth_tools.poc.tabular_data import write_tabular_data
-from fedhealth_tools.poc.workspace import LOCAL_DATA, PocError, PocLayout, site_data_root, write_heart_data
+from fedhealth_tools.poc.workspace import LOCAL_DATA, PocError, PocLayout, site_data_root, write_heart_rows
 
 EXECUTOR = "fedhealth.executors.site_executor.SiteExecutor"
 DEMO_TASKS = ("heart", "dicom", "tabular")
@@ -67,7 +67,7 @@ def place_task_data(
     """
     task, task_args = job_task(job_dir)
     if task == "heart":
-        sizes = write_heart_data(layout)
+        sizes = write_heart_rows(layout)
         return task, ", ".join(f"{s} {tr}+{te}" for s, (tr, te) in sizes.items())
     if task == "tabular":
         sizes = write_tabular_data(layout, str(task_args.get("dataset", "")))

@@ -1,9 +1,9 @@
 """``fedhealth up``: the POC federation, kept running for the admin console or the FLARE API.
 
 Provisions the workspace once (a later ``up`` reuses it; ``--fresh`` starts clean), points each
-site at its data (``--data SITE=PATH``, else the kit writes that hospital's heart rows), starts the
-server and the sites, prints how to open the admin console, and waits. Ctrl-C stops every process
-it started.
+site at its data (``--data SITE=PATH``, else the kit writes that hospital's heart export and
+``mapping.json``, as the heart jobs read them), starts the server and the sites, prints how to open
+the admin console, and waits. Ctrl-C stops every process it started.
 """
 
 from __future__ import annotations

@@ -83,7 +83,10 @@ def project_allowing(project_file: Path, dest: Path, classes: list[str]) -> Path
 def heart_poc(
     project_file: Path, workspace: Path, *, he: bool = False, allow: list[str] | None = None
 ) -> PocLayout:
-    """Provision ``project_file`` on a free port into ``workspace/poc`` and place each site's data.
+    """Provision ``project_file`` on a free port into ``workspace/poc`` and place each site's heart data.
+
+    Each hospital gets its export and ``mapping.json``, what the heart jobs (task ``tabular``) read
+    (:func:`~fedhealth_tools.poc.workspace.write_heart_data`).
 
     For drills, tests and benchmarks: a run of its own that never collides with another on the
     same machine. With ``he``, the kits also hold TenSEAL contexts (:func:`project_with_he`); with

@@ -1,8 +1,9 @@
 """A POC workspace inside the checkout: startup kits from ``project.yml`` and each site's data.
 
 ``nvflare poc prepare -i project.yml`` runs the project's builders (certificates, fedhealth's
-allow-list and loopback builders). Then each hospital's own rows are written into that site's own
-``data/`` folder, and the site's ``local/fedhealth_site.json`` says where its data lives.
+allow-list and loopback builders). Then each hospital's own export (in its own dialect, with the
+``mapping.json`` that reads it) is written into that site's own ``data/`` folder, and the site's
+``local/fedhealth_site.json`` says where its data lives.
 
 A workspace is provisioned once: a later ``fedhealth up`` or ``demo`` reuses the one made from the
 same project file (its sites' settings and its job results stay), refuses one made otherwise, and
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from fedhealth.constants import SITE_CONFIG_FILE, SITE_DATA_ROOT_KEY
+from fedhealth.constants import HEART_DATASET_DIR, SITE_CONFIG_FILE, SITE_DATA_ROOT_KEY
 from fedhealth.data.site_data import write_site
 from fedhealth.onboarding.preflight import nvflare_bin
 from fedhealth_tools.data.heart_source import load_heart_sites
@@ -162,16 +163,40 @@ def set_site_data(layout: PocLayout, data: dict[str, Path]) -> dict[str, Path]:
     return placed
 
 
-def write_heart_data(
+def write_heart_data(layout: PocLayout, *, skip_own_data: bool = False) -> dict[str, tuple[int, int]]:
+    """Give each hospital site the data the shipped heart jobs read; returns ``{site: (n_train, n_test)}``.
+
+    The heart jobs train task ``tabular`` on dataset ``heart_disease``: each site gets its hospital's
+    export in its own dialect and the ``mapping.json`` that reads it
+    (:func:`fedhealth_tools.poc.tabular_data.write_tabular_data`).
+
+    Args:
+        layout: the provisioned workspace.
+        skip_own_data: leave a site whose settings name another data folder as it is (``up``);
+            without it such a site is an error (the demo's heart job needs the kit's export there).
+
+    Raises:
+        PocError: a project site that is not one of the four hospitals, or (without
+            ``skip_own_data``) a site that points at its own data.
+    """
+    from fedhealth_tools.poc.tabular_data import write_tabular_data  # it builds on this module
+
+    return write_tabular_data(layout, HEART_DATASET_DIR, skip_own_data=skip_own_data)
+
+
+def write_heart_rows(
     layout: PocLayout, csv_path: Path | None = None, *, skip_own_data: bool = False
 ) -> dict[str, tuple[int, int]]:
-    """Give each hospital site only its own rows; returns ``{site: (n_train, n_test)}``.
+    """Give each hospital site only its own FLamby rows, as task ``heart`` reads them.
+
+    Returns ``{site: (n_train, n_test)}``. No shipped job trains task ``heart`` any more (the heart
+    jobs read :func:`write_heart_data`'s exports); the demo places these rows for a job that does.
 
     Args:
         layout: the provisioned workspace.
         csv_path: the heart data (default: the bundled file).
-        skip_own_data: leave a site whose settings name another data folder as it is (``up``);
-            without it such a site is an error (the demo's heart job needs heart rows).
+        skip_own_data: leave a site whose settings name another data folder as it is; without it
+            such a site is an error.
 
     Raises:
         PocError: a project site that is not a hospital of the heart data, or (without

@@ -7,10 +7,12 @@ simulation process's peak memory. Each site gets a synthetic share of the heart 
 (:mod:`fedhealth_tools.data.synthetic_sites`) in its own folder, named by its own ``local/`` setting.
 
 The job is the shipped job with only what a federation of ``n`` sites changes: every site is needed
-(``min_clients`` of the federated statistics, of ``ScatterAndGather`` and of the job), the number of
-rounds, and no cross-site evaluation (``n x (n + 1)`` validations; it is not part of a round).
-Options ``hidden`` (a wider model, :class:`fedhealth.models.tabular.TabularNet` as an MLP) and
-``stock`` (FLARE's own simulator client runner: one worker process per client) serve the benchmarks.
+(``min_clients`` of the step before training, federated statistics or feature alignment, of
+``ScatterAndGather`` and of the job), the number of rounds, and no cross-site evaluation
+(``n x (n + 1)`` validations; it is not part of a round). Each synthetic site holds its files and
+the ``mapping.json`` that reads them for task ``tabular``. Options ``hidden`` (a wider model,
+:class:`fedhealth.models.tabular.TabularNet` as an MLP) and ``stock`` (FLARE's own simulator client
+runner: one worker process per client) serve the benchmarks.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from fedhealth_tools.poc.variants import job_variant
 
 CROSS_SITE_EVAL = "nvflare.app_common.workflows.cross_site_model_eval.CrossSiteModelEval"
 FED_STATS = "fedhealth.workflows.fed_stats_controller.FedStatsController"
+ALIGNMENT = "fedhealth.workflows.ehr_alignment_controller.EhrAlignmentController"
+PRE_TRAINING = (FED_STATS, ALIGNMENT)  # the workflows before training: they need every site too
 
 
 def simulation_job(
@@ -46,7 +50,8 @@ def simulation_job(
     """A copy of the job ``src`` for ``n_sites`` simulated sites (see the module docstring).
 
     Args:
-        hidden: make the model a TabularNet MLP with this many hidden units (16 * hidden + 1 weights).
+        hidden: make the model a TabularNet MLP with this many hidden units (the persistor's
+            ``model_args``; the input width is the aligned schema's, or the model's own).
         local_steps: the executor's optimizer steps per round (benchmarks of wide models: the
             round's overhead, not its training, is what they measure).
     """
@@ -55,12 +60,15 @@ def simulation_job(
     config = json.loads(config_file.read_text())
     config["workflows"] = [w for w in config["workflows"] if w["path"] != CROSS_SITE_EVAL]
     for workflow in config["workflows"]:
-        if workflow["path"] == FED_STATS:
+        if workflow["path"] in PRE_TRAINING:
             workflow["args"]["min_clients"] = n_sites
     if hidden is not None:
         for component in config["components"]:
-            model = component.get("args", {}).get("model")
-            if isinstance(model, dict) and model.get("path", "").endswith("TabularNet"):
+            args = component.get("args", {})
+            model = args.get("model")
+            if isinstance(args.get("model_args"), dict):  # SchemaModelPersistor: width from the schema
+                args["model_args"].update(arch="mlp", hidden=hidden)
+            elif isinstance(model, dict) and model.get("path", "").endswith("TabularNet"):
                 model["args"].update(arch="mlp", hidden=hidden)
     config_file.write_text(json.dumps(config, indent=2))
     if local_steps is not None:

@@ -1,10 +1,13 @@
-"""The global model of a tabular job, sized by the schema the alignment workflow agreed.
+"""The global :class:`~fedhealth.models.tabular.TabularNet` of a job, from plain arguments.
 
 A tabular job does not know its model's width when it is written: the server's alignment
 (:class:`~fedhealth.workflows.ehr_alignment_controller.EhrAlignmentController`) decides which
-features, categories and missingness indicators the model takes. This persistor builds the
-:class:`~fedhealth.models.tabular.TabularNet` when the training workflow first loads the model, from
-``ehr_schema.json`` in the server's run folder; everything else is FLARE's ``PTFileModelPersistor``.
+features, categories and missingness indicators the model takes. Without ``in_features`` in
+``model_args`` this persistor builds the model when the training workflow first loads it, from
+``ehr_schema.json`` in the server's run folder; with it (a task without alignment) it builds it as
+given. Its arguments are data only, so a site's component check sees everything a job asks for (a
+nested ``{"path": ...}`` model config would name a class the check never sees). Everything else is
+FLARE's ``PTFileModelPersistor``.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
 from fedhealth.constants import EHR_SCHEMA_FILE
 from fedhealth.models.tabular import TabularNet
 
-_MODEL_ARGS = ("arch", "hidden", "seed")
+_MODEL_ARGS = ("in_features", "arch", "hidden", "seed")
 
 
-class SchemaModelPersistor(PTFileModelPersistor):
-    """``PTFileModelPersistor`` whose ``TabularNet`` takes as many inputs as the aligned schema has columns.
+class TabularModelPersistor(PTFileModelPersistor):
+    """``PTFileModelPersistor`` of a ``TabularNet``: ``model_args``; without a width, the aligned schema's.
 
     Args:
-        model_args: ``TabularNet`` arguments other than ``in_features`` (``arch``, ``hidden``, ``seed``).
+        model_args: ``TabularNet`` arguments (``in_features``, ``arch``, ``hidden``, ``seed``); without
+            ``in_features`` the width is the aligned schema's column count.
         **kwargs: ``PTFileModelPersistor``'s other arguments (file names, ``exclude_vars``...).
     """
 
@@ -35,12 +39,11 @@ class SchemaModelPersistor(PTFileModelPersistor):
         self.model_args = dict(model_args or {})
         unknown = sorted(set(self.model_args) - set(_MODEL_ARGS))
         if unknown:
-            raise ValueError(
-                f"model_args has no argument {unknown}; it takes {list(_MODEL_ARGS)} (in_features "
-                "comes from the aligned schema)."
-            )
+            raise ValueError(f"model_args has no argument {unknown}; it takes {list(_MODEL_ARGS)}.")
 
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
+        if self.model is None and "in_features" in self.model_args:
+            self.model = TabularNet(**self.model_args)
         if self.model is None:
             run_dir = Path(fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id()))
             path = run_dir / EHR_SCHEMA_FILE
