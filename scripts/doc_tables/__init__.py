@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from doc_tables import compression, encryption, heart, imaging, noniid, privacy, reliability, scale
+from doc_tables import compression, ehr, encryption, heart, imaging, noniid, privacy, reliability, scale
 
 TABLES: dict[str, Callable[[Path], str]] = {
     "heart-bench": heart.heart_bench,
     "heart-per-site": heart.heart_per_site,
     "heart-jobs": heart.heart_jobs,
     "heart-jobs-setup": heart.heart_jobs_setup,
+    "ehr-bench": ehr.ehr_bench,
+    "ehr-per-site": ehr.ehr_per_site,
+    "ehr-aims": ehr.ehr_aims,
+    "ehr-setup": ehr.ehr_setup,
     "faults": reliability.faults,
     "robust-rules": reliability.robust_rules,
     "privacy-utility": privacy.privacy_utility,
