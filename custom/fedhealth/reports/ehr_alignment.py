@@ -70,8 +70,8 @@ def feature_table(schema: dict) -> list[dict]:
     """One row per feature of the schema, kept ones first (schema order), then the dropped ones.
 
     A row: ``name``, ``kind``, ``kept``, ``reason`` (why dropped), ``indicator``, ``impute``,
-    ``sites_with_feature`` (sites that released a present count, as the server's
-    ``min_sites_with_feature`` rule counts them: a suppressed count is not a site with it),
+    ``sites_with_feature`` (sites with at least ``min_cell`` values present, as the server's
+    ``min_sites_with_feature`` rule counts them),
     ``n_sites``, the federation's missing fraction as ``missing_fraction`` and
     ``missing_fraction_max`` (equal unless a site's missing count was suppressed: it is then
     somewhere in 1 .. min_cell - 1), and ``per_site`` {site: {status, missing_fraction, present,
@@ -101,7 +101,7 @@ def feature_table(schema: dict) -> list[dict]:
                 "reason": feature.get("reason"),
                 "indicator": feature.get("indicator") if feature["kept"] else None,
                 "impute": feature.get("impute"),
-                "sites_with_feature": sum(bool(c["present"]) for c in per_site.values()),
+                "sites_with_feature": sum((c["present"] or 0) >= min_cell for c in per_site.values()),
                 "n_sites": len(per_site),
                 "missing_fraction": lo / total if total else None,
                 "missing_fraction_max": hi / total if total else None,
@@ -217,8 +217,8 @@ def alignment_markdown(section: dict | None) -> str:
         f"{section['dropped']} dropped. Patients per site: {rows}.",
         "",
         "Missing share per site (suppressed: a count below the small-cell minimum was not sent; "
-        "absent: the site does not record it; –: no count sent). Sites with it: sites that released "
-        "a present count (a suppressed one does not count, as in the policy's min_sites_with_feature).",
+        "absent: the site does not record it; –: no count sent). Sites with it: sites with at least "
+        "min_cell values present (as the policy's min_sites_with_feature counts them).",
         "",
         table_markdown(section["features"], section["sites"]),
         "",

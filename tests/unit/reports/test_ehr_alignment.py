@@ -8,6 +8,7 @@ was dropped by the policy.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -223,3 +224,11 @@ def test_an_unreadable_schema_fails_the_report_command_naming_the_file(tmp_path:
     (result / "workspace" / EHR_SCHEMA_FILE).write_text("{not json")
     assert main(["report", str(result)]) == 1
     assert f"{EHR_SCHEMA_FILE}: not valid JSON" in capsys.readouterr().err
+
+
+def test_a_site_with_fewer_than_min_cell_values_does_not_count_as_recording_the_feature() -> None:
+    schema = copy.deepcopy(SCHEMA)
+    schema["sites"]["hungary"]["features"]["ca"] = {"present": 3, "missing": ROWS["hungary"] - 3}
+    schema["sites"]["cleveland"]["features"]["ca"] = {"present": 5, "missing": ROWS["cleveland"] - 5}
+    (row,) = [r for r in feature_table(schema) if r["name"] == "ca"]
+    assert row["sites_with_feature"] == 1  # cleveland's 5 count (min_cell 5), hungary's 3 do not
