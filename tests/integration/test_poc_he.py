@@ -8,6 +8,7 @@ context stops the job at start with the file named.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,13 @@ def test_he_job_completes_and_reports_encryption(tmp_path: Path) -> None:
     enc = report["encryption"]
     assert (enc["scheme"], enc["poly_modulus_degree"], enc["scale_bits"]) == ("CKKS", 8192, 40)
     assert enc["encrypted_layers"] == ["net.bias", "net.weight"] and enc["clear_layers"] == []
-    assert enc["values_encrypted"] == 15 and enc["values_clear"] == 0
+    # Logistic regression over the aligned schema's columns: one weight a column and the bias.
+    columns = json.loads(next(result.rglob(C.EHR_SCHEMA_FILE)).read_text())["columns"]
+    assert enc["values_encrypted"] == len(columns) + 1 and enc["values_clear"] == 0
     assert set(enc["sites"]) == set(layout.sites)
     for site, row in enc["sites"].items():
         assert row["rounds"] == ROUNDS, site
-        assert row["ratio"] > 100, site  # two ciphertexts vs 15 floats
+        assert row["ratio"] > 100, site  # two ciphertexts vs a few dozen floats
     # The server's checkpoint holds ciphertexts, not weights.
     (checkpoint,) = result.rglob("FL_global_model.pt")
     saved = torch.load(checkpoint, weights_only=True)["model"]

@@ -1,35 +1,45 @@
 """End to end in FLARE POC mode: a real server, four real site processes, mTLS, the FLARE API.
 
-Slow (about a minute each); marked ``slow``. Each test provisions its own workspace under
-``tmp_path`` on its own port, so it does not collide with a running ``fedhealth demo``.
+Slow (about a minute each); marked ``slow``. Each federation has its own workspace under
+``tmp_path`` on its own port, so it does not collide with a running ``fedhealth demo``; the two tests
+of a site that cannot take part share one.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
 
-from fedhealth.constants import EHR_SCHEMA_FILE, HEART_DATASET_DIR, HEART_SITES, TRAIN_FILE
+from fedhealth.constants import EHR_SCHEMA_FILE, HEART_DATASET_DIR, HEART_SITES, TASK_EHR_PROFILE, TRAIN_FILE
+from fedhealth.ehr.dictionary import DataDictionary
 from fedhealth.reports.run_record import NEVER_STARTED
+from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth.workflows.ehr_alignment_controller import PROFILES_FILE
 from fedhealth_tools.cli import main
 from fedhealth_tools.poc.admin import AdminClient
-from fedhealth_tools.poc.demo import run_demo, run_job
+from fedhealth_tools.poc.demo import run_demo, run_on
 from fedhealth_tools.poc.processes import PocProcesses, free_port
 from fedhealth_tools.poc.status import job_status
+from fedhealth_tools.poc.tabular_data import write_tabular_data
 from fedhealth_tools.poc.variants import heart_poc, job_variant, project_on_port
-from fedhealth_tools.poc.workspace import PocError
+from fedhealth_tools.poc.workspace import PocError, PocLayout
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 3
 DICTIONARY = json.loads((ROOT / "job_specs" / "dictionaries" / "heart.json").read_text())
-PROFILES_FILE = "ehr_profiles.json"  # the alignment workflow's record of what each site sent
+INDO_RCT, INDO_RCT_JOB = "indo_rct", "indo_rct_fedavg"
+SMALL_CENTRES = [
+    "switzerland",
+    "va_long_beach",
+]  # indo_rct centres 3_UK and 4_Case: 15 and 2 training patients
 # The sites' default floor (fedhealth.policy.site_limits) declines the shipped batch 4.
 BATCH_16 = {"batch_size": 16}
 
@@ -131,31 +141,73 @@ def _assert_alignment(result: Path, sizes: dict[str, tuple[int, int]]) -> None:
     assert small == [], f"cells below min_cell {min_cell} were sent: {small}"
 
 
-def test_poc_site_without_a_required_column_fails_and_server_names_it(tmp_path: Path) -> None:
-    workspace = tmp_path / "fedhealth_test_ws"
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    """One federation, heart and indo_rct data at every site, for the tests below it:
+    ``(layout, workspace, admin, check)``."""
+    workspace = tmp_path_factory.mktemp("fedhealth_test_ws")
     layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
-    assert next(f for f in DICTIONARY["features"] if f["name"] == "age")["required"] is True
-    train = layout.kit("switzerland") / "data" / HEART_DATASET_DIR / TRAIN_FILE
-    pd.read_csv(train, dtype=str, keep_default_na=False).drop(columns=["age"]).to_csv(train, index=False)
-    with pytest.raises(PocError) as info:
-        run_job(
-            layout,
-            job_variant(
-                ROOT / "jobs" / "heart_fedprox",
-                tmp_path / "jobs" / "heart_fedprox",
-                rounds=2,
-                executor_args=BATCH_16,
-            ),
-            workspace=workspace,
-            timeout=240,
-        )
-    message = str(info.value)
-    assert "feature alignment failed" in message  # the server's step before training
-    assert "site switzerland" in message
-    assert "heart_disease/train.csv: required feature(s) ['age'] have no column in this table" in message
-    for other in ("cleveland", "hungary", "va_long_beach"):
-        assert f"site {other}" not in message and f"{other}:" not in message  # only the failed site
+    write_tabular_data(layout, INDO_RCT)  # a second table beside the heart export, its own folder
+    with PocProcesses(layout, workspace / "logs") as procs:
+        procs.start()
+        with AdminClient(layout) as admin:
+            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
+            yield layout, workspace, admin, procs.check_alive
     assert _flare_processes() == []
+
+
+@pytest.fixture(scope="module")
+def indo_rct(federation: tuple, tmp_path_factory: pytest.TempPathFactory) -> tuple[PocLayout, Path]:
+    """The indo_rct job (config only: a spec, a dictionary and each site's mapping) run on the federation."""
+    layout, workspace, admin, check = federation
+    job = job_variant(
+        ROOT / "jobs" / INDO_RCT_JOB, tmp_path_factory.mktemp("jobs") / INDO_RCT_JOB, rounds=ROUNDS
+    )
+    return layout, run_on(admin, layout, job, workspace=workspace, timeout=300, check=check)
+
+
+def test_indo_rct_runs_from_a_spec_and_mappings_and_the_small_centres_decline(indo_rct: tuple) -> None:
+    """Centres 3_UK and 4_Case (15 and 2 training patients) decline the alignment (a site releases
+    nothing about fewer patients than its ``min_examples_per_round``, 16); the job goes on with the
+    other two, as its ``min_clients`` allows."""
+    layout, result = indo_rct
+    record, cross = find_run_files(result)
+    report = build_report(INDO_RCT_JOB, record, cross)
+    assert report["rounds"] == ROUNDS
+    trained = [sorted(entry["sites"]) for entry in record["rounds"]]
+    assert trained == [sorted(s for s in layout.sites if s not in SMALL_CENTRES)] * ROUNDS
+    declined = [f for f in record["failures"] if f["task"] == TASK_EHR_PROFILE]
+    assert sorted(f["site"] for f in declined) == SMALL_CENTRES
+    for failure in declined:
+        assert "small cell, below this site's min_examples_per_round 16" in failure["reason"], failure
+    for site in report["sites"]:
+        if site["name"] not in SMALL_CENTRES:
+            assert site["n_test"] > 0 and 0.0 <= site["auc"] <= 1.0, site
+
+
+def test_indo_rct_server_received_only_suppressed_counts(indo_rct: tuple) -> None:
+    layout, result = indo_rct
+    schema = json.loads(next(result.rglob(EHR_SCHEMA_FILE)).read_text())
+    profiles = json.loads(next(result.rglob(PROFILES_FILE)).read_text())
+    dictionary = DataDictionary.from_dict(
+        json.loads((ROOT / "job_specs" / "dictionaries" / "indo_rct.json").read_text())
+    )
+    assert sorted(profiles) == sorted(s for s in layout.sites if s not in SMALL_CENTRES)
+    assert schema["dictionary"] == dictionary.fingerprint() and sorted(schema["sites"]) == sorted(profiles)
+    placed = [f["name"] for f in schema["features"]] + [d["name"] for d in schema["dropped"]]
+    assert sorted(placed) == sorted(dictionary.names)
+    assert len(schema["columns"]) == len(schema["mean"]) == len(schema["std"]) > 0
+    for site, profile in profiles.items():
+        assert set(profile) == {"dictionary", "rows", "min_cell", "features", "problems"}, site
+        for name, entry in profile["features"].items():
+            cells = [*(entry.get("categories") or {}).values(), *(entry.get("histogram") or [])]
+            assert all(c is None or c == 0 or c >= profile["min_cell"] for c in cells), (site, name)
+    # No raw value of the exports reached the server: only the dictionary's names and numbers.
+    files = [p for p in result.rglob("*") if p.suffix in (".json", ".txt")]
+    text = "\n".join(p.read_text(errors="replace") for p in files)
+    raw = (layout.kit("hungary") / "data" / INDO_RCT / "train.csv").read_text()
+    for token in ("1_yes", "0_no", "1_female", "2_male", "2_IU", "1_type 1", "0_no SOD"):
+        assert token in raw and token not in text, token
 
 
 def _job_one_site_cannot_build(tmp_path: Path, site: str) -> Path:
@@ -176,17 +228,14 @@ def _job_one_site_cannot_build(tmp_path: Path, site: str) -> Path:
     return job
 
 
-def test_poc_site_whose_executor_cannot_be_built_is_named_with_its_reason(tmp_path: Path) -> None:
-    workspace = tmp_path / "fedhealth_test_ws"
-    layout = heart_poc(ROOT / "provision" / "poc.yml", workspace)
+def test_poc_site_whose_executor_cannot_be_built_is_named_with_its_reason(
+    tmp_path: Path, federation: tuple
+) -> None:
+    layout, workspace, admin, check = federation
     job = _job_one_site_cannot_build(tmp_path, "switzerland")
-    with PocProcesses(layout, workspace / "logs") as procs:
-        procs.start()
-        with AdminClient(layout) as admin:
-            admin.wait_for_sites(layout.sites, timeout=90, check=procs.check_alive)
-            job_id = admin.submit(job, workspace / "submit")
-            status = admin.follow(job_id, on_progress=lambda _: None, check=procs.check_alive, timeout=240)
-        text = job_status(layout, job_id, workspace / "downloads")  # fedhealth status JOB, its own session
+    job_id = admin.submit(job, workspace / "submit")
+    status = admin.follow(job_id, on_progress=lambda _: None, check=check, timeout=240)
+    text = job_status(layout, job_id, workspace / "downloads")  # fedhealth status JOB, its own session
     assert status.startswith("FINISHED:") and status != "FINISHED:COMPLETED"
     assert f"job {job_id} (heart_bad_arg): {status}" in text
     assert "the run was aborted" in text
@@ -197,4 +246,23 @@ def test_poc_site_whose_executor_cannot_be_built_is_named_with_its_reason(tmp_pa
     assert [f["site"] for f in record["failures"]] == ["switzerland"]  # only the failed site is blamed
     assert main(["report", str(workspace / "downloads" / job_id), "--out", str(tmp_path / "report")]) == 0
     assert "- switzerland (no task ran): " in (tmp_path / "report" / "report.md").read_text()
-    assert _flare_processes() == []
+
+
+def test_poc_site_without_a_required_column_fails_and_server_names_it(
+    tmp_path: Path, federation: tuple
+) -> None:
+    layout, workspace, admin, check = federation  # runs after the test above: it changes the data
+    assert next(f for f in DICTIONARY["features"] if f["name"] == "age")["required"] is True
+    train = layout.kit("switzerland") / "data" / HEART_DATASET_DIR / TRAIN_FILE
+    pd.read_csv(train, dtype=str, keep_default_na=False).drop(columns=["age"]).to_csv(train, index=False)
+    job = job_variant(
+        ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_fedprox", rounds=2, executor_args=BATCH_16
+    )
+    with pytest.raises(PocError) as info:
+        run_on(admin, layout, job, workspace=workspace, timeout=240, check=check)
+    message = str(info.value)
+    assert "feature alignment failed" in message  # the server's step before training
+    assert "site switzerland" in message
+    assert "heart_disease/train.csv: required feature(s) ['age'] have no column in this table" in message
+    for other in ("cleveland", "hungary", "va_long_beach"):
+        assert f"site {other}" not in message and f"{other}:" not in message  # only the failed site
