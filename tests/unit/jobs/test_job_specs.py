@@ -203,7 +203,8 @@ def test_extends_applies_the_parent_first_and_a_loop_is_an_error(tmp_path: Path)
     fedyogi = render_all(SPECS_DIR)["heart_fedyogi"]["app/config/config_fed_server.json"]
     generator = next(c for c in fedyogi["components"] if c["id"] == "shareable_generator")
     assert generator["path"].endswith("FedOptShareableGenerator")
-    assert generator["args"]["server_opt"] == "yogi" and generator["args"]["server_lr"] == 0.3
+    assert generator["args"]["server_opt"] == "yogi"
+    assert generator["args"]["server_lr"] == 0.03  # heart_fedadam's, inherited
     specs, _ = _specs_and_jobs(tmp_path)
     spec = json.loads((specs / "cxr.json").read_text())
     spec["jobs"]["cxr_fedavg"]["$extends"] = "cxr_fedprox"
