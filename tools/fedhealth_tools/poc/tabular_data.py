@@ -21,7 +21,7 @@ from fedhealth_tools.poc.workspace import (
     LOCAL_DATA,
     PocError,
     PocLayout,
-    site_data_root,
+    sites_with_own_data,
     update_site_settings,
 )
 
@@ -60,14 +60,7 @@ def write_tabular_data(
     unknown = [s for s in layout.sites if s not in SITE_OF]
     if unknown:
         raise PocError(f"project sites {unknown} are not the demo's sites {sorted(SITE_OF)}")
-    own = {s: root for s in layout.sites if (root := site_data_root(layout.kit(s))) not in (None, LOCAL_DATA)}
-    if own and not skip_own_data:
-        named = ", ".join(f"{s} ({root})" for s, root in own.items())
-        raise PocError(
-            f"sites point at their own data: {named}; the demo writes its {dataset} exports into each kit. "
-            f"Run the job with fedhealth up and the admin console, or start clean with --fresh "
-            f"(sites' {SITE_DATA_ROOT_KEY} is their own setting)."
-        )
+    own = sites_with_own_data(layout, needs=f"its {dataset} exports", allow=skip_own_data)
     sizes = {}
     for site in layout.sites:
         if site in own:

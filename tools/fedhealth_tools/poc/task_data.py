@@ -14,13 +14,18 @@ import json
 import shutil
 from pathlib import Path
 
-from fedhealth.constants import SITE_DATA_ROOT_KEY
 from fedhealth.imaging.site import CXR_DATASET_DIR, SPLITS
 from fedhealth.policy.site_limits import Limits
 from fedhealth_tools.imaging.converter import medmnist_file
 from fedhealth_tools.poc.cxr_data import write_cxr_data
 from fedhealth_tools.poc.tabular_data import write_tabular_data
-from fedhealth_tools.poc.workspace import LOCAL_DATA, PocError, PocLayout, site_data_root, write_heart_rows
+from fedhealth_tools.poc.workspace import (
+    LOCAL_DATA,
+    PocError,
+    PocLayout,
+    sites_with_own_data,
+    write_heart_rows,
+)
 
 EXECUTOR = "fedhealth.executors.site_executor.SiteExecutor"
 DEMO_TASKS = ("heart", "dicom", "tabular")
@@ -77,7 +82,7 @@ def place_task_data(
             f"{Path(job_dir).name} trains task {task!r}; the demo has data for {', '.join(DEMO_TASKS)}. "
             "Run it with fedhealth up and each site's own data (--data SITE=PATH)."
         )
-    _refuse_own_data(layout)
+    sites_with_own_data(layout, needs="its chest X-rays")
     for site in layout.sites:  # a new subset: drop the files of an earlier conversion
         shutil.rmtree(layout.kit(site) / LOCAL_DATA / CXR_DATASET_DIR, ignore_errors=True)
     manifest = write_cxr_data(
@@ -103,14 +108,3 @@ def place_task_data(
         for site, info in manifest["sites"].items()
     )
     return task, ", ".join(counts)
-
-
-def _refuse_own_data(layout: PocLayout) -> None:
-    own = {s: root for s in layout.sites if (root := site_data_root(layout.kit(s))) not in (None, LOCAL_DATA)}
-    if own:
-        named = ", ".join(f"{s} ({root})" for s, root in own.items())
-        raise PocError(
-            f"sites point at their own data: {named}; the demo writes its chest X-rays into each kit. "
-            f"Run the job with fedhealth up and the admin console, or start clean with --fresh "
-            f"(sites' {SITE_DATA_ROOT_KEY} is their own setting)."
-        )

@@ -163,6 +163,28 @@ def set_site_data(layout: PocLayout, data: dict[str, Path]) -> dict[str, Path]:
     return placed
 
 
+def sites_with_own_data(layout: PocLayout, *, needs: str, allow: bool = False) -> dict[str, str]:
+    """The sites whose settings name a data folder of their own, ``{site: data_root}``.
+
+    Args:
+        layout: the provisioned workspace.
+        needs: what the demo would write into each kit (for the message).
+        allow: return such sites (the caller leaves them as they are) instead of refusing.
+
+    Raises:
+        PocError: such a site exists and ``allow`` is false; the message names the sites.
+    """
+    own = {s: root for s in layout.sites if (root := site_data_root(layout.kit(s))) not in (None, LOCAL_DATA)}
+    if own and not allow:
+        named = ", ".join(f"{s} ({root})" for s, root in own.items())
+        raise PocError(
+            f"sites point at their own data: {named}; the demo writes {needs} into each kit. "
+            "Run the job with fedhealth up and the admin console, or start clean with --fresh "
+            f"(sites' {SITE_DATA_ROOT_KEY} is their own setting)."
+        )
+    return own
+
+
 def write_heart_data(layout: PocLayout, *, skip_own_data: bool = False) -> dict[str, tuple[int, int]]:
     """Give each hospital site the data the shipped heart jobs read; returns ``{site: (n_train, n_test)}``.
 
@@ -206,13 +228,7 @@ def write_heart_rows(
     unknown = [s for s in layout.sites if s not in splits]
     if unknown:
         raise PocError(f"project sites {unknown} are not hospitals of the heart data {sorted(splits)}")
-    own = {s: root for s in layout.sites if (root := site_data_root(layout.kit(s))) not in (None, LOCAL_DATA)}
-    if own and not skip_own_data:
-        named = ", ".join(f"{s} ({root})" for s, root in own.items())
-        raise PocError(
-            f"sites point at their own data: {named}; this job needs the kit's heart rows there. "
-            "Run it on that federation with fedhealth up and the admin console, or start clean with --fresh."
-        )
+    own = sites_with_own_data(layout, needs="the kit's heart rows", allow=skip_own_data)
     sizes = {}
     for site in layout.sites:
         if site in own:
