@@ -15,6 +15,9 @@ from fedhealth_tools.data.heart_canonical import (
     heart_dictionary,
     load_canonical,
 )
+from fedhealth_tools.data.heart_canonical import (
+    TARGET as TARGET_NAME,
+)
 from fedhealth_tools.data.heart_source import SiteSplit, load_heart_sites
 
 # site -> (train, test, FLamby train, FLamby test); FLamby's are heart_source's sizes.
@@ -101,3 +104,8 @@ def test_categories_are_the_dictionarys_names(sites: dict[str, CanonicalSplit]) 
         assert set(every[name].dropna()) == set(features[name]["categories"]) == set(values)
     for name in ("sex", "fbs", "exang"):
         assert set(every[name].dropna()) == {0.0, 1.0}
+
+
+def test_the_features_are_the_dictionarys_in_its_order() -> None:
+    assert [f["name"] for f in heart_dictionary()["features"]] == list(FEATURES)
+    assert len(FEATURES) == 13 and heart_dictionary()["target"]["name"] == TARGET_NAME

@@ -37,21 +37,9 @@ from fedhealth_tools.data.heart_source import (
 from fedhealth_tools.jobs.spec import SPECS_DIR
 
 DICTIONARY_PATH = SPECS_DIR / "dictionaries" / "heart.json"
-FEATURES = (
-    "age",
-    "sex",
-    "cp",
-    "trestbps",
-    "chol",
-    "fbs",
-    "restecg",
-    "thalach",
-    "exang",
-    "oldpeak",
-    "slope",
-    "ca",
-    "thal",
-)
+# The dictionary's 13 features: FLamby's ten columns, then the three FLamby drops (a test checks the
+# dictionary file lists these, in this order).
+FEATURES = (*RAW_COLUMNS, "slope", "ca", "thal")
 TARGET = "heart_disease"
 ID_PREFIX = {"cleveland": "CLE", "hungary": "HUN", "switzerland": "SWI", "va_long_beach": "VAL"}
 
