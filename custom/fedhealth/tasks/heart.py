@@ -21,11 +21,11 @@ from fedhealth import constants as C
 from fedhealth.data.site_data import load_site, resolve_data_root
 from fedhealth.models.state import tabular_from_weights
 from fedhealth.models.tabular import TabularNet
+from fedhealth.tasks.arrays import train_on_arrays, validate_on_arrays
 from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
 from fedhealth.training.heart_site import SCALING_MODES, HeartSite
-from fedhealth.training.loops import LocalTrainConfig, predict, train_local
-from fedhealth.training.site_metrics import evaluate_with_intervals
+from fedhealth.training.loops import LocalTrainConfig
 
 
 class HeartTaskSite:
@@ -56,17 +56,13 @@ class HeartTaskSite:
         seed: int,
         anchor: list[torch.Tensor] | None = None,
     ) -> dict[str, float]:
-        x, y = self.site.arrays("train")
-        return train_local(model, x, y, config, global_params=anchor, generator=generator)
+        return train_on_arrays(self, model, config, generator=generator, anchor=anchor)
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
         return self.site.evaluate(model, split)
 
     def validate(self, model: nn.Module, *, n_bootstrap: int) -> dict:
-        metrics = self.site.evaluate(model, "test")
-        x, y = self.site.arrays("test")
-        metrics[C.M_INTERVALS] = evaluate_with_intervals(y, predict(model, x), n_bootstrap=n_bootstrap)
-        return metrics
+        return validate_on_arrays(self, model, n_bootstrap=n_bootstrap)
 
     def sizes(self) -> dict[str, int]:
         return {C.M_N_TRAIN: self.site.n_train, C.M_N_TEST: self.site.n_test}

@@ -32,10 +32,10 @@ from fedhealth.ehr.mapping import SiteMapping
 from fedhealth.ehr.profile import DEFAULT_MIN_CELL, site_profile
 from fedhealth.models.state import tabular_from_weights
 from fedhealth.models.tabular import TabularNet
+from fedhealth.tasks.arrays import train_on_arrays, validate_on_arrays
 from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
-from fedhealth.training.loops import LocalTrainConfig, evaluate, predict, train_local
-from fedhealth.training.site_metrics import evaluate_with_intervals
+from fedhealth.training.loops import LocalTrainConfig, evaluate
 
 log = logging.getLogger(__name__)
 _DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -112,18 +112,14 @@ class TabularSite:
         seed: int,
         anchor: list[torch.Tensor] | None = None,
     ) -> dict[str, float]:
-        x, y = self.arrays("train")
-        return train_local(model, x, y, config, global_params=anchor, generator=generator)
+        return train_on_arrays(self, model, config, generator=generator, anchor=anchor)
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
         x, y = self.arrays(split)
         return {**evaluate(model, x, y), **{k: float(v) for k, v in self.sizes().items()}}
 
     def validate(self, model: nn.Module, *, n_bootstrap: int) -> dict:
-        metrics = self.evaluate(model, "test")
-        x, y = self.arrays("test")
-        metrics[C.M_INTERVALS] = evaluate_with_intervals(y, predict(model, x), n_bootstrap=n_bootstrap)
-        return metrics
+        return validate_on_arrays(self, model, n_bootstrap=n_bootstrap)
 
     def sizes(self) -> dict[str, int]:
         return {C.M_N_TRAIN: len(self.train_table), C.M_N_TEST: len(self.test_table)}
