@@ -10,6 +10,7 @@ TASK_VALIDATE = "validate"
 TASK_SUBMIT_MODEL = "submit_model"
 TASK_EHR_PROFILE = "ehr_profile"  # a tabular site's small-cell-suppressed counts (fedhealth.ehr.profile)
 TASK_SET_SCHEMA = "set_schema"  # the aligned schema and its imputation/scaling, server -> sites
+TASK_SUBMIT_TREE = "submit_tree_model"  # a tree job's trained XGBoost model, site -> server (fedhealth.trees)
 
 # Keys in DXO meta / data.
 META_LEARNING_RATE = "fedhealth_learning_rate"
@@ -126,3 +127,5 @@ MODEL_PART = "_model_weights_"  # the model part of a collection task (FLARE App
 FINETUNED_MODEL_FILE = "fedhealth_finetuned_model.npz"  # fine-tuning's model; stays in the run folder
 TOPK_RESIDUAL_FILE = "fedhealth_topk_residual.npz"  # the top-k algorithm's error-feedback memory
 M_EVAL_SPLIT = "eval_split"  # the split of a round's received/local metrics (the report labels by it)
+EVENT_TREE_MODEL = "fedhealth.tree_model_collected"  # the server holds a tree job's model (family, trees, hash)
+PROP_TREE_MODEL = "fedhealth.tree_model"  # that event's data: a dict for the run record

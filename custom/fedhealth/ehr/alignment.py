@@ -20,7 +20,7 @@ from fedhealth.ehr.dictionary import DataDictionary, Feature
 from fedhealth.ehr.profile import DEFAULT_MIN_CELL, histogram_edges
 
 MODES = ("union", "intersection")
-IMPUTATIONS = ("mean", "median")
+IMPUTATIONS = ("mean", "median", "none")  # none: missing stays NaN, for trees that split on it
 MISSING_SUFFIX = "_missing"
 
 
@@ -139,8 +139,10 @@ def _feature_spec(feature: Feature, entries: list[dict], rows: int, policy: Alig
         sd = math.sqrt(max(total_sq - n * mean**2, 0.0) / (n - 1))
         if sd == 0.0:
             return None
-        impute = mean
-        if policy.imputation == "median" and feature.kind == "numeric":
+        impute: float | None = mean
+        if policy.imputation == "none":
+            impute = None
+        elif policy.imputation == "median" and feature.kind == "numeric":
             impute = _median(feature, entries, default=mean)
         spec["impute"] = impute
         columns.append((feature.name, mean, sd))

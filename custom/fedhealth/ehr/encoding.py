@@ -5,6 +5,10 @@ column per non-reference category (missing, or a category too rare to be kept ->
 federation-wide share, not the reference level); then the missingness indicator where the schema has
 one. Every column is standardised with the federation's
 mean and standard deviation, so a mean-imputed value becomes 0.
+
+A schema aligned with imputation ``none`` (tree jobs: XGBoost learns a default direction for a missing
+value at every split) keeps every missing value, and every one-hot column of a missing or dropped
+category, as NaN.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ def encode(features: pd.DataFrame, schema: dict) -> np.ndarray:
         ValueError: ``features`` lacks a feature the schema keeps.
     """
     parts = []
+    native = schema.get("policy", {}).get("imputation") == "none"
     means = dict(zip(schema["columns"], schema["mean"], strict=True))
     for spec in schema["features"]:
         name = spec["name"]
@@ -34,11 +39,11 @@ def encode(features: pd.DataFrame, schema: dict) -> np.ndarray:
             for category in spec["categories"][1:]:
                 key = f"{name}={category}"
                 values = (column == category).to_numpy(dtype="float64")
-                values[missing] = means[key]
+                values[missing] = np.nan if native else means[key]
                 parts.append(values)
         else:
             values = column.to_numpy(dtype="float64").copy()
-            values[missing] = float(spec["impute"])
+            values[missing] = np.nan if spec.get("impute") is None else float(spec["impute"])
             parts.append(values)
         if spec["indicator"]:
             parts.append(missing.astype("float64"))

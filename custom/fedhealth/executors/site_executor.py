@@ -238,7 +238,7 @@ class SiteExecutor(Executor):
         """Every reason this site declines the task under its own limits (empty: go ahead)."""
         if task_name == C.TASK_TRAIN:
             return check_train(self.train_request(shareable, fl_ctx), self.effective_limits(fl_ctx))
-        if task_name == C.TASK_SUBMIT_MODEL:
+        if task_name in (C.TASK_SUBMIT_MODEL, C.TASK_SUBMIT_TREE):
             return check_submit_model(self.effective_limits(fl_ctx))
         if task_name in (C.TASK_FED_STATS, C.TASK_EHR_PROFILE):
             return check_statistics(self.n_train(), self.effective_limits(fl_ctx))

@@ -74,6 +74,7 @@ class RunRecord(TypedDict, total=False):
     completed_rounds: list[int]
     round_times: list[dict]
     update_privacy: list[dict]
+    model: dict  # a tree job's model: family, trees, features, sha256, sites, file (TreeModelCollector)
 
 
 def new_record(job_id: str, gate: Gate) -> RunRecord:

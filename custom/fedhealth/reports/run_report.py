@@ -137,6 +137,7 @@ def build_report(job: str, record: RunRecord, cross: dict) -> dict:
         "update_privacy": update_privacy_section(record),
         "encryption": encryption_section(record),
         "personal_vs_global": personal_from_record(record, accuracies),
+        "model": record.get("model"),
     }
 
 
@@ -167,6 +168,17 @@ def site_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def model_line(model: dict | None) -> str:
+    """What a tree job trained (its rounds are boosting rounds, not the report's training rounds)."""
+    if not model:
+        return ""
+    return (
+        f"Model: {model['family']} tree ensemble, {model['trees']} boosting rounds on {model['features']} "
+        f"columns, the same at {len(model['sites'])} sites (SHA-256 {model['sha256'][:12]}...); "
+        f"exported as `{model['file']}` in the job result.\n"
+    )
+
+
 def participation_markdown(report: dict) -> str:
     """One line per site that missed rounds (a dropped or late site); empty when all took part."""
     rows = report.get("participation", {})
@@ -190,6 +202,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         f"Job `{report['job_id']}`, {report['rounds']} rounds, {len(report['sites'])} sites"
         + (f", {seconds:.0f} s end to end." if seconds else "."),
         "",
+        model_line(report.get("model")),
         "Final global model on each site's held-out test split:",
         "",
         site_table(report),

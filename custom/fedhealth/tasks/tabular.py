@@ -6,6 +6,11 @@ site keeps ``<data_root>/<dataset>/train.csv``, ``test.csv`` and its own ``mappi
 small-cell-suppressed counts and sums, :mod:`fedhealth.ehr.profile`) and ``set_schema`` (the features
 the server aligned, with imputation and scaling, :mod:`fedhealth.ehr.alignment`). The schema is kept
 in the run folder so a restarted site picks it up again.
+
+The same sites serve tree jobs (:mod:`fedhealth.trees`): FLARE's XGBoost executor trains on
+:meth:`TabularSite.arrays` (through :class:`fedhealth.executors.tabular_xgb_loader.TabularXGBDataLoader`)
+and writes the booster into the run folder; the step ``submit_tree_model`` sends it to the server, and
+``validate`` scores a tree model as it scores a network (:class:`fedhealth.trees.model.TreeModel`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from fedhealth.tasks.arrays import train_on_arrays, validate_on_arrays
 from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
 from fedhealth.training.loops import LocalTrainConfig, evaluate
+from fedhealth.trees.model import MODEL_FILE, is_tree_weights, tree_from_weights, tree_weights
 
 log = logging.getLogger(__name__)
 _DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -125,7 +131,24 @@ class TabularSite:
         return {C.M_N_TRAIN: len(self.train_table), C.M_N_TEST: len(self.test_table)}
 
     def extra_tasks(self) -> dict[str, ExtraTask]:
-        return {C.TASK_EHR_PROFILE: self._profile, C.TASK_SET_SCHEMA: self._set_schema}
+        return {
+            C.TASK_EHR_PROFILE: self._profile,
+            C.TASK_SET_SCHEMA: self._set_schema,
+            C.TASK_SUBMIT_TREE: self._submit_tree,
+        }
+
+    def trained_tree(self) -> bytes:
+        """The XGBoost model this site's tree training wrote into the run folder (JSON bytes)."""
+        path = self._run_dir / MODEL_FILE if self._run_dir is not None else None
+        if path is None or not path.is_file():
+            raise RuntimeError(
+                f"site {self.name} holds no trained tree model ({MODEL_FILE} in its run folder): "
+                "the job's XGBoost workflow must run, and finish, before the model is collected"
+            )
+        return path.read_bytes()
+
+    def _submit_tree(self, data: Mapping[str, object]) -> dict:
+        return tree_weights(self.trained_tree())
 
     def _profile(self, data: Mapping[str, object]) -> dict:
         asked = int(data.get("min_cell", DEFAULT_MIN_CELL) or DEFAULT_MIN_CELL)  # type: ignore[arg-type]
@@ -151,7 +174,7 @@ class TabularTask:
     dictionary: Mapping[str, object] = field(default_factory=dict)
     dataset: str = C.HEART_DATASET_DIR
     name = "tabular"
-    steps = (C.TASK_EHR_PROFILE, C.TASK_SET_SCHEMA)
+    steps = (C.TASK_EHR_PROFILE, C.TASK_SET_SCHEMA, C.TASK_SUBMIT_TREE)
 
     def __post_init__(self) -> None:
         if not _DATASET.match(self.dataset):
@@ -214,10 +237,11 @@ class TabularTask:
         return TabularNet(in_features=site.n_features, **model_args)  # type: ignore[arg-type]
 
     def model_from_weights(self, weights: Mapping[str, object], site: TabularSite) -> nn.Module:
-        model = tabular_from_weights(weights)
+        """A network or, for ``xgboost_json`` weights, a tree model; checked against the site's schema."""
+        model = tree_from_weights(weights) if is_tree_weights(weights) else tabular_from_weights(weights)
         if model.in_features != site.n_features:
             raise ValueError(
-                f"the model takes {model.in_features} features but the aligned schema has {site.n_features}; "
-                "the job's model and its alignment disagree"
+                f"site {site.name}: the model takes {model.in_features} features but the aligned schema "
+                f"has {site.n_features}; the job's model and its alignment disagree"
             )
         return model

@@ -25,12 +25,14 @@ from nvflare.app_common.app_event_type import AppEventType
 from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
 from fedhealth.constants import (
+    EVENT_TREE_MODEL,
     EVENT_UPDATE_REJECTED,
     HEADER_ERROR,
     M_TRAIN_LOSS,
     META_PRIVACY,
     META_SITE_METRICS,
     PROP_REJECTION,
+    PROP_TREE_MODEL,
     RUN_RECORD_FILE,
     STATS_GROUP,
     TASK_TRAIN,
@@ -96,6 +98,12 @@ class RunRecorder(FLComponent):
             if isinstance(rejection, dict):
                 with self._lock:
                     self._record["rejected_updates"].append(dict(rejection))
+                    self._write_locked()
+        elif event_type == EVENT_TREE_MODEL:
+            info = fl_ctx.get_prop(PROP_TREE_MODEL)
+            if isinstance(info, dict):
+                with self._lock:
+                    self._record["model"] = dict(info)  # a tree job's model: family, trees, hash, file
                     self._write_locked()
         elif event_type == InfoCollector.EVENT_TYPE_GET_STATS:
             collector = fl_ctx.get_prop(InfoCollector.CTX_KEY_STATS_COLLECTOR, None)

@@ -32,6 +32,17 @@ from fedhealth.constants import (
 from fedhealth.data.features import combine_moments
 
 
+def task_failures(client_tasks: list[ClientTask]) -> list[str]:
+    """Each site's reason for a failed task (its ``fedhealth_error`` header, else the return code)."""
+    failures = []
+    for ct in client_tasks:
+        rc = ct.result.get_return_code(ReturnCode.OK) if ct.result is not None else "NO_RESULT"
+        if rc != ReturnCode.OK:
+            reason = ct.result.get_header(HEADER_ERROR, None) if ct.result is not None else None
+            failures.append(reason or f"site {ct.client.name} returned {rc}")
+    return failures
+
+
 class FedStatsController(Controller):
     """Collects feature moments from every site and broadcasts the global scaling.
 
@@ -81,13 +92,7 @@ class FedStatsController(Controller):
         return task.client_tasks
 
     def _failures(self, client_tasks: list[ClientTask]) -> list[str]:
-        failures = []
-        for ct in client_tasks:
-            rc = ct.result.get_return_code(ReturnCode.OK) if ct.result is not None else "NO_RESULT"
-            if rc != ReturnCode.OK:
-                reason = ct.result.get_header(HEADER_ERROR, None) if ct.result is not None else None
-                failures.append(reason or f"site {ct.client.name} returned {rc}")
-        return failures
+        return task_failures(client_tasks)
 
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
         client_tasks = self._broadcast(TASK_FED_STATS, Shareable(), fl_ctx, abort_signal)

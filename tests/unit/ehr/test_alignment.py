@@ -44,7 +44,7 @@ CHOL_DROPPED = [
 # (policy arguments, the exact error)
 BAD_POLICIES = [
     ({"mode": "outer"}, "mode must be one of ('union', 'intersection'), not 'outer'."),
-    ({"imputation": "mode"}, "imputation must be one of ('mean', 'median'), not 'mode'."),
+    ({"imputation": "mode"}, "imputation must be one of ('mean', 'median', 'none'), not 'mode'."),
     ({"max_missing_fraction": 1.5}, "max_missing_fraction must lie in [0, 1]."),
     ({"min_sites_with_feature": 0}, "min_sites_with_feature and min_cell must be at least 1."),
     ({"min_cell": 0}, "min_sites_with_feature and min_cell must be at least 1."),

@@ -34,6 +34,7 @@ FLARE_FREE = (
     "reports",
     "tasks",
     "training",
+    "trees",
     "atomic.py",
     "constants.py",
 )

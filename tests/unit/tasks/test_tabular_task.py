@@ -97,7 +97,7 @@ def test_bad_task_args_are_refused(case: str, args: dict, message: str) -> None:
 def test_the_task_is_built_from_its_job_arguments() -> None:
     task = _task()
     assert isinstance(task, TabularTask) and task.name == "tabular"
-    assert task.steps == (C.TASK_EHR_PROFILE, C.TASK_SET_SCHEMA)
+    assert task.steps == (C.TASK_EHR_PROFILE, C.TASK_SET_SCHEMA, C.TASK_SUBMIT_TREE)
     assert task.data_dictionary.names == ["age", "sex", "cp", "chol"]
 
 
@@ -157,7 +157,8 @@ def test_model_weights_of_another_width_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as err:
         task.model_from_weights(narrow, site)
     assert str(err.value) == (
-        "the model takes 5 features but the aligned schema has 6; the job's model and its alignment disagree"
+        "site site-2: the model takes 5 features but the aligned schema has 6; "
+        "the job's model and its alignment disagree"
     )
 
 

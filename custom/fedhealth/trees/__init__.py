@@ -1,0 +1,1 @@
+"""Gradient-boosted trees (XGBoost) for tabular tasks, FLARE-free: the model, its matrices, bagging."""

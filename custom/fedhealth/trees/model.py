@@ -1,0 +1,90 @@
+"""An XGBoost model as the kit's model: scored by the same validation code as the neural models.
+
+A tree ensemble travels as XGBoost's own JSON model (``Booster.save_raw("json")``) under one key,
+``xgboost_json``, as a ``uint8`` array (what FLARE serialises without pickling). :class:`TreeModel` wraps it
+as a parameter-free ``torch.nn.Module`` whose output is the booster's margin (log-odds), so
+:func:`fedhealth.training.loops.predict` (sigmoid), the loss, the bootstrap intervals, the cross-site
+matrix and the deployment gate treat it exactly as they treat a neural network's logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import xgboost as xgb
+from torch import nn
+
+TREE_KEY = "xgboost_json"
+MODEL_FILE = "xgboost_model.json"  # the exported model in the server's run folder (XGBoost's own format)
+
+
+def is_tree_weights(weights: Mapping[str, object]) -> bool:
+    """Whether ``weights`` hold a tree ensemble rather than a network's tensors."""
+    return TREE_KEY in weights
+
+
+def tree_weights(model_json: bytes) -> dict[str, np.ndarray]:
+    """XGBoost JSON model bytes as the message data (one ``uint8`` array)."""
+    return {TREE_KEY: np.frombuffer(bytes(model_json), dtype=np.uint8).copy()}
+
+
+def model_json(weights: Mapping[str, object]) -> bytes:
+    """The XGBoost JSON model bytes inside ``weights`` (see :func:`tree_weights`)."""
+    value = weights.get(TREE_KEY)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    array = np.asarray(value)
+    if array.dtype != np.uint8 or array.ndim != 1:
+        raise ValueError(f"'{TREE_KEY}' must hold the XGBoost JSON model as a 1-D uint8 array")
+    return array.tobytes()
+
+
+def fingerprint(model: bytes) -> str:
+    """SHA-256 of a JSON model (the sites of a histogram job must hold the same one)."""
+    return hashlib.sha256(model).hexdigest()
+
+
+def load_booster(model: bytes) -> xgb.Booster:
+    """A booster from XGBoost JSON bytes, or ``ValueError`` saying the bytes are not such a model."""
+    booster = xgb.Booster({"nthread": 1})
+    try:
+        booster.load_model(bytearray(model))
+    except xgb.core.XGBoostError as exc:
+        raise ValueError("the tree model is not a readable XGBoost JSON model") from exc
+    return booster
+
+
+class TreeModel(nn.Module):
+    """A tree ensemble behind the network interface: ``forward(x)`` is the margin (log-odds), shape ``(n,)``.
+
+    Missing inputs are ``NaN`` (XGBoost's default direction at each split).
+    """
+
+    def __init__(self, model: bytes) -> None:
+        super().__init__()
+        self.model_json = bytes(model)
+        self.booster = load_booster(self.model_json)
+
+    @property
+    def in_features(self) -> int:
+        return int(self.booster.num_features())
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.booster.num_boosted_rounds())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        matrix = xgb.DMatrix(np.asarray(x.detach().cpu().numpy(), dtype=np.float32), missing=np.nan)
+        margin = self.booster.predict(matrix, output_margin=True)
+        return torch.as_tensor(np.asarray(margin, dtype=np.float32).reshape(-1))
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return tree_weights(self.model_json)
+
+
+def tree_from_weights(weights: Mapping[str, object]) -> TreeModel:
+    """The :class:`TreeModel` a message carries."""
+    return TreeModel(model_json(weights))
