@@ -127,5 +127,5 @@ MODEL_PART = "_model_weights_"  # the model part of a collection task (FLARE App
 FINETUNED_MODEL_FILE = "fedhealth_finetuned_model.npz"  # fine-tuning's model; stays in the run folder
 TOPK_RESIDUAL_FILE = "fedhealth_topk_residual.npz"  # the top-k algorithm's error-feedback memory
 M_EVAL_SPLIT = "eval_split"  # the split of a round's received/local metrics (the report labels by it)
-EVENT_TREE_MODEL = "fedhealth.tree_model_collected"  # the server holds a tree job's model (family, trees, hash)
+EVENT_TREE_MODEL = "fedhealth.tree_model_collected"  # the server holds a tree job's model
 PROP_TREE_MODEL = "fedhealth.tree_model"  # that event's data: a dict for the run record

@@ -12,14 +12,19 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import xgboost as xgb
 
 from fedhealth.constants import EHR_SCHEMA_FILE, HEART_DATASET_DIR, HEART_SITES, TASK_EHR_PROFILE, TRAIN_FILE
 from fedhealth.ehr.dictionary import DataDictionary
 from fedhealth.reports.run_record import NEVER_STARTED
-from fedhealth.reports.run_report import build_report, find_run_files
+from fedhealth.reports.run_report import build_report, find_run_files, to_markdown
+from fedhealth.tasks.base import SiteContext
+from fedhealth.tasks.registry import build_task
+from fedhealth.trees.model import MODEL_FILE
 from fedhealth.workflows.ehr_alignment_controller import PROFILES_FILE
 from fedhealth_tools.cli import main
 from fedhealth_tools.poc.admin import AdminClient
@@ -208,6 +213,73 @@ def test_indo_rct_server_received_only_suppressed_counts(indo_rct: tuple) -> Non
     raw = (layout.kit("hungary") / "data" / INDO_RCT / "train.csv").read_text()
     for token in ("1_yes", "0_no", "1_female", "2_male", "2_IU", "1_type 1", "0_no SOD"):
         assert token in raw and token not in text, token
+
+
+XGBOOST_JOB = "heart_xgboost"
+
+
+@pytest.fixture(scope="module")
+def xgboost_run(federation: tuple, tmp_path_factory: pytest.TempPathFactory) -> tuple[PocLayout, Path]:
+    """The histogram XGBoost job on the shared federation, 10 boosting rounds (about 1 s each in POC)."""
+    layout, workspace, admin, check = federation
+    job = job_variant(ROOT / "jobs" / XGBOOST_JOB, tmp_path_factory.mktemp("jobs") / XGBOOST_JOB, rounds=10)
+    return layout, run_on(admin, layout, job, workspace=workspace, timeout=300, check=check)
+
+
+def _pooled_xgboost(layout: PocLayout, schema: dict, job: dict) -> tuple[xgb.Booster, dict]:
+    """Centralized XGBoost with the job's parameters on the pooled training rows of every site's export."""
+    client = json.loads((ROOT / "jobs" / XGBOOST_JOB / "app/config/config_fed_client.json").read_text())
+    task = build_task("tabular", client["components"][0]["args"]["task_args"])
+    sites = {}
+    for name in layout.sites:
+        site = task.load_site(SiteContext(name, layout.kit(name), {}, None))
+        site.set_schema(schema, save=False)
+        sites[name] = site
+    x = np.concatenate([s.arrays("train")[0] for s in sites.values()])
+    y = np.concatenate([s.arrays("train")[1] for s in sites.values()])
+    booster = xgb.train(job["xgb_params"], xgb.DMatrix(x, label=y, missing=np.nan), job["num_rounds"])
+    return booster, sites
+
+
+def test_poc_xgboost_histogram_equals_pooled_training_and_reports_like_a_neural_job(
+    xgboost_run: tuple, indo_rct: tuple
+) -> None:
+    layout, result = xgboost_run
+    record, cross = find_run_files(result)
+    report = build_report(XGBOOST_JOB, record, cross)
+    model_file = next(result.rglob(MODEL_FILE))
+    federated = xgb.Booster()
+    federated.load_model(str(model_file))  # XGBoost's own JSON format, as exported
+    server = json.loads(next(result.rglob("app_server/config/config_fed_server.json")).read_text())
+    job = next(w["args"] for w in server["workflows"] if w["id"] == "xgboost")
+    assert federated.num_boosted_rounds() == job["num_rounds"] == report["model"]["trees"] == 10
+    assert report["model"]["sites"] == sorted(HEART_SITES) and report["model"]["family"] == "xgboost"
+    assert "_missing" not in " ".join(federated.feature_names)  # no indicators: trees take NaN as it is
+    # The same model as centralized training on the pooled rows, up to floating-point histogram sums.
+    schema = json.loads(next(result.rglob(EHR_SCHEMA_FILE)).read_text())
+    pooled, sites = _pooled_xgboost(layout, schema, job)
+    for name, site in sites.items():
+        x, _ = site.arrays("test")
+        matrix = xgb.DMatrix(x, missing=np.nan, feature_names=federated.feature_names)
+        gap = np.abs(federated.predict(matrix) - pooled.predict(matrix)).max()
+        assert gap < 1e-4, (name, gap)
+    # Per-site validation, intervals, the gate: the neural jobs' report, from the tree model's scores.
+    assert sorted(s["name"] for s in report["sites"]) == sorted(HEART_SITES)
+    for site in report["sites"]:
+        assert 0.5 < site["auc"] <= 1.0 and site["n_test"] > 0, site
+    assert report["global"]["model"] == "SRV_xgboost" and report["global"]["auc"] > 0.8
+    assert report["gate"]["decision"] in ("DEPLOY", "DO NOT DEPLOY") and report["failures"] == []
+    neural = build_report(INDO_RCT_JOB, *find_run_files(indo_rct[1]))
+    assert set(report) == set(neural)
+
+    def headings(rep: dict) -> list[str]:  # the sections, without the title (the job's name)
+        return [
+            line
+            for line in to_markdown(rep).splitlines()[1:]
+            if line.startswith("#") and "Failed" not in line
+        ]
+
+    assert headings(report) == headings(neural) and len(headings(report)) >= 1
 
 
 def _job_one_site_cannot_build(tmp_path: Path, site: str) -> Path:

@@ -168,6 +168,11 @@ def site_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _rounds_text(report: dict) -> str:
+    model = report.get("model")
+    return f"{model['trees']} boosting rounds" if model else f"{report['rounds']} rounds"
+
+
 def model_line(model: dict | None) -> str:
     """What a tree job trained (its rounds are boosting rounds, not the report's training rounds)."""
     if not model:
@@ -199,7 +204,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
     parts = [
         f"# fedhealth run report: {report['job']}",
         "",
-        f"Job `{report['job_id']}`, {report['rounds']} rounds, {len(report['sites'])} sites"
+        f"Job `{report['job_id']}`, {_rounds_text(report)}, {len(report['sites'])} sites"
         + (f", {seconds:.0f} s end to end." if seconds else "."),
         "",
         model_line(report.get("model")),

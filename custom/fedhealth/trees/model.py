@@ -77,7 +77,9 @@ class TreeModel(nn.Module):
         return int(self.booster.num_boosted_rounds())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        matrix = xgb.DMatrix(np.asarray(x.detach().cpu().numpy(), dtype=np.float32), missing=np.nan)
+        values = np.asarray(x.detach().cpu().numpy(), dtype=np.float32)
+        # the columns are the aligned schema's (checked by the task); the model's names go with them
+        matrix = xgb.DMatrix(values, missing=np.nan, feature_names=self.booster.feature_names)
         margin = self.booster.predict(matrix, output_margin=True)
         return torch.as_tensor(np.asarray(margin, dtype=np.float32).reshape(-1))
 

@@ -4,8 +4,9 @@ FLARE's histogram workflow leaves the booster at every site (each rank holds the
 the server. This workflow asks every site for it (``submit_tree_model``, under the site's
 ``allow_submit_model``), checks that all sites hold the same model (``require_identical``: histogram
 mode), and writes it as ``xgboost_model.json`` into the server's run folder: the job result carries it,
-``xgboost.Booster().load_model`` reads it, and :class:`fedhealth.persistors.tree_model_locator.TreeModelLocator`
-offers it to cross-site evaluation as the global model.
+``xgboost.Booster().load_model`` reads it, and
+:class:`fedhealth.persistors.tree_model_locator.TreeModelLocator` offers it to cross-site evaluation as
+the global model.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class TreeModelCollector(Controller):
             differs ends the job, named.
     """
 
-    def __init__(self, *, min_clients: int = 2, task_timeout: int = 120, require_identical: bool = True) -> None:
+    def __init__(
+        self, *, min_clients: int = 2, task_timeout: int = 120, require_identical: bool = True
+    ) -> None:
         super().__init__()
         if min_clients < 1:
             raise ValueError(f"min_clients must be at least 1, got {min_clients}.")
@@ -97,7 +100,10 @@ class TreeModelCollector(Controller):
             "sites": sorted(models),
             "file": MODEL_FILE,
         }
-        self.log_info(fl_ctx, f"tree model: {model.n_trees} boosting rounds, {model.in_features} features, "
-                      f"the same at {len(models)} sites; saved as {MODEL_FILE}")
+        self.log_info(
+            fl_ctx,
+            f"tree model: {model.n_trees} boosting rounds, {model.in_features} features, "
+            f"the same at {len(models)} sites; saved as {MODEL_FILE}",
+        )
         fl_ctx.set_prop(PROP_TREE_MODEL, info, private=True, sticky=False)
         self.fire_event(EVENT_TREE_MODEL, fl_ctx)

@@ -18,8 +18,10 @@ from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())  # each one a submittable job
-# The tabular jobs (heart and indo_rct); image jobs: tests/unit/jobs/test_cxr_jobs.py
-HEART_JOBS = [job for job in JOBS if job.startswith(("heart_", "indo_rct_"))]
+# The tabular jobs with a network (heart and indo_rct); image jobs: tests/unit/jobs/test_cxr_jobs.py, tree
+# jobs: tests/unit/jobs/test_tree_jobs.py
+TREE_JOBS = [job for job in JOBS if "xgboost" in job]
+HEART_JOBS = [job for job in JOBS if job.startswith(("heart_", "indo_rct_")) and job not in TREE_JOBS]
 SPECS_DIR = JOBS_DIR.parent / "job_specs"
 CONFIG_FILES = ("config_fed_server.json", "config_fed_client.json")
 ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit
