@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from fedhealth import constants as C
 from fedhealth.data.messages import SiteDataError, file_label
@@ -27,8 +28,9 @@ from fedhealth.ehr.encoding import encode
 from fedhealth.ehr.harmonize import harmonize, read_table
 from fedhealth.ehr.mapping import MAPPING_FILE, SiteMapping
 from fedhealth.ehr.report import DataReport
-from fedhealth.models.tabular import TabularNet
 from fedhealth.onboarding.artifacts import OnboardingError, load_global_model
+from fedhealth.trees.model import MODEL_FILE as TREE_MODEL_FILE
+from fedhealth.trees.model import TreeModel
 
 EXECUTOR_PATH = "fedhealth.executors.site_executor.SiteExecutor"
 CLIENT_CONFIG = "config_fed_client.json"
@@ -59,7 +61,7 @@ class SiteRows:
 class TabularInputs:
     """Everything validate-site judges with: the global model, the site's encoded rows and notes."""
 
-    model: TabularNet
+    model: nn.Module  # a TabularNet, or a TreeModel for a tree job
     x: np.ndarray
     rows: SiteRows
     dictionary: DataDictionary
@@ -225,10 +227,16 @@ def schema_notes(rows: SiteRows, schema: dict, dictionary: DataDictionary) -> li
     """What the federation's model does with this table that the site should know (counts only)."""
     notes = []
     n = len(rows.labels)
+    native = schema.get("policy", {}).get("imputation") == "none"  # a tree job: missing stays missing
     for spec in schema["features"]:
         name = spec["name"]
         present = int(rows.features[name].notna().sum())
-        if present == 0:
+        if present == 0 and native:
+            notes.append(
+                f"feature {name!r} is not recorded here: the model takes it as missing for all {n} patients "
+                "(each tree sends a missing value down its learned default branch)"
+            )
+        elif present == 0:
             how = "with its missingness indicator" if spec["indicator"] else "no missingness indicator"
             notes.append(
                 f"feature {name!r} is not recorded here: the model gets the federation's imputed value "
@@ -241,7 +249,8 @@ def schema_notes(rows: SiteRows, schema: dict, dictionary: DataDictionary) -> li
             if count:
                 notes.append(
                     f"feature {name!r}: {count} patient(s) in categories the model does not take "
-                    f"({', '.join(others)}) count as missing (the federation's shares)"
+                    f"({', '.join(others)}) count as missing"
+                    + ("" if native else " (the federation's shares)")
                 )
     for dropped in schema.get("dropped", []):
         name = dropped["name"]
@@ -250,6 +259,27 @@ def schema_notes(rows: SiteRows, schema: dict, dictionary: DataDictionary) -> li
                 f"feature {name!r} is recorded here but the model does not use it ({dropped['reason']})"
             )
     return notes
+
+
+def load_model(source: Path) -> nn.Module:
+    """The job's global model: a network (``FL_global_model.pt``) or a tree ensemble (``xgboost_model.json``).
+
+    A folder is searched for the network first; a ``.json`` file, or a folder that holds only the tree
+    model, gives the tree model.
+    """
+    source = Path(source)
+    is_tree = (
+        source.suffix == ".json"
+        if source.is_file()
+        else (source.is_dir() and not any(source.rglob(MODEL_FILE)) and any(source.rglob(TREE_MODEL_FILE)))
+    )
+    if not is_tree:
+        return load_global_model(find_in_result(source, MODEL_FILE))
+    path = find_in_result(source, TREE_MODEL_FILE)
+    try:
+        return TreeModel(path.read_bytes())
+    except ValueError as exc:
+        raise OnboardingError(f"{path.name}: {exc}") from exc
 
 
 def load_tabular_inputs(
@@ -262,8 +292,8 @@ def load_tabular_inputs(
     """The model, the schema and the dictionary of a tabular job, and the site's rows encoded with them.
 
     A job result folder given as ``schema_path`` (or ``dictionary_path``) also supplies what is not
-    given: the model (``FL_global_model.pt``), the schema and, when it holds the job's app config, the
-    dictionary.
+    given: the model (``FL_global_model.pt``, or a tree job's ``xgboost_model.json``), the schema and,
+    when it holds the job's app config, the dictionary.
 
     Raises:
         OnboardingError: a missing or inconsistent job file; SiteDataError: a table that does not fit.
@@ -278,7 +308,7 @@ def load_tabular_inputs(
     hints = {
         "dictionary": "--dictionary (its JSON file, or the job folder whose app config carries it)",
         "schema": f"--schema (the job result folder or its {C.EHR_SCHEMA_FILE})",
-        "model": f"--model (the job's {MODEL_FILE}) or a job result folder as --schema",
+        "model": f"--model (the job's {MODEL_FILE} or {TREE_MODEL_FILE}) or a job result folder as --schema",
     }
     for what, source in sources.items():
         if source is None:
@@ -286,7 +316,7 @@ def load_tabular_inputs(
     job = load_dictionary(Path(sources["dictionary"]))  # type: ignore[arg-type]
     schema_file = find_in_result(Path(sources["schema"]), C.EHR_SCHEMA_FILE)  # type: ignore[arg-type]
     schema = load_schema(schema_file, job.dictionary)
-    model = load_global_model(find_in_result(Path(sources["model"]), MODEL_FILE))  # type: ignore[arg-type]
+    model = load_model(Path(sources["model"]))  # type: ignore[arg-type]
     if model.in_features != len(schema["columns"]):
         raise OnboardingError(
             f"the model expects {model.in_features} features but the aligned schema {schema_file.name} has "

@@ -13,8 +13,9 @@ jobs), or for any ``tabular`` job ``fedhealth validate-site --schema <job result
 3. refuse to judge when the evaluation part is too small for any model to show the threshold
    (:mod:`fedhealth.onboarding.sample_size`: Hanley & McNeil 1982 for AUC, Wilson 1927 otherwise);
 4. deploy the global model when the lower bound of its 95% bootstrap interval (Efron & Tibshirani
-   1993) reaches the threshold; otherwise fine-tune a copy on the fine-tuning part (SGD, batch 4)
-   and judge that copy on the same evaluation part.
+   1993) reaches the threshold; otherwise fine-tune a copy on the fine-tuning part (SGD, batch 4;
+   a tree job's XGBoost model grows 10 more trees there instead) and judge that copy on the same
+   evaluation part.
 
 Only counts and metrics are reported, never patient values; a hospital's own CSV files are named by
 position (``CSV file 2 of 3``), the kit's ``train.csv``/``test.csv`` by name.
@@ -46,12 +47,16 @@ from fedhealth.onboarding.sample_size import SUPPORTED_METRICS, check_sample
 from fedhealth.onboarding.tabular_inputs import load_tabular_inputs
 from fedhealth.training.loops import LocalTrainConfig, predict, train_local
 from fedhealth.training.site_metrics import evaluate_with_intervals
+from fedhealth.trees.model import TreeModel, boost_more
 
 DECISION_INSUFFICIENT = "INSUFFICIENT DATA"
 DECISION_DEPLOY = "FIT: DEPLOY"
 DECISION_DEPLOY_FINETUNED = "FIT AFTER FINE-TUNING: DEPLOY THE FINE-TUNED MODEL"
 DECISION_NOT_FIT = "NOT FIT"
 FINETUNE_BATCH = 4
+# A tree job's model fine-tunes by growing this many more trees, at this learning rate, on the site's rows.
+TREE_FINETUNE_ROUNDS = 10
+TREE_FINETUNE_ETA = 0.1
 # Settings a ``--config`` JSON may hold (command options override them), with their types.
 CONFIG_TYPES = {
     "metric": str,
@@ -193,14 +198,21 @@ def validate_site(
     if _clears(result["global"], threshold):
         reason = f"the global model's 95% lower bound {result['global']['lo']:.3f} reaches {threshold:g}"
         return {**result, "decision": DECISION_DEPLOY, "reason": reason}
-    tuned = copy.deepcopy(model)
-    config = LocalTrainConfig(lr=finetune_lr, batch_size=FINETUNE_BATCH, local_epochs=finetune_epochs)
-    train_local(tuned, x[tune], y[tune], config, generator=torch.Generator().manual_seed(seed))
+    if isinstance(model, TreeModel):  # trees fine-tune by growing more trees on the site's rows
+        tuned = boost_more(model, x[tune], y[tune], rounds=TREE_FINETUNE_ROUNDS, eta=TREE_FINETUNE_ETA)
+        result["fine_tuning"] = {"boosting_rounds": TREE_FINETUNE_ROUNDS, "eta": TREE_FINETUNE_ETA}
+    else:
+        tuned = copy.deepcopy(model)
+        config = LocalTrainConfig(lr=finetune_lr, batch_size=FINETUNE_BATCH, local_epochs=finetune_epochs)
+        train_local(tuned, x[tune], y[tune], config, generator=torch.Generator().manual_seed(seed))
+        result["fine_tuning"] = {"epochs": finetune_epochs, "lr": finetune_lr, "batch_size": FINETUNE_BATCH}
     if finetuned_model_path is not None:
         Path(finetuned_model_path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": tuned.state_dict()}, finetuned_model_path)
+        if isinstance(tuned, TreeModel):  # XGBoost's own JSON format, as the job exports it
+            Path(finetuned_model_path).write_bytes(tuned.model_json)
+        else:
+            torch.save({"model": tuned.state_dict()}, finetuned_model_path)
     result["fine_tuned"] = _score(tuned, x_eval, y_eval, metric, n_bootstrap, seed)
-    result["fine_tuning"] = {"epochs": finetune_epochs, "lr": finetune_lr, "batch_size": FINETUNE_BATCH}
     lo_global, lo_tuned = result["global"]["lo"], result["fine_tuned"]["lo"]
     shortfall = f"the global model's lower bound {_fmt(lo_global)} is below {threshold:g}"
     if _clears(result["fine_tuned"], threshold):
@@ -244,10 +256,12 @@ def format_report(result: dict) -> str:
     ]
     if result["fine_tuned"] is not None:
         ft = result["fine_tuning"]
-        lines.append(
-            _line("fine-tuned model:", metric, result["fine_tuned"])
-            + f"  [{ft['epochs']} epochs, lr {ft['lr']:g}, batch {ft['batch_size']}]"
+        how = (
+            f"{ft['boosting_rounds']} more trees, eta {ft['eta']:g}"
+            if "boosting_rounds" in ft
+            else f"{ft['epochs']} epochs, lr {ft['lr']:g}, batch {ft['batch_size']}"
         )
+        lines.append(_line("fine-tuned model:", metric, result["fine_tuned"]) + f"  [{how}]")
     lines += [f"decision: {result['decision']}", f"reason: {result['reason']}"]
     return "\n".join(lines)
 

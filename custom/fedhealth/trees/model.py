@@ -10,6 +10,7 @@ matrix and the deployment gate treat it exactly as they treat a neural network's
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -90,3 +91,25 @@ class TreeModel(nn.Module):
 def tree_from_weights(weights: Mapping[str, object]) -> TreeModel:
     """The :class:`TreeModel` a message carries."""
     return TreeModel(model_json(weights))
+
+
+def boost_more(model: TreeModel, x: np.ndarray, y: np.ndarray, *, rounds: int, eta: float) -> TreeModel:
+    """``model`` with ``rounds`` more trees grown on ``(x, y)`` (a site's fine-tuning of a tree model).
+
+    The new trees keep the model's own tree parameters (depth, objective) and use learning rate ``eta``.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}.")
+    learner = json.loads(model.booster.save_config())["learner"]
+    train = learner["gradient_booster"]["tree_train_param"]
+    params = {
+        "objective": learner["objective"]["name"],
+        "max_depth": int(train["max_depth"]),
+        "min_child_weight": float(train["min_child_weight"]),
+        "eta": eta,
+        "tree_method": "hist",
+        "nthread": 1,
+    }
+    matrix = xgb.DMatrix(x, label=y, missing=np.nan, feature_names=model.booster.feature_names)
+    booster = xgb.train(params, matrix, rounds, xgb_model=load_booster(model.model_json))
+    return TreeModel(bytes(booster.save_raw("json")))

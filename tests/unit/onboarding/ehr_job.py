@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import xgboost as xgb
 
 from fedhealth import constants as C
 from fedhealth.ehr.alignment import AlignmentPolicy, align
@@ -22,6 +23,7 @@ from fedhealth.ehr.encoding import encode
 from fedhealth.ehr.profile import site_profile
 from fedhealth.models.tabular import TabularNet
 from fedhealth.training.loops import LocalTrainConfig, train_local
+from fedhealth.trees.model import MODEL_FILE
 
 DICTIONARY = {
     "name": "toy_cardio",
@@ -107,6 +109,33 @@ def federation(dictionary: dict = DICTIONARY) -> tuple[dict, TabularNet]:
     config = LocalTrainConfig(lr=TRAIN["lr"], batch_size=TRAIN["batch_size"], local_epochs=TRAIN["epochs"])
     train_local(model, x, y, config, generator=torch.Generator().manual_seed(0))
     return schema, model
+
+
+def tree_federation(dictionary: dict = DICTIONARY) -> tuple[dict, bytes]:
+    """The same hospitals aligned for trees (imputation none) and XGBoost trained on their pooled rows."""
+    data = DataDictionary.from_dict(dictionary)
+    tables, profiles = {}, {}
+    for i, (site, (n, absent)) in enumerate(FEDERATION.items()):
+        features, labels = patients(n, seed=i)
+        features.loc[:, sorted(absent)] = np.nan
+        tables[site] = (features, labels)
+        profiles[site] = site_profile(features, data, min_cell=5)
+    schema = align(profiles, data, AlignmentPolicy(imputation="none", indicators=False))
+    x = np.concatenate([encode(f, schema) for f, _ in tables.values()])
+    y = np.concatenate([labels for _, labels in tables.values()])
+    params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1}
+    booster = xgb.train(params, xgb.DMatrix(x, label=y, missing=np.nan, feature_names=schema["columns"]), 20)
+    return schema, bytes(booster.save_raw("json"))
+
+
+def write_tree_result(root: Path, schema: dict, model: bytes) -> Path:
+    """A downloaded tree job result: the server's run folder with xgboost_model.json and the schema."""
+    workspace = root / "workspace"
+    workspace.mkdir(parents=True)
+    (workspace / MODEL_FILE).write_bytes(model)
+    (workspace / C.EHR_SCHEMA_FILE).write_text(json.dumps(schema))
+    write_job(root / "job")
+    return root
 
 
 def write_result(root: Path, schema: dict, model: TabularNet) -> Path:
