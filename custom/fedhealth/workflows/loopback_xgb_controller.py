@@ -1,0 +1,124 @@
+"""FLARE's histogram-based XGBoost workflow with the collectives served on 127.0.0.1 instead of 0.0.0.0.
+
+``XGBFedController`` hands its ``GrpcServerAdaptor`` an ``XGBServerRunner``, which runs XGBoost's C++
+federated tracker: insecure gRPC on ``0.0.0.0:port`` for the whole training, and no way to stop it
+before the job process exits. Everything else in that workflow already stays on the loopback interface
+(the adaptor connects to ``127.0.0.1:port``), so :class:`LoopbackXGBController` swaps only the runner:
+:class:`LoopbackXGBServerRunner` serves the same protocol with
+:class:`fedhealth.workflows.xgb_tracker.LoopbackTracker`, bound to the adaptor's own loopback address.
+
+XGBoost's federated protocol has no shutdown call, so the runner serves until FLARE stops it: the
+controller decides training is over when every site reports its XGBoost process done, then
+``stop_controller`` stops the adaptor, which stops the runner. Secure (HE) training is refused: its
+plugins are loaded by XGBoost's own tracker.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from nvflare.apis.fl_context import FLContext
+from nvflare.app_opt.xgboost.histogram_based_v2.adaptors.xgb_adaptor import XGBServerAdaptor
+from nvflare.app_opt.xgboost.histogram_based_v2.defs import Constant
+from nvflare.app_opt.xgboost.histogram_based_v2.fed_controller import XGBFedController
+from nvflare.app_opt.xgboost.histogram_based_v2.runners.xgb_runner import AppRunner
+from nvflare.fuel.utils.log_utils import get_obj_logger
+
+from fedhealth.workflows.xgb_tracker import DEFAULT_TIMEOUT, LoopbackTracker
+
+
+class LoopbackXGBServerRunner(AppRunner):
+    """Serves XGBoost's collectives on the adaptor's ``127.0.0.1:port`` until :meth:`stop`.
+
+    Args:
+        timeout: seconds a site's collective waits for the other sites before it fails.
+    """
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self.logger = get_obj_logger(self)
+        self._lock = threading.Lock()
+        self._tracker: LoopbackTracker | None = None
+        self._stop_requested = False
+        self._stopped = False
+
+    def run(self, ctx: dict) -> None:
+        """Listen on ``ctx[RUNNER_CTX_SERVER_ADDR]``; block until stopped (FLARE calls this in a thread)."""
+        host, _, port = str(ctx[Constant.RUNNER_CTX_SERVER_ADDR]).rpartition(":")
+        world_size = int(ctx[Constant.RUNNER_CTX_WORLD_SIZE])
+        tracker = LoopbackTracker(world_size, int(port), host=host, timeout=self.timeout)
+        with self._lock:
+            if not self._stop_requested:
+                tracker.start()
+                self._tracker = tracker
+        if self._tracker is tracker:
+            self.logger.info(
+                f"XGBoost collectives for {world_size} sites on {tracker.address} (loopback only)"
+            )
+            tracker.wait_for_termination()
+            stats = tracker.stats()
+            traffic = [(r["bytes_received"], r["bytes_sent"]) for r in stats["ranks"]]
+            self.logger.info(
+                f"XGBoost tracker stopped after {stats['ops']} collectives ({stats['errors']} failed); "
+                f"payload bytes (from, to) each rank: {traffic}"
+            )
+        self._stopped = True
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_requested = True
+            tracker = self._tracker
+        if tracker is not None:
+            tracker.stop()
+
+    def is_stopped(self) -> tuple[bool, int]:
+        return self._stopped, 0
+
+
+class LoopbackXGBController(XGBFedController):
+    """``XGBFedController`` whose XGBoost tracker listens on 127.0.0.1 only.
+
+    Takes ``XGBFedController``'s arguments (by keyword after ``xgb_params``), plus:
+
+    Args:
+        collective_timeout: seconds one site's collective waits for the other sites before it fails.
+
+    Raises:
+        ValueError: ``secure_training`` is true, or ``collective_timeout`` is not positive.
+    """
+
+    def __init__(
+        self,
+        num_rounds: int,
+        data_split_mode: int,
+        secure_training: bool,
+        xgb_params: dict,
+        *,
+        collective_timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        if secure_training:
+            raise ValueError(
+                "LoopbackXGBController does not support secure_training: the homomorphic-encryption "
+                "plugins run inside XGBoost's own tracker. Use nvflare's XGBFedController for secure "
+                "training, which exposes an insecure gRPC port on 0.0.0.0 for the whole run."
+            )
+        if collective_timeout <= 0:
+            raise ValueError(f"collective_timeout must be > 0 seconds, got {collective_timeout}.")
+        super().__init__(
+            num_rounds=num_rounds,
+            data_split_mode=data_split_mode,
+            secure_training=False,
+            xgb_params=xgb_params,
+            **kwargs,
+        )
+        self.collective_timeout = collective_timeout
+
+    def get_adaptor(self, fl_ctx: FLContext) -> XGBServerAdaptor:
+        """FLARE's own adaptor and security handler, the loopback runner in place of XGBoost's tracker."""
+        adaptor = super().get_adaptor(fl_ctx)
+        runner = LoopbackXGBServerRunner(timeout=self.collective_timeout)
+        runner.initialize(fl_ctx)
+        adaptor.set_runner(runner)
+        return adaptor
