@@ -255,6 +255,8 @@ def test_poc_xgboost_histogram_equals_pooled_training_and_reports_like_a_neural_
     assert federated.num_boosted_rounds() == job["num_rounds"] == report["model"]["trees"] == 10
     assert report["model"]["sites"] == sorted(HEART_SITES) and report["model"]["family"] == "xgboost"
     assert "_missing" not in " ".join(federated.feature_names)  # no indicators: trees take NaN as it is
+    log = next(result.rglob("log.txt")).read_text()  # the server job's log, in the downloaded result
+    assert "XGBoost collectives for 4 sites on 127.0.0.1:" in log  # never XGBoost's tracker on 0.0.0.0
     # The same model as centralized training on the pooled rows, up to floating-point histogram sums.
     schema = json.loads(next(result.rglob(EHR_SCHEMA_FILE)).read_text())
     pooled, sites = _pooled_xgboost(layout, schema, job)

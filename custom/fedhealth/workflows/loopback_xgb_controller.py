@@ -11,6 +11,11 @@ XGBoost's federated protocol has no shutdown call, so the runner serves until FL
 controller decides training is over when every site reports its XGBoost process done, then
 ``stop_controller`` stops the adaptor, which stops the runner. Secure (HE) training is refused: its
 plugins are loaded by XGBoost's own tracker.
+
+FLARE's controller also ends its boosting by triggering the abort signal it was given, which is the
+run's: every workflow after it (collecting the model, cross-site evaluation) would see an aborted run and
+skip its work. :class:`LoopbackXGBController` hands it a child signal instead: an admin's abort or a
+system panic still stops the boosting; the end of the boosting no longer stops the job.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 from typing import Any
 
 from nvflare.apis.fl_context import FLContext
+from nvflare.apis.signal import Signal
 from nvflare.app_opt.xgboost.histogram_based_v2.adaptors.xgb_adaptor import XGBServerAdaptor
 from nvflare.app_opt.xgboost.histogram_based_v2.defs import Constant
 from nvflare.app_opt.xgboost.histogram_based_v2.fed_controller import XGBFedController
@@ -77,7 +83,7 @@ class LoopbackXGBServerRunner(AppRunner):
 
 
 class LoopbackXGBController(XGBFedController):
-    """``XGBFedController`` whose XGBoost tracker listens on 127.0.0.1 only.
+    """``XGBFedController`` whose XGBoost tracker listens on 127.0.0.1 only, and whose end ends only itself.
 
     Takes ``XGBFedController``'s arguments (by keyword after ``xgb_params``), plus:
 
@@ -114,6 +120,10 @@ class LoopbackXGBController(XGBFedController):
             **kwargs,
         )
         self.collective_timeout = collective_timeout
+
+    def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
+        """FLARE's boosting under a child of the run's abort signal (the workflows after it still run)."""
+        super().control_flow(Signal(parent=abort_signal), fl_ctx)
 
     def get_adaptor(self, fl_ctx: FLContext) -> XGBServerAdaptor:
         """FLARE's own adaptor and security handler, the loopback runner in place of XGBoost's tracker."""

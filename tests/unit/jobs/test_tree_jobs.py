@@ -12,8 +12,8 @@ from fedhealth import constants as C
 from fedhealth.ehr.dictionary import DataDictionary
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.executors.tabular_xgb_loader import TabularXGBDataLoader
+from fedhealth.workflows.loopback_xgb_controller import LoopbackXGBController
 from fedhealth.workflows.tree_model_collector import TreeModelCollector
-from fedhealth.workflows.xgb_controller import XGBHistogramController
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -51,7 +51,7 @@ def test_every_component_is_allowed_and_builds_with_the_job_args(job: str) -> No
     assert isinstance(built["executor"], SiteExecutor) and built["executor"].task.name == "tabular"
     assert isinstance(built["data_loader"], TabularXGBDataLoader)
     assert isinstance(built["collect_model"], TreeModelCollector)
-    assert isinstance(built["xgboost"], XGBHistogramController)
+    assert isinstance(built["xgboost"], LoopbackXGBController)
 
 
 @pytest.mark.parametrize("job", TREE_JOBS)
