@@ -129,3 +129,5 @@ TOPK_RESIDUAL_FILE = "fedhealth_topk_residual.npz"  # the top-k algorithm's erro
 M_EVAL_SPLIT = "eval_split"  # the split of a round's received/local metrics (the report labels by it)
 EVENT_TREE_MODEL = "fedhealth.tree_model_collected"  # the server holds a tree job's model
 PROP_TREE_MODEL = "fedhealth.tree_model"  # that event's data: a dict for the run record
+EVENT_SITE_FAILED = "fedhealth.site_failed"  # a workflow names a site that failed outside a task reply
+PROP_SITE_FAILURE = "fedhealth.site_failure"  # that event's data: {"site", "task", "reason"}

@@ -168,6 +168,10 @@ def site_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _when(report: dict) -> str:
+    return f"in round {report['rounds']}" if report.get("rounds") else "before any training round completed"
+
+
 def _rounds_text(report: dict) -> str:
     model = report.get("model")
     return f"{model['trees']} boosting rounds" if model else f"{report['rounds']} rounds"
@@ -187,6 +191,8 @@ def model_line(model: dict | None) -> str:
 def participation_markdown(report: dict) -> str:
     """One line per site that missed rounds (a dropped or late site); empty when all took part."""
     rows = report.get("participation", {})
+    if not report.get("rounds"):  # no training rounds (a tree job boosts in lock-step, or none ran)
+        return ""
     missed = {site: p for site, p in rows.items() if p["missed_rounds"] or p.get("rejected_rounds")}
     if not missed:
         return f"All {len(rows)} sites contributed to every round.\n" if rows else ""
@@ -228,7 +234,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
     if report.get("status") == "aborted":
         parts += [
             "",
-            f"**The job was aborted in round {report.get('rounds')}: {report.get('abort_reason')}**",
+            f"**The job was aborted {_when(report)}: {report.get('abort_reason')}**",
         ]
     if report.get("disconnected"):
         parts += [""] + [f"- {d['site']} disconnected in round {d['round']}" for d in report["disconnected"]]

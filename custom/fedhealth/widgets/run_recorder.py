@@ -25,6 +25,7 @@ from nvflare.app_common.app_event_type import AppEventType
 from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
 from fedhealth.constants import (
+    EVENT_SITE_FAILED,
     EVENT_TREE_MODEL,
     EVENT_UPDATE_REJECTED,
     HEADER_ERROR,
@@ -32,6 +33,7 @@ from fedhealth.constants import (
     META_PRIVACY,
     META_SITE_METRICS,
     PROP_REJECTION,
+    PROP_SITE_FAILURE,
     PROP_TREE_MODEL,
     RUN_RECORD_FILE,
     STATS_GROUP,
@@ -98,6 +100,19 @@ class RunRecorder(FLComponent):
             if isinstance(rejection, dict):
                 with self._lock:
                     self._record["rejected_updates"].append(dict(rejection))
+                    self._write_locked()
+        elif event_type == EVENT_SITE_FAILED:
+            failure = fl_ctx.get_prop(PROP_SITE_FAILURE)
+            if isinstance(failure, dict) and failure.get("site"):
+                with self._lock:
+                    self._record["failures"].append(
+                        Failure(
+                            site=str(failure["site"]),
+                            task=failure.get("task"),
+                            round=self._record["current_round"],
+                            reason=str(failure.get("reason", "")),
+                        )
+                    )
                     self._write_locked()
         elif event_type == EVENT_TREE_MODEL:
             info = fl_ctx.get_prop(PROP_TREE_MODEL)

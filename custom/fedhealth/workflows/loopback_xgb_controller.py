@@ -31,6 +31,7 @@ from nvflare.app_opt.xgboost.histogram_based_v2.fed_controller import XGBFedCont
 from nvflare.app_opt.xgboost.histogram_based_v2.runners.xgb_runner import AppRunner
 from nvflare.fuel.utils.log_utils import get_obj_logger
 
+from fedhealth.constants import EVENT_SITE_FAILED, PROP_SITE_FAILURE
 from fedhealth.workflows.xgb_tracker import DEFAULT_TIMEOUT, LoopbackTracker
 
 
@@ -70,6 +71,10 @@ class LoopbackXGBServerRunner(AppRunner):
                 f"payload bytes (from, to) each rank: {traffic}"
             )
         self._stopped = True
+
+    def missing_ranks(self) -> list[int]:
+        """The ranks whose collective never arrived (empty before the tracker runs)."""
+        return self._tracker.missing_ranks() if self._tracker is not None else []
 
     def stop(self) -> None:
         with self._lock:
@@ -120,10 +125,31 @@ class LoopbackXGBController(XGBFedController):
             **kwargs,
         )
         self.collective_timeout = collective_timeout
+        self._runner: LoopbackXGBServerRunner | None = None
 
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
-        """FLARE's boosting under a child of the run's abort signal (the workflows after it still run)."""
+        """FLARE's boosting under a child of the run's abort signal (the workflows after it still run).
+
+        A site whose histograms stopped coming (its process died, its link dropped) stops the boosting:
+        every site needs every other site's sums for every node. Such a site is named in the run record
+        (``fedhealth.site_failed``) with the collective it missed.
+        """
         super().control_flow(Signal(parent=abort_signal), fl_ctx)
+        runner = self._runner
+        missing = runner.missing_ranks() if runner is not None else []
+        sites = {rank: site for site, rank in (self.client_ranks or {}).items()}
+        for rank in missing:
+            failure = {
+                "site": sites.get(rank, f"rank {rank}"),
+                "task": "xgboost",
+                "reason": (
+                    f"its histograms did not reach the server within {self.collective_timeout:g} s; "
+                    "histogram boosting needs every site in every round, so the boosting stopped"
+                ),
+            }
+            self.log_error(fl_ctx, f"site {failure['site']}: {failure['reason']}")
+            fl_ctx.set_prop(PROP_SITE_FAILURE, failure, private=True, sticky=False)
+            self.fire_event(EVENT_SITE_FAILED, fl_ctx)
 
     def get_adaptor(self, fl_ctx: FLContext) -> XGBServerAdaptor:
         """FLARE's own adaptor and security handler, the loopback runner in place of XGBoost's tracker."""
@@ -131,4 +157,5 @@ class LoopbackXGBController(XGBFedController):
         runner = LoopbackXGBServerRunner(timeout=self.collective_timeout)
         runner.initialize(fl_ctx)
         adaptor.set_runner(runner)
+        self._runner = runner
         return adaptor

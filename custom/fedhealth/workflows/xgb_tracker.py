@@ -101,6 +101,7 @@ class LoopbackTracker:
         self._sent = [0] * world_size
         self._answered = [0] * world_size
         self._errors = 0
+        self._missing: set[int] = set()  # ranks that failed to arrive for a collective (a dropped site)
         self._server: grpc.Server | None = None
         self._pool: futures.ThreadPoolExecutor | None = None
         self._stopping = False
@@ -165,6 +166,11 @@ class LoopbackTracker:
                 ],
             }
 
+    def missing_ranks(self) -> list[int]:
+        """Ranks that did not send a collective in time (the sites that dropped out), sorted."""
+        with self._lock:
+            return sorted(self._missing)
+
     def records(self) -> list[OpRecord]:
         """Every completed collective, in completion order."""
         with self._lock:
@@ -193,6 +199,7 @@ class LoopbackTracker:
         with self._lock:
             if not rnd.done.is_set():
                 missing = sorted(set(range(self.world_size)) - set(rnd.requests))
+                self._missing.update(missing)
                 self._fail(
                     rnd,
                     grpc.StatusCode.DEADLINE_EXCEEDED,

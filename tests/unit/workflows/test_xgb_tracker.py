@@ -204,6 +204,7 @@ def test_three_ranks_get_the_collectives_and_are_counted(tracker: LoopbackTracke
 def test_a_missing_rank_times_out_with_its_name() -> None:
     short = LoopbackTracker(2, timeout=0.3)
     short.start()
+    assert short.missing_ranks() == []
     try:
         request = pb2.AllgatherRequest(sequence_number=0, rank=0, send_buffer=b"abc")
         with pytest.raises(grpc.RpcError) as caught:
@@ -212,6 +213,7 @@ def test_a_missing_rank_times_out_with_its_name() -> None:
         short.stop()
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "Allgather #0: rank(s) [1] did not arrive within 0.3 s" in caught.value.details()
+    assert short.missing_ranks() == [1]  # the controller names that rank's site in the run record
     assert short.stats()["errors"] == 1 and short.stats()["ops"] == 0
 
 
