@@ -33,6 +33,19 @@ from fedhealth.workflows.fed_stats_controller import FedStatsController
 PROFILES_FILE = "ehr_profiles.json"
 
 
+def aligned_sites(fl_ctx: FLContext) -> list[str] | None:
+    """The sites whose profiles made this job's aligned schema (None: no alignment ran in this job).
+
+    A later workflow that needs every one of its sites (histogram boosting) runs on these: a site that
+    declined the alignment holds no schema and could not train.
+    """
+    run_dir = Path(fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id()))
+    path = run_dir / EHR_SCHEMA_FILE
+    if not path.is_file():
+        return None
+    return sorted(json.loads(path.read_text()).get("sites", {}))
+
+
 class EhrAlignmentController(FedStatsController):
     """Collects the sites' profiles, aligns the features, broadcasts the schema.
 

@@ -32,6 +32,7 @@ from nvflare.app_opt.xgboost.histogram_based_v2.runners.xgb_runner import AppRun
 from nvflare.fuel.utils.log_utils import get_obj_logger
 
 from fedhealth.constants import EVENT_SITE_FAILED, PROP_SITE_FAILURE
+from fedhealth.workflows.ehr_alignment_controller import aligned_sites
 from fedhealth.workflows.xgb_tracker import DEFAULT_TIMEOUT, LoopbackTracker
 
 
@@ -126,6 +127,23 @@ class LoopbackXGBController(XGBFedController):
         )
         self.collective_timeout = collective_timeout
         self._runner: LoopbackXGBServerRunner | None = None
+
+    def start_controller(self, fl_ctx: FLContext) -> None:
+        """FLARE's start, on the sites the feature alignment accepted (all participants without one)."""
+        super().start_controller(fl_ctx)
+        sites = aligned_sites(fl_ctx)
+        if sites is None or self.participating_clients is None:
+            return
+        left_out = [c for c in self.participating_clients if c not in sites]
+        self.participating_clients = [c for c in self.participating_clients if c in sites]
+        for site in left_out:
+            self.client_statuses.pop(site, None)
+        if left_out:
+            self.log_warning(
+                fl_ctx,
+                f"boosting on {self.participating_clients}; {left_out} did not take part in the feature "
+                "alignment and hold no schema",
+            )
 
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
         """FLARE's boosting under a child of the run's abort signal (the workflows after it still run).

@@ -24,6 +24,7 @@ from nvflare.apis.signal import Signal
 
 from fedhealth.constants import EVENT_TREE_MODEL, PROP_TREE_MODEL, TASK_SUBMIT_TREE
 from fedhealth.trees.model import MODEL_FILE, TreeModel, fingerprint, model_json
+from fedhealth.workflows.ehr_alignment_controller import aligned_sites
 from fedhealth.workflows.fed_stats_controller import task_failures
 
 
@@ -60,7 +61,10 @@ class TreeModelCollector(Controller):
 
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
         task = Task(name=TASK_SUBMIT_TREE, data=Shareable(), timeout=self.task_timeout)
-        self.broadcast_and_wait(task, fl_ctx, min_responses=self.min_clients, abort_signal=abort_signal)
+        targets = aligned_sites(fl_ctx)  # the sites that trained (None: every participant)
+        self.broadcast_and_wait(
+            task, fl_ctx, targets=targets, min_responses=self.min_clients, abort_signal=abort_signal
+        )
         if abort_signal.triggered:
             return
         failures = task_failures(task.client_tasks)

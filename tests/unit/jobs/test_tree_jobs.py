@@ -18,7 +18,11 @@ from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 ROOT = Path(__file__).resolve().parents[3]
 TREE_JOBS = sorted(p.name for p in (ROOT / "jobs").iterdir() if "xgboost" in p.name)
-HEART = json.loads((ROOT / "job_specs" / "dictionaries" / "heart.json").read_text())
+
+
+def _dictionary_file(job: str) -> dict:
+    name = "indo_rct" if job.startswith("indo_rct_") else "heart"
+    return json.loads((ROOT / "job_specs" / "dictionaries" / f"{name}.json").read_text())
 
 
 def _config(job: str, side: str) -> dict:
@@ -32,7 +36,7 @@ def _build(spec: dict) -> object:
 
 
 def test_there_is_a_histogram_job() -> None:
-    assert "heart_xgboost" in TREE_JOBS
+    assert TREE_JOBS == ["heart_xgboost", "indo_rct_xgboost"]
 
 
 @pytest.mark.parametrize("job", TREE_JOBS)
@@ -66,7 +70,7 @@ def test_sites_loader_and_server_use_one_dictionary_and_keep_missing_values(job:
             executor["args"]["task_args"]["dictionary"],
             loader["args"]["task_args"]["dictionary"],
             workflows["alignment"]["dictionary"],
-            HEART,
+            _dictionary_file(job),
         )
     }
     assert len(prints) == 1
