@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from fedhealth.tasks.base import Site
-
-_XGB_NAME = re.compile(r"^[^\[\]<]+$")  # XGBoost refuses feature names with '[', ']' or '<'
+from fedhealth.trees.model import xgboost_names
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -36,5 +33,4 @@ def site_matrices(site: Site) -> tuple[Split, Split, list[str] | None]:
                 f"site {site.name}: its {split} matrix has {x.shape[-1]} feature columns but the aligned "
                 f"schema has {len(columns)}"
             )
-    names = columns if all(_XGB_NAME.match(c) for c in columns) else None
-    return train, test, names
+    return train, test, xgboost_names(columns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -19,7 +20,13 @@ import xgboost as xgb
 from torch import nn
 
 TREE_KEY = "xgboost_json"
+_XGB_NAME = re.compile(r"^[^\[\]<]+$")  # XGBoost refuses feature names with '[', ']' or '<'
 MODEL_FILE = "xgboost_model.json"  # the exported model in the server's run folder (XGBoost's own format)
+
+
+def xgboost_names(columns: list[str]) -> list[str] | None:
+    """The schema's column names as XGBoost feature names, or ``None`` when XGBoost would refuse one."""
+    return list(columns) if all(_XGB_NAME.match(c) for c in columns) else None
 
 
 def is_tree_weights(weights: Mapping[str, object]) -> bool:
@@ -87,6 +94,11 @@ class TreeModel(nn.Module):
     def weights(self) -> dict[str, np.ndarray]:
         return tree_weights(self.model_json)
 
+    def replace(self, model: bytes) -> None:
+        """Hold another JSON model in place (a site's ensemble after its round's new trees)."""
+        self.booster = load_booster(bytes(model))
+        self.model_json = bytes(model)
+
 
 def tree_from_weights(weights: Mapping[str, object]) -> TreeModel:
     """The :class:`TreeModel` a message carries."""
@@ -113,3 +125,14 @@ def boost_more(model: TreeModel, x: np.ndarray, y: np.ndarray, *, rounds: int, e
     matrix = xgb.DMatrix(x, label=y, missing=np.nan, feature_names=model.booster.feature_names)
     booster = xgb.train(params, matrix, rounds, xgb_model=load_booster(model.model_json))
     return TreeModel(bytes(booster.save_raw("json")))
+
+
+def empty_model(columns: list[str], *, objective: str = "binary:logistic", base_score: float = 0.5) -> bytes:
+    """A model with no trees yet over ``columns`` (predicts ``base_score``): a bagging job's round 0."""
+    if not columns:
+        raise ValueError("a tree model needs at least one feature column")
+    matrix = xgb.DMatrix(
+        np.full((1, len(columns)), np.nan), label=[0.0], feature_names=xgboost_names(columns)
+    )
+    booster = xgb.train({"objective": objective, "base_score": base_score, "nthread": 1}, matrix, 0)
+    return bytes(booster.save_raw("json"))
