@@ -149,6 +149,7 @@ BUILTIN: dict[str, str] = {
     "dp_sgd": "fedhealth.client.dp_sgd",
     "topk": "fedhealth.client.topk",
     "step_cap": "fedhealth.client.step_cap",
+    "tree_bagging": "fedhealth.client.tree_bagging",
 }
 # The entry-point group of site-installed algorithms (a package's ``[project.entry-points."..."]``).
 ENTRY_POINT_GROUP = "fedhealth.client_algorithms"

@@ -127,12 +127,16 @@ def boost_more(model: TreeModel, x: np.ndarray, y: np.ndarray, *, rounds: int, e
     return TreeModel(bytes(booster.save_raw("json")))
 
 
-def empty_model(columns: list[str], *, objective: str = "binary:logistic", base_score: float = 0.5) -> bytes:
-    """A model with no trees yet over ``columns`` (predicts ``base_score``): a bagging job's round 0."""
+def empty_model(columns: list[str], *, base_score: float = 0.5, num_parallel_tree: int = 1) -> bytes:
+    """A binary model with no trees over ``columns`` (predicts ``base_score``): a bagging job's round 0."""
     if not columns:
         raise ValueError("a tree model needs at least one feature column")
-    matrix = xgb.DMatrix(
-        np.full((1, len(columns)), np.nan), label=[0.0], feature_names=xgboost_names(columns)
-    )
-    booster = xgb.train({"objective": objective, "base_score": base_score, "nthread": 1}, matrix, 0)
-    return bytes(booster.save_raw("json"))
+    nothing = np.full((1, len(columns)), np.nan)
+    matrix = xgb.DMatrix(nothing, label=[0.0], feature_names=xgboost_names(columns))
+    params = {
+        "objective": "binary:logistic",
+        "base_score": base_score,
+        "num_parallel_tree": num_parallel_tree,
+        "nthread": 1,
+    }
+    return bytes(xgb.train(params, matrix, 0).save_raw("json"))
