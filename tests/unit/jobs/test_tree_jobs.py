@@ -9,15 +9,18 @@ import pytest
 from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer
 
 from fedhealth import constants as C
+from fedhealth.aggregators.tree_bagging_aggregator import TreeBaggingAggregator
 from fedhealth.ehr.dictionary import DataDictionary
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.executors.tabular_xgb_loader import TabularXGBDataLoader
+from fedhealth.persistors.tree_model_persistor import TreeModelPersistor
 from fedhealth.workflows.loopback_xgb_controller import LoopbackXGBController
 from fedhealth.workflows.tree_model_collector import TreeModelCollector
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
 
 ROOT = Path(__file__).resolve().parents[3]
 TREE_JOBS = sorted(p.name for p in (ROOT / "jobs").iterdir() if "xgboost" in p.name)
+HISTOGRAM_JOBS = [job for job in TREE_JOBS if "bagging" not in job]
 
 
 def _dictionary_file(job: str) -> dict:
@@ -36,7 +39,7 @@ def _build(spec: dict) -> object:
 
 
 def test_there_is_a_histogram_job() -> None:
-    assert TREE_JOBS == ["heart_xgboost", "indo_rct_xgboost"]
+    assert TREE_JOBS == ["heart_xgboost", "heart_xgboost_bagging", "indo_rct_xgboost"]
 
 
 @pytest.mark.parametrize("job", TREE_JOBS)
@@ -53,9 +56,14 @@ def test_every_component_is_allowed_and_builds_with_the_job_args(job: str) -> No
     for spec in specs:
         assert any(ComponentPathAuthorizer._path_matches_prefix(spec["path"], p) for p in allow), spec["path"]
     assert isinstance(built["executor"], SiteExecutor) and built["executor"].task.name == "tabular"
-    assert isinstance(built["data_loader"], TabularXGBDataLoader)
-    assert isinstance(built["collect_model"], TreeModelCollector)
-    assert isinstance(built["xgboost"], LoopbackXGBController)
+    if job in HISTOGRAM_JOBS:
+        assert isinstance(built["data_loader"], TabularXGBDataLoader)
+        assert isinstance(built["collect_model"], TreeModelCollector)
+        assert isinstance(built["xgboost"], LoopbackXGBController)
+    else:  # bagging: the kit's own parts around FLARE's ScatterAndGather
+        assert [a["name"] for a in built["executor"].algorithm_specs] == ["tree_bagging"]
+        assert isinstance(built["persistor"], TreeModelPersistor)
+        assert isinstance(built["aggregator"], TreeBaggingAggregator)
 
 
 @pytest.mark.parametrize("job", TREE_JOBS)
@@ -63,26 +71,31 @@ def test_sites_loader_and_server_use_one_dictionary_and_keep_missing_values(job:
     client, server = _config(job, "client"), _config(job, "server")
     workflows = {w["id"]: w["args"] for w in server["workflows"]}
     executor = next(e["executor"] for e in client["executors"] if e["executor"]["id"] == "executor")
-    loader = next(c for c in client["components"] if c["id"] == "data_loader")
+    loaders = [c["args"]["task_args"] for c in client["components"] if c["id"] == "data_loader"]
+    dictionaries = [executor["args"]["task_args"], *loaders]
     prints = {
         DataDictionary.from_dict(d).fingerprint()
         for d in (
-            executor["args"]["task_args"]["dictionary"],
-            loader["args"]["task_args"]["dictionary"],
-            workflows["alignment"]["dictionary"],
-            _dictionary_file(job),
+            [a["dictionary"] for a in dictionaries]
+            + [workflows["alignment"]["dictionary"], _dictionary_file(job)]
         )
     }
     assert len(prints) == 1
-    assert loader["args"]["task_args"]["dataset"] == executor["args"]["task_args"]["dataset"]
+    assert {a["dataset"] for a in dictionaries} == {executor["args"]["task_args"]["dataset"]}
     # Trees split on missing values themselves: no imputation, no indicator columns.
     assert workflows["alignment"]["imputation"] == "none" and workflows["alignment"]["indicators"] is False
+    if job not in HISTOGRAM_JOBS:
+        (bagging,) = executor["args"]["algorithms"]
+        assert bagging["name"] == "tree_bagging" and bagging["args"]["params"]["base_score"] == 0.5
+        persistor = next(c for c in server["components"] if c["id"] == "persistor")
+        assert persistor["args"]["base_score"] == bagging["args"]["params"]["base_score"]
+        return
     xgb = workflows["xgboost"]
     assert xgb["data_split_mode"] == 0 and xgb["secure_training"] is False
     assert xgb["xgb_params"]["objective"] == "binary:logistic" and xgb["xgb_params"]["nthread"] == 1
 
 
-@pytest.mark.parametrize("job", TREE_JOBS)
+@pytest.mark.parametrize("job", HISTOGRAM_JOBS)
 def test_task_names_route_to_the_two_executors(job: str) -> None:
     client, server = _config(job, "client"), _config(job, "server")
     routes = {e["executor"]["id"]: set(e["tasks"]) for e in client["executors"]}
