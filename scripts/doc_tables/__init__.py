@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from doc_tables import compression, ehr, encryption, heart, imaging, noniid, privacy, reliability, scale
+from doc_tables import (
+    compression,
+    ehr,
+    encryption,
+    heart,
+    imaging,
+    noniid,
+    privacy,
+    reliability,
+    scale,
+    xgboost,
+)
 
 TABLES: dict[str, Callable[[Path], str]] = {
     "heart-bench": heart.heart_bench,
@@ -20,6 +31,10 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "ehr-per-site": ehr.ehr_per_site,
     "ehr-aims": ehr.ehr_aims,
     "ehr-setup": ehr.ehr_setup,
+    "xgboost-bench": xgboost.xgboost_bench,
+    "xgboost-aims": xgboost.xgboost_aims,
+    "xgboost-rounds": xgboost.xgboost_rounds,
+    "xgboost-setup": xgboost.xgboost_setup,
     "faults": reliability.faults,
     "robust-rules": reliability.robust_rules,
     "privacy-utility": privacy.privacy_utility,
