@@ -318,7 +318,7 @@ def timing(stats: list[dict]) -> dict:
             "round_seconds_mean": float(per_round.mean()),
             "round_seconds_median": float(np.median(per_round)),
         }
-    for key in ("bytes_per_site_per_round", "bytes_note", "upload_bytes_per_site_per_round",
+    for key in ("bytes_per_site_per_round", "upload_bytes_per_site_per_round",
                 "download_bytes_per_site_per_round", "model_bytes"):  # fmt: skip
         if key in stats[0]:
             out[key] = stats[0][key]

@@ -12,7 +12,7 @@ import pytest
 
 from fedhealth_tools.training import tree_methods
 from fedhealth_tools.training.tree_methods import SiteMatrices
-from fedhealth_tools.training.xgb_rabit import run_federated_histogram
+from fedhealth_tools.training.xgb_federated import run_federated_histogram
 
 PARAMS = {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 2, "eta": 0.3, "nthread": 1}
 ROUNDS = (3, 8)
@@ -38,7 +38,9 @@ def test_histogram_training_across_sites_equals_centralized_training() -> None:
             assert np.allclose(federated[r][s.name], pooled[r][s.name], atol=1e-6)
     assert not np.allclose(federated[3]["a"], federated[8]["a"])
     assert len(stats["round_seconds"]) == max(ROUNDS)
-    assert stats["rows_per_site"] == [40, 40] and stats["bytes_per_site_per_round"] is None
+    assert stats["rows_per_site"] == [40, 40] and stats["address"].startswith("127.0.0.1:")
+    traffic = stats["bytes_per_site_per_round"]  # the loopback tracker counts what each site sends
+    assert traffic["first_round_from_site"] > traffic["from_site"] > 0 and traffic["to_site"] > 0
 
 
 def test_bagging_grows_num_sites_trees_a_round_and_counts_its_messages() -> None:

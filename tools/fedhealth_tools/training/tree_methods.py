@@ -7,7 +7,7 @@ cross-validation scores all stopping points from one run), with its timings:
 - :func:`centralized`: ``xgb.train`` on every site's training rows in one place.
 - :func:`local_only`: each site trains on its own rows; its predictions are its own model's.
 - :func:`federated_histogram`: XGBoost's row-split histogram training across the sites
-  (:func:`fedhealth_tools.training.xgb_rabit.run_federated_histogram`).
+  (:func:`fedhealth_tools.training.xgb_federated.run_federated_histogram`).
 - :func:`bagging`: FLARE's tree-based bagging (:mod:`fedhealth.trees.bagging`), the sites in turn
   each round, the server's append after them; the bytes are those of the JSON messages.
 
@@ -26,7 +26,7 @@ import xgboost as xgb
 
 from fedhealth.trees.bagging import append_trees, bagging_params, site_round
 from fedhealth.trees.model import load_booster
-from fedhealth_tools.training.xgb_rabit import run_federated_histogram
+from fedhealth_tools.training.xgb_federated import run_federated_histogram
 
 Split = tuple[np.ndarray, np.ndarray]
 # rounds -> site -> probabilities on the site's evaluation rows
