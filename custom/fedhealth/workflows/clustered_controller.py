@@ -23,13 +23,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from nvflare.apis.client import Client
 from nvflare.apis.controller_spec import Task
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
-from nvflare.apis.impl.controller import Controller
-from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 from nvflare.app_common.abstract.model import ModelLearnableKey, make_model_learnable
 from nvflare.app_common.app_constant import AppConstants
@@ -40,9 +37,10 @@ from fedhealth.algorithms.clustering import metadata_clusters, split_if_apart
 from fedhealth.training.aggregation import weighted_average
 from fedhealth.training.robust import screen_updates
 from fedhealth.training.schedule import lr_for_round
+from fedhealth.workflows.step_controller import StepController
 
 
-class ClusteredController(Controller):
+class ClusteredController(StepController):
     """FedAvg per cluster; clusters from update similarity or from declared site metadata.
 
     Args:
@@ -107,14 +105,6 @@ class ClusteredController(Controller):
         self.persistor = self._engine.get_component(self.persistor_id)
         if self.persistor is None:
             self.system_panic(f"no model persistor with id {self.persistor_id!r} in the job", fl_ctx)
-
-    def stop_controller(self, fl_ctx: FLContext) -> None:
-        pass
-
-    def process_result_of_unknown_task(
-        self, client: Client, task_name: str, client_task_id: str, result: Shareable, fl_ctx: FLContext
-    ) -> None:
-        self.log_warning(fl_ctx, f"late result for {task_name} from {client.name} ignored")
 
     def _train_cluster(self, sites, weights, r, k, fl_ctx, abort_signal) -> dict[str, DXO] | str:
         """One cluster's round: the sites' result DXOs, or the reason the round failed."""

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nvflare.apis.client import Client
 from nvflare.apis.controller_spec import ClientTask, Task
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
-from nvflare.apis.impl.controller import Controller
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 
@@ -30,6 +28,7 @@ from fedhealth.constants import (
     TASK_SET_SCALING,
 )
 from fedhealth.data.features import combine_moments
+from fedhealth.workflows.step_controller import StepController
 
 
 def task_failures(client_tasks: list[ClientTask]) -> list[str]:
@@ -43,7 +42,7 @@ def task_failures(client_tasks: list[ClientTask]) -> list[str]:
     return failures
 
 
-class FedStatsController(Controller):
+class FedStatsController(StepController):
     """Collects feature moments from every site and broadcasts the global scaling.
 
     Args:
@@ -61,14 +60,6 @@ class FedStatsController(Controller):
 
     def start_controller(self, fl_ctx: FLContext) -> None:
         self.log_info(fl_ctx, "federated statistics: waiting for sites")
-
-    def stop_controller(self, fl_ctx: FLContext) -> None:
-        pass
-
-    def process_result_of_unknown_task(
-        self, client: Client, task_name: str, client_task_id: str, result: Shareable, fl_ctx: FLContext
-    ) -> None:
-        self.log_warning(fl_ctx, f"late result for {task_name} from {client.name} ignored")
 
     def _broadcast(
         self,

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nvflare.apis.client import Client
 from nvflare.apis.controller_spec import Task
 from nvflare.apis.dxo import from_shareable
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
-from nvflare.apis.impl.controller import Controller
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 
@@ -26,9 +24,10 @@ from fedhealth.constants import EVENT_TREE_MODEL, PROP_TREE_MODEL, TASK_SUBMIT_T
 from fedhealth.trees.model import MODEL_FILE, TreeModel, fingerprint, model_json
 from fedhealth.workflows.ehr_alignment_controller import aligned_sites
 from fedhealth.workflows.fed_stats_controller import task_failures
+from fedhealth.workflows.step_controller import StepController
 
 
-class TreeModelCollector(Controller):
+class TreeModelCollector(StepController):
     """Collects the trained tree model from the sites.
 
     Args:
@@ -50,14 +49,6 @@ class TreeModelCollector(Controller):
 
     def start_controller(self, fl_ctx: FLContext) -> None:
         self.log_info(fl_ctx, "collecting the trained tree model from the sites")
-
-    def stop_controller(self, fl_ctx: FLContext) -> None:
-        pass
-
-    def process_result_of_unknown_task(
-        self, client: Client, task_name: str, client_task_id: str, result: Shareable, fl_ctx: FLContext
-    ) -> None:
-        self.log_warning(fl_ctx, f"late result for {task_name} from {client.name} ignored")
 
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
         task = Task(name=TASK_SUBMIT_TREE, data=Shareable(), timeout=self.task_timeout)

@@ -93,8 +93,8 @@ def patients(n: int, seed: int, *, shifted: bool = False) -> tuple[pd.DataFrame,
     return df, (rng.random(n) < p).astype("float32")
 
 
-def federation(dictionary: dict = DICTIONARY) -> tuple[dict, TabularNet]:
-    """The aligned schema of the three hospitals' profiles and a model trained on their encoded rows."""
+def _aligned(dictionary: dict, policy: AlignmentPolicy) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The three hospitals' profiles aligned under ``policy``: the schema, their encoded rows, labels."""
     data = DataDictionary.from_dict(dictionary)
     tables, profiles = {}, {}
     for i, (site, (n, absent)) in enumerate(FEDERATION.items()):
@@ -102,9 +102,15 @@ def federation(dictionary: dict = DICTIONARY) -> tuple[dict, TabularNet]:
         features.loc[:, sorted(absent)] = np.nan
         tables[site] = (features, labels)
         profiles[site] = site_profile(features, data, min_cell=5)
-    schema = align(profiles, data, AlignmentPolicy())
+    schema = align(profiles, data, policy)
     x = np.concatenate([encode(f, schema) for f, _ in tables.values()])
     y = np.concatenate([labels for _, labels in tables.values()])
+    return schema, x, y
+
+
+def federation(dictionary: dict = DICTIONARY) -> tuple[dict, TabularNet]:
+    """The aligned schema of the three hospitals' profiles and a model trained on their encoded rows."""
+    schema, x, y = _aligned(dictionary, AlignmentPolicy())
     model = TabularNet(in_features=len(schema["columns"]), seed=0)
     config = LocalTrainConfig(lr=TRAIN["lr"], batch_size=TRAIN["batch_size"], local_epochs=TRAIN["epochs"])
     train_local(model, x, y, config, generator=torch.Generator().manual_seed(0))
@@ -113,16 +119,7 @@ def federation(dictionary: dict = DICTIONARY) -> tuple[dict, TabularNet]:
 
 def tree_federation(dictionary: dict = DICTIONARY) -> tuple[dict, bytes]:
     """The same hospitals aligned for trees (imputation none) and XGBoost trained on their pooled rows."""
-    data = DataDictionary.from_dict(dictionary)
-    tables, profiles = {}, {}
-    for i, (site, (n, absent)) in enumerate(FEDERATION.items()):
-        features, labels = patients(n, seed=i)
-        features.loc[:, sorted(absent)] = np.nan
-        tables[site] = (features, labels)
-        profiles[site] = site_profile(features, data, min_cell=5)
-    schema = align(profiles, data, AlignmentPolicy(imputation="none", indicators=False))
-    x = np.concatenate([encode(f, schema) for f, _ in tables.values()])
-    y = np.concatenate([labels for _, labels in tables.values()])
+    schema, x, y = _aligned(dictionary, AlignmentPolicy(imputation="none", indicators=False))
     params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1}
     booster = xgb.train(params, xgb.DMatrix(x, label=y, missing=np.nan, feature_names=schema["columns"]), 20)
     return schema, bytes(booster.save_raw("json"))
