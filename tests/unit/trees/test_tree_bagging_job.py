@@ -24,6 +24,7 @@ from fedhealth import constants as C
 from fedhealth.aggregators.tree_bagging_aggregator import TreeBaggingAggregator
 from fedhealth.client.base import RoundInput, build_algorithms
 from fedhealth.client.runner import SiteRunner
+from fedhealth.models.state import to_numpy
 from fedhealth.persistors.tree_model_persistor import TreeModelPersistor
 from fedhealth.trees.model import MODEL_FILE, TreeModel, model_json, tree_weights
 from fedhealth.trees.params import check_params
@@ -110,3 +111,12 @@ def test_a_site_accepts_only_tree_parameters_within_their_ranges() -> None:
     )
     with pytest.raises(ValueError, match="runs alone; it cannot run with \\['fedprox'\\]"):
         build_algorithms([BAGGING, {"name": "fedprox", "args": {"mu": 0.1}}], LOCAL)
+
+
+def test_tree_bagging_refuses_a_network_from_the_server(tmp_path: Path) -> None:
+    task, sites, _ = tree_federation(tmp_path)
+    site = sites["site-1"]
+    runner = SiteRunner(task, site, algorithms=[BAGGING], local=LOCAL, seed=0, settings={})
+    network = to_numpy(task.build_model(site))
+    with pytest.raises(ValueError, match="tree_bagging needs a tree model from the server"):
+        runner.run_round(RoundInput(weights=network, lr=None, round_index=0))
