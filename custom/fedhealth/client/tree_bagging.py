@@ -17,9 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-
 from fedhealth import constants as C
 from fedhealth.client.base import (
     AlgorithmContext,
@@ -28,6 +25,7 @@ from fedhealth.client.base import (
     RoundState,
     register_algorithm,
 )
+from fedhealth.training.loops import evaluate
 from fedhealth.trees.bagging import append_trees, bagging_params, site_round
 from fedhealth.trees.matrices import site_matrices
 from fedhealth.trees.model import TreeModel, tree_weights
@@ -99,9 +97,7 @@ class TreeBagging(ClientAlgorithm):
         )
         model.replace(append_trees(model.model_json, [new]))  # the global model plus this site's trees
         self._new_trees = new
-        probs = torch.sigmoid(model(torch.as_tensor(x, dtype=torch.float32))).numpy()
-        clipped = np.clip(probs, 1e-7, 1 - 1e-7)
-        loss = float(-(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)).mean())
+        loss = evaluate(model, x, y)[C.M_LOSS]  # the kit's loss on the site's training rows
         return {C.M_TRAIN_LOSS: loss, C.M_STEPS: self.local_rounds * self.num_parallel_tree}
 
     def after_round(self, state: RoundState) -> None:

@@ -91,9 +91,6 @@ class TreeModel(nn.Module):
         margin = self.booster.predict(matrix, output_margin=True)
         return torch.as_tensor(np.asarray(margin, dtype=np.float32).reshape(-1))
 
-    def weights(self) -> dict[str, np.ndarray]:
-        return tree_weights(self.model_json)
-
     def replace(self, model: bytes) -> None:
         """Hold another JSON model in place (a site's ensemble after its round's new trees)."""
         self.booster = load_booster(bytes(model))

@@ -14,6 +14,7 @@ from fedhealth.ehr.dictionary import DataDictionary
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.executors.tabular_xgb_loader import TabularXGBDataLoader
 from fedhealth.persistors.tree_model_persistor import TreeModelPersistor
+from fedhealth.trees.model import MODEL_FILE
 from fedhealth.workflows.loopback_xgb_controller import LoopbackXGBController
 from fedhealth.workflows.tree_model_collector import TreeModelCollector
 from fedhealth_tools.provision.allow_list import load as provisioned_allow_list
@@ -101,6 +102,9 @@ def test_task_names_route_to_the_two_executors(job: str) -> None:
     routes = {e["executor"]["id"]: set(e["tasks"]) for e in client["executors"]}
     assert routes["executor"] == {C.TASK_EHR_PROFILE, C.TASK_SET_SCHEMA, C.TASK_SUBMIT_TREE, C.TASK_VALIDATE}
     assert routes["xgb_executor"] == {"config", "start"}  # FLARE's histogram protocol
+    xgb_executor = next(e["executor"] for e in client["executors"] if e["executor"]["id"] == "xgb_executor")
+    # FLARE's executor writes the booster where the site's submit_tree_model step reads it
+    assert xgb_executor["args"]["model_file_name"] == MODEL_FILE
     cse = next(w["args"] for w in server["workflows"] if w["id"] == "cross_site_eval")
     # Histogram boosting leaves the same model at every site: only the collected global model is scored.
     assert cse["submit_model_task_name"] == "" and cse["validation_task_name"] == C.TASK_VALIDATE
