@@ -117,6 +117,8 @@ SITE_IMAGE_CACHE_KEY = "image_cache"  # decoded-image cache folder (default <sit
 IMAGE_CACHE_DIR = "image_cache"
 QUARANTINE_REPORT_FILE = "fedhealth_quarantine.json"  # stays in the site's run folder
 M_PER_LABEL_AUC = "per_label_auc"
+M_PER_FINDING = "per_finding"  # finding -> its intervals (multi-label; multi-class one-vs-rest)
+M_POSITIVE_CLASS = "positive_class"  # what sensitivity counts as positive, in a validate result
 M_N_QUARANTINED = "n_quarantined"
 M_IMAGES_PER_S = "images_per_s"
 

@@ -134,6 +134,23 @@ def binary_view(y: np.ndarray, probs: np.ndarray, spec: LabelSpec) -> tuple[np.n
     return (np.asarray(y).max(axis=1) > 0).astype(float), probs.max(axis=1)
 
 
+def finding_views(
+    y: np.ndarray, probs: np.ndarray, spec: LabelSpec
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One yes/no question per finding for the per-finding intervals and gate; empty for binary.
+
+    Multi-label: "finding k present", probability ``p_k``. Multi-class: one-vs-rest "class k",
+    probability ``p(class k)``. Keys are ``spec.classes`` in the model's output order.
+    """
+    if spec.task == "binary":
+        return {}
+    y = np.asarray(y)
+    if spec.task == "multiclass":
+        yi = y.astype(int).ravel()
+        return {name: ((yi == k).astype(float), probs[:, k]) for k, name in enumerate(spec.classes)}
+    return {name: ((y[:, k] > 0.5).astype(float), probs[:, k]) for k, name in enumerate(spec.classes)}
+
+
 def evaluate_images(
     model: nn.Module, x: np.ndarray, y: np.ndarray, spec: LabelSpec, device: torch.device | None = None
 ) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fedhealth.constants import TB_DIR
 from fedhealth.reports.ehr_alignment import alignment_section, find_ehr_schema
+from fedhealth.reports.finding_table import decision_line
 from fedhealth.reports.run_record import RunRecord
 from fedhealth.reports.run_report import build_report, failure_line, find_run_files, site_table, write_report
 
@@ -98,12 +99,19 @@ def summary_text(report: dict) -> str:
     flagged = [s["name"] for s in report["sites"] if s.get("flagged")]
     lines.append(f"flagged sites: {', '.join(flagged) if flagged else 'none'}")
     gate = report.get("gate") or {}
+    per_finding = report.get("per_finding")
     if gate:
+        name = "any-finding gate (information only)" if per_finding else "deployment gate"
         lines.append(
-            f"deployment gate ({gate['metric']} lower 95% bound >= {gate['threshold']} at every site): "
+            f"{name} ({gate['metric']} lower 95% bound >= {gate['threshold']} at every site): "
             f"{gate['decision']} (deciding site: {gate['deciding_site']})"
         )
-    else:
+    if per_finding:
+        lines.append(decision_line(per_finding))
+    positive = report.get("positive_class")
+    if positive:
+        lines.append(f"positive class of sensitivity and specificity: {positive['name']}")
+    if not gate:
         lines.append(f"deployment decision: {report['deploy_decision']} (no site validated the final model)")
     divergence = report.get("divergence") or {}
     if divergence.get("diverging"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from fedhealth.constants import M_EVAL_SPLIT, M_IMAGES_PER_S, M_N_QUARANTINED, RUN_RECORD_FILE
 
@@ -25,11 +25,15 @@ NEVER_STARTED = (
 
 
 class Gate(TypedDict):
-    """The deployment gate's settings (from the job config)."""
+    """The deployment gate's settings (from the job config).
+
+    ``finding_thresholds`` (finding -> threshold) exists only in the records of jobs that set it.
+    """
 
     primary_metric: str
     threshold: float
     flag_sd: float
+    finding_thresholds: NotRequired[dict[str, float]]
 
 
 class Failure(TypedDict):

@@ -28,6 +28,7 @@ from fedhealth.reports.privacy_report import plot_privacy, privacy_markdown, pri
 from fedhealth.reports.run_record import RunRecord, eval_split, load_record
 from fedhealth.reports.site_report import (
     cross_site_matrix,
+    decision,
     fairness_markdown,
     fairness_section,
     participation,
@@ -121,8 +122,10 @@ def build_report(job: str, record: RunRecord, cross: dict) -> dict:
             metric: cross_site_matrix(cross, metric)
             for metric in {M_ACCURACY, section["settings"]["primary_metric"]}
         },
-        "deploy_decision": (section["gate"] or {}).get("decision", "DO NOT DEPLOY"),
+        "deploy_decision": decision(section),
         "gate": section["gate"],
+        "per_finding": section["findings"],
+        "positive_class": section["positive"],
         "flags": section["flags"],
         "curves": site_curves(record),
         "participation": participation(record),

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from fedhealth.constants import M_INTERVALS, STREAMED_METRICS
 from fedhealth.reports.fairness import deployment_gate, flag_sites, site_values
+from fedhealth.reports.finding_gate import finding_gate, site_findings
+from fedhealth.reports.finding_table import failing_text, finding_markdown
+from fedhealth.reports.positive_class import positive_class, sensitivity_label
 from fedhealth.reports.run_record import RunRecord
 from fedhealth.training.site_metrics import METRICS
 
@@ -72,7 +75,11 @@ def _metric(result: dict, metric: str) -> float | None:
 
 
 def fairness_section(cross: dict, model: str | None, record: RunRecord) -> dict:
-    """Flags, gate and summary for every metric; the primary metric decides deployment."""
+    """Flags, gate and summary for every metric; the primary metric decides deployment.
+
+    A job whose sites send per-finding intervals (multi-label, multi-class) is decided by the
+    per-finding gate (``findings``); ``gate`` then judges "any finding" and is shown for information.
+    """
     gate_cfg = record.get("gate") or {"primary_metric": "auc", "threshold": 0.75, "flag_sd": 2.0}
     intervals = site_intervals(cross, model)
     flags = {}
@@ -84,7 +91,31 @@ def fairness_section(cross: dict, model: str | None, record: RunRecord) -> dict:
         if intervals
         else None
     )
-    return {"settings": gate_cfg, "flags": flags, "gate": gate, "intervals": intervals}
+    per_finding = site_findings(cross, model)
+    findings = (
+        finding_gate(
+            per_finding,
+            metric=gate_cfg["primary_metric"],
+            threshold=gate_cfg["threshold"],
+            finding_thresholds=gate_cfg.get("finding_thresholds"),
+        )
+        if per_finding
+        else None
+    )
+    return {
+        "settings": gate_cfg,
+        "flags": flags,
+        "gate": gate,
+        "intervals": intervals,
+        "findings": findings,
+        "positive": positive_class(cross, model),
+    }
+
+
+def decision(section: dict) -> str:
+    """The deployment decision: the per-finding gate's where there is one, else the site gate's."""
+    judge = section.get("findings") or section.get("gate") or {}
+    return judge.get("decision", "DO NOT DEPLOY")
 
 
 def site_rows(section: dict) -> dict[str, dict]:
@@ -92,15 +123,22 @@ def site_rows(section: dict) -> dict[str, dict]:
     primary = section["settings"]["primary_metric"]
     flags = section["flags"][primary]["sites"]
     gate_sites = (section["gate"] or {}).get("sites", {})
+    findings = section.get("findings")
     rows = {}
     for site, iv in section["intervals"].items():
+        deploy = gate_sites.get(site, {}).get("decision")
+        reason = gate_sites.get(site, {}).get("reason")
+        if findings:  # the site's decision over all its findings
+            deploy = findings["sites"].get(site)
+            failed = failing_text({"failing": [c for c in findings["failing"] if c["site"] == site]})
+            reason = f"failing finding(s): {failed}" if failed else "every finding clears its threshold"
         rows[site] = {
             "metrics": {m: iv.get(m) for m in METRICS},
             "n_pos": iv.get("n_pos"),
             "n_neg": iv.get("n_neg"),
             "flagged": bool(flags.get(site, {}).get("flagged", False)),
-            "deploy": gate_sites.get(site, {}).get("decision"),
-            "deploy_reason": gate_sites.get(site, {}).get("reason"),
+            "deploy": deploy,
+            "deploy_reason": reason,
         }
     return rows
 
@@ -116,9 +154,12 @@ def _ci(m: dict | None) -> str:
 def fairness_markdown(report: dict) -> str:
     """The report's per-site validation section: intervals, flags, gate, divergence."""
     gate = report.get("gate") or {}
+    per_finding = report.get("per_finding")
+    positive = report.get("positive_class") or {}
     lines = ["## Per-site validation of the final global model (95% bootstrap CI)", ""]
     lines += [
-        "| site | n (pos/neg) | AUC | accuracy | sensitivity | specificity | flagged | decision |",
+        f"| site | n (pos/neg) | AUC | accuracy | {sensitivity_label(positive)} | specificity | flagged | "
+        "decision |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in report["sites"]:
@@ -128,7 +169,7 @@ def fairness_markdown(report: dict) -> str:
             f"{_ci(m.get('accuracy'))} | {_ci(m.get('sensitivity'))} | {_ci(m.get('specificity'))} | "
             f"{'FLAGGED' if s.get('flagged') else 'no'} | {s.get('deploy') or 'n/a'} |"
         )
-    lines.append("")
+    lines += ["", _positive_line(positive, bool(per_finding)), ""]
     for s in report["sites"]:
         for m in (s.get("metrics") or {}).values():
             if m and m.get("reason"):
@@ -144,15 +185,19 @@ def fairness_markdown(report: dict) -> str:
         if flags.get("reason"):
             lines.append(f"Flag rule ({flags.get('k')} SD below the mean): {flags['reason']}")
     if gate:
+        title = "Any-finding gate (information only; the per-finding gate below decides)"
         lines += [
             "",
-            f"**Deployment gate: {gate.get('decision')}** ({gate.get('metric')} lower 95% bound "
+            f"**{title if per_finding else 'Deployment gate'}: {gate.get('decision')}** "
+            f"({gate.get('metric')} lower 95% bound "
             f">= {gate.get('threshold')} at every site; deciding site: {gate.get('deciding_site')}). "
             f"{gate.get('rule', '')}.",
         ]
         for site, d in gate.get("sites", {}).items():
             if d.get("reason"):
                 lines.append(f"- {site}: {d['decision']}: {d['reason']}")
+    if per_finding:
+        lines += ["", finding_markdown(per_finding)]
     divergence = report.get("divergence") or {}
     if divergence.get("diverging"):
         lines += ["", f"**Warning:** {divergence.get('message')}"]
@@ -163,3 +208,19 @@ def fairness_markdown(report: dict) -> str:
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _positive_line(positive: dict, multi: bool) -> str:
+    name = positive.get("name") or "1 (label value)"
+    line = (
+        f"Positive class: {name}. Sensitivity is the share of positive-class patients the model flags at "
+        "the site's decision threshold, specificity the share of the others it clears."
+    )
+    if multi:
+        line += (
+            ' Multi-label or multi-class job: the columns above judge "any finding" (the most likely '
+            "finding's probability); the finding x site table below judges each finding."
+        )
+    if positive.get("note"):
+        line += f" Note: {positive['note']}."
+    return line

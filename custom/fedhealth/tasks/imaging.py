@@ -25,6 +25,7 @@ from fedhealth.imaging.labels import LabelSpec
 from fedhealth.imaging.loops import (
     binary_view,
     evaluate_images,
+    finding_views,
     metrics_from_probs,
     predict_images,
     train_images,
@@ -120,7 +121,20 @@ class ImageSite:
         metrics = {**clean_metrics(metrics_from_probs(test.y, probs, self.spec)), **self.sizes()}
         labels, scores = binary_view(test.y, probs, self.spec)
         metrics[C.M_INTERVALS] = evaluate_with_intervals(labels, scores, n_bootstrap=n_bootstrap)
+        metrics |= self._per_finding(test.y, probs, n_bootstrap=n_bootstrap)
         return metrics
+
+    def _per_finding(self, y: np.ndarray, probs: np.ndarray, *, n_bootstrap: int) -> dict:
+        """Multi-label and multi-class: each finding's (class's, one-vs-rest) intervals; binary: none."""
+        views = finding_views(y, probs, self.spec)
+        if not views:
+            return {}
+        return {
+            C.M_PER_FINDING: {
+                name: evaluate_with_intervals(labels, scores, n_bootstrap=n_bootstrap)
+                for name, (labels, scores) in views.items()
+            }
+        }
 
     def sizes(self) -> dict[str, int]:
         return {

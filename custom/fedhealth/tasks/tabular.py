@@ -125,7 +125,9 @@ class TabularSite:
         return {**evaluate(model, x, y), **{k: float(v) for k, v in self.sizes().items()}}
 
     def validate(self, model: nn.Module, *, n_bootstrap: int) -> dict:
-        return validate_on_arrays(self, model, n_bootstrap=n_bootstrap)
+        metrics = validate_on_arrays(self, model, n_bootstrap=n_bootstrap)
+        # the data dictionary's binary target: 1 is its positive value (the report names it)
+        return {**metrics, C.M_POSITIVE_CLASS: f"{self.dictionary.target} = 1"}
 
     def sizes(self) -> dict[str, int]:
         return {C.M_N_TRAIN: len(self.train_table), C.M_N_TEST: len(self.test_table)}

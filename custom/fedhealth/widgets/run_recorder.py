@@ -40,6 +40,7 @@ from fedhealth.constants import (
     TASK_TRAIN,
 )
 from fedhealth.reports.fairness import loss_divergence
+from fedhealth.reports.finding_gate import check_finding_thresholds
 from fedhealth.reports.run_record import NEVER_STARTED, Failure, Gate, RunRecord, new_record
 from fedhealth.reports.summary import round_summary
 from fedhealth.training.site_metrics import METRICS
@@ -53,9 +54,18 @@ class RunRecorder(FLComponent):
             ``sensitivity`` or ``specificity``).
         threshold: the clinical threshold the gate applies to each site's lower 95% bound.
         flag_sd: a site is flagged when its metric is more than this many SD below the sites' mean.
+        finding_thresholds: multi-label and multi-class jobs: finding (class) name -> its own
+            threshold; a finding not named here gets ``threshold``. Binary jobs ignore it.
     """
 
-    def __init__(self, *, primary_metric: str = "auc", threshold: float = 0.75, flag_sd: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        primary_metric: str = "auc",
+        threshold: float = 0.75,
+        flag_sd: float = 2.0,
+        finding_thresholds: dict[str, float] | None = None,
+    ) -> None:
         super().__init__()
         if primary_metric not in METRICS:
             raise ValueError(f"primary_metric must be one of {METRICS}, not {primary_metric!r}.")
@@ -64,6 +74,8 @@ class RunRecorder(FLComponent):
         if flag_sd <= 0:
             raise ValueError(f"flag_sd must be positive, got {flag_sd}.")
         self.gate = Gate(primary_metric=primary_metric, threshold=threshold, flag_sd=flag_sd)
+        if finding_thresholds:  # checked here so a bad job config fails at start, not in the report
+            self.gate["finding_thresholds"] = check_finding_thresholds(finding_thresholds)
         self._lock = threading.Lock()
         self._record: RunRecord = {}
         self._path: Path | None = None
