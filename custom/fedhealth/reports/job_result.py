@@ -101,7 +101,7 @@ def summary_text(report: dict) -> str:
     gate = report.get("gate") or {}
     per_finding = report.get("per_finding")
     if gate:
-        name = "any-finding gate (information only)" if per_finding else "deployment gate"
+        name = "any-finding gate, information only" if per_finding else "deployment gate"
         lines.append(
             f"{name} ({gate['metric']} lower 95% bound >= {gate['threshold']} at every site): "
             f"{gate['decision']} (deciding site: {gate['deciding_site']})"

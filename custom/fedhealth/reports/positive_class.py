@@ -3,7 +3,8 @@
 Binary labels treat 1 as positive, but in some public sets 0 is the disease; a sensitivity without
 its positive class can silently be the recall of the healthy class. Sites name the positive class
 in their validate results (``positive_class``); results from sites that do not (older sites, the
-heart task) fall back to the label value 1, and a multi-label job's positive class is each finding.
+heart task) fall back to the label value 1; a multi-label job's overall view counts "any finding" as
+positive (each finding in its per-finding table; a multi-class job: any class but the first).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Mapping
 from fedhealth.constants import M_PER_FINDING, M_POSITIVE_CLASS
 
 LABEL_ONE = "1 (label value)"
-EACH_FINDING = "each finding (present = 1)"
+# The overall view of a multi-label job ("any finding") or a multi-class one (any class but the first).
+ANY_FINDING = "any finding"
 
 
 def _name(value: object) -> str | None:
@@ -37,7 +39,7 @@ def positive_class(cross: Mapping[str, Mapping], model: str | None) -> dict:
     note = None
     if not names:
         multi = any(M_PER_FINDING in r for r in results.values())
-        return {"name": EACH_FINDING if multi else LABEL_ONE, "stated": False, "sites": stated, "note": None}
+        return {"name": ANY_FINDING if multi else LABEL_ONE, "stated": False, "sites": stated, "note": None}
     if len(names) > 1:
         name = " / ".join(names)
         note = "the sites name different positive classes: " + "; ".join(

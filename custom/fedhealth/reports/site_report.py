@@ -218,8 +218,9 @@ def _positive_line(positive: dict, multi: bool) -> str:
     )
     if multi:
         line += (
-            ' Multi-label or multi-class job: the columns above judge "any finding" (the most likely '
-            "finding's probability); the finding x site table below judges each finding."
+            ' Multi-label or multi-class job: the columns above judge "any finding" (multi-label: the most '
+            "likely finding's probability; multi-class: any class but the first); the finding x site table "
+            "below judges each finding (each class, one-vs-rest)."
         )
     if positive.get("note"):
         line += f" Note: {positive['note']}."

@@ -89,4 +89,6 @@ def test_a_separable_finding_has_auc_one_and_an_absent_one_the_undefined_reason(
         assert per[name]["auc"]["lo"] == pytest.approx(1.0)
     hernia = per["Hernia"]
     assert hernia["n_pos"] == 0 and hernia["auc"]["value"] is None and hernia["auc"]["lo"] is None
-    assert hernia["auc"]["reason"] == "AUC undefined: the split holds one class only (0 positive, 40 negative)"
+    assert (
+        hernia["auc"]["reason"] == "AUC undefined: the split holds one class only (0 positive, 40 negative)"
+    )

@@ -119,6 +119,8 @@ def test_a_site_profiles_then_takes_the_schema_and_trains_on_it(tmp_path: Path) 
     assert metrics[C.M_N_TEST] == 20.0 and 0.0 <= metrics[C.M_AUC] <= 1.0
     saved = json.loads((tmp_path / "run" / "site-3" / C.EHR_SCHEMA_FILE).read_text())
     assert saved == schema
+    validated = site.validate(model, n_bootstrap=20)  # names the dictionary's target as positive
+    assert validated[C.M_POSITIVE_CLASS] == "heart_disease = 1" and validated[C.M_INTERVALS]["n"] == 20
 
 
 def test_training_before_the_schema_says_what_is_missing(tmp_path: Path) -> None:

@@ -33,6 +33,14 @@ BAD_ARGS = [
     ({"primary_metric": "f1"}, "primary_metric"),
     ({"threshold": 1.5}, "threshold"),
     ({"flag_sd": 0}, "flag_sd"),
+    (
+        {"finding_thresholds": {"Mass": 0}},
+        r"finding_thresholds\['Mass'\] must be a number strictly between 0 and 1",
+    ),
+    (
+        {"finding_thresholds": ["Mass", 0.8]},
+        "finding_thresholds must map finding names to thresholds, got a list",
+    ),
 ]
 
 
@@ -212,3 +220,17 @@ def test_a_server_that_stopped_on_its_own_error_keeps_its_reason_and_blames_no_s
     record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
     assert record["status"] == "aborted" and record["failures"] == []
     assert record["abort_reason"] == reason
+
+
+def test_finding_thresholds_reach_the_record_only_when_set(tmp_path: Path) -> None:
+    fl_ctx = _ctx(tmp_path)
+    recorder = RunRecorder(threshold=0.8, finding_thresholds={"Hernia": 0.6, "Mass": 0.9})
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    recorder.handle_event(EventType.END_RUN, fl_ctx)
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    assert record["gate"] == {
+        "primary_metric": "auc",
+        "threshold": 0.8,
+        "flag_sd": 2.0,
+        "finding_thresholds": {"Hernia": 0.6, "Mass": 0.9},
+    }
