@@ -5,7 +5,8 @@ A site keeps ``<data_root>/<folder>/{train,val,test}/`` with DICOM files in any 
 (refusing identified data when the site requires de-identification, its default) and decodes through
 the site's cache; the quarantine report stays in the run folder. Rounds report on the validation split;
 the cross-site ``validate`` task on the test split, with MONAI per-label AUC for multi-class and
-multi-label tasks. A new DICOM image set needs no code: a job names this task with its labels.
+multi-label tasks and each finding's bootstrap intervals (``per_finding``) for the per-finding gate.
+A new DICOM image set needs no code: a job names this task with its labels.
 """
 
 from __future__ import annotations
