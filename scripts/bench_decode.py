@@ -30,6 +30,7 @@ import copy
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             "min_images": args.min_images,
             "reported": "fastest pass",
         },
-        "command": "python scripts/bench_decode.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": shlex.join(["python", "scripts/bench_decode.py", *_without_note(argv)]),
         "hardware": {
             "platform": platform.platform(),
             "processor": platform.processor(),
@@ -225,6 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(record, indent=2))
     print(f"wrote {args.out} in {record['seconds']:.0f} s")
     return 0
+
+
+def _without_note(argv: list[str] | None) -> list[str]:
+    """The command's arguments less ``--note`` and its text (recorded on its own)."""
+    args, out = list(sys.argv[1:] if argv is None else argv), []
+    skip = False
+    for arg in args:
+        if skip or arg == "--note":
+            skip = not skip
+            continue
+        if not arg.startswith("--note="):
+            out.append(arg)
+    return out
 
 
 def _version(module: str) -> str:

@@ -26,11 +26,14 @@ def decode_throughput(results: Path) -> str:
     data = load(results, "bench_decode.json")
     rows = []
     for key, set_rows in data["sets"].items():
+        reference = None  # the set's uncompressed row (test files: the twin just before)
         for r in set_rows:
+            if r["syntax"].startswith("uncompressed"):
+                reference = r
             size = f"{r['rows']}×{r['columns']}"
             if "skipped" in r:
                 skipped = f"skipped: {r['skipped']}"
-                rows.append([_set_label(key), r["syntax"], size, "–", "–", "–", "–", "–", skipped])
+                rows.append([_set_label(key), r["syntax"], size, "–", "–", "–", "–", "–", "–", skipped])
                 continue
             size += f"×{r['samples_per_pixel']}" if r["samples_per_pixel"] > 1 else ""
             rows.append(
@@ -43,11 +46,13 @@ def decode_throughput(results: Path) -> str:
                     f"{r['seconds']:.2f}",
                     _rate(r["images_per_s"]),
                     f"{r['megapixels_per_s']:.1f}",
+                    "–" if reference is None else f"{r['images_per_s'] / reference['images_per_s']:.2f}",
                     r["source"],
                 ]
             )
-    header = ["images", "syntax", "size", "file", "decodes", "seconds", "images/s", "Mpixel/s", "source"]
-    return table(header, "llllrrrrl", rows)
+    header = ["images", "syntax", "size", "file", "decodes", "seconds", "images/s", "Mpixel/s"]
+    header += ["× uncompressed", "source"]
+    return table(header, "llllrrrrrl", rows)
 
 
 def decode_setup(results: Path) -> str:
