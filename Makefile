@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup jobs demo demo-he test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-scale bench-jobs bench-strict-scope clean
+.PHONY: setup jobs demo demo-he test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope clean
 
 setup: $(STAMP)
 
@@ -100,6 +100,11 @@ bench-noniid-cxr: setup
 # Chest X-ray: PneumoniaMNIST as DICOM in 4 non-IID sites; centralized, local-only, FedAvg, FedProx.
 bench-cxr: setup
 	$(PY) scripts/bench_cxr.py --out results/bench_cxr.json
+
+# Decode throughput per transfer syntax (uncompressed, RLE, JPEG 2000, JPEG, JPEG-LS) through the site's
+# cold path (read + decode + display chain), on the same images per set (about a minute on 2 idle cores).
+bench-decode: setup
+	$(PY) scripts/bench_decode.py --out results/bench_decode.json
 
 bench-scale: setup
 	$(PY) scripts/bench_scale.py --out results/bench_scale.json

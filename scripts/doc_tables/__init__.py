@@ -11,6 +11,7 @@ from pathlib import Path
 
 from doc_tables import (
     compression,
+    decode,
     ehr,
     encryption,
     heart,
@@ -56,6 +57,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "cxr-sites": imaging.cxr_sites,
     "cxr-fedavg40": imaging.cxr_fedavg40,
     "cxr-decode": imaging.cxr_decode,
+    "decode-throughput": decode.decode_throughput,
+    "decode-setup": decode.decode_setup,
     "scale-poc": scale.scale_poc,
     "scale-sites": scale.scale_sites,
     "scale-models": scale.scale_models,

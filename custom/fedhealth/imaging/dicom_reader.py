@@ -7,6 +7,12 @@ pydicom's ``apply_modality_lut`` and ``apply_voi_lut`` do the first two steps; t
 result by the VOI output range (the same range pydicom's windowing maps to), so the values mean the
 same at every site and every scanner. Colour images (RGB, YBR) come back as RGB in [0, 1].
 
+Compressed pixel data is decoded by pydicom's plug-ins, installed with the kit (``pyproject.toml``):
+pylibjpeg-libjpeg (JPEG baseline, extended, lossless; JPEG-LS lossless and near-lossless),
+pylibjpeg-openjpeg (JPEG 2000 lossless and lossy, HTJ2K) and pylibjpeg-rle (RLE Lossless). A PACS
+export sometimes drops the 128-byte preamble and ``DICM`` prefix: :func:`read_dataset` reads such a
+file when it still names a SOP class, so text and garbage stay unreadable.
+
 pydicom warns, and logs, with the offending value quoted (``Invalid value for VR UI: '...'``); the
 kit reads a site's files inside :func:`quiet_pydicom`, so no attribute value reaches a log.
 """
@@ -23,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 # The defined terms of Photometric Interpretation (PS3.3 C.7.6.3.1.2): a message may name these.
@@ -78,6 +86,56 @@ class DecodeSettings:
         return {"apply_voi": self.apply_voi, "voi_index": self.voi_index}
 
 
+def read_dataset(path: Path) -> Dataset:
+    """Read one file; one without the preamble and ``DICM`` prefix is read when it names a SOP class.
+
+    pydicom's strict read comes first. A file it refuses for a missing ``DICM`` prefix is read again
+    with ``force=True`` (the file meta group, or a bare data set, from byte 0) and kept only when it
+    names a SOP class (Media Storage SOP Class UID or SOP Class UID): text and random bytes parse
+    into a data set of one meaningless element and name none. A bare data set has no Transfer Syntax
+    UID; its encoding (implicit/explicit VR, byte order) as pydicom found it is recorded as one, so
+    native pixel data decodes.
+
+    Raises:
+        InvalidDicomError: not a DICOM file (the message names no value).
+    """
+    try:
+        return pydicom.dcmread(str(path))
+    except InvalidDicomError:
+        pass
+    ds = pydicom.dcmread(str(path), force=True)
+    meta = ds.file_meta
+    if not (meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")):
+        raise InvalidDicomError("not a DICOM file (no 'DICM' prefix, and no SOP Class UID without it)")
+    if "TransferSyntaxUID" not in meta:
+        implicit, little = ds.original_encoding
+        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        meta.TransferSyntaxUID = syntax if little else ExplicitVRBigEndian
+    return ds
+
+
+def decoder_installed(syntax: UID | str | None) -> bool:
+    """Whether pydicom has a decoder plug-in installed for the transfer syntax (native ones: always)."""
+    if syntax is None:
+        return False
+    try:
+        return bool(get_decoder(UID(str(syntax))).is_available)
+    except NotImplementedError:  # pydicom knows no decoder for this syntax at all (video, JPIP, ...)
+        return False
+
+
+def frame_count(ds: Dataset) -> int:
+    """The image's Number of Frames (1 when absent).
+
+    Raises:
+        DecodeError: the attribute is not a whole number.
+    """
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError("the Number of Frames attribute is not a whole number") from exc
+
+
 def has_voi(ds: Dataset) -> bool:
     """Whether the dataset carries a VOI LUT Sequence or a window."""
     return "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
@@ -116,10 +174,7 @@ def decode(ds: Dataset, settings: DecodeSettings | None = None) -> np.ndarray:
     """
     settings = settings or DecodeSettings()
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError) as exc:
-        raise DecodeError("the Number of Frames attribute is not a whole number") from exc
+    frames = frame_count(ds)
     if frames > 1:
         raise DecodeError(f"multi-frame image ({frames} frames); one image per file is expected")
     arr = ds.pixel_array
@@ -144,5 +199,5 @@ def decode(ds: Dataset, settings: DecodeSettings | None = None) -> np.ndarray:
 def read_dicom(path: Path, settings: DecodeSettings | None = None) -> tuple[Dataset, np.ndarray]:
     """Read and decode one file; returns the dataset and its display values (see :func:`decode`)."""
     with quiet_pydicom():
-        ds = pydicom.dcmread(str(path))
+        ds = read_dataset(path)
         return ds, decode(ds, settings)

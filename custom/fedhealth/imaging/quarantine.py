@@ -1,10 +1,23 @@
 """Scanning a site's DICOM folder: every file is either a usable image or a quarantine entry with its reason.
 
 A site's folder holds what its PACS export produced: good images, and sometimes a file cut short in
-transfer, an object with no pixels, a compressed image no installed decoder can open, a structured
-report or an RT plan, or something that is not DICOM at all. Each such file goes to the quarantine
-report with one of the reasons below; training goes on with the valid files. Only when fewer than
-``min_images`` remain does the scan fail, with a message that gives the counts per reason.
+transfer, an empty file, an object with no pixels, a compressed image no installed decoder can open,
+a multi-frame object, a structured report or an RT plan, or something that is not DICOM at all. Each
+such file goes to the quarantine report with one of the reasons below; training goes on with the
+valid files. Only when fewer than ``min_images`` remain does the scan fail, with a message that gives
+the counts per reason.
+
+Compressed images (JPEG, JPEG-LS, JPEG 2000, RLE) are decoded by the pylibjpeg plug-ins the kit
+installs; ``unsupported_transfer_syntax`` is left for syntaxes no installed plug-in decodes (video,
+JPIP, JPEG 2000 Part 2 multi-component). A file without the 128-byte preamble is read when it still
+names a SOP class (:func:`~fedhealth.imaging.dicom_reader.read_dataset`).
+
+A multi-frame object (a CT or MR volume, a tomosynthesis or cine series, an enhanced multi-frame
+image) is quarantined as ``multi_frame`` with its frame count, not split into frames: the kit's
+classifiers take one 2-D radiograph per file, and a volume's slices are neither radiographs nor
+independent samples (one label per file would be copied to every slice, and a split by file would
+put slices of one patient on both sides). The site sees the frame count and can export the
+projection it means to train on.
 
 Nothing here logs or quotes a patient value: a reason's detail names DICOM attributes, registered
 SOP classes and transfer syntaxes, byte counts and tags, never an attribute's value or a library's
@@ -19,15 +32,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, UID_dictionary
 
 from fedhealth.data.messages import SiteDataError
-from fedhealth.imaging.dicom_reader import DecodeError, DecodeSettings, decode, quiet_pydicom
+from fedhealth.imaging.dicom_reader import (
+    DecodeError,
+    DecodeSettings,
+    decode,
+    decoder_installed,
+    frame_count,
+    quiet_pydicom,
+    read_dataset,
+)
 
 TRUNCATED = "truncated"
+EMPTY_FILE = "empty_file"
+MULTI_FRAME = "multi_frame"
 NO_PIXEL_DATA = "no_pixel_data"
 UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
 NON_IMAGE_OBJECT = "non_image_object"
@@ -36,8 +58,10 @@ UNSUPPORTED_IMAGE = "unsupported_image"
 NO_LABEL = "no_label"  # a valid image that the site's label table does not list
 REASONS = (
     TRUNCATED,
+    EMPTY_FILE,
     NO_PIXEL_DATA,
     UNSUPPORTED_TRANSFER_SYNTAX,
+    MULTI_FRAME,
     NON_IMAGE_OBJECT,
     UNREADABLE,
     UNSUPPORTED_IMAGE,
@@ -146,13 +170,16 @@ def check_file(path: Path, root: Path, settings: DecodeSettings | None = None) -
 
 
 def _check(path: Path, quarantine, settings: DecodeSettings | None) -> FileCheck:
+    size = path.stat().st_size
+    if size == 0:
+        return quarantine(EMPTY_FILE, "the file is empty (0 bytes)")
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = read_dataset(path)
     except InvalidDicomError:
-        return quarantine(UNREADABLE, "not a DICOM file (no 'DICM' preamble or file meta information)")
+        return quarantine(UNREADABLE, "not a DICOM file (no 'DICM' prefix, and no SOP class without it)")
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a corrupt header
         return quarantine(UNREADABLE, f"the header cannot be parsed ({type(exc).__name__})")
-    cut = _truncated(ds, path.stat().st_size)
+    cut = _truncated(ds, size)
     if cut:
         return quarantine(TRUNCATED, cut)
     is_image = _is_image_sop(ds)
@@ -162,14 +189,30 @@ def _check(path: Path, quarantine, settings: DecodeSettings | None) -> FileCheck
         return quarantine(NON_IMAGE_OBJECT, f"SOP class {registered_name(uid)} is not an image")
     if not has_pixels:
         return quarantine(NO_PIXEL_DATA, "the object has no Pixel Data element")
+    try:
+        frames = frame_count(ds)
+    except DecodeError as exc:
+        return quarantine(UNSUPPORTED_IMAGE, str(exc))
+    if frames > 1:
+        return quarantine(MULTI_FRAME, f"{frames} frames; a 2-D classifier takes one image per file")
+    return _decode(ds, quarantine, settings)
+
+
+def _decode(ds: Dataset, quarantine, settings: DecodeSettings | None) -> FileCheck:
     syntax = ds.file_meta.get("TransferSyntaxUID")
     try:
         pixels = decode(ds, settings)
     except (RuntimeError, NotImplementedError) as exc:
-        if syntax is not None and str(syntax) in UID_dictionary and syntax.is_compressed:
+        if not decoder_installed(syntax):
             return quarantine(
                 UNSUPPORTED_TRANSFER_SYNTAX,
                 f"no installed decoder for transfer syntax {registered_name(syntax)}",
+            )
+        if syntax is not None and syntax.is_compressed:
+            return quarantine(
+                UNSUPPORTED_IMAGE,
+                f"the installed decoders of transfer syntax {registered_name(syntax)} "
+                f"cannot decode its pixel data ({type(exc).__name__})",
             )
         return quarantine(UNSUPPORTED_IMAGE, f"the pixel data cannot be decoded ({type(exc).__name__})")
     except DecodeError as exc:  # the kit's own message: attributes and counts only
