@@ -117,6 +117,7 @@ SITE_IMAGE_CACHE_KEY = "image_cache"  # decoded-image cache folder (default <sit
 IMAGE_CACHE_DIR = "image_cache"
 QUARANTINE_REPORT_FILE = "fedhealth_quarantine.json"  # stays in the site's run folder
 M_PER_LABEL_AUC = "per_label_auc"
+M_POSITIVE_CLASS = "positive_class"  # a binary imaging site's positive class name (sensitivity is its recall)
 M_N_QUARANTINED = "n_quarantined"
 M_IMAGES_PER_S = "images_per_s"
 
