@@ -174,7 +174,8 @@ def test_the_job_config_runs_the_rgb_five_class_retina_set_by_configuration_alon
     args.pop("algorithms")
     manifest = convert_medmnist(npz, tmp_path / "sites", sites=[SITE], alpha=1.0, seed=0, limit=80)
     classes = manifest["classes"]
-    args.update(label_task="multiclass", classes=classes, channels=3, min_images=5, n_bootstrap=50)
+    args.update(label_task="multiclass", classes=classes, positive_class="", channels=3, min_images=5)
+    args.update(n_bootstrap=50)
     executor, fl_ctx, _ = _started(tmp_path / "kit", **args, data=tmp_path / "sites" / SITE)
     reply = _run(executor, C.TASK_TRAIN, fl_ctx, _task(in_channels=3, num_classes=5))
     assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK
