@@ -23,9 +23,7 @@ FORMATTER = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options (the parser should use :data:`FORMATTER` to show their defaults)."""
-    parser.add_argument(
-        "--npz", type=Path, default=BUNDLED, help="MedMNIST v2 .npz file"
-    )
+    parser.add_argument("--npz", type=Path, default=BUNDLED, help="MedMNIST v2 .npz file")
     parser.add_argument(
         "--out",
         type=Path,
