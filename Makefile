@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup jobs demo demo-he test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope clean
+.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ demo: setup
 demo-he: setup
 	$(PY) -c "from fedhealth_tools.poc.variants import project_with_he as p; p('project.yml', 'workspace/project_he.yml')"
 	$(VENV)/bin/fedhealth demo --job jobs/heart_he --project workspace/project_he.yml --workspace workspace/he --results results/demo_he
+
+# The chest X-ray job: the bundled PneumoniaMNIST as four non-IID DICOM sites (converted into each kit),
+# FedAvg in POC, the same report as the heart demo; in a workspace of its own.
+demo-cxr: setup
+	$(VENV)/bin/fedhealth demo --job jobs/cxr_fedavg --workspace workspace/cxr --results results/demo_cxr
 
 # Lint first (fast), the strict docs build (a broken link fails), then every test: unit and the real
 # POC federations (marked slow).
@@ -118,4 +123,4 @@ bench-jobs: setup
 	$(PY) scripts/bench_jobs.py --out results/bench_jobs.json
 
 clean:
-	rm -rf workspace results/demo site
+	rm -rf workspace results/demo results/demo_he results/demo_cxr site

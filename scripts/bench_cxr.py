@@ -39,7 +39,7 @@ from fedhealth.imaging.site import PipelineSettings, load_site_images  # noqa: E
 from fedhealth.models.image_model import ImageModel  # noqa: E402
 from fedhealth.tasks.imaging import ImageSite  # noqa: E402
 from fedhealth.training.loops import LocalTrainConfig  # noqa: E402
-from fedhealth_tools.imaging.converter import convert_medmnist, medmnist_file  # noqa: E402
+from fedhealth_tools.imaging.converter import convert_medmnist, how_to_get, medmnist_file  # noqa: E402
 from fedhealth_tools.imaging.federation import fit_on_one, pooled, run_image_federation  # noqa: E402
 
 SITES = ("site_a", "site_b", "site_c", "site_d")
@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
     args = parser.parse_args()
     if not args.npz.is_file():
-        print(f"bench-cxr: {args.npz} not found (MedMNIST lives in ../shared/data/medmnist)", file=sys.stderr)
+        print(f"bench-cxr: {args.npz} not found. {how_to_get(args.npz.stem)}.", file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
     size = 32 if args.model == "densenet121" else 28  # MONAI's DenseNet-121 needs at least 32×32

@@ -403,7 +403,7 @@ def test_a_site_that_lowers_its_own_floor_is_exposed(fed: PocLayout, tmp_path: P
 def test_a_planted_label_value_never_leaves_the_site(fed: PocLayout, tmp_path: Path) -> None:
     job = job_variant(ROOT / "jobs" / "cxr_fedavg", tmp_path / "labels", rounds=1, min_sites=1)
     _edit(job / "meta.json", lambda meta: meta.update(deploy_map={"app": ["server", "radiology"]}))
-    findings = {"label_task": "multilabel", "classes": ["Atelectasis", "Effusion"]}
+    findings = {"label_task": "multilabel", "classes": ["Atelectasis", "Effusion"], "positive_class": ""}
     _edit(
         job / "app" / "config" / "config_fed_client.json",
         lambda c: [e["executor"]["args"]["task_args"].update(findings) for e in c["executors"]],

@@ -21,6 +21,7 @@ IMAGE_TASK = (
     "model",
     "label_task",
     "classes",
+    "positive_class",
     "image_size",
     "channels",
     "intensity",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fedhealth.onboarding.cli import add_site_commands, run_site_command
+from fedhealth_tools.imaging.convert_cli import FORMATTER as CONVERT_FORMATTER
 from fedhealth_tools.imaging.convert_cli import add_arguments as add_convert_arguments
 from fedhealth_tools.imaging.convert_cli import run as run_convert
 from fedhealth_tools.poc.task_data import DEMO_IMAGES
@@ -47,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         f"over the sites (default {DEMO_IMAGES})",
     )
     add_site_commands(sub)  # validate-site, check-table, preflight: also in the site runtime's fedhealth-site
-    convert = sub.add_parser("convert-medmnist", help="MedMNIST .npz -> per-site DICOM folders (non-IID)")
+    convert = sub.add_parser(
+        "convert-medmnist",
+        help="MedMNIST .npz -> per-site DICOM folders (non-IID)",
+        formatter_class=CONVERT_FORMATTER,
+    )
     add_convert_arguments(convert)
     up = sub.add_parser("up", help="provision and start the POC federation and keep it up (Ctrl-C stops it)")
     up.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")

@@ -7,10 +7,17 @@ column in ChestX-ray14's ``Finding Labels`` form (``"Effusion|Mass"``, ``"No Fin
 al. 2017, "ChestX-ray8"). Errors name the file, the line and the column, and count what is wrong;
 they never quote a label, a key or a file name the hospital chose (:mod:`fedhealth.data.messages`):
 a finding name next to a line number is a patient's diagnosis.
+
+Which binary class is positive: the job names its two classes in stored order (the class written as
+0, then the class written as 1) and the positive one (default the second). Labels are read as
+1 = positive, so a set whose disease is stored as 0 (BreastMNIST: 0 = malignant) is flipped on
+reading and the model's output is always P(positive). A ``classes.json`` beside ``labels.csv`` (the
+converter writes one) records what the table's 0 and 1 mean; a job that reads them otherwise is refused.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +49,8 @@ UID_KEY = "sop_instance_uid"
 LABEL_COLUMN = "label"
 FINDINGS_COLUMN = "findings"
 LABELS_FILE = "labels.csv"
+CLASSES_FILE = "classes.json"  # beside labels.csv: {"label_task", "classes", "positive_class"}
+BINARY_STORED = ("0", "1")
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
@@ -55,17 +64,52 @@ class LabelSpec:
 
     Args:
         task: ``binary``, ``multiclass`` or ``multilabel``.
-        classes: class names (multi-class) or finding names (multi-label); binary needs none.
+        classes: class names (multi-class) or finding names (multi-label); binary: none, or the two
+            names in stored order (the class written as 0, then the class written as 1).
+        positive_class: binary only: the positive class's name (``"0"`` or ``"1"`` without names);
+            empty: the second class.
     """
 
     task: str = "binary"
     classes: tuple[str, ...] = ()
+    positive_class: str = ""
 
     def __post_init__(self) -> None:
         if self.task not in LABEL_TASKS:
             raise ValueError(f"label task must be one of {LABEL_TASKS}, not {self.task!r}.")
         if self.task != "binary" and len(self.classes) < 2:
             raise ValueError(f"a {self.task} task needs at least two class names, got {list(self.classes)}.")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"class names must differ, got {list(self.classes)}.")
+        if self.task != "binary":
+            if self.positive_class:
+                raise ValueError(f"positive_class applies to binary tasks only, not to a {self.task} task.")
+            return
+        if len(self.classes) not in (0, 2):
+            raise ValueError(
+                "a binary task names no classes or two (the class stored as 0, then the class stored as 1), "
+                f"got {list(self.classes)}."
+            )
+        if self.positive_class and self.positive_class not in self.binary_names:
+            raise ValueError(
+                f"positive_class {self.positive_class!r} is not one of the binary classes "
+                f"{list(self.binary_names)}."
+            )
+
+    @property
+    def binary_names(self) -> tuple[str, ...]:
+        """A binary task's class names in stored order: the job's, or ``("0", "1")``."""
+        return self.classes or BINARY_STORED
+
+    @property
+    def positive(self) -> str:
+        """A binary task's positive class name (default the second class)."""
+        return self.positive_class or self.binary_names[1]
+
+    @property
+    def positive_index(self) -> int:
+        """The stored value (0 or 1) of a binary task's positive class."""
+        return self.binary_names.index(self.positive)
 
     @property
     def n_outputs(self) -> int:
@@ -100,8 +144,39 @@ def read_labels(path: Path, spec: LabelSpec) -> tuple[str, dict[str, np.ndarray]
     dup = keys[keys.duplicated()]
     if len(dup):
         raise LabelError(f"{where}: column {key!r} repeats a key in line {int(dup.index[0]) + 2}")
+    if spec.task == "binary":
+        _check_classes_file(path.parent / CLASSES_FILE, spec, where)
     values = _parse(df, spec, where)
     return key, dict(zip(keys, values, strict=True))
+
+
+def _check_classes_file(path: Path, spec: LabelSpec, where: str) -> None:
+    """Refuse a binary job that reads the table's 0 and 1 otherwise than its ``classes.json`` says."""
+    if not path.is_file():
+        return
+    try:
+        meta = json.loads(path.read_text())
+        names, positive = [str(c) for c in meta.get("classes") or BINARY_STORED], str(meta["positive_class"])
+        stored = names.index(positive)
+        if len(names) != 2:
+            raise ValueError("a binary table has two classes")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LabelError(f"{CLASSES_FILE} beside {where} cannot be read: {type(exc).__name__}") from exc
+    if (spec.classes and tuple(names) != spec.classes) or stored != spec.positive_index:
+        raise LabelError(
+            f"{CLASSES_FILE} beside {where} says 0 = {names[0]!r}, 1 = {names[1]!r}, positive {positive!r}; "
+            f"the job reads 0 = {spec.binary_names[0]!r}, 1 = {spec.binary_names[1]!r}, positive "
+            f"{spec.positive!r}: set the job's classes and positive_class to match"
+        )
+
+
+def write_classes(folder: Path, spec: LabelSpec) -> None:
+    """Write ``classes.json`` beside a split's ``labels.csv``: what its stored labels mean."""
+    meta: dict = {"label_task": spec.task, "classes": list(spec.classes)}
+    if spec.task == "binary":
+        meta.update(classes=list(spec.binary_names), positive_class=spec.positive)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / CLASSES_FILE).write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def _parse(df: pd.DataFrame, spec: LabelSpec, where: str) -> list[np.ndarray]:
@@ -115,19 +190,27 @@ def _parse(df: pd.DataFrame, spec: LabelSpec, where: str) -> list[np.ndarray]:
         return list(table)
     if LABEL_COLUMN not in df.columns:
         raise LabelError(f"{where} has no {LABEL_COLUMN!r} column")
-    n = 2 if spec.task == "binary" else len(spec.classes)
-    ints = _ints(df[LABEL_COLUMN], where, LABEL_COLUMN, n)
-    return list(ints.astype(np.float32 if spec.task == "binary" else np.int64))
+    if spec.task == "binary":
+        stored = _ints(_names_to_stored(df[LABEL_COLUMN], spec), where, LABEL_COLUMN, 2, spec.classes)
+        return list((stored == spec.positive_index).astype(np.float32))  # 1 = the positive class
+    return list(_ints(df[LABEL_COLUMN], where, LABEL_COLUMN, len(spec.classes)))
 
 
-def _ints(column: pd.Series, where: str, name: str, n: int) -> np.ndarray:
+def _names_to_stored(column: pd.Series, spec: LabelSpec) -> pd.Series:
+    """A binary column's class names (text) as their stored value; 0/1 and anything else unchanged."""
+    text = column.str.strip()
+    return text.replace({name: str(i) for i, name in enumerate(spec.classes)}) if spec.classes else text
+
+
+def _ints(column: pd.Series, where: str, name: str, n: int, names: tuple[str, ...] = ()) -> np.ndarray:
     numbers = pd.to_numeric(column, errors="coerce")
     bad = numbers.isna() | (numbers % 1 != 0) | (numbers < 0) | (numbers >= n)
     if bad.any():
         rows = np.flatnonzero(bad.to_numpy())
+        either = f" or one of the job's class names {list(names)}" if names else ""
         raise LabelError(
-            f"{where}, column {name!r}, line {int(rows[0]) + 2}: expected a whole number in 0..{n - 1} "
-            f"({len(rows)} line(s) in all)"
+            f"{where}, column {name!r}, line {int(rows[0]) + 2}: expected a whole number in 0..{n - 1}"
+            f"{either} ({len(rows)} line(s) in all)"
         )
     return numbers.to_numpy().astype(np.int64)
 
@@ -160,8 +243,14 @@ def _findings(column: pd.Series, classes: tuple[str, ...], where: str) -> list[n
 def write_labels(
     path: Path, keys: list[str], labels: np.ndarray, spec: LabelSpec, key: str = FILE_KEY
 ) -> None:
-    """Write a label CSV that :func:`read_labels` reads back (one ``label`` column, or ``findings``)."""
+    """Write a label CSV that :func:`read_labels` reads back (one ``label`` column, or ``findings``).
+
+    Binary ``labels`` are as :func:`read_labels` returns them (1 = the positive class) and are written
+    as their stored value (flipped when the positive class is stored as 0).
+    """
     labels = np.asarray(labels)
+    if spec.task == "binary" and spec.positive_index == 0:
+        labels = 1 - labels.astype(int)
     if spec.task == "multilabel":
         column = [
             "|".join(c for c, v in zip(spec.classes, row, strict=True) if v) or NO_FINDING for row in labels

@@ -123,6 +123,8 @@ class ImageSite:
         labels, scores = binary_view(test.y, probs, self.spec)
         metrics[C.M_INTERVALS] = evaluate_with_intervals(labels, scores, n_bootstrap=n_bootstrap)
         metrics |= self._per_finding(test.y, probs, n_bootstrap=n_bootstrap)
+        if self.binary:  # which class sensitivity is the recall of
+            metrics[C.M_POSITIVE_CLASS] = self.spec.positive
         return metrics
 
     def _per_finding(self, y: np.ndarray, probs: np.ndarray, *, n_bootstrap: int) -> dict:
@@ -160,7 +162,12 @@ class ImagingTask:
     Args:
         model: ``small_cnn`` or ``densenet121``; must match the server's persistor model.
         label_task: ``binary``, ``multiclass`` or ``multilabel``.
-        classes: class or finding names (multi-class, multi-label), in the model's output order.
+        classes: class or finding names (multi-class, multi-label), in the model's output order;
+            binary: none, or two names in stored order (the label table's 0, then its 1), which the
+            label table may also hold as text.
+        positive_class: binary only: the positive class's name (default the second class, or
+            ``"1"`` without names); labels are flipped when it is stored as 0, so the model's output
+            is always P(positive).
         image_size: side of the square model input (DenseNet-121 needs at least 32).
         channels: model input channels (1 for X-rays, 3 for RGB).
         intensity: ``zscore`` (per-image standardization, evens out scanners) or ``none``.
@@ -172,6 +179,7 @@ class ImagingTask:
     model: str = "small_cnn"
     label_task: str = "binary"
     classes: list[str] = field(default_factory=list)
+    positive_class: str = ""
     image_size: int = 28
     channels: int = 1
     intensity: str = "zscore"
@@ -195,7 +203,7 @@ class ImagingTask:
 
     @property
     def spec(self) -> LabelSpec:
-        return LabelSpec(self.label_task, tuple(self.classes))
+        return LabelSpec(self.label_task, tuple(self.classes), self.positive_class)
 
     def pipeline(self, *, require_deidentified: bool = True) -> PipelineSettings:
         return PipelineSettings(

@@ -24,8 +24,8 @@ from fedhealth import constants as C
 from fedhealth.executors.site_executor import SiteExecutor
 from fedhealth.models.image_model import ImageModel
 from fedhealth.models.state import to_numpy
-from fedhealth_tools.imaging.converter import convert_medmnist, medmnist_file
-from fedhealth_tools.imaging.synthetic import write_synthetic_site
+from fedhealth_tools.imaging.converter import convert_medmnist
+from fedhealth_tools.imaging.synthetic import write_synthetic_npz, write_synthetic_site
 
 JOB_ID = "job-1"
 SITE = "north"
@@ -46,6 +46,10 @@ BAD_ARGS = [
     ({"label_task": "multiclass", "classes": ["a"]}, "needs at least two class names"),
     ({"mu": -1.0}, "fedprox mu must be non-negative"),
     ({"min_images": 0}, "min_images must be at least 1"),
+    (
+        {"classes": ["normal", "pneumonia"], "positive_class": "sick"},
+        "'sick' is not one of the binary classes",
+    ),
 ]
 
 
@@ -111,6 +115,20 @@ def test_validate_returns_the_heart_jobs_metric_keys_with_intervals(tmp_path: Pa
     assert data[C.M_INTERVALS]["auc"]["value"] == pytest.approx(data[C.M_AUC])
 
 
+def test_validate_names_the_positive_class_and_flips_the_labels_when_it_is_stored_as_0(
+    tmp_path: Path,
+) -> None:
+    sent = _task()  # the same weights at both sites
+    results = {}
+    for positive in ("pneumonia", "normal"):  # the synthetic site stores pneumonia as 1
+        args = {"classes": ["normal", "pneumonia"], "positive_class": positive}
+        executor, fl_ctx, _ = _started(tmp_path / positive, **args)
+        results[positive] = from_shareable(_run(executor, C.TASK_VALIDATE, fl_ctx, sent)).data
+    assert [results[p][C.M_POSITIVE_CLASS] for p in ("pneumonia", "normal")] == ["pneumonia", "normal"]
+    assert results["normal"][C.M_AUC] == pytest.approx(1.0 - results["pneumonia"][C.M_AUC])
+    assert results["normal"][C.M_AUC] != pytest.approx(0.5, abs=1e-3)  # a flip that shows
+
+
 def test_a_model_of_another_architecture_fails_the_task_with_the_reason(tmp_path: Path) -> None:
     executor, fl_ctx, _ = _started(tmp_path)
     reply = _run(executor, C.TASK_TRAIN, fl_ctx, _task(num_classes=3))
@@ -140,9 +158,9 @@ def test_bad_job_arguments_fail_at_construction(kwargs: dict, fragment: str) -> 
 
 
 def test_the_job_config_runs_the_rgb_five_class_retina_set_by_configuration_alone(tmp_path: Path) -> None:
-    npz = medmnist_file("retinamnist")
-    if not npz.is_file():
-        pytest.skip(f"{npz} is absent: MedMNIST files live in ../shared/data/medmnist")
+    npz = write_synthetic_npz(
+        tmp_path / "retinamnist.npz", n=80, n_classes=5, channels=3
+    )  # RetinaMNIST's shape
     job = (
         Path(__file__).resolve().parents[3]
         / "jobs"
@@ -156,7 +174,8 @@ def test_the_job_config_runs_the_rgb_five_class_retina_set_by_configuration_alon
     args.pop("algorithms")
     manifest = convert_medmnist(npz, tmp_path / "sites", sites=[SITE], alpha=1.0, seed=0, limit=80)
     classes = manifest["classes"]
-    args.update(label_task="multiclass", classes=classes, channels=3, min_images=5, n_bootstrap=50)
+    args.update(label_task="multiclass", classes=classes, positive_class="", channels=3, min_images=5)
+    args.update(n_bootstrap=50)
     executor, fl_ctx, _ = _started(tmp_path / "kit", **args, data=tmp_path / "sites" / SITE)
     reply = _run(executor, C.TASK_TRAIN, fl_ctx, _task(in_channels=3, num_classes=5))
     assert reply.get_return_code(ReturnCode.OK) == ReturnCode.OK

@@ -1,5 +1,5 @@
-"""Fixtures of the imaging tests: MedMNIST files (PneumoniaMNIST is bundled; RetinaMNIST skips when
-../shared is absent) and tiny DICOM sites."""
+"""Fixtures of the imaging tests: MedMNIST files (PneumoniaMNIST is bundled; a MedMNIST-shaped RGB
+five-class stand-in for RetinaMNIST, which is not) and tiny DICOM sites."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fedhealth_tools.imaging.converter import SHARED_ENV, medmnist_file
-from fedhealth_tools.imaging.synthetic import write_synthetic_site
-
-
-def _shared_npz(name: str) -> Path:
-    path = medmnist_file(name)
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: MedMNIST files live in ../shared/data/medmnist (or set {SHARED_ENV})")
-    return path
+from fedhealth_tools.imaging.converter import medmnist_file
+from fedhealth_tools.imaging.synthetic import write_synthetic_npz, write_synthetic_site
 
 
 @pytest.fixture
@@ -24,8 +17,9 @@ def pneumonia_npz() -> Path:
 
 
 @pytest.fixture
-def retina_npz() -> Path:
-    return _shared_npz("retinamnist")
+def retina_npz(tmp_path: Path) -> Path:
+    """Noise shaped like RetinaMNIST (RGB, grades 0-4), named so that the converter's table applies."""
+    return write_synthetic_npz(tmp_path / "npz" / "retinamnist.npz", n=60, n_classes=5, channels=3)
 
 
 @pytest.fixture

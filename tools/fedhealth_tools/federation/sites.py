@@ -43,6 +43,7 @@ def image_task(sites: Sequence[ImageSite], model: nn.Module) -> ImagingTask:
         model=arch,
         label_task=spec.task,
         classes=list(spec.classes),
+        positive_class=spec.positive_class,
         image_size=32 if arch == "densenet121" else 28,
         channels=int(sites[0].arrays("train")[0].shape[1]),
     )

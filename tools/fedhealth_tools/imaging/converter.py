@@ -1,9 +1,12 @@
 """MedMNIST ``.npz`` -> per-site folders of real DICOM files and label tables, split non-IID.
 
 Each image becomes a DICOM object with its own Study, Series and SOP Instance UIDs
-(``pydicom.uid.generate_uid``, seeded so a conversion is reproducible): grayscale images as DX
-(Digital X-Ray, For Presentation) with 12 stored bits, Rescale Slope/Intercept, a window and Pixel
-Spacing; colour images (RetinaMNIST) as Secondary Capture RGB. The split across sites is non-IID in
+(``pydicom.uid.generate_uid``, seeded so a conversion is reproducible), of the modality the set is
+(:mod:`fedhealth_tools.imaging.medmnist_sets`): chest radiographs as DX (Digital X-Ray, For
+Presentation), every other set as Secondary Capture with its source modality (US, CT, OP, XC, ...);
+grayscale with 12 stored bits, Rescale Slope/Intercept, a window and Pixel Spacing, colour as RGB.
+Each split's ``labels.csv`` holds the set's stored labels and a ``classes.json`` beside it says what
+they mean (class names, positive class). The split across sites is non-IID in
 two ways: label skew, each class spread over the sites by Dirichlet(α) proportions (Hsu et al. 2019,
 "Measuring the Effects of Non-Identical Data Distribution"), and a per-site "scanner": gain, offset
 and gamma on the intensities, its own rescale and, for some sites, MONOCHROME1 storage, which the
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -28,33 +30,43 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from fedhealth.imaging.labels import LabelSpec, write_labels
+from fedhealth.imaging.labels import write_classes, write_labels
 from fedhealth.imaging.site import CXR_DATASET_DIR, LABELS_FILE, SPLITS
+from fedhealth.tasks.imaging import ImagingTask
+from fedhealth_tools.imaging.medmnist_sets import MedmnistSet, medmnist_set, set_name
 
-SHARED_ENV = "FEDHEALTH_SHARED_DIR"  # holds ``data/medmnist`` of unbundled files; default ``../shared``
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "medmnist"  # shipped in the package
 # name -> the official MD5 (medmnist's INFO table) of the files shipped in BUNDLED_DIR
 BUNDLED_MD5 = {"pneumoniamnist": "28209eda62fecd6e6a2d98b1501bb15f"}
 BITS_STORED = 12
 FIELD_OF_VIEW_MM = {1: 350.0, 3: 12.0}  # a chest film; a fundus photograph
 MANIFEST_FILE = "manifest.json"
+DEFAULT_MIN_IMAGES = ImagingTask.min_images  # the imaging jobs' default (job_specs/cxr.json: 10)
+
+
+def how_to_get(name: str) -> str:
+    """How to get a MedMNIST v2 file that is not bundled (nothing is downloaded at run time)."""
+    return (
+        f'Get {name}.npz with the medmnist package (pip install medmnist; python -c "import medmnist as m; '
+        f"getattr(m, m.INFO['{name}']['python_class'])(split='test', download=True, root='.')\") or from "
+        f"Zenodo (https://zenodo.org/records/10519652/files/{name}.npz), check its MD5 against "
+        f"medmnist.INFO['{name}']['MD5'] and the set's licence, then pass its path with --npz"
+    )
 
 
 def medmnist_file(name: str) -> Path:
-    """The MedMNIST v2 file ``<name>.npz``: bundled (checksum verified) or from the shared folder.
+    """The bundled MedMNIST v2 file ``<name>.npz``, once its MD5 matches the official one.
 
-    ``pneumoniamnist`` ships with the package (``fedhealth_tools/data/medmnist``, CC BY 4.0) and is
-    returned once its MD5 matches the official one. Other names are looked up in
-    ``$FEDHEALTH_SHARED_DIR/data/medmnist`` (default: ``../shared`` beside the checkout); that path may
-    not exist, callers check.
+    Only ``pneumoniamnist`` ships with the package (``fedhealth_tools/data/medmnist``, CC BY 4.0);
+    any other set is a file the user passes by path.
 
     Raises:
-        ValueError: the bundled file's checksum is not the official one.
+        ValueError: ``name`` is not bundled (the message says how to get it), or the bundled file's
+            checksum is not the official one.
     """
-    if name in BUNDLED_MD5:
-        return verified(BUNDLED_DIR / f"{name}.npz", BUNDLED_MD5[name])
-    shared = os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[3].parent / "shared"
-    return Path(shared) / "data" / "medmnist" / f"{name}.npz"
+    if name not in BUNDLED_MD5:
+        raise ValueError(f"{name}.npz is not bundled (only {', '.join(BUNDLED_MD5)} is). {how_to_get(name)}.")
+    return verified(BUNDLED_DIR / f"{name}.npz", BUNDLED_MD5[name])
 
 
 @cache
@@ -108,12 +120,6 @@ def scanner_profiles(n_sites: int, seed: int, shift: bool = True) -> list[Scanne
     ]
 
 
-def label_spec_for(labels: np.ndarray) -> LabelSpec:
-    """Binary for two classes, else multi-class ``class_0 .. class_{K-1}``."""
-    k = int(labels.max()) + 1
-    return LabelSpec("binary") if k <= 2 else LabelSpec("multiclass", tuple(f"class_{i}" for i in range(k)))
-
-
 def dirichlet_split(
     labels: dict[str, np.ndarray],
     n_sites: int,
@@ -153,21 +159,27 @@ def dirichlet_split(
     )
 
 
-def to_dicom(image: np.ndarray, profile: ScannerProfile, uid_seed: list[str]) -> Dataset:
-    """One uint8 image (``(H, W)`` or ``(H, W, 3)``) as a DICOM dataset through the site's scanner."""
+def to_dicom(
+    image: np.ndarray, profile: ScannerProfile, uid_seed: list[str], kind: MedmnistSet | None = None
+) -> Dataset:
+    """One uint8 image (``(H, W)`` or ``(H, W, 3)``) as a DICOM dataset through the site's scanner.
+
+    ``kind`` gives the modality and SOP class; without it grayscale is DX and colour Secondary Capture OT.
+    """
     rgb = image.ndim == 3
     shifted = profile.apply(image.astype(np.float64) / 255.0)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     sop_class = SecondaryCaptureImageStorage if rgb else DigitalXRayImageStorageForPresentation
+    sop_class = kind.sop_class_uid if kind is not None else sop_class
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
         entropy_srcs=[*uid_seed, "sop"]
     )
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[*uid_seed, "study"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[*uid_seed, "series"])
-    ds.Modality = "OT" if rgb else "DX"
+    ds.Modality = kind.modality if kind is not None else "OT" if rgb else "DX"
     ds.PatientName = ds.PatientID = ds.PatientBirthDate = ds.PatientSex = ""  # type 2: present, empty
     ds.StudyDate = ds.StudyTime = ds.AccessionNumber = ds.ReferringPhysicianName = ""
     ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, 1
@@ -177,15 +189,17 @@ def to_dicom(image: np.ndarray, profile: ScannerProfile, uid_seed: list[str]) ->
     ds.Rows, ds.Columns = image.shape[:2]
     spacing = FIELD_OF_VIEW_MM[3 if rgb else 1] / image.shape[0]
     ds.PixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
+    if sop_class == SecondaryCaptureImageStorage:
+        ds.ConversionType = "WSD"  # workstation: a converted image
     if rgb:
-        ds.ConversionType = "WSD"
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.BitsAllocated = ds.BitsStored = 8
         ds.HighBit, ds.PixelRepresentation = 7, 0
         ds.PixelData = np.round(shifted * 255).astype(np.uint8).tobytes()
         return ds
-    ds.ImagerPixelSpacing = ds.PixelSpacing
-    ds.PresentationIntentType = "FOR PRESENTATION"
+    if sop_class == DigitalXRayImageStorageForPresentation:
+        ds.ImagerPixelSpacing = ds.PixelSpacing
+        ds.PresentationIntentType = "FOR PRESENTATION"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME1" if profile.monochrome1 else "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, BITS_STORED, BITS_STORED - 1, 0
@@ -212,8 +226,10 @@ def convert_medmnist(
     limit: int | None = None,
     scanner_shift: bool = True,
     site_roots: dict[str, Path] | None = None,
+    dataset: str | None = None,
+    min_images: int = DEFAULT_MIN_IMAGES,
 ) -> dict:
-    """Write ``<site root>/cxr/<split>/img_<n>.dcm`` and ``labels.csv`` for each site; returns the manifest.
+    """Write ``<site root>/cxr/<split>/img_<n>.dcm``, ``labels.csv``, ``classes.json``; returns the manifest.
 
     Args:
         npz: a MedMNIST v2 file (``{train,val,test}_{images,labels}``).
@@ -224,6 +240,9 @@ def convert_medmnist(
         limit: keep at most this many images per split before splitting (small test sets).
         scanner_shift: give each site its own scanner profile (else identical sites).
         site_roots: where each site's data root is (default ``out/<site>``), e.g. a POC kit's ``data``.
+        dataset: the MedMNIST name (default: from the file name) that picks modality and class names.
+        min_images: the job's ``min_images``; a site's split with fewer images gets a warning in the
+            manifest's ``warnings`` (site, split, count).
     """
     data = np.load(npz)
     rng = np.random.default_rng(seed)
@@ -234,18 +253,25 @@ def convert_medmnist(
         if limit is not None and len(y) > limit:
             keep = np.sort(rng.choice(len(y), size=limit, replace=False))
         images[split], labels[split], source_index[split] = x[keep], y[keep], keep
-    spec = label_spec_for(np.concatenate(list(labels.values())))
+    kind = medmnist_set(dataset or set_name(npz), int(np.concatenate(list(labels.values())).max()) + 1)
+    spec = kind.spec
     parts = dirichlet_split(labels, len(sites), alpha, rng)
     profiles = scanner_profiles(len(sites), seed, scanner_shift)
     out = Path(out)
     manifest = {
         "source": Path(npz).name,
+        "dataset": kind.name,
+        "modality": kind.modality,
+        "sop_class": kind.sop_class,
         "alpha": alpha,
         "seed": seed,
         "label_task": spec.task,
-        "classes": list(spec.classes),
+        "classes": list(spec.binary_names if spec.task == "binary" else spec.classes),
+        "positive_class": spec.positive if spec.task == "binary" else None,
         "channels": 3 if images["train"].ndim == 4 else 1,
+        "min_images": min_images,
         "sites": {},
+        "warnings": [] if kind.known else [f"{kind.name} is not in the table of MedMNIST sets: OT, no names"],
     }
     for s, site in enumerate(sites):
         root = Path(site_roots[site]) if site_roots else out / site
@@ -257,16 +283,34 @@ def convert_medmnist(
             for i in parts[split][s]:
                 source = int(source_index[split][i])  # the image's index in the .npz split
                 name = f"img_{split}_{source:05d}.dcm"
-                ds = to_dicom(images[split][i], profiles[s], [Path(npz).name, str(seed), split, str(source)])
+                seeds = [Path(npz).name, str(seed), split, str(source)]
+                ds = to_dicom(images[split][i], profiles[s], seeds, kind)
                 ds.save_as(folder / name, enforce_file_format=True)
                 names.append(name)
             y = labels[split][parts[split][s]]
-            write_labels(folder / LABELS_FILE, names, y, spec)
+            as_read = (y == spec.positive_index).astype(int) if spec.task == "binary" else y  # 1 = positive
+            write_labels(folder / LABELS_FILE, names, as_read, spec)
+            write_classes(folder, spec)
             counts[split] = {
                 "n": len(names),
-                "per_class": np.bincount(y, minlength=max(2, len(spec.classes))).tolist(),
+                "per_class": np.bincount(y, minlength=len(manifest["classes"])).tolist(),
             }
+            if len(names) < min_images:
+                manifest["warnings"].append(
+                    f"site {site} {split}: {len(names)} image(s), fewer than min_images {min_images}: "
+                    "the site will refuse the job (convert more images, fewer sites or a larger alpha)"
+                )
         manifest["sites"][site] = {"root": str(root), "counts": counts, "scanner": asdict(profiles[s])}
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def count_lines(manifest: dict) -> list[str]:
+    """Per site and split, each class's image count by name: ``site_a train: normal 110, pneumonia 12``."""
+    names = manifest["classes"]
+    return [
+        f"{site} {split}: " + ", ".join(f"{c} {n}" for c, n in zip(names, counts["per_class"], strict=True))
+        for site, info in manifest["sites"].items()
+        for split, counts in info["counts"].items()
+    ]

@@ -41,3 +41,22 @@ def write_synthetic_site(
             names.append(name)
         write_labels(folder / LABELS_FILE, names, labels, LabelSpec("binary"))
     return Path(root)
+
+
+def write_synthetic_npz(
+    path: Path, *, n: int = 60, n_classes: int = 5, channels: int = 3, size: int = 28, seed: int = 0
+) -> Path:
+    """A MedMNIST-shaped ``.npz`` (``{split}_images`` uint8, ``{split}_labels`` ``(n, 1)``) of noise.
+
+    Stands in for a set that is not bundled (RetinaMNIST: ``n_classes=5, channels=3``); its file name
+    picks the converter's table row. Every class occurs in every split.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (n, size, size, 3) if channels == 3 else (n, size, size)
+    arrays = {}
+    for split in SPLITS:
+        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % n_classes).astype(np.uint8).reshape(n, 1)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return Path(path)
