@@ -258,7 +258,7 @@ def _findings_lines(result: dict, metric: str) -> list[str]:
     for name, counts in result.get("findings", {}).items():
         models = [("global", result["global"]), ("fine-tuned", result["fine_tuned"])]
         scores = [
-            _line(f"{label}:", metric, score["per_finding"][name]).replace(f"{label}:", "", 1).strip()
+            f"{label} " + _line("", metric, score["per_finding"][name]).strip()
             for label, score in models
             if score is not None
         ]
