@@ -81,9 +81,18 @@ class ImageSplit:
 
 
 def load_split(
-    folder: Path, spec: LabelSpec, settings: PipelineSettings, *, cache: DecodedCache | None = None
+    folder: Path,
+    spec: LabelSpec,
+    settings: PipelineSettings,
+    *,
+    cache: DecodedCache | None = None,
+    labels_path: Path | None = None,
+    where: str | None = None,
 ) -> ImageSplit:
     """Scan ``folder`` recursively and return its labelled, preprocessed images.
+
+    ``labels_path`` is the label table (default: ``folder/labels.csv``); ``where`` names the folder in
+    the too-few-images error (default: ``split '<folder name>'``).
 
     Raises:
         LabelError: the label table is unusable.
@@ -92,7 +101,7 @@ def load_split(
     """
     start = time.perf_counter()
     folder = Path(folder)
-    key_column, labels = read_labels(folder / LABELS_FILE, spec)
+    key_column, labels = read_labels(labels_path or folder / LABELS_FILE, spec)
     report = QuarantineReport()
     images, targets, tag_lists = [], [], []
     hits = 0
@@ -134,7 +143,7 @@ def load_split(
     phi = phi_summary(tag_lists)
     if settings.require_deidentified:
         require_deidentified(phi)
-    require_min_images(len(images), report, settings.min_images, f"split {folder.name!r}")
+    require_min_images(len(images), report, settings.min_images, where or f"split {folder.name!r}")
     x = np.stack(images).astype(np.float32)
     return ImageSplit(x, np.stack(targets), report, phi, time.perf_counter() - start, hits)
 

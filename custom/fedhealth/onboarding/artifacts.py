@@ -41,14 +41,14 @@ class OnboardingError(ValueError):
     """The model or scaling file cannot be used; the message names the file and what is wrong."""
 
 
-def load_global_model(path: Path) -> TabularNet:
-    """Rebuild the global model from a FLARE ``FL_global_model.pt`` (or a bare state dict).
+def read_checkpoint(path: Path) -> dict:
+    """The state dict in a FLARE ``FL_global_model.pt`` (``{"model": ...}``) or a bare state dict.
 
     Only tensors and plain containers are unpickled (``weights_only=True``): a downloaded file
     never gets to run code.
 
     Raises:
-        OnboardingError: missing, unreadable or not a fedhealth TabularNet.
+        OnboardingError: missing, unreadable or holding no state dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -60,6 +60,17 @@ def load_global_model(path: Path) -> TabularNet:
     weights = saved.get("model", saved) if isinstance(saved, dict) else None
     if not isinstance(weights, dict):
         raise OnboardingError(f"model file {path.name} holds no state dict (expected {{'model': ...}})")
+    return weights
+
+
+def load_global_model(path: Path) -> TabularNet:
+    """Rebuild the global model from a FLARE ``FL_global_model.pt`` (or a bare state dict).
+
+    Raises:
+        OnboardingError: missing, unreadable or not a fedhealth TabularNet.
+    """
+    path = Path(path)
+    weights = read_checkpoint(path)
     try:
         return tabular_from_weights(weights)
     except ValueError as exc:

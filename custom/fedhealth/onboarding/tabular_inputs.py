@@ -68,7 +68,7 @@ class TabularInputs:
     notes: list[str]
 
 
-def _read_json(path: Path, what: str) -> object:
+def read_json(path: Path, what: str) -> object:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -86,7 +86,7 @@ def load_dictionary(source: Path) -> JobDictionary:
     """
     source = Path(source)
     if source.is_file():
-        data, dataset = _read_json(source, "data dictionary"), None
+        data, dataset = read_json(source, "data dictionary"), None
         where = source.name
     elif source.is_dir():
         data, dataset = _dictionary_from_job(source)
@@ -99,17 +99,37 @@ def load_dictionary(source: Path) -> JobDictionary:
         raise OnboardingError(f"{where}: {exc}") from exc
 
 
+def executor_args(config: object) -> list[dict]:
+    """The args of each ``SiteExecutor`` in one parsed ``config_fed_client.json``."""
+    executors = config.get("executors", []) if isinstance(config, dict) else []
+    found = []
+    for entry in executors:
+        executor = entry.get("executor", {}) if isinstance(entry, dict) else {}
+        args = (
+            executor.get("args", {})
+            if isinstance(executor, dict) and executor.get("path") == EXECUTOR_PATH
+            else {}
+        )
+        if isinstance(args, dict) and args:
+            found.append(args)
+    return found
+
+
+def site_executor_args(folder: Path) -> list[dict]:
+    """The args of each ``SiteExecutor`` in every ``config_fed_client.json`` under a job or result folder."""
+    return [
+        args
+        for path in sorted(Path(folder).rglob(CLIENT_CONFIG))
+        for args in executor_args(read_json(path, "app config"))
+    ]
+
+
 def _dictionary_from_job(folder: Path) -> tuple[object, str | None]:
     found = []
-    for path in sorted(folder.rglob(CLIENT_CONFIG)):
-        config = _read_json(path, "app config")
-        executors = config.get("executors", []) if isinstance(config, dict) else []
-        for entry in executors:
-            executor = entry.get("executor", {}) if isinstance(entry, dict) else {}
-            args = executor.get("args", {}) if executor.get("path") == EXECUTOR_PATH else {}
-            task_args = args.get("task_args") or {}
-            if isinstance(task_args, dict) and "dictionary" in task_args:
-                found.append((task_args["dictionary"], task_args.get("dataset")))
+    for args in site_executor_args(folder):
+        task_args = args.get("task_args") or {}
+        if isinstance(task_args, dict) and "dictionary" in task_args:
+            found.append((task_args["dictionary"], task_args.get("dataset")))
     if not found:
         raise OnboardingError(
             f"no {CLIENT_CONFIG} under {folder.name} gives the {EXECUTOR_PATH.rsplit('.', 1)[1]} a "
@@ -121,7 +141,7 @@ def _dictionary_from_job(folder: Path) -> tuple[object, str | None]:
     return found[0][0], dataset if isinstance(dataset, str) else None
 
 
-def find_in_result(source: Path, name: str) -> Path:
+def find_in_result(source: Path, name: str, *, kind: str = "tabular") -> Path:
     """``source`` itself when it is a file, else the file ``name`` nearest the top of the folder.
 
     Raises:
@@ -134,7 +154,7 @@ def find_in_result(source: Path, name: str) -> Path:
         raise OnboardingError(f"{source} does not exist (give the job result folder or the {name} file)")
     found = sorted(source.rglob(name), key=lambda p: (len(p.parts), str(p)))
     if not found:
-        raise OnboardingError(f"no {name} under {source.name}: is it the downloaded result of a tabular job?")
+        raise OnboardingError(f"no {name} under {source.name}: is it the downloaded result of a {kind} job?")
     return found[0]
 
 
@@ -144,7 +164,7 @@ def load_schema(path: Path, dictionary: DataDictionary) -> dict:
     Raises:
         OnboardingError: unreadable, not a schema, or made for another data dictionary.
     """
-    schema = _read_json(path, "aligned schema")
+    schema = read_json(path, "aligned schema")
     if not isinstance(schema, dict) or any(k not in schema for k in _SCHEMA_KEYS):
         raise OnboardingError(f"{Path(path).name} is not an aligned schema (needs {list(_SCHEMA_KEYS)})")
     if len({len(schema["columns"]), len(schema["mean"]), len(schema["std"])}) != 1:

@@ -2,11 +2,15 @@
 
 ``fedhealth validate-site --model <FL_global_model.pt> --data <site folder> --threshold <t>`` (heart
 jobs), or for any ``tabular`` job ``fedhealth validate-site --schema <job result> --dictionary
-<dictionary.json | job folder> --data <folder with the export CSV(s) + mapping.json> --threshold <t>``:
+<dictionary.json | job folder> --data <folder with the export CSV(s) + mapping.json> --threshold <t>``,
+or for an imaging (``dicom``) job ``fedhealth validate-site --job <job result> --data <DICOM folder>
+--threshold <t>``:
 
 1. load the global model and the global scaling of the job that trained it (heart), or its aligned
    schema (``ehr_schema.json``) and data dictionary, harmonize the site's table with its own mapping
    and encode it with the federation's imputation and scaling (:mod:`fedhealth.onboarding.tabular_inputs`);
+   an imaging job: its task args and model, the site's DICOM folder read as the sites read theirs
+   (quarantine, PHI audit, decode, the job's preprocessing; :mod:`fedhealth.onboarding.imaging_inputs`);
 2. split the site's labelled rows, stratified and seeded, into a fine-tuning part and an
    evaluation part (``holdout_fraction`` of the rows); every reported number comes from the
    evaluation part only;
@@ -14,8 +18,11 @@ jobs), or for any ``tabular`` job ``fedhealth validate-site --schema <job result
    (:mod:`fedhealth.onboarding.sample_size`: Hanley & McNeil 1982 for AUC, Wilson 1927 otherwise);
 4. deploy the global model when the lower bound of its 95% bootstrap interval (Efron & Tibshirani
    1993) reaches the threshold; otherwise fine-tune a copy on the fine-tuning part (SGD, batch 4;
-   a tree job's XGBoost model grows 10 more trees there instead) and judge that copy on the same
-   evaluation part.
+   a tree job's XGBoost model grows 10 more trees there instead; an imaging model trains with the
+   task's own loop and the job's settings) and judge that copy on the same evaluation part. A
+   multi-label imaging task is judged per finding; the lowest finding decides.
+
+Steps 2 to 4 are :func:`fedhealth.onboarding.decision.judge`, the same for every kind of job.
 
 Only counts and metrics are reported, never patient values; a hospital's own CSV files are named by
 position (``CSV file 2 of 3``), the kit's ``train.csv``/``test.csv`` by name.
@@ -26,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -41,19 +47,26 @@ from fedhealth.onboarding.artifacts import (
     load_global_model,
     load_scaling,
     read_site_rows,
-    split_rows,
 )
-from fedhealth.onboarding.sample_size import SUPPORTED_METRICS, check_sample
+from fedhealth.onboarding.decision import (  # noqa: F401 - the decisions are part of this module's API
+    DECISION_DEPLOY,
+    DECISION_DEPLOY_FINETUNED,
+    DECISION_INSUFFICIENT,
+    DECISION_NOT_FIT,
+    SiteCase,
+    check_args,
+    fmt,
+    judge,
+    save_torch,
+)
+from fedhealth.onboarding.imaging_inputs import imaging_case
+from fedhealth.onboarding.sample_size import SUPPORTED_METRICS
 from fedhealth.onboarding.tabular_inputs import load_tabular_inputs
 from fedhealth.training.loops import LocalTrainConfig, predict, train_local
-from fedhealth.training.site_metrics import evaluate_with_intervals
 from fedhealth.trees.model import TreeModel, boost_more
 
-DECISION_INSUFFICIENT = "INSUFFICIENT DATA"
-DECISION_DEPLOY = "FIT: DEPLOY"
-DECISION_DEPLOY_FINETUNED = "FIT AFTER FINE-TUNING: DEPLOY THE FINE-TUNED MODEL"
-DECISION_NOT_FIT = "NOT FIT"
 FINETUNE_BATCH = 4
+FINETUNE_LR = 0.03  # a tabular network's fine-tuning (SGD); an imaging job's comes from the job
 # A tree job's model fine-tunes by growing this many more trees, at this learning rate, on the site's rows.
 TREE_FINETUNE_ROUNDS = 10
 TREE_FINETUNE_ETA = 0.1
@@ -70,76 +83,17 @@ CONFIG_TYPES = {
 CONFIG_KEYS = tuple(CONFIG_TYPES)
 
 
-def _score(
-    model: torch.nn.Module, x: np.ndarray, y: np.ndarray, metric: str, n_bootstrap: int, seed: int
-) -> dict:
-    """The metric's value and 95% interval on the evaluation part (same resamples for every model)."""
-    entry = evaluate_with_intervals(y, predict(model, x), n_bootstrap=n_bootstrap, seed=seed)[metric]
-    return {k: entry[k] for k in ("value", "lo", "hi", "reason")}
-
-
-def _clears(score: dict, threshold: float) -> bool:
-    return score["lo"] is not None and score["lo"] >= threshold
-
-
-def _check_args(metric: str, threshold: float, holdout_fraction: float, finetune_epochs: int) -> None:
-    if metric not in SUPPORTED_METRICS:
-        raise ValueError(f"metric must be one of {SUPPORTED_METRICS}, not {metric!r}.")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}.")
-    if finetune_epochs < 1:
-        raise ValueError(f"finetune_epochs must be at least 1, got {finetune_epochs}.")
-
-
-def validate_site(
+def _tabular_case(
     *,
     model_path: Path | None,
     data_dir: Path,
-    threshold: float,
-    metric: str = "auc",
-    scaling_path: Path | None = None,
-    schema_path: Path | None = None,
-    dictionary_path: Path | None = None,
-    finetune_epochs: int = 5,
-    finetune_lr: float = 0.03,
-    holdout_fraction: float = 0.5,
-    seed: int = 0,
-    n_bootstrap: int = 1000,
-    finetuned_model_path: Path | None = None,
-) -> dict:
-    """Judge the global model on a new site's labelled rows; fine-tune it when it falls short.
-
-    Args:
-        model_path: the job's ``FL_global_model.pt`` (a tabular job: default, found in the result folder).
-        data_dir: the site's data folder (with ``heart_disease/*.csv``) or one CSV file; a tabular job:
-            the folder with the export CSV(s) and ``mapping.json`` (or one CSV next to it).
-        threshold: the lower bound of the metric's 95% interval must reach this.
-        metric: ``"auc"``, ``"accuracy"``, ``"sensitivity"`` or ``"specificity"``.
-        scaling_path: the global ``fedhealth_scaling.json``; default: found next to or above the model.
-        schema_path: a tabular job's ``ehr_schema.json`` or downloaded result folder; with
-            ``dictionary_path``, it selects the tabular path.
-        dictionary_path: the job's data dictionary (JSON) or a job folder whose app config carries it.
-        finetune_epochs: passes over the fine-tuning part.
-        finetune_lr: SGD learning rate of the fine-tuning.
-        holdout_fraction: share of the rows kept for evaluation (never trained on).
-        seed: seeds the split, the fine-tuning order and the bootstrap.
-        n_bootstrap: bootstrap resamples of each interval.
-        finetuned_model_path: when set and fine-tuning ran, the fine-tuned model is saved there in
-            the job's format (``{"model": state_dict}``).
-
-    Returns:
-        Counts (``n_eval``, ``n_finetune`` and their classes), ``metric``, ``threshold``, ``global``
-        and ``fine_tuned`` (``{"value", "lo", "hi", "reason"}``; ``fine_tuned`` None when not run),
-        ``decision`` (one of the ``DECISION_*`` strings) and ``reason``; a tabular job adds
-        ``outcome`` (the target's name), ``data_report`` and ``schema_notes`` (lines, counts only).
-
-    Raises:
-        ValueError: bad settings; :class:`~fedhealth.onboarding.artifacts.OnboardingError` for a bad
-            model or scaling file; :class:`~fedhealth.data.site_data.SiteDataError` for bad site data.
-    """
-    _check_args(metric, threshold, holdout_fraction, finetune_epochs)
+    scaling_path: Path | None,
+    schema_path: Path | None,
+    dictionary_path: Path | None,
+    finetune_epochs: int,
+    finetune_lr: float,
+) -> SiteCase:
+    """A heart or tabular job's case: its network (or tree model) and the site's encoded rows."""
     extra: dict = {}
     if schema_path is not None or dictionary_path is not None:
         if scaling_path is not None:
@@ -165,71 +119,128 @@ def validate_site(
         rows, files = read_site_rows(Path(data_dir))
         x = scaler.transform(encode(rows.features, chol_zero_as_missing=chol_missing))
         y = rows.labels
-    tune, held = split_rows(y, holdout_fraction=holdout_fraction, seed=seed)
-    x_eval, y_eval = x[held], y[held]
-    n_pos, n_neg = int(y_eval.sum()), int(len(y_eval) - y_eval.sum())
-    result: dict = {
-        "files": files,
-        "n_total": len(y),
-        "n_eval": len(held),
-        "n_eval_pos": n_pos,
-        "n_eval_neg": n_neg,
-        "n_finetune": len(tune),
-        "n_finetune_pos": int(y[tune].sum()),
-        "n_finetune_neg": int(len(tune) - y[tune].sum()),
-        "metric": metric,
-        "threshold": threshold,
-        "confidence": 0.95,
-        "global": _score(model, x_eval, y_eval, metric, n_bootstrap, seed),
-        "fine_tuned": None,
-        "fine_tuning": None,
-        **extra,
-    }
-    check = check_sample(metric, threshold, n_pos, n_neg)
-    result["n_eval_needed"] = check.n_eval_needed
-    if not check.sufficient:
-        reason = check.explanation
-        if check.n_eval_needed is not None:
-            total = math.ceil(check.n_eval_needed / holdout_fraction)
-            reason += (
-                f" That is about {total} labelled patients in all at holdout fraction {holdout_fraction:g}."
-            )
-        return {**result, "decision": DECISION_INSUFFICIENT, "reason": reason}
-    if _clears(result["global"], threshold):
-        reason = f"the global model's 95% lower bound {result['global']['lo']:.3f} reaches {threshold:g}"
-        return {**result, "decision": DECISION_DEPLOY, "reason": reason}
-    if isinstance(model, TreeModel):  # trees fine-tune by growing more trees on the site's rows
-        tuned = boost_more(model, x[tune], y[tune], rounds=TREE_FINETUNE_ROUNDS, eta=TREE_FINETUNE_ETA)
-        result["fine_tuning"] = {"boosting_rounds": TREE_FINETUNE_ROUNDS, "eta": TREE_FINETUNE_ETA}
-    else:
+    tree = isinstance(model, TreeModel)
+
+    def fine_tune(model, x_tune: np.ndarray, y_tune: np.ndarray, seed: int) -> tuple[object, dict]:
+        if tree:  # trees fine-tune by growing more trees on the site's rows
+            tuned = boost_more(model, x_tune, y_tune, rounds=TREE_FINETUNE_ROUNDS, eta=TREE_FINETUNE_ETA)
+            return tuned, {"boosting_rounds": TREE_FINETUNE_ROUNDS, "eta": TREE_FINETUNE_ETA}
         tuned = copy.deepcopy(model)
         config = LocalTrainConfig(lr=finetune_lr, batch_size=FINETUNE_BATCH, local_epochs=finetune_epochs)
-        train_local(tuned, x[tune], y[tune], config, generator=torch.Generator().manual_seed(seed))
-        result["fine_tuning"] = {"epochs": finetune_epochs, "lr": finetune_lr, "batch_size": FINETUNE_BATCH}
-    if finetuned_model_path is not None:
-        Path(finetuned_model_path).parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(tuned, TreeModel):  # XGBoost's own JSON format, as the job exports it
-            Path(finetuned_model_path).write_bytes(tuned.model_json)
-        else:
-            torch.save({"model": tuned.state_dict()}, finetuned_model_path)
-    result["fine_tuned"] = _score(tuned, x_eval, y_eval, metric, n_bootstrap, seed)
-    lo_global, lo_tuned = result["global"]["lo"], result["fine_tuned"]["lo"]
-    shortfall = f"the global model's lower bound {_fmt(lo_global)} is below {threshold:g}"
-    if _clears(result["fine_tuned"], threshold):
-        return {
-            **result,
-            "decision": DECISION_DEPLOY_FINETUNED,
-            "reason": f"{shortfall}; after fine-tuning it is {_fmt(lo_tuned)}",
-        }
-    return {
-        **result,
-        "decision": DECISION_NOT_FIT,
-        "reason": f"{shortfall}, and after fine-tuning still {_fmt(lo_tuned)}",
-    }
+        train_local(tuned, x_tune, y_tune, config, generator=torch.Generator().manual_seed(seed))
+        return tuned, {"epochs": finetune_epochs, "lr": finetune_lr, "batch_size": FINETUNE_BATCH}
+
+    return SiteCase(
+        model=model,
+        x=x,
+        y=y,
+        targets=np.asarray(y, dtype=float).reshape(-1, 1),
+        scores=predict,
+        fine_tune=fine_tune,
+        files=files,
+        strata=y,
+        extra=extra,
+        save=_save_tree if tree else save_torch,
+    )
 
 
-def _fmt(x: float | None) -> str:
-    return "undefined" if x is None else f"{x:.3f}"
+def _save_tree(model: TreeModel, path: Path) -> None:
+    """XGBoost's own JSON format, as the job exports it."""
+    Path(path).write_bytes(model.model_json)
+
+
+def validate_site(
+    *,
+    model_path: Path | None,
+    data_dir: Path,
+    threshold: float,
+    metric: str = "auc",
+    scaling_path: Path | None = None,
+    schema_path: Path | None = None,
+    dictionary_path: Path | None = None,
+    job_path: Path | None = None,
+    labels_path: Path | None = None,
+    allow_identified: bool = False,
+    finetune_epochs: int = 5,
+    finetune_lr: float | None = None,
+    holdout_fraction: float = 0.5,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    finetuned_model_path: Path | None = None,
+) -> dict:
+    """Judge the global model on a new site's labelled rows or images; fine-tune it when it falls short.
+
+    Args:
+        model_path: the job's ``FL_global_model.pt`` (tabular and imaging: default, found in the result
+            folder).
+        data_dir: the site's data folder (with ``heart_disease/*.csv``) or one CSV file; a tabular job:
+            the folder with the export CSV(s) and ``mapping.json`` (or one CSV next to it); an imaging
+            job: the folder of DICOM files (any layout).
+        threshold: the lower bound of the metric's 95% interval must reach this.
+        metric: ``"auc"``, ``"accuracy"``, ``"sensitivity"`` or ``"specificity"``.
+        scaling_path: the global ``fedhealth_scaling.json``; default: found next to or above the model.
+        schema_path: a tabular job's ``ehr_schema.json`` or downloaded result folder; with
+            ``dictionary_path``, it selects the tabular path.
+        dictionary_path: the job's data dictionary (JSON) or a job folder whose app config carries it.
+        job_path: an imaging (``dicom``) job's result or job folder, its client config or a JSON of its
+            ``task_args``; selects the imaging path (:mod:`fedhealth.onboarding.imaging_inputs`).
+        labels_path: an imaging job's label table (default: ``labels.csv`` in ``data_dir``).
+        allow_identified: an imaging job reads files that carry identifying attributes (default: refused).
+        finetune_epochs: passes over the fine-tuning part.
+        finetune_lr: learning rate of the fine-tuning (default: 0.03 with SGD for a tabular network,
+            the job's own for an imaging job).
+        holdout_fraction: share of the rows kept for evaluation (never trained on).
+        seed: seeds the split, the fine-tuning order and the bootstrap.
+        n_bootstrap: bootstrap resamples of each interval.
+        finetuned_model_path: when set and fine-tuning ran, the fine-tuned model is saved there in
+            the job's format (``{"model": state_dict}``).
+
+    Returns:
+        Counts (``n_eval``, ``n_finetune`` and their classes), ``metric``, ``threshold``, ``global``
+        and ``fine_tuned`` (``{"value", "lo", "hi", "reason"}``; ``fine_tuned`` None when not run),
+        ``decision`` (one of the ``DECISION_*`` strings) and ``reason``; a tabular job adds
+        ``outcome`` (the target's name), ``data_report`` and ``schema_notes`` (lines, counts only); an
+        imaging job adds ``unit``, ``data_report``, ``quarantine``, ``phi`` and, for a multi-label task,
+        ``findings`` and each score's ``per_finding`` (the score is its lowest finding's).
+
+    Raises:
+        ValueError: bad settings; :class:`~fedhealth.onboarding.artifacts.OnboardingError` for a bad
+            model or scaling file; :class:`~fedhealth.data.site_data.SiteDataError` for bad site data.
+    """
+    check_args(metric, threshold, holdout_fraction, finetune_epochs)
+    if job_path is not None:
+        if any(p is not None for p in (scaling_path, schema_path, dictionary_path)):
+            raise ValueError("--job is an imaging job's; --scaling, --schema and --dictionary are tabular")
+        case = imaging_case(
+            job=Path(job_path),
+            data_dir=Path(data_dir),
+            model_path=model_path,
+            labels_path=labels_path,
+            allow_identified=allow_identified,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+        )
+    else:
+        if labels_path is not None or allow_identified:
+            raise ValueError("--labels and --allow-identified are for an imaging job (pass --job)")
+        case = _tabular_case(
+            model_path=model_path,
+            data_dir=data_dir,
+            scaling_path=scaling_path,
+            schema_path=schema_path,
+            dictionary_path=dictionary_path,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=FINETUNE_LR if finetune_lr is None else finetune_lr,
+        )
+    return judge(
+        case,
+        threshold=threshold,
+        metric=metric,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+        finetuned_model_path=finetuned_model_path,
+    )
 
 
 def _line(label: str, metric: str, score: dict | None) -> str:
@@ -237,17 +248,33 @@ def _line(label: str, metric: str, score: dict | None) -> str:
         return f"{label:<18}not run"
     if score["value"] is None:
         return f"{label:<18}{metric} undefined: {score['reason']}"
-    return f"{label:<18}{metric} {score['value']:.3f} (95% CI {_fmt(score['lo'])} to {_fmt(score['hi'])})"
+    line = f"{label:<18}{metric} {score['value']:.3f} (95% CI {fmt(score['lo'])} to {fmt(score['hi'])})"
+    return line + (f", finding {score['finding']!r} (the lowest bound)" if "finding" in score else "")
+
+
+def _findings_lines(result: dict, metric: str) -> list[str]:
+    """A multi-label task: each finding's evaluation count and scores."""
+    lines = []
+    for name, counts in result.get("findings", {}).items():
+        models = [("global", result["global"]), ("fine-tuned", result["fine_tuned"])]
+        scores = [
+            f"{label} " + _line("", metric, score["per_finding"][name]).strip()
+            for label, score in models
+            if score is not None
+        ]
+        lines.append(f"  {name}: {counts['n_eval_pos']} positive in evaluation; " + "; ".join(scores))
+    return lines
 
 
 def format_report(result: dict) -> str:
     """A terminal report of :func:`validate_site`'s result (counts and metrics only)."""
     metric = result["metric"].upper() if result["metric"] == "auc" else result["metric"]
     outcome = result.get("outcome", "disease")
+    unit = result.get("unit", "patients")
     lines = [
         f"validate-site: {metric} against threshold {result['threshold']:g} "
         "(the 95% interval's lower bound must reach it)",
-        f"site data: {result['n_total']} labelled patients from {', '.join(result['files'])}",
+        f"site data: {result['n_total']} labelled {unit} from {', '.join(result['files'])}",
         *(f"  {line}" for line in result.get("data_report", [])),
         *(f"  note: {line}" for line in result.get("schema_notes", [])),
         f"  evaluation part: {result['n_eval']} ({result['n_eval_pos']} with {outcome}, "
@@ -260,8 +287,10 @@ def format_report(result: dict) -> str:
             f"{ft['boosting_rounds']} more trees, eta {ft['eta']:g}"
             if "boosting_rounds" in ft
             else f"{ft['epochs']} epochs, lr {ft['lr']:g}, batch {ft['batch_size']}"
+            + (f", {ft['optimizer']}" if "optimizer" in ft else "")
         )
         lines.append(_line("fine-tuned model:", metric, result["fine_tuned"]) + f"  [{how}]")
+    lines += _findings_lines(result, metric)
     lines += [f"decision: {result['decision']}", f"reason: {result['reason']}"]
     return "\n".join(lines)
 
@@ -269,13 +298,32 @@ def format_report(result: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``validate-site`` options (also used by the ``fedhealth`` command's sub-parser)."""
     parser.add_argument(
-        "--model", type=Path, help="the job's FL_global_model.pt (tabular: default, found with --schema)"
+        "--model",
+        type=Path,
+        help="the job's FL_global_model.pt (tabular, imaging: default, found with --schema / --job)",
     )
     parser.add_argument(
         "--data",
         type=Path,
         required=True,
-        help="site data folder (heart_disease/*.csv) or a CSV; tabular: folder with CSV(s) + mapping.json",
+        help="site data folder (heart_disease/*.csv) or a CSV; tabular: folder with CSV(s) + mapping.json; "
+        "imaging: the folder of DICOM files (any layout)",
+    )
+    parser.add_argument(
+        "--job",
+        type=Path,
+        help="imaging (dicom) job: its result or job folder, its config_fed_client.json, or a JSON of its "
+        "task_args (model, image_size, channels, label_task, classes, intensity)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        help="imaging: the label table, keyed by 'file' or 'sop_instance_uid' (default: --data/labels.csv)",
+    )
+    parser.add_argument(
+        "--allow-identified",
+        action="store_true",
+        help="imaging: read DICOM files that carry identifying attributes (default: refused, tags named)",
     )
     parser.add_argument(
         "--schema", type=Path, help="tabular job: its result folder or ehr_schema.json (the aligned schema)"
@@ -289,7 +337,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--metric", choices=SUPPORTED_METRICS, help="default: auc")
     parser.add_argument("--scaling", type=Path, help="fedhealth_scaling.json (default: found with the model)")
     parser.add_argument("--finetune-epochs", type=int, help="default: 5")
-    parser.add_argument("--finetune-lr", type=float, help="default: 0.03")
+    parser.add_argument(
+        "--finetune-lr", type=float, help="default: 0.03 (SGD); imaging: the job's round lr, else 0.001"
+    )
     parser.add_argument("--holdout-fraction", type=float, help="share kept for evaluation (default: 0.5)")
     parser.add_argument("--seed", type=int, help="default: 0")
     parser.add_argument("--config", type=Path, help=f"JSON with any of {list(CONFIG_KEYS)}; options win")
@@ -330,6 +380,9 @@ def run(args: argparse.Namespace) -> int:
             scaling_path=args.scaling,
             schema_path=args.schema,
             dictionary_path=args.dictionary,
+            job_path=getattr(args, "job", None),
+            labels_path=getattr(args, "labels", None),
+            allow_identified=bool(getattr(args, "allow_identified", False)),
             finetuned_model_path=args.save_model,
             **_settings(args),
         )
