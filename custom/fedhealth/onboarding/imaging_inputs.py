@@ -185,7 +185,7 @@ def _outcome(spec: LabelSpec) -> str:
         return "any finding"
     if spec.task == "multiclass":
         return f"a class other than {spec.classes[0]!r}"
-    return f"{spec.classes[1]!r}" if len(spec.classes) == 2 else "label 1"
+    return f"{spec.positive!r} (the positive class)"
 
 
 def imaging_case(

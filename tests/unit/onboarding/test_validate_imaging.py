@@ -84,7 +84,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
     task_args = json.loads((ROOT / "jobs/cxr_fedavg/app/config/config_fed_client.json").read_text())
     task_args = task_args["executors"][0]["executor"]["args"]["task_args"]
     (root / "multi_task.json").write_text(
-        json.dumps({**task_args, "label_task": "multilabel", "classes": classes})
+        json.dumps({**task_args, "label_task": "multilabel", "classes": classes, "positive_class": ""})
     )
     table = pd.read_csv(hospital / "labels.csv").rename(columns={"label": "Pneumonia"})
     table["Coin"] = np.random.default_rng(2).integers(0, 2, size=len(table))
