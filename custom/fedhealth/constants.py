@@ -39,6 +39,7 @@ M_BYTES_SENT = "bytes_sent"  # ... as the site sent it (after compression)
 M_BYTES_RECEIVED = "bytes_received"  # ... as the server measured it on arrival
 M_COMPRESSION = "compression"  # the compression label, e.g. "topk 0.01 +EF"
 M_INTERVALS = "intervals"  # metrics with 95% bootstrap intervals (training/site_metrics.py)
+M_OPERATING_POINT = "operating_point"  # a site's threshold chosen on val (training/site_operating_point.py)
 # Per-round curves each site streams to the server (FLARE analytics -> TensorBoard).
 STREAMED_METRICS = ("train_loss", "global_loss", "local_loss", "global_accuracy", "global_auc")
 ANALYTICS_EVENT = "fed.analytix_log_stats"

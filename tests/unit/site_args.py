@@ -22,6 +22,7 @@ IMAGE_TASK = (
     "label_task",
     "classes",
     "positive_class",
+    "operating_point",
     "image_size",
     "channels",
     "intensity",

@@ -22,6 +22,7 @@ from fedhealth.constants import (
 from fedhealth.reports.communication import communication_markdown, communication_section
 from fedhealth.reports.ehr_alignment import alignment_markdown, plot_missingness
 from fedhealth.reports.encryption import encryption_markdown, encryption_section
+from fedhealth.reports.operating_point import operating_point_markdown, operating_point_section
 from fedhealth.reports.personalization import format_personal, personal_from_record
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.privacy_report import plot_privacy, privacy_markdown, privacy_section
@@ -126,6 +127,7 @@ def build_report(job: str, record: RunRecord, cross: dict) -> dict:
         "gate": section["gate"],
         "per_finding": section["findings"],
         "positive_class": section["positive"],
+        "operating_point": operating_point_section(cross, model),
         "flags": section["flags"],
         "curves": site_curves(record),
         "participation": participation(record),
@@ -229,6 +231,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         participation_markdown(report),
         alignment_markdown(report.get("alignment")),
         fairness_markdown(report),
+        operating_point_markdown(report.get("operating_point")),
         communication_markdown(report.get("communication")),
         privacy_markdown(report.get("privacy")),
         update_privacy_markdown(report.get("update_privacy")),

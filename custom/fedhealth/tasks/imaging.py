@@ -38,7 +38,9 @@ from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
 from fedhealth.training.loops import LocalTrainConfig
 from fedhealth.training.metrics import clean_metrics
+from fedhealth.training.operating_point import OperatingPointConfig
 from fedhealth.training.site_metrics import evaluate_with_intervals
+from fedhealth.training.site_operating_point import site_operating_point
 
 
 class ImageSite:
@@ -47,13 +49,20 @@ class ImageSite:
     round_split = "val"
 
     def __init__(
-        self, name: str, splits: Mapping[str, ImageSplit], spec: LabelSpec, *, augment: bool
+        self,
+        name: str,
+        splits: Mapping[str, ImageSplit],
+        spec: LabelSpec,
+        *,
+        augment: bool,
+        operating_point: OperatingPointConfig | None = None,
     ) -> None:
         self.name = name
         self.splits = dict(splits)
         self.spec = spec
         self.augment = augment
         self.binary = spec.task == "binary"
+        self.operating_point = operating_point or OperatingPointConfig()
 
     @classmethod
     def from_arrays(
@@ -63,6 +72,7 @@ class ImageSite:
         spec: LabelSpec,
         *,
         augment: bool = False,
+        operating_point: OperatingPointConfig | None = None,
     ) -> ImageSite:
         """A site from decoded ``(x, y)`` per split already in memory (the in-process loop's path).
 
@@ -80,7 +90,7 @@ class ImageSite:
             )
             for split, (x, y) in arrays.items()
         }
-        return cls(name, splits, spec, augment=augment)
+        return cls(name, splits, spec, augment=augment, operating_point=operating_point)
 
     @property
     def n_train(self) -> int:
@@ -121,11 +131,23 @@ class ImageSite:
         probs = predict_images(model, test.x, self.spec)
         metrics = {**clean_metrics(metrics_from_probs(test.y, probs, self.spec)), **self.sizes()}
         labels, scores = binary_view(test.y, probs, self.spec)
-        metrics[C.M_INTERVALS] = evaluate_with_intervals(labels, scores, n_bootstrap=n_bootstrap)
+        # Operating point: calibrate and choose the threshold on val, measure on test; the gate's
+        # intervals are at that threshold (AUC is unchanged by the monotone calibration).
+        metrics[C.M_OPERATING_POINT], metrics[C.M_INTERVALS] = self._operating_point(
+            model, (labels, scores), n_bootstrap=n_bootstrap
+        )
         metrics |= self._per_finding(test.y, probs, n_bootstrap=n_bootstrap)
         if self.binary:  # which class sensitivity is the recall of
             metrics[C.M_POSITIVE_CLASS] = self.spec.positive
         return metrics
+
+    def _operating_point(
+        self, model: nn.Module, test: tuple[np.ndarray, np.ndarray], *, n_bootstrap: int
+    ) -> tuple[dict, dict]:
+        """The binary view's operating point (chosen on ``val``) and the test intervals at it."""
+        val = self.splits["val"]
+        val_view = binary_view(val.y, predict_images(model, val.x, self.spec), self.spec)
+        return site_operating_point(val_view, test, self.operating_point, n_bootstrap=n_bootstrap)
 
     def _per_finding(self, y: np.ndarray, probs: np.ndarray, *, n_bootstrap: int) -> dict:
         """Multi-label and multi-class: each finding's (class's, one-vs-rest) intervals; binary: none."""
@@ -174,6 +196,11 @@ class ImagingTask:
         min_images: fewest usable images each split must keep after quarantine.
         augment: random affine jitter of training images.
         folder: the image set's folder name inside the site's data root.
+        operating_point: how each site picks its decision threshold on its validation split
+            (:class:`~fedhealth.training.operating_point.OperatingPointConfig`: ``method``
+            ``youden`` | ``target_sensitivity`` | ``fixed``, ``target_sensitivity``, ``threshold``,
+            ``calibration`` ``none`` | ``temperature`` | ``platt``, ``min_per_class``, ``floor``);
+            ``{}`` is Youden's J without calibration.
     """
 
     model: str = "small_cnn"
@@ -186,6 +213,7 @@ class ImagingTask:
     min_images: int = 10
     augment: bool = True
     folder: str = CXR_DATASET_DIR
+    operating_point: dict = field(default_factory=dict)
     name = "dicom"
     steps = ()
 
@@ -200,10 +228,14 @@ class ImagingTask:
                 f"folder must be a plain folder name inside the site's data root, got {self.folder!r}."
             )
         self.pipeline()  # checks size, channels and intensity
+        self.operating_point_config()  # checks method, calibration and ranges
 
     @property
     def spec(self) -> LabelSpec:
         return LabelSpec(self.label_task, tuple(self.classes), self.positive_class)
+
+    def operating_point_config(self) -> OperatingPointConfig:
+        return OperatingPointConfig.from_dict(self.operating_point)
 
     def pipeline(self, *, require_deidentified: bool = True) -> PipelineSettings:
         return PipelineSettings(
@@ -231,7 +263,13 @@ class ImagingTask:
             cache_root=cache if cache.is_absolute() else context.site_root / cache,
             folder=self.folder,
         )
-        site = ImageSite(context.name, splits, self.spec, augment=self.augment)
+        site = ImageSite(
+            context.name,
+            splits,
+            self.spec,
+            augment=self.augment,
+            operating_point=self.operating_point_config(),
+        )
         if context.run_dir is not None:
             context.run_dir.mkdir(parents=True, exist_ok=True)
             (context.run_dir / C.QUARANTINE_REPORT_FILE).write_text(json.dumps(site.report(), indent=1))
