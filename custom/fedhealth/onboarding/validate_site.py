@@ -31,23 +31,11 @@ position (``CSV file 2 of 3``), the kit's ``train.csv``/``test.csv`` by name.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from fedhealth.data.features import encode
 from fedhealth.data.messages import safe_reason
-from fedhealth.onboarding.artifacts import (
-    OnboardingError,
-    find_scaling,
-    load_global_model,
-    load_scaling,
-    read_site_rows,
-)
 from fedhealth.onboarding.decision import (  # noqa: F401 - the decisions are part of this module's API
     DECISION_DEPLOY,
     DECISION_DEPLOY_FINETUNED,
@@ -61,15 +49,10 @@ from fedhealth.onboarding.decision import (  # noqa: F401 - the decisions are pa
 )
 from fedhealth.onboarding.imaging_inputs import imaging_case
 from fedhealth.onboarding.sample_size import SUPPORTED_METRICS
-from fedhealth.onboarding.tabular_inputs import load_tabular_inputs
-from fedhealth.training.loops import LocalTrainConfig, predict, train_local
-from fedhealth.trees.model import TreeModel, boost_more
+from fedhealth.onboarding.tabular_case import tabular_case
+from fedhealth.onboarding.validate_report import format_report
 
-FINETUNE_BATCH = 4
 FINETUNE_LR = 0.03  # a tabular network's fine-tuning (SGD); an imaging job's comes from the job
-# A tree job's model fine-tunes by growing this many more trees, at this learning rate, on the site's rows.
-TREE_FINETUNE_ROUNDS = 10
-TREE_FINETUNE_ETA = 0.1
 # Settings a ``--config`` JSON may hold (command options override them), with their types.
 CONFIG_TYPES = {
     "metric": str,
@@ -81,72 +64,6 @@ CONFIG_TYPES = {
     "n_bootstrap": int,
 }
 CONFIG_KEYS = tuple(CONFIG_TYPES)
-
-
-def _tabular_case(
-    *,
-    model_path: Path | None,
-    data_dir: Path,
-    scaling_path: Path | None,
-    schema_path: Path | None,
-    dictionary_path: Path | None,
-    finetune_epochs: int,
-    finetune_lr: float,
-) -> SiteCase:
-    """A heart or tabular job's case: its network (or tree model) and the site's encoded rows."""
-    extra: dict = {}
-    if schema_path is not None or dictionary_path is not None:
-        if scaling_path is not None:
-            raise ValueError("--scaling is a heart job's global scaling; a tabular job's is in its --schema")
-        job = load_tabular_inputs(
-            data_dir=Path(data_dir),
-            model_path=model_path,
-            schema_path=schema_path,
-            dictionary_path=dictionary_path,
-        )
-        model, x, y, files = job.model, job.x, job.rows.labels, job.rows.files
-        extra = {
-            "outcome": job.dictionary.target,
-            "data_report": [line for r in job.rows.reports for line in r.lines_out()],
-            "schema_notes": job.notes,
-        }
-    else:
-        if model_path is None:
-            raise OnboardingError("no model: pass --model (the job's FL_global_model.pt)")
-        model = load_global_model(Path(model_path))
-        scaling_file = Path(scaling_path) if scaling_path is not None else find_scaling(Path(model_path))
-        scaler, chol_missing = load_scaling(scaling_file, n_features=model.in_features)
-        rows, files = read_site_rows(Path(data_dir))
-        x = scaler.transform(encode(rows.features, chol_zero_as_missing=chol_missing))
-        y = rows.labels
-    tree = isinstance(model, TreeModel)
-
-    def fine_tune(model, x_tune: np.ndarray, y_tune: np.ndarray, seed: int) -> tuple[object, dict]:
-        if tree:  # trees fine-tune by growing more trees on the site's rows
-            tuned = boost_more(model, x_tune, y_tune, rounds=TREE_FINETUNE_ROUNDS, eta=TREE_FINETUNE_ETA)
-            return tuned, {"boosting_rounds": TREE_FINETUNE_ROUNDS, "eta": TREE_FINETUNE_ETA}
-        tuned = copy.deepcopy(model)
-        config = LocalTrainConfig(lr=finetune_lr, batch_size=FINETUNE_BATCH, local_epochs=finetune_epochs)
-        train_local(tuned, x_tune, y_tune, config, generator=torch.Generator().manual_seed(seed))
-        return tuned, {"epochs": finetune_epochs, "lr": finetune_lr, "batch_size": FINETUNE_BATCH}
-
-    return SiteCase(
-        model=model,
-        x=x,
-        y=y,
-        targets=np.asarray(y, dtype=float).reshape(-1, 1),
-        scores=predict,
-        fine_tune=fine_tune,
-        files=files,
-        strata=y,
-        extra=extra,
-        save=_save_tree if tree else save_torch,
-    )
-
-
-def _save_tree(model: TreeModel, path: Path) -> None:
-    """XGBoost's own JSON format, as the job exports it."""
-    Path(path).write_bytes(model.model_json)
 
 
 def validate_site(
@@ -223,7 +140,7 @@ def validate_site(
     else:
         if labels_path is not None or allow_identified:
             raise ValueError("--labels and --allow-identified are for an imaging job (pass --job)")
-        case = _tabular_case(
+        case = tabular_case(
             model_path=model_path,
             data_dir=data_dir,
             scaling_path=scaling_path,
@@ -241,58 +158,6 @@ def validate_site(
         n_bootstrap=n_bootstrap,
         finetuned_model_path=finetuned_model_path,
     )
-
-
-def _line(label: str, metric: str, score: dict | None) -> str:
-    if score is None:
-        return f"{label:<18}not run"
-    if score["value"] is None:
-        return f"{label:<18}{metric} undefined: {score['reason']}"
-    line = f"{label:<18}{metric} {score['value']:.3f} (95% CI {fmt(score['lo'])} to {fmt(score['hi'])})"
-    return line + (f", finding {score['finding']!r} (the lowest bound)" if "finding" in score else "")
-
-
-def _findings_lines(result: dict, metric: str) -> list[str]:
-    """A multi-label task: each finding's evaluation count and scores."""
-    lines = []
-    for name, counts in result.get("findings", {}).items():
-        models = [("global", result["global"]), ("fine-tuned", result["fine_tuned"])]
-        scores = [
-            f"{label} " + _line("", metric, score["per_finding"][name]).strip()
-            for label, score in models
-            if score is not None
-        ]
-        lines.append(f"  {name}: {counts['n_eval_pos']} positive in evaluation; " + "; ".join(scores))
-    return lines
-
-
-def format_report(result: dict) -> str:
-    """A terminal report of :func:`validate_site`'s result (counts and metrics only)."""
-    metric = result["metric"].upper() if result["metric"] == "auc" else result["metric"]
-    outcome = result.get("outcome", "disease")
-    unit = result.get("unit", "patients")
-    lines = [
-        f"validate-site: {metric} against threshold {result['threshold']:g} "
-        "(the 95% interval's lower bound must reach it)",
-        f"site data: {result['n_total']} labelled {unit} from {', '.join(result['files'])}",
-        *(f"  {line}" for line in result.get("data_report", [])),
-        *(f"  note: {line}" for line in result.get("schema_notes", [])),
-        f"  evaluation part: {result['n_eval']} ({result['n_eval_pos']} with {outcome}, "
-        f"{result['n_eval_neg']} without); fine-tuning part: {result['n_finetune']} (never reported on)",
-        _line("global model:", metric, result["global"]),
-    ]
-    if result["fine_tuned"] is not None:
-        ft = result["fine_tuning"]
-        how = (
-            f"{ft['boosting_rounds']} more trees, eta {ft['eta']:g}"
-            if "boosting_rounds" in ft
-            else f"{ft['epochs']} epochs, lr {ft['lr']:g}, batch {ft['batch_size']}"
-            + (f", {ft['optimizer']}" if "optimizer" in ft else "")
-        )
-        lines.append(_line("fine-tuned model:", metric, result["fine_tuned"]) + f"  [{how}]")
-    lines += _findings_lines(result, metric)
-    lines += [f"decision: {result['decision']}", f"reason: {result['reason']}"]
-    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -14,11 +14,11 @@ import xgboost as xgb
 from ehr_job import tree_federation, write_site, write_tree_result
 
 from fedhealth.onboarding.artifacts import OnboardingError
+from fedhealth.onboarding.tabular_case import TREE_FINETUNE_ROUNDS
 from fedhealth.onboarding.tabular_inputs import load_model
 from fedhealth.onboarding.validate_site import (
     DECISION_DEPLOY,
     DECISION_NOT_FIT,
-    TREE_FINETUNE_ROUNDS,
     format_report,
     validate_site,
 )
