@@ -31,6 +31,7 @@ from fedhealth.imaging.loops import (
 )
 from fedhealth.imaging.quarantine import QuarantineReport
 from fedhealth.imaging.site import CXR_DATASET_DIR, ImageSplit, PipelineSettings, load_site_images
+from fedhealth.models.cnn import check_norm
 from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
@@ -45,12 +46,19 @@ class ImageSite:
     round_split = "val"
 
     def __init__(
-        self, name: str, splits: Mapping[str, ImageSplit], spec: LabelSpec, *, augment: bool
+        self,
+        name: str,
+        splits: Mapping[str, ImageSplit],
+        spec: LabelSpec,
+        *,
+        augment: bool,
+        mixed_precision: bool = True,
     ) -> None:
         self.name = name
         self.splits = dict(splits)
         self.spec = spec
         self.augment = augment
+        self.mixed_precision = mixed_precision
         self.binary = spec.task == "binary"
 
     @classmethod
@@ -108,15 +116,18 @@ class ImageSite:
             generator=generator,
             seed=seed,
             anchor=anchor,
+            mixed_precision=self.mixed_precision,
         )
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
         data = self.splits[split]
-        return clean_metrics(evaluate_images(model, data.x, data.y, self.spec))
+        return clean_metrics(
+            evaluate_images(model, data.x, data.y, self.spec, mixed_precision=self.mixed_precision)
+        )
 
     def validate(self, model: nn.Module, *, n_bootstrap: int) -> dict:
         test = self.splits["test"]
-        probs = predict_images(model, test.x, self.spec)
+        probs = predict_images(model, test.x, self.spec, mixed_precision=self.mixed_precision)
         metrics = {**clean_metrics(metrics_from_probs(test.y, probs, self.spec)), **self.sizes()}
         labels, scores = binary_view(test.y, probs, self.spec)
         metrics[C.M_INTERVALS] = evaluate_with_intervals(labels, scores, n_bootstrap=n_bootstrap)
@@ -152,6 +163,10 @@ class ImagingTask:
         min_images: fewest usable images each split must keep after quarantine.
         augment: random affine jitter of training images.
         folder: the image set's folder name inside the site's data root.
+        norm: ``batch`` or ``group`` (densenet121 with GroupNorm, for DP-SGD); must match the server's
+            persistor model.
+        mixed_precision: float16 autocast and loss scaling where the site trains on CUDA (no effect
+            on the CPU; DP-SGD always trains in float32).
     """
 
     model: str = "small_cnn"
@@ -163,11 +178,16 @@ class ImagingTask:
     min_images: int = 10
     augment: bool = True
     folder: str = CXR_DATASET_DIR
+    norm: str = "batch"
+    mixed_precision: bool = True
     name = "dicom"
     steps = ()
 
     def __post_init__(self) -> None:
-        ImageModel(self.model, self.channels, self.spec.n_outputs)  # checks the name and sizes
+        check_norm(self.model, self.norm)
+        if not isinstance(self.mixed_precision, bool):
+            raise ValueError(f"mixed_precision must be true or false, got {self.mixed_precision!r}.")
+        ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm)  # checks name, sizes
         if self.model == "densenet121" and self.image_size < 32:
             raise ValueError(f"densenet121 needs image_size of at least 32, got {self.image_size}.")
         if self.min_images < 1:
@@ -208,14 +228,17 @@ class ImagingTask:
             cache_root=cache if cache.is_absolute() else context.site_root / cache,
             folder=self.folder,
         )
-        site = ImageSite(context.name, splits, self.spec, augment=self.augment)
+        site = ImageSite(
+            context.name, splits, self.spec, augment=self.augment, mixed_precision=self.mixed_precision
+        )
         if context.run_dir is not None:
             context.run_dir.mkdir(parents=True, exist_ok=True)
             (context.run_dir / C.QUARANTINE_REPORT_FILE).write_text(json.dumps(site.report(), indent=1))
         return site
 
     def build_model(self, site: ImageSite, **model_args: object) -> nn.Module:
-        return ImageModel(self.model, self.channels, self.spec.n_outputs, **model_args)  # type: ignore[arg-type]
+        return ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm, **model_args)  # type: ignore[arg-type]
 
     def model_from_weights(self, weights: Mapping[str, object], site: ImageSite) -> nn.Module:
-        return load_image_weights(ImageModel(self.model, self.channels, self.spec.n_outputs), weights)
+        model = ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm)
+        return load_image_weights(model, weights)
