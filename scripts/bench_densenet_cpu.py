@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "densenet_cpu.json")
     args = parser.parse_args(argv)
+    load_before = [round(v, 2) for v in os.getloadavg()]
     rows = [measure(t, size=args.size, batch=args.batch, steps=args.steps) for t in args.threads]
     result = {
         "model": "densenet121 (MONAI, 1 channel, 1 logit, BatchNorm), float32 on CPU",
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": "adam, augmentation on (the cxr_densenet job's training)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs while measured",
         "torch": torch.__version__,
+        "load_average_before_after": [load_before, [round(v, 2) for v in os.getloadavg()]],
         "rows": rows,
         "command": "python scripts/bench_densenet_cpu.py --out results/densenet_cpu.json",
     }

@@ -69,14 +69,15 @@ def load_image_weights(model: ImageModel, weights: Mapping[str, object]) -> Imag
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
     if missing or extra or wrong:
+        norm = f" ({model.norm} norm)" if model.arch == "densenet121" else ""
         detail = (
             (missing and f"missing {missing[:3]}")
             or (extra and f"unexpected {extra[:3]}")
             or f"shape of {wrong[:3]}"
         )
         raise ValueError(
-            f"the received weights do not fit this site's {model.arch} ({model.norm} norm) with "
-            f"{model.in_channels} channel(s), "
+            f"the received weights do not fit this site's {model.arch}{norm} with {model.in_channels} "
+            "channel(s), "
             f"{model.num_classes} output(s) ({detail}); the job's server model and site executor disagree"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
