@@ -100,9 +100,14 @@ def train_images(
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
     aug = augmentation(seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen))) if augment else None
     total, steps, seen, start = 0.0, 0, 0, time.perf_counter()
+    # A batch of one image cannot train BatchNorm (DenseNet-121 at 32 px ends on a 1x1 map: torch
+    # raises); such a last batch of an epoch is skipped in models with BatchNorm, and not counted.
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     amp = use_amp(device, mixed_precision)
     scaler = torch.amp.GradScaler("cuda") if amp else None
     for idx in _batches(len(yt), config.batch_size, config.local_steps, config.local_epochs, gen):
+        if batchnorm and len(idx) < 2:
+            continue
         batch = augment_batch(xt[idx], aug) if aug is not None else xt[idx]
         optimizer.zero_grad()
         with torch.autocast("cuda", dtype=torch.float16, enabled=amp):

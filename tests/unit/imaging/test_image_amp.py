@@ -101,3 +101,12 @@ def test_amp_steps_on_cuda_trains_float32_weights_from_float16_activations() -> 
     )
     probs = predict_images(model, x, SPEC, torch.device("cuda"))
     assert probs.dtype == np.float64 and probs.shape == (32,) and np.isfinite(probs).all()
+
+
+def test_a_last_batch_of_one_image_is_skipped_for_batchnorm_models() -> None:
+    x, y = _data(n=5, side=32)  # batches of 2, 2 and 1: DenseNet-121 at 32 px cannot train on one
+    config = LocalTrainConfig(lr=1e-3, batch_size=2, local_epochs=1, optimizer="adam")
+    stats = train_images(ImageModel("densenet121", 1, 1), x, y, config, SPEC, augment=False)
+    assert stats["steps"] == 2.0
+    stats = train_images(ImageModel("small_cnn", 1, 1), x, y, config, SPEC, augment=False)
+    assert stats["steps"] == 3.0  # no BatchNorm: every batch trains
