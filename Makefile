@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
 
-.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope clean
+.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu gpu-check clean
 
 setup: $(STAMP)
 
@@ -124,3 +124,13 @@ bench-jobs: setup
 
 clean:
 	rm -rf workspace results/demo results/demo_he results/demo_cxr site
+
+# DenseNet-121 training images/s on this machine's CPU (64 px, batch 32, 1 and 2 torch threads).
+bench-densenet-cpu: setup
+	$(PY) scripts/bench_densenet_cpu.py --out results/densenet_cpu.json
+
+# On a machine with a CUDA GPU: pytest -m gpu, then one DenseNet-121 224 px FedAvg round over four
+# synthetic sites (images/s per site, round time, peak GPU memory, device) into results/gpu_check.json.
+# Fails with a message where torch sees no CUDA device.
+gpu-check: setup
+	$(PY) scripts/gpu_check.py --out results/gpu_check.json

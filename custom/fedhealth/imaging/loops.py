@@ -4,6 +4,15 @@ Binary and multi-label tasks use BCE-with-logits, multi-class cross-entropy. Fed
 2020) adds ``mu / 2 * ||w - w_global||^2``; ``mu = 0`` is FedAvg (McMahan et al. 2017). Per-label
 AUC comes from MONAI's ``compute_roc_auc``. The device is ``cuda`` when the site has one, else the
 CPU; nothing in a job names a device.
+
+Mixed precision: on CUDA (and only there), unless the task turns it off, the forward pass and the
+loss run under ``torch.autocast("cuda", dtype=torch.float16)`` and the loss is scaled by a
+``torch.amp.GradScaler`` (skipped steps on overflow, as torch does). The weights, the optimizer and
+the FedProx term stay float32 (the term is added outside autocast, so its gradient is exact before
+scaling and unscaled with the rest). On the CPU nothing changes: the same operations in the same
+order as without the option (a unit test pins it bit for bit). DP-SGD never comes through here: its
+Opacus trainer (:mod:`fedhealth.privacy.dp_sgd`) trains in float32, since a loss scaler would scale
+the per-example gradients that Opacus clips (the clipping bound would be off by the scale).
 """
 
 from __future__ import annotations
@@ -30,6 +39,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def use_amp(device: torch.device, mixed_precision: bool) -> bool:
+    """Whether to train and predict in float16 autocast: CUDA and the task allows it."""
+    return bool(mixed_precision) and device.type == "cuda"
+
+
 def loss_function(spec: LabelSpec) -> nn.Module:
     """BCE-with-logits for binary and multi-label, cross-entropy for multi-class."""
     return nn.CrossEntropyLoss() if spec.task == "multiclass" else nn.BCEWithLogitsLoss()
@@ -53,6 +67,7 @@ def train_images(
     device: torch.device | None = None,
     seed: int = 0,
     anchor: list[torch.Tensor] | None = None,
+    mixed_precision: bool = True,
 ) -> dict[str, float]:
     """Train ``model`` in place on one site's images; returns mean loss, steps and images per second.
 
@@ -67,6 +82,8 @@ def train_images(
         device: where to train (default: :func:`default_device`).
         seed: seed of the augmentation.
         anchor: the weights FedProx pulls toward (default: ``model``'s weights on entry).
+        mixed_precision: float16 autocast and loss scaling when ``device`` is CUDA (no effect on the
+            CPU).
     """
     if len(y) == 0:
         raise ValueError("Cannot train on an empty split.")
@@ -83,17 +100,30 @@ def train_images(
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
     aug = augmentation(seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen))) if augment else None
     total, steps, seen, start = 0.0, 0, 0, time.perf_counter()
+    # A batch of one image cannot train BatchNorm (DenseNet-121 at 32 px ends on a 1x1 map: torch
+    # raises); such a last batch of an epoch is skipped in models with BatchNorm, and not counted.
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    amp = use_amp(device, mixed_precision)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
     for idx in _batches(len(yt), config.batch_size, config.local_steps, config.local_epochs, gen):
+        if batchnorm and len(idx) < 2:
+            continue
         batch = augment_batch(xt[idx], aug) if aug is not None else xt[idx]
         optimizer.zero_grad()
-        logits = model(batch.to(device))
-        loss = loss_fn(logits, _targets(yt[idx], spec, logits).to(device))
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            logits = model(batch.to(device))
+            loss = loss_fn(logits.float(), _targets(yt[idx], spec, logits).to(device))
         total += float(loss.detach())
         if anchor is not None:
             prox = sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), anchor, strict=True))
             loss = loss + config.mu / 2 * prox
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)  # unscales first; skips the step on inf/NaN gradients
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         steps += 1
         seen += len(idx)
     seconds = time.perf_counter() - start
@@ -107,14 +137,27 @@ def train_images(
 
 @torch.no_grad()
 def predict_images(
-    model: nn.Module, x: np.ndarray, spec: LabelSpec, device: torch.device | None = None
+    model: nn.Module,
+    x: np.ndarray,
+    spec: LabelSpec,
+    device: torch.device | None = None,
+    *,
+    mixed_precision: bool = True,
 ) -> np.ndarray:
-    """Probabilities: ``(n,)`` binary, ``(n, K)`` softmax (multi-class) or sigmoid (multi-label)."""
+    """Probabilities: ``(n,)`` binary, ``(n, K)`` softmax (multi-class) or sigmoid (multi-label).
+
+    On CUDA with ``mixed_precision`` the forward pass runs in float16 autocast; the probabilities
+    are computed from float32 logits either way.
+    """
     device = device or default_device()
+    amp = use_amp(device, mixed_precision)
     model.to(device).eval()
     outs = []
     for start in range(0, len(x), EVAL_BATCH):
-        logits = model(torch.as_tensor(x[start : start + EVAL_BATCH], dtype=torch.float32).to(device)).cpu()
+        batch = torch.as_tensor(x[start : start + EVAL_BATCH], dtype=torch.float32).to(device)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            logits = model(batch)
+        logits = logits.float().cpu()
         outs.append(torch.softmax(logits, dim=1) if spec.task == "multiclass" else torch.sigmoid(logits))
     model.cpu()
     probs = torch.cat(outs).numpy().astype(np.float64)
@@ -152,10 +195,16 @@ def finding_views(
 
 
 def evaluate_images(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, spec: LabelSpec, device: torch.device | None = None
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    spec: LabelSpec,
+    device: torch.device | None = None,
+    *,
+    mixed_precision: bool = True,
 ) -> dict:
     """Accuracy, AUC (macro over classes or findings; per label with MONAI) and mean loss on one split."""
-    probs = predict_images(model, x, spec, device)
+    probs = predict_images(model, x, spec, device, mixed_precision=mixed_precision)
     return metrics_from_probs(np.asarray(y), probs, spec)
 
 

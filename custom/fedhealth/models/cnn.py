@@ -1,8 +1,11 @@
 """Image classifiers for the chest X-ray path: the seed's small CNN and MONAI's DenseNet-121.
 
-The small CNN has no BatchNorm (Opacus-compatible as is); DenseNet-121 has BatchNorm,
-which DP-SGD must replace (see the privacy package). ``build_image_model`` is the one factory jobs
-and benchmarks call, so a job config picks the architecture by name.
+The small CNN has no BatchNorm (Opacus-compatible as is); DenseNet-121 has BatchNorm by default
+(``norm="batch"``, MONAI's weight names, so existing checkpoints load). ``norm="group"`` builds it
+with GroupNorm (32 groups: every DenseNet-121 width is a multiple of 32, the groups Opacus's own fix
+picks) and out-of-place ReLUs, which Opacus's per-example gradients accept as is, so a DP-SGD job's
+server and sites build the same model from the job config. ``build_image_model`` is the one factory
+jobs and benchmarks call, so a job config picks the architecture by name.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 from torch import nn
 
 IMAGE_MODELS = ("small_cnn", "densenet121")
+NORMS = ("batch", "group")
+GROUPS = 32  # GroupNorm groups in DenseNet-121 (gcd(32, width) = 32 at every width)
 
 
 class SmallCNN(nn.Module):
@@ -46,16 +51,50 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def build_image_model(name: str, *, in_channels: int = 1, num_classes: int = 1) -> nn.Module:
-    """Build an image classifier by name (``small_cnn`` or ``densenet121``).
+def check_norm(name: str, norm: str) -> None:
+    """Refuse a normalization the architecture does not have.
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: ``norm`` is not ``batch`` or ``group``, or ``group`` for the small CNN (it has no
+            normalization layers, so the option would silently do nothing).
     """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, not {norm!r}.")
+    if norm == "group" and name != "densenet121":
+        raise ValueError(
+            f"norm 'group' applies to densenet121 only; {name} has no normalization layers "
+            "(Opacus accepts it as is)."
+        )
+
+
+def build_image_model(
+    name: str, *, in_channels: int = 1, num_classes: int = 1, norm: str = "batch"
+) -> nn.Module:
+    """Build an image classifier by name (``small_cnn`` or ``densenet121``).
+
+    Args:
+        name: the architecture.
+        in_channels: image channels.
+        num_classes: output logits.
+        norm: ``batch`` (MONAI's DenseNet-121 as is) or ``group`` (GroupNorm and out-of-place
+            ReLUs, for DP-SGD; densenet121 only).
+
+    Raises:
+        ValueError: for an unknown name or norm, or ``group`` for the small CNN.
+    """
+    if name not in IMAGE_MODELS:
+        raise ValueError(f"model must be one of {IMAGE_MODELS}, not {name!r}.")
+    check_norm(name, norm)
     if name == "small_cnn":
         return SmallCNN(in_channels=in_channels, num_classes=num_classes)
-    if name == "densenet121":
-        from monai.networks.nets import DenseNet121
+    from monai.networks.nets import DenseNet121
 
-        return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes)
-    raise ValueError(f"model must be one of {IMAGE_MODELS}, not {name!r}.")
+    if norm == "group":
+        return DenseNet121(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=num_classes,
+            norm=("group", {"num_groups": GROUPS}),
+            act=("relu", {"inplace": False}),
+        )
+    return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes)

@@ -3,7 +3,8 @@
 FLARE's ``PTFileModelPersistor`` builds the initial model from a class path and arguments, and a
 site allow-list admits ``fedhealth.`` classes; ``ImageModel`` wraps :func:`build_image_model` so a
 job picks ``small_cnn`` or ``densenet121`` (CheXNet's architecture, Rajpurkar et al. 2017) with one
-argument. Weight names are the wrapped network's, prefixed ``net.``.
+argument, and ``norm="group"`` for the GroupNorm DenseNet-121 that DP-SGD needs. Weight names are
+the wrapped network's, prefixed ``net.`` (the BatchNorm version's are unchanged by the option).
 """
 
 from __future__ import annotations
@@ -24,11 +25,17 @@ class ImageModel(nn.Module):
         arch: ``small_cnn`` or ``densenet121``.
         in_channels: image channels (1 for X-rays, 3 for RGB).
         num_classes: output logits (1 for binary, K for multi-class or multi-label).
+        norm: ``batch`` (default) or ``group`` (densenet121 with GroupNorm, accepted by Opacus).
         seed: seed of the initial weights (None: torch's global state), so every run starts alike.
     """
 
     def __init__(
-        self, arch: str = "small_cnn", in_channels: int = 1, num_classes: int = 1, seed: int | None = 0
+        self,
+        arch: str = "small_cnn",
+        in_channels: int = 1,
+        num_classes: int = 1,
+        seed: int | None = 0,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if arch not in IMAGE_MODELS:
@@ -41,10 +48,11 @@ class ImageModel(nn.Module):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.seed = seed
+        self.norm = norm
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.net = build_image_model(arch, in_channels=in_channels, num_classes=num_classes)
+            self.net = build_image_model(arch, in_channels=in_channels, num_classes=num_classes, norm=norm)
 
     def forward(self, x):  # noqa: D102
         return self.net(x)
@@ -61,13 +69,15 @@ def load_image_weights(model: ImageModel, weights: Mapping[str, object]) -> Imag
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
     if missing or extra or wrong:
+        norm = f" ({model.norm} norm)" if model.arch == "densenet121" else ""
         detail = (
             (missing and f"missing {missing[:3]}")
             or (extra and f"unexpected {extra[:3]}")
             or f"shape of {wrong[:3]}"
         )
         raise ValueError(
-            f"the received weights do not fit this site's {model.arch} with {model.in_channels} channel(s), "
+            f"the received weights do not fit this site's {model.arch}{norm} with {model.in_channels} "
+            "channel(s), "
             f"{model.num_classes} output(s) ({detail}); the job's server model and site executor disagree"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})

@@ -33,6 +33,7 @@ from fedhealth.imaging.loops import (
 )
 from fedhealth.imaging.quarantine import QuarantineReport
 from fedhealth.imaging.site import CXR_DATASET_DIR, ImageSplit, PipelineSettings, load_site_images
+from fedhealth.models.cnn import check_norm
 from fedhealth.models.image_model import ImageModel, load_image_weights
 from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
@@ -56,11 +57,13 @@ class ImageSite:
         *,
         augment: bool,
         operating_point: OperatingPointConfig | None = None,
+        mixed_precision: bool = True,
     ) -> None:
         self.name = name
         self.splits = dict(splits)
         self.spec = spec
         self.augment = augment
+        self.mixed_precision = mixed_precision
         self.binary = spec.task == "binary"
         self.operating_point = operating_point or OperatingPointConfig()
 
@@ -120,15 +123,18 @@ class ImageSite:
             generator=generator,
             seed=seed,
             anchor=anchor,
+            mixed_precision=self.mixed_precision,
         )
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
         data = self.splits[split]
-        return clean_metrics(evaluate_images(model, data.x, data.y, self.spec))
+        return clean_metrics(
+            evaluate_images(model, data.x, data.y, self.spec, mixed_precision=self.mixed_precision)
+        )
 
     def validate(self, model: nn.Module, *, n_bootstrap: int) -> dict:
         test = self.splits["test"]
-        probs = predict_images(model, test.x, self.spec)
+        probs = predict_images(model, test.x, self.spec, mixed_precision=self.mixed_precision)
         metrics = {**clean_metrics(metrics_from_probs(test.y, probs, self.spec)), **self.sizes()}
         labels, scores = binary_view(test.y, probs, self.spec)
         # Operating point: calibrate and choose the threshold on val, measure on test; the gate's
@@ -146,7 +152,8 @@ class ImageSite:
     ) -> tuple[dict, dict]:
         """The binary view's operating point (chosen on ``val``) and the test intervals at it."""
         val = self.splits["val"]
-        val_view = binary_view(val.y, predict_images(model, val.x, self.spec), self.spec)
+        val_probs = predict_images(model, val.x, self.spec, mixed_precision=self.mixed_precision)
+        val_view = binary_view(val.y, val_probs, self.spec)
         return site_operating_point(val_view, test, self.operating_point, n_bootstrap=n_bootstrap)
 
     def _per_finding(self, y: np.ndarray, probs: np.ndarray, *, n_bootstrap: int) -> dict:
@@ -201,6 +208,10 @@ class ImagingTask:
             ``youden`` | ``target_sensitivity`` | ``fixed``, ``target_sensitivity``, ``threshold``,
             ``calibration`` ``none`` | ``temperature`` | ``platt``, ``min_per_class``, ``floor``);
             ``{}`` is Youden's J without calibration.
+        norm: ``batch`` or ``group`` (densenet121 with GroupNorm, for DP-SGD); must match the server's
+            persistor model.
+        mixed_precision: float16 autocast and loss scaling where the site trains on CUDA (no effect
+            on the CPU; DP-SGD always trains in float32).
     """
 
     model: str = "small_cnn"
@@ -214,11 +225,16 @@ class ImagingTask:
     augment: bool = True
     folder: str = CXR_DATASET_DIR
     operating_point: dict = field(default_factory=dict)
+    norm: str = "batch"
+    mixed_precision: bool = True
     name = "dicom"
     steps = ()
 
     def __post_init__(self) -> None:
-        ImageModel(self.model, self.channels, self.spec.n_outputs)  # checks the name and sizes
+        check_norm(self.model, self.norm)
+        if not isinstance(self.mixed_precision, bool):
+            raise ValueError(f"mixed_precision must be true or false, got {self.mixed_precision!r}.")
+        ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm)  # checks name, sizes
         if self.model == "densenet121" and self.image_size < 32:
             raise ValueError(f"densenet121 needs image_size of at least 32, got {self.image_size}.")
         if self.min_images < 1:
@@ -269,6 +285,7 @@ class ImagingTask:
             self.spec,
             augment=self.augment,
             operating_point=self.operating_point_config(),
+            mixed_precision=self.mixed_precision,
         )
         if context.run_dir is not None:
             context.run_dir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +293,8 @@ class ImagingTask:
         return site
 
     def build_model(self, site: ImageSite, **model_args: object) -> nn.Module:
-        return ImageModel(self.model, self.channels, self.spec.n_outputs, **model_args)  # type: ignore[arg-type]
+        return ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm, **model_args)  # type: ignore[arg-type]
 
     def model_from_weights(self, weights: Mapping[str, object], site: ImageSite) -> nn.Module:
-        return load_image_weights(ImageModel(self.model, self.channels, self.spec.n_outputs), weights)
+        model = ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm)
+        return load_image_weights(model, weights)

@@ -38,7 +38,16 @@ FLARE_FREE = (
     "atomic.py",
     "constants.py",
 )
-FLARE_LAYER = ("executors", "filters", "aggregators", "persistors", "widgets", "workflows", "shareables")
+FLARE_LAYER = (
+    "executors",
+    "filters",
+    "aggregators",
+    "persistors",
+    "resources",
+    "widgets",
+    "workflows",
+    "shareables",
+)
 FORBIDDEN_IN_CORE = ("nvflare",) + tuple(f"fedhealth.{name}" for name in FLARE_LAYER)
 
 

@@ -110,7 +110,7 @@ def _site_policy(local: Path) -> dict:
         data = json.loads(resources.read_text())
         policy["stream_logs"] = bool(data.get("allow_log_streaming", True))  # FLARE's default: on
         for comp in data.get("components", []):
-            if comp.get("path", "").endswith("GPUResourceManager"):
+            if comp.get("id") == "resource_manager":  # FLARE's GPU manager or the CPU-fallback one
                 policy["gpus"] = comp["args"].get("num_of_gpus", 0)
                 policy["mem_per_gpu_in_GiB"] = comp["args"].get("mem_per_gpu_in_GiB", 0)
     limits = local / SITE_CONFIG_DEFAULT_FILE

@@ -1,0 +1,1 @@
+"""Site-side FLARE resource managers (``local/resources.json`` components), a FLARE layer."""
