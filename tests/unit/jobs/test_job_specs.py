@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,14 @@ def test_extends_applies_the_parent_first_and_a_loop_is_an_error(tmp_path: Path)
     (specs / "cxr.json").write_text(json.dumps(spec))
     with pytest.raises(SpecError, match="in a loop: cxr_fedavg -> cxr_fedprox -> cxr_fedavg"):
         render_all(specs)
+
+
+def test_the_specs_readme_lists_every_spec_and_its_jobs_in_order() -> None:
+    """job_specs/README.md's table is typed by hand: it must name each spec's jobs, no more, no less."""
+    readme = (SPECS_DIR / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+\.json)` \| (.+) \|$", readme, flags=re.M))
+    specs = sorted(p.name for p in SPECS_DIR.glob("*.json"))
+    assert sorted(rows) == specs
+    for name in specs:
+        jobs = list(json.loads((SPECS_DIR / name).read_text())["jobs"])
+        assert re.findall(r"`(\w+)`", rows[name]) == jobs, name
