@@ -18,8 +18,12 @@ Run as ``python scripts/bench_cxr.py --out results/bench_cxr.json`` (``make benc
 4. Test AUC and accuracy on the pooled test split and on each site's test split; the ratio
    federated AUC / centralized AUC of every federated method.
 5. DenseNet-121 (MONAI) at 64 px, read through the same site pipeline: centralized and the
-   validation-chosen federated method for a short budget (``--densenet-epochs``), images/s and
-   seconds recorded.
+   validation-chosen federated method for a short CPU budget (``--densenet-epochs`` passes over a
+   seeded ``--densenet-train-fraction`` of each site's training images; validation and test whole),
+   images/s and seconds recorded.
+
+The methods can run side by side as separate processes (``--methods`` subsets, ``--densenet-methods``
+alone) and be joined with ``--merge``; every method is seeded, so this changes no figure.
 """
 
 from __future__ import annotations
@@ -327,6 +331,10 @@ def merge(runs: list[dict]) -> dict:
         }
         for r in runs
     ]
+    order = ["centralized", *FEDERATED, "local"]
+    out["methods"] = dict(sorted(out["methods"].items(), key=lambda kv: order.index(kv[0])))
+    if dense:
+        out["densenet"]["methods"] = dict(sorted(dense.items(), key=lambda kv: order.index(kv[0])))
     out["seconds"] = sum(r["seconds"] for r in runs)
     _summarize(out, out["methods"])
     if dense:
@@ -384,16 +392,18 @@ def main() -> int:
     parser.add_argument(
         "--densenet-train-fraction",
         type=float,
-        default=1.0,
+        default=0.25,
         help="DenseNet-121 budget: share of each site's training images (seeded draw; val and test whole)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="join the JSONs of runs of disjoint --methods into --out"
     )
+    parser.add_argument("--note", action="append", default=[], help="a protocol note for this run's JSON")
     args = parser.parse_args()
     if args.merge:
         merged = merge([json.loads(f.read_text()) for f in args.merge])
+        merged["protocol"] = [*merged.get("protocol", []), *args.note]
         args.out.write_text(json.dumps(merged, indent=2))
         print(f"merged {len(args.merge)} runs into {args.out}; chosen: {merged.get('selected')}")
         return 0
@@ -448,7 +458,7 @@ def main() -> int:
             "method_selection": "the federated method with the best pooled-validation AUC",
             "torch_threads": args.threads,
         },
-        "protocol": PROTOCOL,
+        "protocol": [*PROTOCOL, *args.note],
         "decode": decode,
         "methods": {},
         "ratios": {},

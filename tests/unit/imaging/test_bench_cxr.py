@@ -43,14 +43,14 @@ def test_every_federated_method_gets_its_ratio_to_centralized() -> None:
 
 
 def test_joined_runs_hold_every_method_the_winner_and_the_aim() -> None:
-    first = _run({"centralized": _row(0.99, 0.96), "fedavg": _row(0.98, 0.95)}, seconds=30.0)
-    second = _run({"fedavg_e5": _row(0.985, 0.9552)}, seconds=12.0)
+    first = _run({"fedavg_e5": _row(0.985, 0.9552), "local": _row(0.9, 0.9)}, seconds=30.0)
+    second = _run({"centralized": _row(0.99, 0.96), "fedavg": _row(0.98, 0.95)}, seconds=12.0)
     merged = bench.merge([first, second])
-    assert list(merged["methods"]) == ["centralized", "fedavg", "fedavg_e5"]
+    assert list(merged["methods"]) == ["centralized", "fedavg", "fedavg_e5", "local"]
     assert merged["selected"]["method"] == "fedavg_e5"
     assert merged["selected"]["ratio"] == pytest.approx(0.995)
     assert merged["selected"]["aim_met"] is True
-    assert [p["methods"] for p in merged["parts"]] == [["centralized", "fedavg"], ["fedavg_e5"]]
+    assert [p["methods"] for p in merged["parts"]] == [["fedavg_e5", "local"], ["centralized", "fedavg"]]
     assert merged["seconds"] == pytest.approx(42.0)
 
 
