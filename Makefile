@@ -102,8 +102,10 @@ bench-noniid: setup
 bench-noniid-cxr: setup
 	$(PY) scripts/bench_noniid.py --dataset pneumonia --out results/bench_noniid.json
 
-# Chest X-ray: PneumoniaMNIST as DICOM in 4 non-IID sites; centralized, local-only, FedAvg, FedProx.
-bench-cxr: setup
+# Chest X-ray: PneumoniaMNIST as DICOM in 4 non-IID sites; centralized, local-only, seven federated
+# methods (the winner chosen on validation) and DenseNet-121 rows at 64 px; then the decode throughput
+# per transfer syntax (bench-decode). About 35-40 min on 2 idle cores.
+bench-cxr: setup bench-decode
 	$(PY) scripts/bench_cxr.py --out results/bench_cxr.json
 
 # Decode throughput per transfer syntax (uncompressed, RLE, JPEG 2000, JPEG, JPEG-LS) through the site's

@@ -55,6 +55,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "noniid-cxr-0.1": noniid.noniid_cxr_01,
     "noniid-cxr-1.0": noniid.noniid_cxr_10,
     "cxr": imaging.cxr,
+    "cxr-densenet": imaging.cxr_densenet,
     "cxr-sites": imaging.cxr_sites,
     "cxr-fedavg40": imaging.cxr_fedavg40,
     "cxr-decode": imaging.cxr_decode,

@@ -1,4 +1,4 @@
-"""Chest X-ray tables: `make bench-cxr` (methods, sites, 40 rounds, decoding)."""
+"""Chest X-ray tables: `make bench-cxr` (methods, DenseNet-121, sites, 40 rounds, decoding)."""
 
 from __future__ import annotations
 
@@ -11,25 +11,51 @@ CXR_LABELS = {
     "local": "local-only (mean of 4 site models)",
     "fedavg": "FedAvg",
     "fedprox": "FedProx",
+    "fedavg_e2": "FedAvg, 2 local epochs",
+    "fedavg_e5": "FedAvg, 5 local epochs",
+    "fedavgm": "FedAvgM (server momentum)",
+    "fedadam": "FedAdam (server Adam)",
+    "scaffold": "SCAFFOLD (SGD clients)",
 }
+
+
+def _label(key: str, m: dict, chosen: str | None) -> str:
+    label = CXR_LABELS[key]
+    mu = m.get("client", {}).get("mu", m.get("mu", 0.0))
+    label += f" (mu {mu:g})" if key == "fedprox" else ""
+    return f"**{label}** (chosen on val)" if key == chosen else label
+
+
+def _budget(m: dict) -> str:
+    """Epochs, or rounds × local epochs."""
+    if "rounds" in m:
+        return f"{m['rounds']} × {m['client']['local_epochs']}"
+    return str(m.get("epochs", "–"))
+
+
+def _ratio(m: dict) -> str:
+    return f"{m['ratio']:.3f}" if "ratio" in m else "–"
 
 
 def _cxr_rows(data: dict) -> list[list[object]]:
     rows = []
+    chosen = data.get("selected", {}).get("method")
     for key, m in data["methods"].items():
         sites = list(m["per_site"])
         if key == "local":
-            chosen = "/".join(str(m["per_site"][s]["best_epoch"]) for s in sites)
+            best = "/".join(str(m["per_site"][s]["best_epoch"]) for s in sites)
         else:
-            chosen = m.get("best_epoch", m.get("best_round"))
-        label = CXR_LABELS[key] + (f" (mu {m['mu']:g})" if key == "fedprox" else "")
+            best = m.get("best_epoch", m.get("best_round"))
         rows.append(
             [
-                label,
+                _label(key, m, chosen),
+                _budget(m),
+                f4(m.get("val_auc")),
                 f4(m["auc"]),
+                _ratio(m),
                 f3(m["accuracy"]),
                 *(f3(m["per_site"][s]["auc"]) for s in sites),
-                chosen,
+                best,
                 f"{m['train_images_per_s']:,.0f}",
             ]
         )
@@ -39,9 +65,31 @@ def _cxr_rows(data: dict) -> list[list[object]]:
 def cxr(results: Path) -> str:
     data = load(results, "bench_cxr.json")
     sites = list(data["dataset"]["sites"])
-    header = ["method", "test AUC (pooled)", "accuracy", *(f"{s} AUC" for s in sites)]
+    header = ["method", "epochs or rounds × local epochs", "val AUC (pooled)", "test AUC (pooled)"]
+    header += ["× centralized AUC", "accuracy", *(f"{s} AUC" for s in sites)]
     header += ["chosen epoch/round", "train images/s"]
-    return table(header, "lrr" + "r" * len(sites) + "rr", _cxr_rows(data))
+    return table(header, "llrrrr" + "r" * len(sites) + "rr", _cxr_rows(data))
+
+
+def cxr_densenet(results: Path) -> str:
+    data = load(results, "bench_cxr.json")
+    dense = data["densenet"]
+    rows = [
+        [
+            CXR_LABELS[key],
+            _budget(m),
+            f4(m.get("val_auc")),
+            f4(m["auc"]),
+            _ratio(m),
+            f3(m["accuracy"]),
+            f"{m['train_images_per_s']:,.1f}",
+            f"{m['seconds']:,.0f}",
+        ]
+        for key, m in dense["methods"].items()
+    ]
+    header = ["DenseNet-121, 64 px", "epochs or rounds × local epochs", "val AUC (pooled)"]
+    header += ["test AUC (pooled)", "× centralized AUC", "accuracy", "train images/s", "seconds"]
+    return table(header, "llrrrrrr", rows)
 
 
 def cxr_sites(results: Path) -> str:

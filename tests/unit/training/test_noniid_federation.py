@@ -133,3 +133,13 @@ def test_trainer_reports_one_model_per_site_each_round(heart_tables):
 def test_unknown_algorithm_is_refused(heart_tables):
     with pytest.raises(ValueError, match="algorithm must be one of"):
         run_noniid(_sites(heart_tables), _model, algorithm="fedbn", rounds=1, lr=0.1)
+
+
+def test_result_keeps_each_rounds_site_metrics(heart_tables):
+    sites = _sites(heart_tables)
+    result = run_noniid(
+        sites, _model, algorithm="fedopt", rounds=2, options={"server_opt": "adam"}, **SETTINGS
+    )
+    assert len(result.rounds) == 2
+    assert all(set(r) == {s.name for s in sites} for r in result.rounds)
+    assert all(m["steps"] > 0 for r in result.rounds for m in r.values())

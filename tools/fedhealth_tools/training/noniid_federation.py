@@ -26,11 +26,12 @@ SiteModels = dict[str, nn.Module]
 
 @dataclass
 class NonIIDResult:
-    """The final global model(s), the model each site uses, and the clusters of every round."""
+    """The final global model(s), the model each site uses, the clusters and site metrics of every round."""
 
     model: nn.Module
     site_models: SiteModels
     clusters: list[list[list[str]]] = field(default_factory=list)
+    rounds: list[dict[str, dict]] = field(default_factory=list)
 
 
 def plan(
@@ -118,4 +119,6 @@ def run_noniid(
         on_round=(lambda r, res: on_round(r, res.site_models)) if on_round else None,
     )
     clusters = list(getattr(rule, "history", []))
-    return NonIIDResult(model=result.model, site_models=dict(result.site_models), clusters=clusters)
+    return NonIIDResult(
+        model=result.model, site_models=dict(result.site_models), clusters=clusters, rounds=result.rounds
+    )
