@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": args.size,
         "batch_size": args.batch,
         "optimizer": "adam, augmentation on (the cxr_densenet job's training)",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs while measured",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores ({platform.platform()})",
         "torch": torch.__version__,
         "load_average_before_after": [load_before, [round(v, 2) for v in os.getloadavg()]],
         "rows": rows,
