@@ -8,6 +8,7 @@ heart job, a run from before the key existed) adds no section.
 from __future__ import annotations
 
 from fedhealth.constants import M_OPERATING_POINT
+from fedhealth.reports.site_report import ci_text
 
 
 def operating_point_section(cross: dict, model: str | None) -> dict | None:
@@ -27,14 +28,6 @@ def operating_point_section(cross: dict, model: str | None) -> dict | None:
 
 def _v(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def _ci(metric: dict | None) -> str:
-    if not metric or metric.get("value") is None:
-        return "n/a"
-    if metric.get("lo") is None:
-        return f"{metric['value']:.3f}"
-    return f"{metric['value']:.3f} [{metric['lo']:.3f}, {metric['hi']:.3f}]"
 
 
 def _calibration(cal: dict | None) -> str:
@@ -60,9 +53,10 @@ def operating_point_markdown(section: dict | None) -> str:
         method = op.get("method") if op.get("chosen_by") == op.get("method") else f"{op.get('method')} -> 0.5"
         lines.append(
             f"| {site} | {method} | {_v(op.get('threshold'))} | {_calibration(op.get('calibration'))} | "
-            f"{_v(val.get('sensitivity'))} / {_v(val.get('specificity'))} | {_ci(test.get('sensitivity'))} | "
-            f"{_ci(test.get('specificity'))} | {_ci(half.get('sensitivity'))} / "
-            f"{_ci(half.get('specificity'))} |"
+            f"{_v(val.get('sensitivity'))} / {_v(val.get('specificity'))} | "
+            f"{ci_text(test.get('sensitivity'))} | "
+            f"{ci_text(test.get('specificity'))} | {ci_text(half.get('sensitivity'))} / "
+            f"{ci_text(half.get('specificity'))} |"
         )
     lines.append("")
     for site, op in section["sites"].items():

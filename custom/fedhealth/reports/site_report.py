@@ -143,7 +143,8 @@ def site_rows(section: dict) -> dict[str, dict]:
     return rows
 
 
-def _ci(m: dict | None) -> str:
+def ci_text(m: dict | None) -> str:
+    """A metric as ``value [lo, hi]`` (3 decimals), the value alone without an interval, or ``n/a``."""
     if not m or m.get("value") is None:
         return "n/a"
     if m.get("lo") is None:
@@ -165,9 +166,9 @@ def fairness_markdown(report: dict) -> str:
     for s in report["sites"]:
         m = s.get("metrics") or {}
         lines.append(
-            f"| {s['name']} | {s.get('n_test')} ({s.get('n_pos')}/{s.get('n_neg')}) | {_ci(m.get('auc'))} | "
-            f"{_ci(m.get('accuracy'))} | {_ci(m.get('sensitivity'))} | {_ci(m.get('specificity'))} | "
-            f"{'FLAGGED' if s.get('flagged') else 'no'} | {s.get('deploy') or 'n/a'} |"
+            f"| {s['name']} | {s.get('n_test')} ({s.get('n_pos')}/{s.get('n_neg')}) | "
+            + "".join(f"{ci_text(m.get(k))} | " for k in ("auc", "accuracy", "sensitivity", "specificity"))
+            + f"{'FLAGGED' if s.get('flagged') else 'no'} | {s.get('deploy') or 'n/a'} |"
         )
     lines += ["", _positive_line(positive, bool(per_finding)), ""]
     for s in report["sites"]:
