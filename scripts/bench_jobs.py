@@ -55,7 +55,7 @@ def run_one(admin: AdminClient, job: Path, work: Path, timeout: float) -> dict:
             s["name"]: {"accuracy": s.get("accuracy"), "auc": s.get("auc"), "n_test": s.get("n_test")}
             for s in report["sites"]
         },
-        gate=(report.get("gate") or {}).get("decision"),
+        gate=report.get("deploy_decision"),  # the per-finding gate where a job has one
         rounds=report["rounds"],
     )
     return row
