@@ -87,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
     curve.add_argument("--dataset", choices=("heart", "cxr"), default="heart")
     curve.add_argument("--out", type=Path, help="default results/privacy_utility[_cxr].json")
     curve.add_argument("--png", type=Path, help="default results/privacy_utility[_cxr].png")
+    audit = sub.add_parser(
+        "privacy-audit",
+        help="attack what a job's sites would send (gradient inversion, row recovery, membership inference) "
+        "at its own settings, batch 1 and the site floor, with and without its protection",
+    )
+    audit.add_argument("--job", type=Path, required=True, help="the job folder, e.g. jobs/cxr_fedavg")
+    audit.add_argument("--out", type=Path, help="default results/privacy_audit/<job>.json")
+    audit.add_argument("--png", type=Path, help="imaging jobs: default results/privacy_audit/<job>.png")
+    audit.add_argument(
+        "--quick", action="store_true", help="a smaller, weaker audit (minutes less; a smoke test)"
+    )
     return parser
 
 
@@ -120,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             print(table(run_curve(out_json=out, out_png=png)))
         print(f"wrote {out} and {png}")
         return 0
+    if args.command == "privacy-audit":
+        from fedhealth_tools.privacy.audit.run import main_audit
+
+        folder = _repo_root() / "results" / "privacy_audit"
+        name = Path(args.job).resolve().name
+        return main_audit(
+            args.job, args.out or folder / f"{name}.json", args.png or folder / f"{name}.png", args.quick
+        )
     if args.command == "convert-medmnist":
         return run_convert(args)
     if args.command == "report":
