@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("result", type=Path, help="the folder download_job (admin console) or the API wrote")
     report.add_argument("--out", type=Path, help="where to write the report (default: <result>/report)")
+    report.add_argument(
+        "--audit",
+        type=Path,
+        default=root / "results" / "bench_privacy_attacks.json",
+        help="the privacy audit's results, for the report's measured attacks (default: %(default)s)",
+    )
     status = sub.add_parser("status", help="a POC job's status and, if it failed, which site and why")
     status.add_argument("job_id")
     status.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "convert-medmnist":
         return run_convert(args)
     if args.command == "report":
-        return _report(args.result, args.out)
+        return _report(args.result, args.out, args.audit)
     if args.command == "status":
         from fedhealth_tools.poc.status import job_status, poc_layout
 
@@ -177,13 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report(result: Path, out: Path | None) -> int:
+def _report(result: Path, out: Path | None, audit: Path | None = None) -> int:
     """``fedhealth report RESULT``: write and print the report of a downloaded job result."""
     from fedhealth.reports.job_result import report_job_result, summary_text
 
     out = out or Path(result) / "report"
     try:
-        report, paths = report_job_result(result, out)
+        report, paths = report_job_result(result, out, audit=audit)
     except (FileNotFoundError, ValueError) as exc:
         print(f"fedhealth report failed: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,9 @@ from fedhealth.reports.run_record import RunRecord
 from fedhealth.reports.run_report import build_report, failure_line, find_run_files, site_table, write_report
 
 META_FILE = "meta.json"
+CLIENT_CONFIG = "config_fed_client.json"
+SERVER_CONFIG = "config_fed_server.json"
+SERVER_APP = "app_server"  # the server's copy of the deployed app, in the result's workspace/
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class JobResult:
     record: RunRecord
     cross: dict
     schema: dict | None = None  # the aligned EHR schema (ehr_schema.json) of a job that aligned features
+    client_config: dict | None = None  # the config_fed_client.json the job ran with (None: not in the result)
+    server_config: dict | None = None
 
 
 def read_job_result(folder: Path) -> JobResult:
@@ -43,7 +48,30 @@ def read_job_result(folder: Path) -> JobResult:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder (give the folder download_job wrote)")
     record, cross = find_run_files(folder)
-    return JobResult(folder, _job_name(folder), record, cross, find_ehr_schema(folder))
+    return JobResult(
+        folder,
+        _job_name(folder),
+        record,
+        cross,
+        find_ehr_schema(folder),
+        _job_config(folder, CLIENT_CONFIG),
+        _job_config(folder, SERVER_CONFIG),
+    )
+
+
+def _job_config(folder: Path, name: str) -> dict | None:
+    """A job config in the result: the server's deployed copy (``workspace/app_server/config``: the app
+    that ran) first, else the submitted job's (``job/<name>/<app>/config``); None when neither is there
+    or it is not a JSON object."""
+    found = sorted(folder.rglob(f"config/{name}"), key=lambda p: (SERVER_APP not in p.parts, len(p.parts), p))
+    for path in found:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
 
 
 def _job_name(folder: Path) -> str:
@@ -59,16 +87,27 @@ def _job_name(folder: Path) -> str:
 
 
 def report_job_result(
-    folder: Path, out_dir: Path, *, seconds: float | None = None
+    folder: Path, out_dir: Path, *, seconds: float | None = None, audit: Path | None = None
 ) -> tuple[dict, list[Path]]:
     """Build and write the report of a downloaded job result; returns the report and the files written.
+
+    ``audit``: the privacy audit's results for the report's measured-attacks subsection (default:
+    ``results/bench_privacy_attacks.json`` of the checkout; without one the subsection says how to
+    make it).
 
     The files: ``report.json``, ``report.md``, the plots, the missingness heat map where the job
     aligned EHR features (``ehr_schema.json`` in the result), and the sites' TensorBoard curves
     (``tb_events/``) where the run streamed them.
     """
     result = read_job_result(folder)
-    report = build_report(result.job, result.record, result.cross)
+    report = build_report(
+        result.job,
+        result.record,
+        result.cross,
+        client_config=result.client_config,
+        server_config=result.server_config,
+        audit=audit,
+    )
     if result.schema is not None:
         report["alignment"] = alignment_section(result.schema)
     paths = write_report(report, out_dir, seconds)

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fedhealth.constants import DP_DECLINED, M_PRIVACY  # noqa: E402
+from fedhealth.reports.attack_figures import describe  # noqa: E402
 from fedhealth.reports.run_record import RunRecord
 
 
@@ -105,3 +106,94 @@ def plot_privacy(section: dict, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+ATTACK_HEADING = "### Measured attacks for this job's settings"
+_ATTACK_COLUMNS = {
+    "cxr": (("ssim_mean", "SSIM", ".2f"), ("psnr_mean", "PSNR (dB)", ".1f")),
+    "heart": (("recovered_fraction", "feature values recovered", ".2f"), ("exact_rows", "exact rows", ".2f")),
+}
+_ATTACK_MEANING = {
+    "cxr": "SSIM 1: the server reconstructs the training images; near 0: it recovers nothing like them.",
+    "heart": (
+        "feature values recovered: the share of a patient's feature values the server recovers within "
+        "the audit's tolerance; exact rows: the share of attacks that recover a training row exactly."
+    ),
+}
+
+
+def _settings_line(settings: dict) -> str:
+    steps = (
+        f"{settings['local_steps']} local steps" if settings["local_steps"] is not None else "local steps ?"
+    )
+    if settings.get("steps_site"):
+        steps += f" (the fewest a site took in a round: {settings['steps_site']})"
+    batch = settings["batch"] if settings["batch"] is not None else "? (no job config in the result)"
+    data = settings["data"] + (
+        f" (this job's data: {settings['dataset']})" if settings.get("dataset") else ""
+    )
+    return (
+        f"This job (settings from {settings['source']}): {data} data, batch {batch}, {steps}, "
+        f"optimizer {settings['optimizer'] or '?'}."
+    )
+
+
+def _epsilon_line(run_epsilon: dict | None) -> str:
+    if not run_epsilon:
+        return "ε of this run: none (no site reported a DP-SGD or DPUpdate ledger in the run record)."
+    return (
+        f"ε of this run: {run_epsilon['epsilon']:.3f} at δ {run_epsilon['delta']:.2g} "
+        f"({run_epsilon['source']}, the largest over sites)."
+    )
+
+
+def _membership(rows: list[dict]) -> str:
+    return ", ".join(f"{m['attack']} {m['auc']:.2f}" for m in rows) if rows else "–"
+
+
+def attack_markdown(section: dict | None, *, under_dp: bool = False) -> str:
+    """The measured-attacks subsection: audited figures for the job's settings, the floor, ε of the run.
+
+    ``under_dp``: the report has a DP section, which this subsection follows; otherwise it opens a
+    ``## Privacy`` section of its own.
+    """
+    if not section:
+        return ""
+    lines = ([] if under_dp else ["## Privacy", ""]) + [ATTACK_HEADING, ""]
+    if not section["available"]:
+        lines += [section["message"], "", _epsilon_line(section.get("run_epsilon"))]
+        return "\n".join(lines + section["settings"]["notes"]) + "\n"
+    settings = section["settings"]
+    columns = _ATTACK_COLUMNS[settings["data"]]
+    lines += [_settings_line(settings), "", _epsilon_line(section.get("run_epsilon")), ""]
+    lines += [
+        "| this job's protection | audited setting | exact | "
+        + " | ".join(c[1] for c in columns)
+        + " | membership AUC |",
+        "|---|---|---|" + "---:|" * len(columns) + "---|",
+    ]
+    rows = [
+        (m["job_protection"], m["row"], "yes" if m["exact"] else "no", m["membership"])
+        for m in section["matches"]
+    ]
+    floor = section["floor"]
+    if floor["row"] is not None:
+        rows.append((f"site floor (batch {floor['min_batch_size']})", floor["row"], "–", []))
+    for words, row, exact, membership in rows:
+        if row is None:
+            lines.append(
+                f"| {words} | not audited | – | " + "– | " * len(columns) + f"{_membership(membership)} |"
+            )
+            continue
+        where = describe(row["batch"], row["local_steps"], row["optimizer"], row["protection"])
+        values = " | ".join(fmt(row.get(key), spec) for key, _, spec in columns)
+        lines.append(f"| {words} | {where} | {exact} | {values} | {_membership(membership)} |")
+    lines += [""] + [f"- {m['sentence']}" for m in section["matches"]] + [f"- {floor['sentence']}"]
+    lines += [f"- {note}" for note in settings["notes"]]
+    lines += [
+        "",
+        _ATTACK_MEANING[settings["data"]] + " Membership AUC 0.5: chance (loss_threshold: Yeom et al. 2018; "
+        "lira: Carlini et al. 2022).",
+        f"Source: `{section['audit']}`" + (f" (`{section['command']}`)." if section.get("command") else "."),
+    ]
+    return "\n".join(lines) + "\n"

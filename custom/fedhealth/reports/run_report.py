@@ -19,13 +19,15 @@ from fedhealth.constants import (
     M_N_TRAIN,
     RUN_RECORD_FILE,
 )
+from fedhealth.reports.attack_figures import attack_figures, default_audit_path, load_audit, run_epsilon
+from fedhealth.reports.attack_settings import job_settings
 from fedhealth.reports.communication import communication_markdown, communication_section
 from fedhealth.reports.ehr_alignment import alignment_markdown, plot_missingness
 from fedhealth.reports.encryption import encryption_markdown, encryption_section
 from fedhealth.reports.operating_point import operating_point_markdown, operating_point_section
 from fedhealth.reports.personalization import format_personal, personal_from_record
 from fedhealth.reports.plots import write_plots
-from fedhealth.reports.privacy_report import plot_privacy, privacy_markdown, privacy_section
+from fedhealth.reports.privacy_report import attack_markdown, plot_privacy, privacy_markdown, privacy_section
 from fedhealth.reports.run_record import RunRecord, eval_split, load_record
 from fedhealth.reports.site_report import (
     cross_site_matrix,
@@ -61,8 +63,22 @@ def _global_model_name(cross: dict) -> str | None:
     return server[0] if server else None
 
 
-def build_report(job: str, record: RunRecord, cross: dict) -> dict:
-    """The report as a dict: ``job``, ``rounds``, ``sites``, ``global``, ``history``, ``cross_site``."""
+def build_report(
+    job: str,
+    record: RunRecord,
+    cross: dict,
+    *,
+    client_config: dict | None = None,
+    server_config: dict | None = None,
+    audit: Path | None = None,
+) -> dict:
+    """The report as a dict: ``job``, ``rounds``, ``sites``, ``global``, ``history``, ``cross_site``, ...
+
+    ``client_config``/``server_config``: the job's ``config_fed_client.json``/``config_fed_server.json``
+    as run (the batch size and protections of ``attack_figures``; without them the record alone is
+    read). ``audit``: the privacy audit's results file (default: ``results/bench_privacy_attacks.json``
+    of the checkout, :func:`~fedhealth.reports.attack_figures.default_audit_path`).
+    """
     model = _global_model_name(cross)
     rounds = record.get("rounds", [])
     last_sizes = {}
@@ -140,10 +156,21 @@ def build_report(job: str, record: RunRecord, cross: dict) -> dict:
         "communication": communication_section(record),
         "privacy": privacy_section(record),
         "update_privacy": update_privacy_section(record),
+        "attack_figures": _attack_figures(job, record, client_config, server_config, audit),
         "encryption": encryption_section(record),
         "personal_vs_global": personal_from_record(record, accuracies),
         "model": record.get("model"),
     }
+
+
+def _attack_figures(
+    job: str, record: RunRecord, client_config: dict | None, server_config: dict | None, audit: Path | None
+) -> dict:
+    """The measured attacks for this job's settings (:mod:`fedhealth.reports.attack_figures`)."""
+    path = Path(audit) if audit is not None else default_audit_path()
+    settings = job_settings(job, record, client_config, server_config)
+    epsilon = run_epsilon(privacy_section(record), update_privacy_section(record))
+    return attack_figures(settings, load_audit(path), audit_path=path, run_epsilon=epsilon)
 
 
 def _int(value: object) -> int | None:
@@ -234,6 +261,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         operating_point_markdown(report.get("operating_point")),
         communication_markdown(report.get("communication")),
         privacy_markdown(report.get("privacy")),
+        attack_markdown(report.get("attack_figures"), under_dp=bool(report.get("privacy"))),
         update_privacy_markdown(report.get("update_privacy")),
         encryption_markdown(report.get("encryption")),
     ]
