@@ -154,16 +154,23 @@ def test_lira_is_chance_when_members_and_nonmembers_are_exchangeable() -> None:
 
 
 @pytest.mark.parametrize(
-    ("is_member", "n_shadows", "message"),
+    ("is_member", "n_shadows", "in_fraction", "message"),
     [
-        (np.ones(2 * N, bool), 4, "both members and non-members"),
-        (np.r_[np.ones(N), np.zeros(N)], 4, "booleans"),
-        (np.r_[np.ones(N, bool), np.zeros(N, bool)], 1, "at least 2 shadow models"),
+        (np.ones(2 * N, bool), 4, 0.5, "both members and non-members"),
+        (np.r_[np.ones(N), np.zeros(N)], 4, 0.5, "booleans"),
+        (np.r_[np.ones(N, bool), np.zeros(N, bool)], 1, 0.5, "1 shadows with in_fraction 0.5 give 0 IN"),
+        (np.r_[np.ones(N, bool), np.zeros(N, bool)], 4, 0.9, "4 shadows with in_fraction 0.9 give 4 IN"),
     ],
 )
-def test_lira_refuses_bad_arguments(is_member, n_shadows, message) -> None:
+def test_lira_refuses_bad_arguments(is_member, n_shadows: int, in_fraction: float, message: str) -> None:
     x, y, _ = _pool(0)
+    untrained = TabularNet(in_features=D)
     with pytest.raises(ValueError, match=message):
-        lira_auc(
-            TabularNet(in_features=D), x, y, is_member, lambda m: TabularNet(in_features=D), n_shadows, 0
-        )
+        lira_auc(untrained, x, y, is_member, lambda m: untrained, n_shadows, 0, in_fraction=in_fraction)
+
+
+def test_lira_in_fraction_sets_how_many_shadows_train_on_each_row() -> None:
+    x, y, is_member = _pool(6)
+    train_shadow, calls = _shadow_trainer(x, y)
+    lira_auc(_train(x[is_member], y[is_member]), x, y, is_member, train_shadow, 4, 0, in_fraction=0.75)
+    assert np.all(np.sum(calls, axis=0) == 3)

@@ -13,10 +13,11 @@ Two attacks, both scored by the ROC AUC of "member" against "non-member" over al
 
 We run LiRA **online** (IN and OUT fits) and report the **offline** variant (OUT fit only, one-sided
 z-score) from the same shadows. Online is the stronger attack at a given number of shadows (Carlini et
-al., figure 11) and costs nothing more here: every shadow is trained on a random half of the candidate
-rows (each row IN for exactly half the shadows), so both fits come from the same models. Offline is
-what an attacker who cannot train on the target's candidates would run. With fewer than 64 shadows the
-variances are pooled over rows ("global variance", as Carlini et al. advise for few shadows).
+al. compare the two) and costs nothing more here: every shadow trains on a random subset of the
+candidate rows (each row IN for exactly half the shadows by default), so both fits come from the same
+models. Offline is what an attacker who cannot train on the target's candidates would run. With fewer
+than 64 shadows the variances are pooled over rows ("global variance", as Carlini et al. advise when
+shadows are few).
 
 The binary tasks of the kit only: one logit per row, ``BCEWithLogitsLoss``. TPR at 1% FPR is reported
 with the AUC (Carlini et al. argue low-FPR TPR is what matters); with ``m`` non-members it rests on
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-# Below this many shadows the per-row variances are too noisy: pool them (Carlini et al. 2022, §VI-A).
+# Below this many shadows the per-row variances are too noisy: pool them (Carlini et al. 2022).
 GLOBAL_VARIANCE_BELOW = 64
 FPR_LEVEL = 0.01
 
@@ -117,7 +118,7 @@ def loss_threshold_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray) 
 
 
 def _confidence(model: nn.Module, x: torch.Tensor, y: np.ndarray) -> np.ndarray:
-    """Logit-scaled confidence of the true label, ``φ = (2y − 1) z`` (Carlini et al. 2022, §IV-B)."""
+    """Logit-scaled confidence of the true label, ``φ = (2y − 1) z`` (Carlini et al. 2022)."""
     return (2.0 * y - 1.0) * _logits(model, x)
 
 
@@ -133,6 +134,8 @@ def lira_auc(
     train_shadow: Callable[[np.ndarray], nn.Module],
     n_shadows: int,
     seed: int,
+    *,
+    in_fraction: float = 0.5,
 ) -> dict:
     """LiRA (Carlini et al. 2022), online with the offline variant alongside, on the candidate rows.
 
@@ -144,8 +147,11 @@ def lira_auc(
         train_shadow: trains a fresh model on the rows of ``x`` that a boolean mask ``(n,)`` selects,
             **the same way the target was trained** (same algorithm, rounds, learning rate, DP), and
             returns it. Called ``n_shadows`` times.
-        n_shadows: shadow models; at least 2 (each row is IN for ``n_shadows // 2`` of them).
-        seed: picks the shadows' halves.
+        n_shadows: shadow models; at least 2 (each row is IN for ``round(in_fraction * n_shadows)``
+            of them, and OUT for the others).
+        seed: picks the shadows' subsets.
+        in_fraction: share of the candidate rows each shadow trains on, on average: Carlini et al.'s
+            0.5 by default; the target's own share (members / candidates) mimics its training size.
 
     Returns:
         ``auc`` and ``tpr_at_1pct_fpr`` (online), ``offline_auc`` and ``offline_tpr_at_1pct_fpr``,
@@ -157,11 +163,15 @@ def lira_auc(
         raise ValueError(f"is_member must be {len(y)} booleans, got {is_member.dtype} of {len(is_member)}.")
     if is_member.all() or not is_member.any():
         raise ValueError("is_member must mark both members and non-members.")
-    if n_shadows < 2:
-        raise ValueError(f"LiRA needs at least 2 shadow models (one IN, one OUT per row), got {n_shadows}.")
+    n_in = round(in_fraction * n_shadows)
+    if n_shadows < 2 or not 1 <= n_in <= n_shadows - 1:
+        raise ValueError(
+            f"LiRA needs every row IN at least one shadow and OUT of another: {n_shadows} shadows with "
+            f"in_fraction {in_fraction} give {n_in} IN; use at least 2 shadows and 0 < in_fraction < 1."
+        )
     rng = np.random.default_rng(seed)
-    # Each column (row of x) is IN for exactly n_shadows // 2 shadows (Carlini et al.'s balanced halves).
-    keep = rng.random((n_shadows, len(y))).argsort(axis=0) < n_shadows // 2
+    # Each column (row of x) is IN for exactly n_in shadows (Carlini et al.'s balanced subsets).
+    keep = rng.random((n_shadows, len(y))).argsort(axis=0) < n_in
     phi = np.stack([_confidence(train_shadow(keep[k].copy()), xt, y) for k in range(n_shadows)])
     target = _confidence(target_model, xt, y)
     in_obs, out_obs = np.where(keep, phi, np.nan), np.where(~keep, phi, np.nan)

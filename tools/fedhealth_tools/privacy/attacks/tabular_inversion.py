@@ -4,7 +4,7 @@ A heart site trains ``p = σ(W x + b)`` (:class:`fedhealth.models.tabular.Tabula
 One SGD step on one patient with learning rate ``lr`` moves the weights by ``ΔW = −lr (p − y) x`` and
 ``Δb = −lr (p − y)``, so whoever sees the weights a site received and those it sent reads the
 patient's (encoded, scaled) record as ``x = ΔW / Δb`` (Phong et al. 2018, "Privacy-Preserving Deep
-Learning via Additively Homomorphic Encryption", section 3; issue 15, finding 4).
+Learning via Additively Homomorphic Encryption"; issue 15, finding 4).
 
 What weakens it, and what :func:`recovery` then measures, with the same signature for every case (the
 caller builds the weights):
