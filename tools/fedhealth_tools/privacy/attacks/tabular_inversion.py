@@ -15,9 +15,10 @@ caller builds the weights):
 - secure aggregation: the server sees only the sum of the sites' updates; attack ``sent = received + Σ Δₛ``;
 - top-k sparsification: coordinates not sent are 0, so the recovered value there is 0.
 
-Only the one-logit logistic model is attacked: a multi-class head (``net.weight`` of shape ``(k, d)``)
-or the MLP is refused with a message (an MLP's first layer leaks the input the same way, Phong et al.
-2018, but the kit's heart model is the logistic regression and that is what this audit covers).
+The one-logit logistic model is attacked through its only layer; the MLP (``arch="mlp"``, as in
+``heart_topk``) through its first layer, which leaks the input the same way (Phong et al. 2018): for
+hidden unit ``j``, ``ΔW₁[j] = −lr δⱼ x`` and ``Δb₁[j] = −lr δⱼ``, so the unit whose bias moved most gives
+``x``. A multi-class logistic head (``net.weight`` of shape ``(k, d)``) is refused with a message.
 
 The rows to compare with come from :func:`site_rows` (task ``heart``: the site's encoded features under
 the job's global scaling) or :func:`tabular_site_rows` (task ``tabular``), as the executor trains on
@@ -38,6 +39,7 @@ from fedhealth.tasks.tabular import TabularTask
 from fedhealth.training.heart_site import HeartSite
 
 WEIGHT, BIAS = "net.weight", "net.bias"
+MLP_WEIGHT, MLP_BIAS = "net.0.weight", "net.0.bias"  # TabularNet(arch="mlp")'s first layer
 # A recovered vector within this distance of a row (scaled units) IS that row: float32 weights
 # carry about 7 digits, and the scaled features are of order 1.
 MATCH_TOLERANCE = 1e-3
@@ -59,12 +61,30 @@ class Match:
         return self.distance <= MATCH_TOLERANCE
 
 
+def _first_layer(
+    received: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, float]:
+    """``(ΔW₁[j], Δb₁[j])`` of the MLP's first layer for the hidden unit ``j`` whose bias moved most."""
+    dw = np.asarray(sent[MLP_WEIGHT], np.float64) - np.asarray(received[MLP_WEIGHT], np.float64)
+    db = np.asarray(sent[MLP_BIAS], np.float64).ravel() - np.asarray(received[MLP_BIAS], np.float64).ravel()
+    if dw.ndim != 2 or dw.shape[0] != db.size:
+        raise ValueError(
+            f"the MLP's first layer must be ({MLP_WEIGHT} (h, d), {MLP_BIAS} (h,)), got {dw.shape}."
+        )
+    if not (np.all(np.isfinite(dw)) and np.all(np.isfinite(db))):
+        raise ValueError("the update holds NaN or infinite values: nothing to invert.")
+    j = int(np.argmax(np.abs(db)))
+    return dw[j], float(db[j])
+
+
 def _deltas(received: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float]:
-    """``(ΔW, Δb)`` of the one-logit logistic model, checked."""
+    """``(ΔW, Δb)`` of the one-logit logistic model (or the MLP's first layer), checked."""
+    if {MLP_WEIGHT, MLP_BIAS} <= set(received) and {MLP_WEIGHT, MLP_BIAS} <= set(sent):
+        return _first_layer(received, sent)
     if set(received) != {WEIGHT, BIAS} or set(sent) != {WEIGHT, BIAS}:
         raise ValueError(
-            f"the inversion needs the logistic model ({WEIGHT}, {BIAS}), got {sorted(sent)}: an MLP's "
-            "first layer leaks its input too (Phong et al. 2018) but only the logistic model is audited."
+            f"the inversion needs the logistic model ({WEIGHT}, {BIAS}) or the MLP's first layer "
+            f"({MLP_WEIGHT}, {MLP_BIAS}), got {sorted(sent)}."
         )
     shapes = (np.shape(received[WEIGHT]), np.shape(sent[WEIGHT]))
     if shapes[0] != shapes[1] or len(shapes[0]) != 2 or shapes[0][0] != 1:
