@@ -4,20 +4,21 @@ Applied once, where a site's replies are built (:class:`fedhealth.client.runner.
 round metrics and validation), so every task and client algorithm gets it. With ``m`` the site's
 minimum cell (:mod:`fedhealth.privacy.small_cells`):
 
-* a metric computed on fewer than ``m`` patients is withheld (losses included);
-* a class-wise metric (accuracy, AUC, sensitivity, specificity, per-label AUC, per-finding rates,
-  the operating point's sensitivity and specificity, the calibration's validation NLL) is withheld
-  when the positive or the negative count it rests on is a small cell ``0 < c < m``: with the
-  other class's rate, or a value whose denominator a reader can guess, accuracy or any one of them
-  gives that class's patients back. A split with no patient of a class withholds nothing for it
-  (the metric is undefined and says so already);
+* a metric computed on fewer than ``m`` patients is withheld (accuracy and losses included);
+* a class-wise metric (AUC, sensitivity, specificity, per-label AUC, per-finding rates, the
+  operating point's sensitivity and specificity, the calibration's validation NLL) is withheld
+  when the positive or the negative count it rests on is a small cell ``0 < c < m``. All of them
+  go together, whichever class is small: sensitivity or specificity beside accuracy would give
+  the small class's outcomes back. Accuracy itself mixes both classes and stays (with the class
+  counts suppressed, its numerator cannot be split). A split with no patient of a class withholds
+  nothing for it (the metric is undefined and says so already);
 * the class counts travel suppressed (:func:`~fedhealth.privacy.small_cells.suppress_cells`, so
   one small class takes the other with it);
 * every withheld value is named in the dict's ``suppressed`` list (``"auc: fewer than 5 positive
   patients"``), which carries the minimum, never a count or a value.
 
-Round metrics follow their names: ``*_accuracy`` and ``*_auc`` are class-wise on the round's
-split, ``*_loss`` is on the round's split, or on the training rows when the name says ``train``.
+Round metrics follow their names: ``*_auc`` is class-wise on the round's split, ``*_accuracy`` and
+``*_loss`` are on the round's split (a loss on the training rows when its name says ``train``).
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ def release_intervals(intervals: Mapping, min_cell: int) -> dict:
     """:func:`~fedhealth.training.site_metrics.evaluate_with_intervals` as the site may send it."""
     out = dict(intervals)
     n, n_pos, n_neg = out.get("n"), out.get("n_pos"), out.get("n_neg")
-    why = _split_reason(n, [(n_pos, n_neg)], min_cell)
+    class_why = _split_reason(n, [(n_pos, n_neg)], min_cell)
     notes = []
-    if why:
-        for name in METRICS:
-            if isinstance(out.get(name), Mapping):
-                out[name] = _withheld(why)
-                notes.append(f"{name}: {why}")
+    for name in METRICS:
+        why = small_n_reason(n, min_cell) if name == C.M_ACCURACY else class_why
+        if why and isinstance(out.get(name), Mapping):
+            out[name] = _withheld(why)
+            notes.append(f"{name}: {why}")
     if isinstance(n_pos, int) and isinstance(n_neg, int):
         out["n_pos"], out["n_neg"] = suppress_cells([n_pos, n_neg], min_cell)
         if None in (out["n_pos"], out["n_neg"]):
@@ -108,7 +109,7 @@ def release_validation(metrics: Mapping, *, pairs: Pairs, n: int, min_cell: int)
     notes: list[str] = []
     class_why = _split_reason(n, pairs, min_cell)
     for key, why in (
-        (C.M_ACCURACY, class_why),
+        (C.M_ACCURACY, small_n_reason(n, min_cell)),
         (C.M_AUC, class_why),
         (C.M_LOSS, small_n_reason(n, min_cell)),
     ):
@@ -158,9 +159,9 @@ def release_round(metrics: Mapping, *, pairs: Pairs, n_split: int, n_train: int,
     for key, value in metrics.items():
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if key.endswith((f"_{C.M_ACCURACY}", f"_{C.M_AUC}")):
+        if key.endswith(f"_{C.M_AUC}"):
             why = class_why
-        elif key.endswith(f"_{C.M_LOSS}"):
+        elif key.endswith((f"_{C.M_LOSS}", f"_{C.M_ACCURACY}")):
             why = small_n_reason(n_train if "train" in key else n_split, min_cell)
         else:
             continue
