@@ -121,6 +121,7 @@ M_PER_LABEL_AUC = "per_label_auc"
 M_PER_FINDING = "per_finding"  # finding -> its intervals (multi-label; multi-class one-vs-rest)
 M_POSITIVE_CLASS = "positive_class"  # what sensitivity counts as positive, in a validate result
 M_N_QUARANTINED = "n_quarantined"
+M_SUPPRESSED = "suppressed"  # what a site withheld as a small cell: ["auc: fewer than 5 positive patients"]
 M_IMAGES_PER_S = "images_per_s"
 
 # SCAFFOLD's parts of a train task and its result (the names FLARE's ScatterAndGatherScaffold uses).

@@ -5,6 +5,11 @@ round: build the received model, evaluate it, configure, train (the task's loop 
 result, and let each algorithm change what is sent. It knows nothing about FLARE; the executor converts
 DXOs to a :class:`~fedhealth.client.base.RoundInput` and the :class:`~fedhealth.client.base.RoundState`
 back to DXOs, and the in-process loop calls it directly, so the two cannot drift.
+
+It is also where a site's metrics are released: the round metrics and the validation pass through
+:mod:`fedhealth.privacy.released_metrics` under the site's minimum cell (its own
+``min_cell_count`` setting, which a job may only raise), so every task and algorithm withholds a
+metric of a small cell the same way.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ from fedhealth.client.base import (
 )
 from fedhealth.client.step_cap import StepCap, planned_steps
 from fedhealth.models.state import to_numpy
+from fedhealth.privacy.released_metrics import release_round, release_validation
+from fedhealth.privacy.small_cells import class_counts, effective_min_cell
 from fedhealth.tasks.base import Site, Task
 from fedhealth.training.loops import LocalTrainConfig, local_settings
+from fedhealth.training.metrics import clean_metrics
 
 REPORTED = (C.M_ACCURACY, C.M_AUC, C.M_LOSS)
 
@@ -51,6 +59,11 @@ class SiteRunner:
         settings: the site's own merged settings (its step cap, its ε cap).
         run_dir: the job's run folder at the site (error-feedback memory, ledgers, personal models).
         dp_seed: seeds DP noise (the in-process loop); ``None`` draws fresh noise (a real site).
+        min_cell: the job's minimum cell count; the site applies the larger of it and its own
+            ``min_cell_count`` setting (default 5).
+
+    Raises:
+        SiteDataError: the site's ``min_cell_count`` setting is not a whole number >= 1.
     """
 
     def __init__(
@@ -65,12 +78,14 @@ class SiteRunner:
         run_dir: Path | None = None,
         dp_seed: int | None = None,
         shuffle_seed: int | None = None,
+        min_cell: int | None = None,
     ) -> None:
         self.task = task
         self.site = site
         self.local = local_settings(**local)
         self.seed = seed
         self.settings = dict(settings or {})
+        self.min_cell = effective_min_cell(self.settings, min_cell)
         self.algorithms: list[ClientAlgorithm] = build_algorithms(algorithms, self.local)
         if self.settings.get(C.SITE_MAX_LOCAL_STEPS_KEY) is not None and not any(
             isinstance(a, StepCap) for a in self.algorithms
@@ -160,8 +175,20 @@ class SiteRunner:
                 state.metrics[key] = state.stats[key]
         for algorithm in self.algorithms:
             algorithm.after_round(state)
+        state.metrics = self.release_round(state.metrics)
         state.metrics[C.M_TASK_S] = time.perf_counter() - started
         return state
+
+    def release_round(self, metrics: Mapping[str, object]) -> dict:
+        """The round's metrics as they may leave the site (small cells withheld, NaN as None)."""
+        _, labels = self.site.arrays(self.site.round_split)
+        return release_round(
+            clean_metrics(dict(metrics)),
+            pairs=class_counts(labels),
+            n_split=len(labels),
+            n_train=self.site.n_train,
+            min_cell=self.min_cell,
+        )
 
     def _train(self, state: RoundState) -> dict:
         trainer = next((a for a in self.algorithms if a.trains), None)
@@ -175,5 +202,7 @@ class SiteRunner:
             )
 
     def validate(self, weights: Mapping[str, object], *, n_bootstrap: int) -> dict:
-        """The cross-site ``validate`` task on this site's test split."""
-        return self.site.validate(self.model(weights), n_bootstrap=n_bootstrap)
+        """The cross-site ``validate`` task on this site's test split, small cells withheld."""
+        metrics = clean_metrics(self.site.validate(self.model(weights), n_bootstrap=n_bootstrap))
+        _, labels = self.site.arrays("test")
+        return release_validation(metrics, pairs=class_counts(labels), n=len(labels), min_cell=self.min_cell)

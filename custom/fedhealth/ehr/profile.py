@@ -8,6 +8,7 @@ feature is suppressed, the smallest released positive cell goes too (secondary s
 ``present`` minus the others would give it back). A numeric feature's sum and sum of squares, and
 its histogram (:data:`HISTOGRAM_BINS` equal bins over the dictionary's plausible range), are sent
 only when at least ``min_cell`` values are present. Nothing else about the table leaves the site.
+The suppression rule itself is :mod:`fedhealth.privacy.small_cells` (re-exported here).
 """
 
 from __future__ import annotations
@@ -16,24 +17,18 @@ import numpy as np
 import pandas as pd
 
 from fedhealth.ehr.dictionary import DataDictionary, Feature
+from fedhealth.privacy.small_cells import DEFAULT_MIN_CELL, suppress, suppress_cells  # the one implementation
 
 HISTOGRAM_BINS = 20
-DEFAULT_MIN_CELL = 5
-
-
-def suppress(count: int, min_cell: int) -> int | None:
-    """``count`` itself, or ``None`` when it is a small cell (``0 < count < min_cell``)."""
-    return None if 0 < count < min_cell else int(count)
-
-
-def suppress_cells(counts: list[int], min_cell: int) -> list[int | None]:
-    """One table's cells, small ones ``None``; a lone suppressed cell takes the smallest positive other."""
-    cells = [suppress(c, min_cell) for c in counts]
-    if cells.count(None) == 1:
-        released = [(c, i) for i, c in enumerate(cells) if c]
-        if released:
-            cells[min(released)[1]] = None
-    return cells
+__all__ = [
+    "DEFAULT_MIN_CELL",
+    "HISTOGRAM_BINS",
+    "check_profile",
+    "histogram_edges",
+    "site_profile",
+    "suppress",
+    "suppress_cells",
+]
 
 
 def histogram_edges(feature: Feature) -> np.ndarray | None:

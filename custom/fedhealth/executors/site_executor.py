@@ -13,6 +13,12 @@ message (file, column, line, counts), or only the type of an OS or library error
 may carry a path or a value from the data.
 Per-round curves stream to the server's TensorBoard receiver (aggregate numbers only).
 
+Small cells: every metric a reply carries (train, validate) and every streamed curve has passed the
+runner's release (:mod:`fedhealth.privacy.released_metrics`) under the site's minimum cell, the larger
+of its ``min_cell_count`` setting (default 5) and the job's ``min_cell``: a metric of fewer than that
+many patients, or a class-wise one with a small positive or negative count, is sent as ``None`` and
+named in the reply's ``suppressed`` list.
+
 The site sets the floor, not the job: before a ``train`` task runs, the base checks the request
 (:meth:`SiteExecutor.train_request`: batch size, steps, training rows, the server's learning rate,
 DP-SGD) against the site's own limits under the job's privacy scope
@@ -54,6 +60,7 @@ from fedhealth.policy.site_limits import (
     check_train,
     site_limits,
 )
+from fedhealth.privacy.small_cells import DEFAULT_MIN_CELL, check_min_cell
 from fedhealth.tasks.base import SiteContext
 from fedhealth.tasks.registry import build_task
 from fedhealth.training.loops import local_settings
@@ -84,6 +91,9 @@ class SiteExecutor(Executor):
         seed: seed of the local shuffling (and augmentation).
         n_bootstrap: bootstrap resamples for the 95% intervals of the validate task.
         stream_metrics: stream per-round curves to the server (TensorBoard).
+        min_cell: the job's minimum cell count for released metrics; a site applies the larger of
+            this and its own ``min_cell_count`` setting, so a job can raise the site's minimum, never
+            lower it.
     """
 
     def __init__(
@@ -100,6 +110,7 @@ class SiteExecutor(Executor):
         seed: int = 0,
         n_bootstrap: int = 1000,
         stream_metrics: bool = True,
+        min_cell: int = DEFAULT_MIN_CELL,
     ) -> None:
         super().__init__()
         self.task = build_task(task, task_args)  # unknown tasks and arguments fail the job at start
@@ -117,6 +128,7 @@ class SiteExecutor(Executor):
         self.seed = seed
         self.n_bootstrap = n_bootstrap
         self.stream_metrics = stream_metrics
+        self.min_cell = check_min_cell(min_cell, where="the executor's min_cell")
         self.runner: SiteRunner | None = None
         self._metadata: dict = {}
         self._ready = False
@@ -148,10 +160,15 @@ class SiteExecutor(Executor):
             seed=self.seed,
             settings=settings,
             run_dir=self._run_dir,
+            min_cell=self.min_cell,
         )
         sizes = ", ".join(f"{k}={v}" for k, v in site.sizes().items())
         names = [a.name for a in self.runner.algorithms] or ["fedavg"]
-        self.log_info(fl_ctx, f"task {self.task.name!r} loaded: {sizes}; client algorithms {names}")
+        self.log_info(
+            fl_ctx,
+            f"task {self.task.name!r} loaded: {sizes}; client algorithms {names}; metrics of fewer than "
+            f"{self.runner.min_cell} patients (or of a class) are withheld",
+        )
 
     def release_site(self) -> None:
         """Drop what :meth:`load_site` loaded (``END_RUN``)."""
@@ -256,11 +273,13 @@ class SiteExecutor(Executor):
     def _train(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         state = self.runner.run_round(round_input(shareable))
         metrics = clean_metrics(state.metrics)
+        loss = metrics.get(C.M_TRAIN_LOSS)
+        loss_text = "suppressed" if loss is None else f"{loss:.4f}"
         for note in state.notes:
             self.log_info(fl_ctx, f"round {state.rnd.round_index}: {note}")
         self.log_info(
             fl_ctx,
-            f"round {state.rnd.round_index}: lr={state.lr:.5g} train_loss={metrics[C.M_TRAIN_LOSS]:.4f} "
+            f"round {state.rnd.round_index}: lr={state.lr:.5g} train_loss={loss_text} "
             f"{metrics[C.M_EVAL_SPLIT]}_loss(received)={metrics.get('global_loss')}",
         )
         self.stream(fl_ctx, state.rnd.round_index, metrics)

@@ -5,6 +5,10 @@ no FLARE. The flag rule is the issue's "more than k standard deviations below th
 reported together with its arithmetic limit: with ``n`` values and the sample SD no value can lie
 more than ``(n - 1) / sqrt(n)`` SD from the mean (Shiffler 1988, "Maximum Z scores and outliers",
 The American Statistician 42(1):79-80), so with five sites or fewer a 2-SD rule can never fire.
+
+A metric a site withheld as a small cell (:mod:`fedhealth.privacy.released_metrics`: ``value``
+None, ``suppressed`` true) makes that site *not evaluable*: it is left out of the flags, and the
+gate cannot clear it, so the job is not deployed on the strength of the other sites alone.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
+from fedhealth.constants import M_SUPPRESSED
 from fedhealth.training.site_metrics import METRICS
 
 GATE_RULE = "overall decision uses the minimum site's lower bound, never the mean"
 DEPLOY, NO_DEPLOY = "DEPLOY", "DO NOT DEPLOY"
+NOT_EVALUABLE = "not evaluable"  # a site whose gate metric it withheld as a small cell
 _Z_TOL = 1e-9  # z must pass -k by more than rounding error to count as "more than k SD below"
 
 
@@ -125,6 +131,16 @@ def _gate_site(m: Mapping, metric: str, threshold: float, confidence: float, min
     entry = m.get(metric) or {}
     value, lo = entry.get("value"), entry.get("lo")
     pct = f"{confidence:.0%}"
+    if entry.get(M_SUPPRESSED):
+        why = str(entry.get("reason") or "").removeprefix("suppressed: ") or "a small cell"
+        reason = f"{NOT_EVALUABLE}: the site withheld {metric} ({why}), so it cannot be cleared"
+        return {
+            "decision": NO_DEPLOY,
+            "lower_bound": None,
+            "value": None,
+            "reason": reason,
+            M_SUPPRESSED: True,
+        }
     too_few = _too_few(m, metric, min_per_class) if value is not None else None
     if too_few:
         return {"decision": NO_DEPLOY, "lower_bound": lo, "value": value, "reason": too_few, "too_few": True}

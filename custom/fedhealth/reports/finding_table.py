@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fedhealth.reports.fairness import DEPLOY
+from fedhealth.constants import M_SUPPRESSED
+from fedhealth.reports.fairness import DEPLOY, NOT_EVALUABLE
 
 PASS, FAIL = "pass", "**FAIL**"
 
@@ -10,6 +11,8 @@ PASS, FAIL = "pass", "**FAIL**"
 def _cell(entry: dict) -> str:
     value, lo, hi = entry.get("value"), entry.get("lower_bound"), entry.get("hi")
     mark = PASS if entry.get("decision") == DEPLOY else FAIL
+    if entry.get(M_SUPPRESSED):
+        return f"suppressed ({NOT_EVALUABLE}) {mark}"
     if value is None:
         return f"n/a {mark}"
     if lo is None or hi is None:

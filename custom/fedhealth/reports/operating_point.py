@@ -7,8 +7,8 @@ heart job, a run from before the key existed) adds no section.
 
 from __future__ import annotations
 
-from fedhealth.constants import M_OPERATING_POINT
-from fedhealth.reports.site_report import ci_text
+from fedhealth.constants import M_OPERATING_POINT, M_SUPPRESSED
+from fedhealth.reports.site_report import SUPPRESSED_TEXT, ci_text
 
 
 def operating_point_section(cross: dict, model: str | None) -> dict | None:
@@ -26,8 +26,15 @@ def operating_point_section(cross: dict, model: str | None) -> dict | None:
     return {"sites": sites, "half_failed": failed}
 
 
-def _v(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _v(value: float | None, withheld: bool = False) -> str:
+    if value is None:
+        return SUPPRESSED_TEXT if withheld else "n/a"
+    return f"{value:.3f}"
+
+
+def _val_withheld(op: dict) -> bool:
+    """Whether the site withheld its validation sensitivity and specificity as a small cell."""
+    return any(str(s).startswith("val.") for s in op.get(M_SUPPRESSED) or [])
 
 
 def _calibration(cal: dict | None) -> str:
@@ -50,10 +57,11 @@ def operating_point_markdown(section: dict | None) -> str:
     ]
     for site, op in section["sites"].items():
         val, test, half = op.get("val", {}), op.get("test", {}), op.get("test_at_0_5", {})
+        withheld = _val_withheld(op)
         method = op.get("method") if op.get("chosen_by") == op.get("method") else f"{op.get('method')} -> 0.5"
         lines.append(
             f"| {site} | {method} | {_v(op.get('threshold'))} | {_calibration(op.get('calibration'))} | "
-            f"{_v(val.get('sensitivity'))} / {_v(val.get('specificity'))} | "
+            f"{_v(val.get('sensitivity'), withheld)} / {_v(val.get('specificity'), withheld)} | "
             f"{ci_text(test.get('sensitivity'))} | "
             f"{ci_text(test.get('specificity'))} | {ci_text(half.get('sensitivity'))} / "
             f"{ci_text(half.get('specificity'))} |"

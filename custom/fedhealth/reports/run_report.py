@@ -17,6 +17,7 @@ from fedhealth.constants import (
     M_LOSS,
     M_N_TEST,
     M_N_TRAIN,
+    M_SUPPRESSED,
     RUN_RECORD_FILE,
 )
 from fedhealth.reports.attack_figures import attack_figures, default_audit_path, load_audit, run_epsilon
@@ -99,6 +100,7 @@ def build_report(
                 "auc": final.get(M_AUC),
                 "loss": final.get(M_LOSS),
                 "initial": {k: first.get(f"global_{k}") for k in (M_ACCURACY, M_AUC, M_LOSS)},
+                "suppressed": list(final.get(M_SUPPRESSED) or []),  # what the site withheld (small cells)
             }
         )
     section = fairness_section(cross, model, record)
@@ -177,8 +179,15 @@ def _int(value: object) -> int | None:
     return int(value) if value is not None else None
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _fmt(value: float | None, withheld: bool = False) -> str:
+    if value is None:
+        return "suppressed" if withheld else "n/a"
+    return f"{value:.3f}"
+
+
+def _withheld(site: dict, key: str) -> bool:
+    """Whether the site withheld ``key`` of its validation as a small cell (its ``suppressed`` list)."""
+    return any(str(s).split(":")[0] == key for s in site.get("suppressed") or [])
 
 
 def site_table(report: dict) -> str:
@@ -186,7 +195,8 @@ def site_table(report: dict) -> str:
     lines = ["| site | n_train | n_test | accuracy | AUC |", "|---|---:|---:|---:|---:|"]
     for s in report["sites"]:
         lines.append(
-            f"| {s['name']} | {s['n_train']} | {s['n_test']} | {_fmt(s['accuracy'])} | {_fmt(s['auc'])} |"
+            f"| {s['name']} | {s['n_train']} | {s['n_test']} | "
+            f"{_fmt(s['accuracy'], _withheld(s, M_ACCURACY))} | {_fmt(s['auc'], _withheld(s, M_AUC))} |"
         )
     g = report["global"]
     n_train = sum(s["n_train"] or 0 for s in report["sites"])

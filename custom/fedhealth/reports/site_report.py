@@ -7,13 +7,15 @@ job config. The overall decision follows the minimum site, never the mean.
 
 from __future__ import annotations
 
-from fedhealth.constants import M_INTERVALS, STREAMED_METRICS
+from fedhealth.constants import M_INTERVALS, M_SUPPRESSED, STREAMED_METRICS
 from fedhealth.reports.fairness import deployment_gate, flag_sites, site_values
 from fedhealth.reports.finding_gate import finding_gate, site_findings
 from fedhealth.reports.finding_table import failing_text, finding_markdown
 from fedhealth.reports.positive_class import positive_class, sensitivity_label
 from fedhealth.reports.run_record import RunRecord
 from fedhealth.training.site_metrics import METRICS
+
+SUPPRESSED_TEXT = "suppressed"  # a value a site withheld as a small cell
 
 
 def site_intervals(cross: dict, model: str | None) -> dict[str, dict]:
@@ -144,12 +146,23 @@ def site_rows(section: dict) -> dict[str, dict]:
 
 
 def ci_text(m: dict | None) -> str:
-    """A metric as ``value [lo, hi]`` (3 decimals), the value alone without an interval, or ``n/a``."""
+    """A metric as ``value [lo, hi]`` (3 decimals), the value alone without an interval, ``suppressed``
+    (withheld by the site as a small cell), or ``n/a``."""
+    if m and m.get(M_SUPPRESSED):
+        return SUPPRESSED_TEXT
     if not m or m.get("value") is None:
         return "n/a"
     if m.get("lo") is None:
         return f"{m['value']:.3f}"
     return f"{m['value']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+
+
+def count_text(row: dict, key: str) -> str:
+    """A class count in a site row: the number, ``suppressed`` (a small cell withheld), or ``n/a``."""
+    value = row.get(key)
+    if value is not None:
+        return str(value)
+    return SUPPRESSED_TEXT if row.get("metrics") else "n/a"
 
 
 def fairness_markdown(report: dict) -> str:
@@ -166,15 +179,15 @@ def fairness_markdown(report: dict) -> str:
     for s in report["sites"]:
         m = s.get("metrics") or {}
         lines.append(
-            f"| {s['name']} | {s.get('n_test')} ({s.get('n_pos')}/{s.get('n_neg')}) | "
+            f"| {s['name']} | {s.get('n_test')} ({count_text(s, 'n_pos')}/{count_text(s, 'n_neg')}) | "
             + "".join(f"{ci_text(m.get(k))} | " for k in ("auc", "accuracy", "sensitivity", "specificity"))
             + f"{'FLAGGED' if s.get('flagged') else 'no'} | {s.get('deploy') or 'n/a'} |"
         )
     lines += ["", _positive_line(positive, bool(per_finding)), ""]
     for s in report["sites"]:
-        for m in (s.get("metrics") or {}).values():
-            if m and m.get("reason"):
-                lines.append(f"- {s['name']}: {m['reason']}.")
+        reasons = [m["reason"] for m in (s.get("metrics") or {}).values() if m and m.get("reason")]
+        for reason in dict.fromkeys(reasons):  # a small cell withholds every metric for one reason
+            lines.append(f"- {s['name']}: {reason}.")
     primary = (report.get("gate") or {}).get("metric") or "auc"
     flags = (report.get("flags") or {}).get(primary, {})
     if flags:

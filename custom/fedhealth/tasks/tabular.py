@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from fedhealth import constants as C
-from fedhealth.data.messages import SiteDataError
 from fedhealth.data.site_data import resolve_data_root
 from fedhealth.ehr.dictionary import DataDictionary
 from fedhealth.ehr.encoding import encode
@@ -37,6 +36,7 @@ from fedhealth.ehr.mapping import SiteMapping
 from fedhealth.ehr.profile import DEFAULT_MIN_CELL, site_profile
 from fedhealth.models.state import tabular_from_weights
 from fedhealth.models.tabular import TabularNet
+from fedhealth.privacy.small_cells import site_min_cell
 from fedhealth.tasks.arrays import train_on_arrays, validate_on_arrays
 from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
@@ -199,11 +199,7 @@ class TabularTask:
         for table in tables.values():
             for line in table.report.lines_out():
                 log.info("site %s: %s", context.name, line)
-        min_cell = context.settings.get(C.SITE_MIN_CELL_KEY, DEFAULT_MIN_CELL)
-        if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 1:
-            raise SiteDataError(
-                f"local/{C.SITE_CONFIG_FILE}: {C.SITE_MIN_CELL_KEY!r} must be a whole number >= 1"
-            )
+        min_cell = site_min_cell(context.settings)  # names the file and key when it is not a whole number
         return TabularSite(
             context.name,
             tables["train"],
