@@ -46,15 +46,33 @@ def encode(raw: pd.DataFrame, *, chol_zero_as_missing: bool) -> np.ndarray:
     return x
 
 
-def local_moments(x: np.ndarray) -> dict[str, list[float]]:
-    """Per-feature count, sum and sum of squares over the observed (non-NaN) values."""
+def local_moments(x: np.ndarray, *, min_cell: int | None = None) -> dict[str, list[float | None]]:
+    """Per-feature count, sum and sum of squares over the observed (non-NaN) values.
+
+    ``min_cell``: what a site releases (federated statistics). A feature observed in fewer than
+    ``min_cell`` patients, or a 0/1 feature (a one-hot category or a missingness indicator, whose sum
+    IS a category count) with fewer than ``min_cell`` ones or zeros, is a small cell: its three
+    moments are sent as ``None`` and :func:`combine_moments` scales it from the other sites.
+    """
     observed = ~np.isnan(x)
     filled = np.where(observed, x, 0.0)
-    return {
-        S_COUNT: observed.sum(0).astype(float).tolist(),
+    count = observed.sum(0).astype(float)
+    out: dict[str, list[float | None]] = {
+        S_COUNT: count.tolist(),
         S_SUM: filled.sum(0).tolist(),
         S_SUMSQ: (filled**2).sum(0).tolist(),
     }
+    if min_cell is None:
+        return out
+    for j in range(x.shape[1]):
+        values = x[observed[:, j], j]
+        binary = values.size > 0 and bool(np.isin(values, (0.0, 1.0)).all())
+        ones = float(values.sum()) if binary else None
+        cells = [count[j]] + ([ones, count[j] - ones] if binary else [])
+        if any(0 < c < min_cell for c in cells):
+            for key in (S_COUNT, S_SUM, S_SUMSQ):
+                out[key][j] = None
+    return out
 
 
 def combine_moments(
@@ -63,7 +81,7 @@ def combine_moments(
     """Global mean and (unbiased) standard deviation from several sites' moments.
 
     Args:
-        moments: each site's :func:`local_moments`.
+        moments: each site's :func:`local_moments` (a ``None`` entry: that site withheld the feature).
         allow_unobserved: give a feature seen fewer than twice mean 0 (if never seen) and standard
             deviation 0 instead of raising; a site's own scaling needs this (Switzerland never
             records cholesterol), global scaling does not.
@@ -73,10 +91,9 @@ def combine_moments(
     """
     if not moments:
         raise ValueError("combine_moments needs the moments of at least one site.")
-    count = np.sum([m[S_COUNT] for m in moments], axis=0)
-    total = np.sum([m[S_SUM] for m in moments], axis=0)
-    total_sq = np.sum([m[S_SUMSQ] for m in moments], axis=0)
-    if (count < 2).any() and not allow_unobserved:
+    count, total, total_sq = (_column_sum(moments, key) for key in (S_COUNT, S_SUM, S_SUMSQ))
+    withheld = np.array([all(m[S_COUNT][j] is None for m in moments) for j in range(len(count))])
+    if (count[~withheld] < 2).any() and not allow_unobserved:
         raise ValueError("Every feature needs at least two observed values across sites to be scaled.")
     mean = np.divide(total, count, out=np.zeros_like(total, dtype="float64"), where=count > 0)
     var = np.divide(
@@ -85,7 +102,13 @@ def combine_moments(
         out=np.zeros_like(total, dtype="float64"),
         where=count > 1,
     )
-    return {S_MEAN: mean.tolist(), S_STD: np.sqrt(var).tolist()}
+    std = np.where(withheld, 1.0, np.sqrt(var))  # withheld by every site: left unscaled (mean 0, std 1)
+    return {S_MEAN: mean.tolist(), S_STD: std.tolist()}
+
+
+def _column_sum(moments: list[dict], key: str) -> np.ndarray:
+    """One moment summed over sites; a site's withheld (``None``, small-cell) feature adds nothing."""
+    return np.sum([[0.0 if v is None else float(v) for v in m[key]] for m in moments], axis=0)
 
 
 @dataclass(frozen=True)

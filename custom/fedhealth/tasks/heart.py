@@ -21,6 +21,7 @@ from fedhealth import constants as C
 from fedhealth.data.site_data import load_site, resolve_data_root
 from fedhealth.models.state import tabular_from_weights
 from fedhealth.models.tabular import TabularNet
+from fedhealth.privacy.small_cells import DEFAULT_MIN_CELL, site_min_cell
 from fedhealth.tasks.arrays import train_on_arrays, validate_on_arrays
 from fedhealth.tasks.base import ExtraTask, SiteContext
 from fedhealth.tasks.registry import register_task
@@ -34,8 +35,11 @@ class HeartTaskSite:
     round_split = "test"  # FLamby evaluates rounds on each centre's test split
     binary = True
 
-    def __init__(self, site: HeartSite, run_dir: Path | None = None) -> None:
+    def __init__(
+        self, site: HeartSite, run_dir: Path | None = None, *, min_cell: int = DEFAULT_MIN_CELL
+    ) -> None:
         self.site = site
+        self.min_cell = min_cell  # the smallest count its federated statistics release
         self.name = site.name
         self._run_dir = run_dir
         self._restore_scaling()
@@ -71,8 +75,10 @@ class HeartTaskSite:
         return {C.TASK_FED_STATS: self._fed_stats, C.TASK_SET_SCALING: self._set_scaling}
 
     # ----------------------------------------------------------------------------- extra steps
-    def _fed_stats(self, _data: Mapping[str, object]) -> dict:
-        moments = self.site.moments()
+    def _fed_stats(self, data: Mapping[str, object]) -> dict:
+        asked = data.get("min_cell") if isinstance(data, Mapping) else None
+        min_cell = max(self.min_cell, int(asked)) if isinstance(asked, int) and asked > 0 else self.min_cell
+        moments = self.site.moments(min_cell=min_cell)  # small cells withheld
         return {**moments, C.S_FEATURES: self.site.feature_names, C.M_N_TRAIN: self.site.n_train}
 
     def _set_scaling(self, stats: Mapping[str, object]) -> None:
@@ -112,14 +118,17 @@ class HeartTask:
 
     def load_site(self, context: SiteContext) -> HeartTaskSite:
         train, test = load_site(resolve_data_root(context.site_root))
-        return self.site_from_tables(context.name, train, test, run_dir=context.run_dir)
+        min_cell = site_min_cell(context.settings)
+        return self.site_from_tables(context.name, train, test, run_dir=context.run_dir, min_cell=min_cell)
 
-    def site_from_tables(self, name: str, train, test, *, run_dir: Path | None = None) -> HeartTaskSite:
+    def site_from_tables(
+        self, name: str, train, test, *, run_dir: Path | None = None, min_cell: int = DEFAULT_MIN_CELL
+    ) -> HeartTaskSite:
         """A site from tables already in memory (the in-process loop's path)."""
         site = HeartSite(
             name, train, test, chol_zero_as_missing=self.chol_zero_as_missing, scaling=self.scaling
         )
-        return HeartTaskSite(site, run_dir)
+        return HeartTaskSite(site, run_dir, min_cell=min_cell)
 
     def build_model(self, site: HeartTaskSite, **model_args: object) -> nn.Module:
         return TabularNet(in_features=site.site.n_features, **model_args)  # type: ignore[arg-type]

@@ -63,9 +63,10 @@ class HeartSite:
     def n_features(self) -> int:
         return self._x_train_raw.shape[1]
 
-    def moments(self) -> dict[str, list[float]]:
-        """Counts, sums and sums of squares of the training features: all that leaves the site."""
-        return local_moments(self._x_train_raw)
+    def moments(self, *, min_cell: int | None = None) -> dict[str, list[float | None]]:
+        """Counts, sums and sums of squares of the training features: all that leaves the site
+        (small cells withheld when ``min_cell`` is given: :func:`fedhealth.data.features.local_moments`)."""
+        return local_moments(self._x_train_raw, min_cell=min_cell)
 
     def set_scaling(self, stats: Mapping[str, list[float]]) -> None:
         """Take the global scaling (ignored in ``"site"`` mode, which keeps FLamby's local scaling)."""

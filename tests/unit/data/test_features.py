@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedhealth.constants import S_COUNT, S_MEAN, S_STD, S_SUM, S_SUMSQ
 from fedhealth.data.features import (
     CHOL_MISSING,
     EPS,
@@ -156,3 +157,25 @@ def test_scaler_stats_round_trip() -> None:
     again = Scaler.from_stats(stats)
     np.testing.assert_array_equal(again.mean, scaler.mean)
     np.testing.assert_array_equal(again.std, scaler.std)
+
+
+def test_local_moments_withhold_small_cells_and_combine_skips_them() -> None:
+    """A 0/1 column with 3 ones (a category count) and a column seen in 4 patients are small cells at 5."""
+    x = np.zeros((20, 3))
+    x[:, 0] = np.arange(20.0)  # continuous, 20 observed: released
+    x[:3, 1] = 1.0  # one-hot with 3 ones: the sum is a small category count
+    x[4:, 2] = np.nan  # observed in 4 patients only
+    out = local_moments(x, min_cell=5)
+    assert out[S_COUNT] == [20.0, None, None]
+    assert out[S_SUM][0] == 190.0 and out[S_SUM][1:] == [None, None]
+    assert out[S_SUMSQ][1:] == [None, None]
+    assert local_moments(x)[S_SUM][1] == 3.0  # without min_cell nothing is withheld
+    other = local_moments(np.ones((10, 3)) * np.array([1.0, 1.0, 2.0]), min_cell=5)
+    stats = combine_moments([out, other])
+    assert (
+        stats[S_MEAN][1] == 1.0 and stats[S_MEAN][2] == 2.0
+    )  # withheld: from the other site
+    assert stats[S_MEAN][0] == (190.0 + 10.0) / 30.0
+
+    alone = combine_moments([out])  # one site: what it withheld stays unscaled, the rest is its own
+    assert alone[S_MEAN][1:] == [0.0, 0.0] and alone[S_STD][1:] == [1.0, 1.0]

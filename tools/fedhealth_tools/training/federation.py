@@ -15,6 +15,7 @@ import torch
 
 from fedhealth import constants as C
 from fedhealth.data.features import combine_moments
+from fedhealth.privacy.small_cells import DEFAULT_MIN_CELL
 from fedhealth.training.heart_site import HeartSite
 from fedhealth_tools.federation.loop import Channel, LoopResult, run_loop
 from fedhealth_tools.federation.rules import Mean, UpdateRule
@@ -23,7 +24,9 @@ from fedhealth_tools.federation.sites import heart_task_sites
 
 def federated_scaling(sites: Sequence[HeartSite]) -> dict[str, list[float]]:
     """Combine the sites' feature moments and give every site the global scaling."""
-    stats = combine_moments([site.moments() for site in sites])
+    stats = combine_moments(
+        [site.moments(min_cell=DEFAULT_MIN_CELL) for site in sites]
+    )  # as sites release them
     for site in sites:
         site.set_scaling(stats)
     return stats
