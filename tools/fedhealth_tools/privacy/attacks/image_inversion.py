@@ -45,6 +45,7 @@ from torch import nn
 from fedhealth_tools.privacy.attacks.local_steps import SiteTraining, simulate_update
 
 METHODS = ("ig", "dlg")
+LBFGS_CHUNK = 20  # L-BFGS evaluations per step call (torch's default max_iter), DLG
 LR_DECAY = (3 / 8, 5 / 8, 7 / 8)  # step decay of the image optimizer (x0.1 each), Geiping et al.
 
 
@@ -55,7 +56,8 @@ class InversionConfig:
     Args:
         method: ``ig`` (Inverting Gradients) or ``dlg`` (DLG, L2 + L-BFGS).
         iterations: optimizer iterations per restart (for ``dlg``: L-BFGS function evaluations).
-        step_size: learning rate of the image optimizer (Adam for ``ig``, L-BFGS for ``dlg``).
+        step_size: learning rate of the image optimizer (Adam for ``ig``, 0.1 as Geiping et al.;
+            L-BFGS for ``dlg``, where 1.0 with its line search is the usual choice).
         tv_weight: weight of the total-variation prior (``ig`` only).
         restarts: independent random starts; the one with the lowest matching loss is returned.
         seed: seed of the random starts.
@@ -212,7 +214,10 @@ def infer_label(
 
 
 def _distance(sim, target, method: str) -> torch.Tensor:
-    """Cosine distance (``ig``) or squared L2 (``dlg``) over all sent coordinates jointly."""
+    """Cosine distance (``ig``) or squared L2 relative to the observed update's (``dlg``), over all sent
+    coordinates jointly (Geiping et al. match all layers at once). The relative L2 is Zhu et al.'s
+    distance divided by a constant, so that L-BFGS's tolerances do not stop it at the tiny scale of
+    ``lr * g``."""
     dot, ns, nt, l2 = 0.0, 0.0, 0.0, 0.0
     for n, (obs, m) in target.items():
         s = sim[n] * m
@@ -221,7 +226,7 @@ def _distance(sim, target, method: str) -> torch.Tensor:
         else:
             dot, ns, nt = dot + (s * obs).sum(), ns + s.pow(2).sum(), nt + obs.pow(2).sum()
     if method == "dlg":
-        return l2
+        return l2 / (sum(obs.pow(2).sum() for obs, _ in target.values()) + 1e-30)
     return 1 - dot / (ns.sqrt() * nt.sqrt() + 1e-12)
 
 
@@ -245,16 +250,19 @@ def _attack(model, params, buffers, target, x0, y, site: SiteTraining, config: I
         return smooth0 * (smooth1 / smooth0) ** frac if adam else None
 
     if config.method == "dlg":
-        opt = torch.optim.LBFGS([x], lr=config.step_size, max_iter=config.iterations, history_size=100)
+        opt = torch.optim.LBFGS(
+            [x], lr=config.step_size, max_iter=LBFGS_CHUNK, history_size=100, line_search_fn="strong_wolfe"
+        )
+        chunks = -(-config.iterations // LBFGS_CHUNK)
+        for chunk in range(chunks):  # chunks, so that the smoothed-Adam eps can anneal
+            eps = eps_at(chunk * (config.iterations - 1) // max(chunks - 1, 1))
 
-        def closure():
-            opt.zero_grad()
-            loss = _distance(simulate_update(model, params, buffers, x, y, site, eps_at(0)), target, "dlg")
-            (grad,) = torch.autograd.grad(loss, x)
-            x.grad = grad
-            return loss
+            def closure(eps: float | None = eps) -> torch.Tensor:
+                loss = _distance(simulate_update(model, params, buffers, x, y, site, eps), target, "dlg")
+                (x.grad,) = torch.autograd.grad(loss, x)
+                return loss.detach()
 
-        opt.step(closure)
+            opt.step(closure)
     else:
         opt = torch.optim.Adam([x], lr=config.step_size)
         milestones = [int(f * config.iterations) for f in LR_DECAY]
@@ -269,8 +277,7 @@ def _attack(model, params, buffers, target, x0, y, site: SiteTraining, config: I
             if config.project_zscore:
                 with torch.no_grad():
                     x.copy_(_zscore(x))
-    with torch.no_grad():
-        xf = x.detach()
+    xf = x.detach()
     final = _distance(
         simulate_update(model, params, buffers, xf, y, site, eps_at(config.iterations - 1)),
         target,
