@@ -27,7 +27,8 @@ is zero almost everywhere, so matching it gives the images no gradient. The simu
 uses a smoothed Adam, ``m_hat / sqrt(v_hat + eps^2)`` with a large ``eps`` (``adam_smoothing`` times
 the RMS of each tensor's first simulated gradient), annealed geometrically to a small one over the
 iterations. Only the sign pattern of the gradient leaks at E = 1, so Adam updates leak far less than
-SGD ones (see the audit's figures).
+SGD ones: on one PneumoniaMNIST image at the small CNN's random init (300 iterations) SGD gives SSIM
+about 0.97, Adam about 0.56, which is what the mean X-ray of another site already scores.
 
 Sparsified updates (top-k): ``mask`` says which coordinates the site sent; only those are matched.
 Buffers (BatchNorm statistics) are taken from ``received`` and not matched.
