@@ -59,8 +59,8 @@ def test_per_example_losses_are_bce_in_eval_mode_and_restore_the_mode() -> None:
     ("x_shape", "y", "message"),
     [
         ((4, D), [0, 1, 2, 0], "0 or 1"),
-        ((4, D), [0, 1, 0], "one label per row"),
-        ((4,), [0, 1, 1, 0], "(n >= 1, d)"),
+        ((4, D), [0, 1, 0], "one label each"),
+        ((4,), [0, 1, 1, 0], "(n >= 1, ...) rows or images"),
     ],
 )
 def test_bad_rows_are_refused(x_shape, y, message) -> None:

@@ -40,8 +40,10 @@ FPR_LEVEL = 0.01
 def _check_rows(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.float64).ravel()
-    if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
-        raise ValueError(f"x must be (n >= 1, d) with one label per row, got x {x.shape} and y {y.shape}.")
+    if x.ndim < 2 or len(x) != len(y) or len(y) == 0:
+        raise ValueError(
+            f"x must be (n >= 1, ...) rows or images with one label each, got x {x.shape} and y {y.shape}."
+        )
     if not np.all((y == 0) | (y == 1)):
         raise ValueError("labels must be 0 or 1 (the kit's binary tasks).")
     return torch.from_numpy(x), y

@@ -66,19 +66,26 @@ def image_row(
         config=config,
     )
     scores = score_reconstructions(cap.x, recon)
+    generic = np.asarray(data.sites[0].arrays("val")[0]).mean(axis=0)  # no attacked patient in it
+    baseline = score_reconstructions(cap.x, np.repeat(generic[None], n, axis=0))
     row = {
         **_common(job, setting, cap.noise_multiplier),
         "images": n,
         "ssim_mean": scores["ssim_mean"],
         "psnr_mean": scores["psnr_mean"],
         "ssim_max": float(np.max(scores["ssim"])),
+        # what a generic chest X-ray (the mean validation image) already scores against these patients
+        "baseline_ssim": baseline["ssim_mean"],
+        "baseline_psnr": baseline["psnr_mean"],
         "recovered_fraction": None,
         "exact_rows": None,
         "attack": f"{config.method} ({config.iterations} iterations x {config.restarts} restarts)",
         "seconds": round(time.perf_counter() - started, 1),
     }
     if keep:
-        title = f"batch {setting.batch}, {setting.local_steps} step(s), {setting.protection}"
+        augmented = ", augmented" if getattr(data.sites[0], "augment", False) else ""
+        title = f"{job.local.get('optimizer', 'sgd')}{augmented}, batch {setting.batch}, "
+        title += f"{setting.local_steps} step(s), {setting.protection}"
         title += f": SSIM {scores['ssim_mean']:.2f}"
         row["_images"] = (title, cap.x, recon, scores)
     return row
@@ -109,6 +116,8 @@ def table_row(job: AuditJob, data: AuditData, setting: Setting, *, repeats: int 
         "ssim_mean": None,
         "psnr_mean": None,
         "ssim_max": None,
+        "baseline_ssim": None,
+        "baseline_psnr": None,
         "recovered_fraction": float(np.mean(fractions)),
         "exact_rows": float(np.mean(exact)),
         "attack": f"x = dW / db on the first layer, nearest training row ({repeats} draws)",
