@@ -186,7 +186,7 @@ def floor_verdict(result: dict) -> list[str]:
     for row in result["inversion"]:
         if row["local_steps"] != 1 or row["batch"] not in (1, floor):
             continue
-        where = "the default site floor" if row["batch"] == floor else "batch 1 (below every site's floor)"
+        where = "the default site floor" if row["batch"] == floor else "below the default site floor"
         lines.append(f"{row['protection']}, batch {row['batch']} ({where}): {_headline(row)}")
     return lines
 
