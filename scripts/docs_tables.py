@@ -28,6 +28,7 @@ NOTE = "<!-- generated from results/*.json by `make docs-tables` (scripts/docs_t
 ASSETS = (
     ("privacy_utility.png", "img/privacy_utility.png"),
     ("privacy_utility_cxr.png", "img/privacy_utility_cxr.png"),
+    ("privacy_attacks.png", "img/privacy_attacks.png"),
 )
 
 

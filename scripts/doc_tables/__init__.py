@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from doc_tables import (
+    attacks,
     compression,
     decode,
     ehr,
@@ -40,6 +41,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "faults": reliability.faults,
     "robust-rules": reliability.robust_rules,
     "privacy-utility": privacy.privacy_utility,
+    "attacks-cxr": attacks.attacks_cxr,
+    "attacks-heart": attacks.attacks_heart,
+    "attacks-membership": attacks.attacks_membership,
     "privacy-utility-cxr": privacy.privacy_utility_cxr,
     "dp-cost": privacy.dp_cost,
     "strict-scope": privacy.strict_scope,

@@ -150,3 +150,16 @@ def test_dp_noise_is_what_a_site_of_its_real_size_adds(heart) -> None:
     cap = capture(job, data, batch=1, local_steps=1, protection="dp_eps8", seed=0)
     assert cap.noise_multiplier == pytest.approx(sigma)
     assert not recovery(cap.received, cap.sent, data.sites[0].arrays("train")[0])["exact"]
+
+
+def test_reidentification_picks_the_patient_out_of_the_pool() -> None:
+    from fedhealth_tools.privacy.audit.inversion import reidentified
+
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(50, 1, 8, 8))
+    originals = pool[[3, 17]]
+    assert reidentified(originals, originals * 2.0 + 1.0, pool) == 1.0  # scale and shift do not matter
+    noisy = originals + rng.normal(scale=0.3, size=originals.shape)
+    assert reidentified(originals, noisy, pool) == 1.0
+    assert reidentified(originals, pool[[5, 9]], pool) == 0.0  # someone else's image
+    assert reidentified(originals, np.repeat(pool.mean(axis=0)[None], 2, axis=0), pool) <= 0.5

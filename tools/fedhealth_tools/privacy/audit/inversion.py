@@ -66,6 +66,9 @@ def image_row(
         config=config,
     )
     scores = score_reconstructions(cap.x, recon)
+    n_sites = int(parse_protection(setting.protection).get("secure_sum", 1))
+    pool = np.concatenate([data.sites[i].arrays("train")[0] for i in range(n_sites)])
+    found = reidentified(cap.x, recon[scores["matching"]], pool)
     generic = np.asarray(data.sites[0].arrays("val")[0]).mean(axis=0)  # no attacked patient in it
     baseline = score_reconstructions(cap.x, np.repeat(generic[None], n, axis=0))
     row = {
@@ -77,6 +80,8 @@ def image_row(
         # what a generic chest X-ray (the mean validation image) already scores against these patients
         "baseline_ssim": baseline["ssim_mean"],
         "baseline_psnr": baseline["psnr_mean"],
+        "reidentified": found,
+        "pool": int(len(pool)),
         "recovered_fraction": None,
         "exact_rows": None,
         "attack": f"{config.method} ({config.iterations} iterations x {config.restarts} restarts)",
@@ -89,6 +94,24 @@ def image_row(
         title += f": SSIM {scores['ssim_mean']:.2f}"
         row["_images"] = (title, cap.x, recon, scores)
     return row
+
+
+def _standardized(images: np.ndarray) -> np.ndarray:
+    flat = np.asarray(images, np.float64).reshape(len(images), -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    return flat / (np.linalg.norm(flat, axis=1, keepdims=True) + 1e-12)
+
+
+def reidentified(originals: np.ndarray, reconstructions: np.ndarray, pool: np.ndarray) -> float:
+    """Share of reconstructions whose most correlated image in ``pool`` (every training image of the
+    attacked sites) is the patient it was matched to: the server could pick that patient out.
+
+    ``reconstructions[i]`` goes with ``originals[i]``; each original is in ``pool``.
+    """
+    pool_z = _standardized(pool)
+    own = np.argmax(_standardized(originals) @ pool_z.T, axis=1)  # each original's own index
+    guess = np.argmax(_standardized(reconstructions) @ pool_z.T, axis=1)
+    return float(np.mean(own == guess))
 
 
 def table_row(job: AuditJob, data: AuditData, setting: Setting, *, repeats: int = 20, seed: int = 0) -> dict:
@@ -118,6 +141,8 @@ def table_row(job: AuditJob, data: AuditData, setting: Setting, *, repeats: int 
         "ssim_max": None,
         "baseline_ssim": None,
         "baseline_psnr": None,
+        "reidentified": None,
+        "pool": int(len(rows)),
         "recovered_fraction": float(np.mean(fractions)),
         "exact_rows": float(np.mean(exact)),
         "attack": f"x = dW / db on the first layer, nearest training row ({repeats} draws)",
