@@ -167,7 +167,9 @@ def test_job_finishes_and_every_site_reports_every_round(runs, job: str) -> None
     assert report["rounds"] == rounds and report["failures"] == [] and report["rejected_updates"] == []
     assert [sorted(entry["sites"]) for entry in record["rounds"]] == [sorted(layout.sites)] * rounds
     for site in report["sites"]:  # the final global model scored on each site's test images
-        assert site["n_test"] > 0 and 0.0 <= site["auc"] <= 1.0, site["name"]
+        # a site with fewer than 5 test patients of a class withholds its AUC (a small cell)
+        assert site["n_test"] > 0 and (site["auc"] is None or 0.0 <= site["auc"] <= 1.0), site["name"]
+    assert sum(site["auc"] is not None for site in report["sites"]) >= 2
 
 
 def test_dp_sgd_ledger_spends_epsilon_every_round_within_the_target(runs) -> None:
@@ -235,8 +237,16 @@ def test_densenet_multilabel_sites_report_an_auc_per_finding(runs) -> None:
         (global_model,) = [m for m in models if m.startswith("SRV_")]
         per_label = models[global_model][C.M_PER_LABEL_AUC]
         assert list(per_label) == list(FINDINGS), site
-        for finding, auc in per_label.items():
-            assert auc is not None and 0.0 <= auc <= 1.0, (site, finding)
+        for finding, auc in per_label.items():  # None: fewer than 5 positives or negatives (withheld)
+            assert auc is None or 0.0 <= auc <= 1.0, (site, finding)
+    released = [
+        a
+        for models in cross.values()
+        for m, r in models.items()
+        if m.startswith("SRV_")
+        for a in r[C.M_PER_LABEL_AUC].values()
+    ]
+    assert sum(a is not None for a in released) >= len(released) // 2
 
 
 def test_densenet_multilabel_report_has_the_finding_by_site_gate(runs) -> None:
