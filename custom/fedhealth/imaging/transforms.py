@@ -85,3 +85,38 @@ def augmentation(seed: int = 0, prob: float = 0.8) -> Compose:
 def augment_batch(batch: torch.Tensor, aug: Compose) -> torch.Tensor:
     """Apply ``aug`` to each image of a ``(B, C, H, W)`` batch."""
     return torch.stack([torch.as_tensor(aug({KEY: img})[KEY]) for img in batch]).float()
+
+
+def random_affine_batch(
+    batch: torch.Tensor, generator: torch.Generator | None = None, prob: float = 0.8
+) -> torch.Tensor:
+    """The jitter of :func:`augmentation`, drawn per image for a whole ``(B, C, H, W)`` batch at once.
+
+    Same ranges as ``augmentation`` (rotation ±0.15 rad, scale ×(1 ± 0.1), shift ±2 pixels, border
+    padding, bilinear, applied with probability ``prob``), as one ``affine_grid``/``grid_sample`` call:
+    DP-SGD's augmentation multiplicity (De et al. 2022) augments K copies of every image of every
+    step, too many for one MONAI call per image.
+    """
+    if batch.ndim != 4:
+        raise ValueError(f"random_affine_batch needs a (B, C, H, W) batch, got shape {tuple(batch.shape)}.")
+    n, _, h, w = batch.shape
+    if n == 0:
+        return batch
+    x = batch.float()
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=generator)
+
+    angle, scale = uniform(-0.15, 0.15), 1.0 + uniform(-0.1, 0.1)
+    shift_x, shift_y = uniform(-2.0, 2.0) * 2.0 / w, uniform(-2.0, 2.0) * 2.0 / h
+    apply = torch.rand(n, generator=generator) < prob
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1
+    )
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(n, 2, 3)
+    theta = torch.where(apply[:, None, None], theta, identity)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(
+        x, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )

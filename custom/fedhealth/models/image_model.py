@@ -27,6 +27,7 @@ class ImageModel(nn.Module):
         num_classes: output logits (1 for binary, K for multi-class or multi-label).
         norm: ``batch`` (default) or ``group`` (densenet121 with GroupNorm, accepted by Opacus).
         seed: seed of the initial weights (None: torch's global state), so every run starts alike.
+        act: ``relu`` (default) or ``tanh`` (small_cnn with tanh activations, Papernot et al. 2021).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class ImageModel(nn.Module):
         num_classes: int = 1,
         seed: int | None = 0,
         norm: str = "batch",
+        act: str = "relu",
     ) -> None:
         super().__init__()
         if arch not in IMAGE_MODELS:
@@ -49,10 +51,13 @@ class ImageModel(nn.Module):
         self.num_classes = num_classes
         self.seed = seed
         self.norm = norm
+        self.act = act
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.net = build_image_model(arch, in_channels=in_channels, num_classes=num_classes, norm=norm)
+            self.net = build_image_model(
+                arch, in_channels=in_channels, num_classes=num_classes, norm=norm, act=act
+            )
 
     def forward(self, x):  # noqa: D102
         return self.net(x)

@@ -6,6 +6,12 @@ multiplier ``sigma`` is chosen ONCE for all the job's rounds × local steps, so 
 reaches the target ε only at the end of the job (a new engine each round would restart the count and
 under-report ε). After every round the accountant's history and the ledger are written to the site's
 run folder; a restarted site process reloads them and keeps counting.
+
+Augmentation multiplicity (``dp.augmult`` = K; De et al. 2022, "Unlocking High-Accuracy Differentially
+Private Image Classification through Scale"): every sampled image is augmented K times
+(:func:`fedhealth.imaging.transforms.random_affine_batch`), and its per-example gradient is the mean of
+the K copies' gradients, averaged before clipping, so each image still contributes one clipped
+gradient and the accounting is unchanged.
 """
 
 from __future__ import annotations
@@ -67,6 +73,23 @@ def make_dp_compatible(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return fixed, changes
 
 
+def average_copies(module: nn.Module, k: int) -> None:
+    """Replace each parameter's per-copy gradients ``(B*K, ...)`` by the per-image mean ``(B, ...)``.
+
+    Copies of one image are adjacent (``repeat_interleave``). Opacus scales each row to one copy's own
+    gradient (its mean loss times the batch length), so the mean of K rows is the image's mean gradient.
+    """
+    for p in module.parameters():
+        sample = getattr(p, "grad_sample", None)
+        if sample is None:
+            continue
+        if isinstance(sample, list):
+            raise ValueError("augmult expects one backward pass per DP-SGD step (grad_sample is a list).")
+        if sample.shape[0] % k:
+            raise ValueError(f"per-example gradients of {sample.shape[0]} rows are not K={k} copies each.")
+        p.grad_sample = sample.view(sample.shape[0] // k, k, *sample.shape[1:]).mean(dim=1)
+
+
 @lru_cache(maxsize=256)
 def noise_multiplier(
     target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
@@ -118,6 +141,11 @@ class PrivateTrainer:
     ) -> None:
         n = len(y)
         dp.check_batch(batch_size)
+        if dp.augmult > 1 and np.asarray(x).ndim != 4:
+            raise ValueError(
+                f"dp augmult={dp.augmult} augments images (n, C, H, W); this site's training inputs have "
+                f"shape {tuple(np.asarray(x).shape)}. Set augmult to 0 for tabular data."
+            )
         self.delta = dp.delta_for(n)
         if steps_per_round < 1 or rounds < 1:
             raise ValueError(
@@ -139,6 +167,7 @@ class PrivateTrainer:
         opt_cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
         self.engine = PrivacyEngine(accountant=dp.accountant)
         noise_gen = torch.Generator().manual_seed(seed + 1) if seed is not None else None
+        self.aug_generator = torch.Generator().manual_seed(seed + 2) if seed is not None else None
         made = self.engine.make_private(
             module=fixed,
             optimizer=opt_cls(fixed.parameters(), lr=1.0, weight_decay=weight_decay),
@@ -216,6 +245,23 @@ class PrivateTrainer:
             self._batches = iter(self.loader)
             return next(self._batches)
 
+    def _backward(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """Loss and per-example gradients of one batch (with augmult: the mean over K augmented copies)."""
+        k = self.dp.augmult
+        if k <= 1:
+            out = self.module(xb)
+            loss = self.criterion(out, yb.view_as(out))
+            loss.backward()
+            return loss
+        from fedhealth.imaging.transforms import random_affine_batch  # MONAI loads for image jobs only
+
+        xk = random_affine_batch(xb.repeat_interleave(k, dim=0), self.aug_generator)
+        out = self.module(xk)
+        loss = self.criterion(out, yb.repeat_interleave(k, dim=0).view_as(out))
+        loss.backward()
+        average_copies(self.module, k)
+        return loss
+
     def train_round(self, model: nn.Module, *, lr: float, round_index: int) -> dict[str, float]:
         """One round of DP-SGD from ``model``'s weights; ``model`` receives the result.
 
@@ -238,9 +284,7 @@ class PrivateTrainer:
         for _ in range(self.steps_per_round):
             xb, yb = self._next_batch()
             self.optimizer.zero_grad()
-            out = self.module(xb)
-            loss = self.criterion(out, yb.view_as(out))
-            loss.backward()
+            loss = self._backward(xb, yb)
             self.optimizer.step()
             if len(yb):
                 total, counted = total + float(loss.detach()), counted + 1

@@ -210,6 +210,8 @@ class ImagingTask:
             ``{}`` is Youden's J without calibration.
         norm: ``batch`` or ``group`` (densenet121 with GroupNorm, for DP-SGD); must match the server's
             persistor model.
+        act: ``relu`` or ``tanh`` (small_cnn with tanh activations, Papernot et al. 2021, for
+            DP-SGD); must match the server's persistor model.
         mixed_precision: float16 autocast and loss scaling where the site trains on CUDA (no effect
             on the CPU; DP-SGD always trains in float32).
     """
@@ -226,6 +228,7 @@ class ImagingTask:
     folder: str = CXR_DATASET_DIR
     operating_point: dict = field(default_factory=dict)
     norm: str = "batch"
+    act: str = "relu"
     mixed_precision: bool = True
     name = "dicom"
     steps = ()
@@ -234,7 +237,7 @@ class ImagingTask:
         check_norm(self.model, self.norm)
         if not isinstance(self.mixed_precision, bool):
             raise ValueError(f"mixed_precision must be true or false, got {self.mixed_precision!r}.")
-        ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm)  # checks name, sizes
+        self._model()  # checks name, sizes, norm and activation
         if self.model == "densenet121" and self.image_size < 32:
             raise ValueError(f"densenet121 needs image_size of at least 32, got {self.image_size}.")
         if self.min_images < 1:
@@ -293,8 +296,17 @@ class ImagingTask:
         return site
 
     def build_model(self, site: ImageSite, **model_args: object) -> nn.Module:
-        return ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm, **model_args)  # type: ignore[arg-type]
+        return self._model(**model_args)
 
     def model_from_weights(self, weights: Mapping[str, object], site: ImageSite) -> nn.Module:
-        model = ImageModel(self.model, self.channels, self.spec.n_outputs, norm=self.norm)
-        return load_image_weights(model, weights)
+        return load_image_weights(self._model(), weights)
+
+    def _model(self, **model_args: object) -> ImageModel:
+        return ImageModel(
+            self.model,
+            self.channels,
+            self.spec.n_outputs,
+            norm=self.norm,
+            act=self.act,
+            **model_args,  # type: ignore[arg-type]
+        )

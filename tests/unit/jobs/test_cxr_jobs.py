@@ -114,7 +114,8 @@ def test_each_algorithm_job_names_its_algorithm_and_server_side(job: str, names:
             "UpdateCompressor"
         ]
     elif job == "cxr_dp":
-        assert args["batch_size"] >= MIN_BATCH_SIZE and workflow["args"]["num_rounds"] == 10
+        assert args["batch_size"] >= MIN_BATCH_SIZE and workflow["args"]["num_rounds"] == 40
+        assert (args["batch_size"], args["local_steps"]) == (256, 2)  # the CXR curve's DP_SETTINGS
         assert workflow["args"]["ignore_result_error"] is None  # a site at its budget is left out
     else:
         assert workflow["path"].endswith(".ScatterAndGather")

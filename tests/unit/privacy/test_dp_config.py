@@ -20,6 +20,15 @@ BAD_SETTINGS = [
     ({"target_epsilon": 1, "rounds": 0}, "rounds must be at least 1"),
     ({"target_epsilon": 1, "grad_sample_mode": "magic"}, "grad_sample_mode must be one of"),
     ({"target_epsilon": 1, "epsilon": 2}, "unknown dp settings ['epsilon']"),
+    ({"target_epsilon": 1, "augmult": -1}, "augmult must be between 0 (off) and 64 copies per image, got -1"),
+    ({"target_epsilon": 1, "augmult": 65}, "augmult must be between 0 (off) and 64 copies per image, got 65"),
+    ({"target_epsilon": 1, "augmult": 2.5}, "augmult must be a whole number of copies, got 2.5"),
+    ({"target_epsilon": 1, "augmult": True}, "augmult must be a whole number of copies, got True"),
+    (
+        {"target_epsilon": 1, "augmult": 4, "grad_sample_mode": "ghost"},
+        "augmult needs per-example gradients to average (grad_sample_mode in ('hooks', 'functorch')); "
+        "'ghost' does not keep them",
+    ),
 ]
 
 
@@ -73,3 +82,8 @@ def test_site_budget_values(value: object, expected: float | None) -> None:
 def test_bad_site_budgets_are_refused(value: object) -> None:
     with pytest.raises(ValueError, match=r"local/x.json: the privacy budget must be a positive number"):
         check_site_budget(value, "local/x.json")
+
+
+@pytest.mark.parametrize("k", [0, 1, 8, 64])
+def test_augmult_in_range_is_kept(k: int) -> None:
+    assert DPConfig.from_dict({"target_epsilon": 1, "augmult": k}).augmult == k

@@ -66,11 +66,17 @@ def test_one_round_curve_writes_the_json_rows_and_png(tiny_npz: Path, tmp_path: 
         seeds=(0, 1),
         settings={"rounds": 1, "batch_size": 16},
         lr_grid=(1e-3, 3e-3),
+        dp_settings={"rounds": 2, "batch_size": 32, "local_steps": 1, "augmult": 2},
+        dp_lr_grid=(1e-2,),
+        tried=[{"epsilon": 1.0, "val_auc": 0.5}],
         npz=tiny_npz,
         out_json=out,
         out_png=png,
     )
-    rows = json.loads(out.read_text())["rows"]
+    saved = json.loads(out.read_text())
+    rows = saved["rows"]
+    assert saved["tried"] == [{"epsilon": 1.0, "val_auc": 0.5}]
+    assert saved["dp_settings"]["augmult"] == 2 and saved["settings"]["rounds"] == 1
     assert png.stat().st_size > 1000
     assert [r["target_epsilon"] for r in rows] == [2.0, None]
     private, plain = rows
@@ -80,8 +86,11 @@ def test_one_round_curve_writes_the_json_rows_and_png(tiny_npz: Path, tmp_path: 
     assert plain["achieved_epsilon"] is None and plain["delta"] is None
     for row in rows:
         assert row["metric"] == "pooled test AUC" and len(row["metric_per_seed"]) == 2
-        assert 0.0 <= row["metric_mean"] <= 1.0 and row["lr"] in (1e-3, 3e-3)
-        assert set(row["val_auc_by_lr"]) == {"0.001", "0.003"}
+        assert 0.0 <= row["metric_mean"] <= 1.0
+    assert private["lr"] == 1e-2 and set(private["val_auc_by_lr"]) == {"0.01"}
+    assert private["batch_size"] == 32 and max(private["best_round_per_seed"]) <= 2
+    assert plain["lr"] in (1e-3, 3e-3) and set(plain["val_auc_by_lr"]) == {"0.001", "0.003"}
+    assert plain["batch_size"] == 16 and plain["best_round_per_seed"] == [1, 1]
     table = cxr_table(result).splitlines()
     assert len(table) == 4 and table[3].startswith("| ∞ (no DP) |") and "+0.0 pts" in table[3]
 
