@@ -64,6 +64,30 @@ LIRA_SHADOWS = {"heart": 16, "cxr": 8}
 LIRA_PROTECTIONS = {"heart": ("none", "dp_eps1", "dp_eps8", "topk1"), "cxr": ("none", "dp_eps8")}
 
 
+PROTOCOL = {
+    "capture": "the site's own SiteRunner with the job's task, algorithms and local settings, "
+    "round 0 (the job's initial model), a site holding exactly the attacked batch",
+    "image_attack": f"Inverting Gradients, {dataclasses.asdict(INVERSION)} (2 restarts at batch 1); "
+    "labels inferred at batch 1 "
+    "(iDLG), given otherwise; each reconstruction matched to one original (Hungarian, SSIM)",
+    "cxr_variants": "cxr_fedavg as shipped (Adam, lr 0.001, random affine augmentation at the site) "
+    "and "
+    "cxr_fedavg+sgd-noaug (SGD momentum 0.9, same lr, no augmentation: the literature's setting)",
+    "baseline_ssim": "SSIM of the mean validation image (a generic chest X-ray, no attacked patient) "
+    "against the attacked patients: a reconstruction below it shows nothing patient-specific",
+    "reidentified": "share of reconstructions whose most correlated image among all training images of the "
+    "attacked site(s) is the patient it was matched to (the server could pick the patient out)",
+    "table_attack": "x = dW / db of the first layer; the nearest training row of the attacked "
+    "site(s); recovered_fraction: share of its feature values within 0.05 (scaled units)",
+    "dp": "the dp_sgd plug-in with the noise multiplier a site of its real size would use for that "
+    "epsilon (delta 0.1/n, the job's rounds)",
+    "secure_sum4": "the FedAvg mean of 4 sites' updates; scored against all 4 sites' patients",
+    "membership": "members: every site's training patients; non-members: their test patients; "
+    f"PneumoniaMNIST limited to {MEMBERSHIP_IMAGES} images per split; secure_sum4 releases the same "
+    "model as none",
+}
+
+
 def settings() -> list[Setting]:
     """Every batch at 1 and E steps without protection; every protection at one step."""
     out = [Setting(b, s, "none") for b in BATCHES for s in STEPS]
@@ -91,8 +115,31 @@ def main() -> int:
     torch.set_num_threads(1)
     started = time.perf_counter()
     inversion, membership, panels = [], [], []
+    # written after every row (marked partial) so that an interrupted run keeps what it measured
+    result: dict = {"partial": True, "inversion": inversion, "membership": membership}
     smoke = InversionConfig(iterations=40, restarts=1)
     grid = settings()[:3] if args.smoke else settings()
+
+    protections = ("none", "dp_eps8") if args.smoke else PROTECTIONS
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+        write(result, args.out)
+
+    def members(job: AuditJob, data) -> None:
+        shadows = 2 if args.smoke else LIRA_SHADOWS[job.data]
+        lira = ("none",) if args.smoke else LIRA_PROTECTIONS[job.data]
+        for row in membership_rows(job, data, protections, lira_shadows=shadows, lira_protections=lira):
+            membership.append(row)
+            log(f"membership {job.data} {row['protection']} {row['attack']}: AUC {row['auc']:.3f}")
+
+    heart = AuditJob.load(ROOT / "jobs" / "heart_fedavg")
+    heart_data = load_audit_data(heart)
+    for setting in grid:
+        row = table_row(heart, heart_data, setting, repeats=5 if args.smoke else 50)
+        inversion.append(row)
+        log(f"heart {setting}: recovered {row['recovered_fraction']:.3f}, exact {row['exact_rows']:.2f}")
+    members(heart, heart_data)
 
     cxr = AuditJob.load(ROOT / "jobs" / "cxr_fedavg")
     for job in (sgd_variant(cxr), cxr):
@@ -103,71 +150,34 @@ def main() -> int:
             row = image_row(job, cxr_data, setting, config=config, keep=keep)
             if keep:
                 panels.append(row.pop("_images"))
-            print(
-                f"cxr {row['optimizer']} {setting}: SSIM {row['ssim_mean']:.3f} ({row['seconds']} s)",
-                flush=True,
-            )
             inversion.append(row)
-    heart = AuditJob.load(ROOT / "jobs" / "heart_fedavg")
-    heart_data = load_audit_data(heart)
-    for setting in grid:
-        row = table_row(heart, heart_data, setting, repeats=5 if args.smoke else 50)
-        print(
-            f"heart {setting}: recovered {row['recovered_fraction']:.3f}, exact {row['exact_rows']:.2f}",
-            flush=True,
-        )
-        inversion.append(row)
+            log(f"cxr {row['optimizer']} {setting}: SSIM {row['ssim_mean']:.3f} ({row['seconds']} s)")
     if panels:
         draw_panels(
             panels, args.png, title="PneumoniaMNIST: originals (top) over the server's reconstruction"
         )
+    members(cxr, load_audit_data(cxr, limit=MEMBERSHIP_IMAGES))
 
-    protections = ("none", "dp_eps8") if args.smoke else PROTECTIONS
-    for job, data in ((heart, heart_data), (cxr, load_audit_data(cxr, limit=MEMBERSHIP_IMAGES))):
-        shadows = 2 if args.smoke else LIRA_SHADOWS[job.data]
-        lira = ("none",) if args.smoke else LIRA_PROTECTIONS[job.data]
-        for row in membership_rows(job, data, protections, lira_shadows=shadows, lira_protections=lira):
-            print(
-                f"membership {job.data} {row['protection']} {row['attack']}: AUC {row['auc']:.3f}", flush=True
-            )
-            membership.append(row)
-
-    result = {
-        "command": "python " + shlex.join(["scripts/bench_privacy_attacks.py", *sys.argv[1:]]),
-        "protocol": {
-            "capture": "the site's own SiteRunner with the job's task, algorithms and local settings, "
-            "round 0 (the job's initial model), a site holding exactly the attacked batch",
-            "image_attack": f"Inverting Gradients, {dataclasses.asdict(INVERSION)} (restarts 2 at batch 1); "
-            "labels inferred at batch 1 "
-            "(iDLG), given otherwise; each reconstruction matched to one original (Hungarian, SSIM)",
-            "cxr_variants": "cxr_fedavg as shipped (Adam, lr 0.001, random affine augmentation at the site) "
-            "and "
-            "cxr_fedavg+sgd-noaug (SGD momentum 0.9, same lr, no augmentation: the literature's setting)",
-            "baseline_ssim": "SSIM of the mean validation image (a generic chest X-ray, no attacked patient) "
-            "against the attacked patients: a reconstruction below it shows nothing patient-specific",
-            "table_attack": "x = dW / db of the first layer; the nearest training row of the attacked "
-            "site(s); recovered_fraction: share of its feature values within 0.05 (scaled units)",
-            "dp": "the dp_sgd plug-in with the noise multiplier a site of its real size would use for that "
-            "epsilon (delta 0.1/n, the job's rounds)",
-            "secure_sum4": "the FedAvg mean of 4 sites' updates; scored against all 4 sites' patients",
-            "membership": "members: every site's training patients; non-members: their test patients; "
-            f"PneumoniaMNIST limited to {MEMBERSHIP_IMAGES} images per split; secure_sum4 releases the same "
-            "model as none",
-        },
-        "floors": {
-            "min_batch_size": Limits().min_batch_size,
-            "min_examples_per_round": Limits().min_examples_per_round,
-        },
-        "inversion": inversion,
-        "membership": membership,
-        "hardware": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average": list(os.getloadavg()),
-        },
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    result.update(
+        {
+            "command": "python " + shlex.join(["scripts/bench_privacy_attacks.py", *sys.argv[1:]]),
+            "protocol": PROTOCOL,
+            "floors": {
+                "min_batch_size": Limits().min_batch_size,
+                "min_examples_per_round": Limits().min_examples_per_round,
+            },
+            "inversion": inversion,
+            "membership": membership,
+            "hardware": {
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "load_average": list(os.getloadavg()),
+            },
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
+    result.pop("partial", None)
     write(result, args.out)
     print(f"wrote {args.out} and {args.png}")
     return 0

@@ -30,22 +30,31 @@ def privacy_utility(results: Path) -> str:
 
 
 def privacy_utility_cxr(results: Path) -> str:
-    rows_in = load(results, "privacy_utility_cxr.json")["rows"]
+    """The CXR curve; with ``reference_same_schedule`` also the gap to no DP on the DP rows' schedule."""
+    data = load(results, "privacy_utility_cxr.json")
+    rows_in = list(data["rows"])
     base = next(r for r in rows_in if r["target_epsilon"] is None)["metric_mean"]
-    rows = [
-        [
-            _eps(r["target_epsilon"]),
-            "–" if r["achieved_epsilon"] is None else f"{r['achieved_epsilon']:.3f}",
-            "–" if r["delta"] is None else f"{r['delta']:.1e}",
-            f"{r['lr']:g}",
-            pm(r["metric_mean"], r["metric_sd"]),
-            pts(r["metric_mean"] - base),
-            pm(r["accuracy_mean"], r["accuracy_sd"]),
-        ]
-        for r in rows_in
-    ]
+    reference = data.get("reference_same_schedule")
+    ref = reference["metric_mean"] if reference else None
+    rows = []
+    for r in [*rows_in, *([reference] if reference else [])]:
+        label = _eps(r["target_epsilon"]) + (" (no DP, the DP rows' schedule)" if r is reference else "")
+        rows.append(
+            [
+                label,
+                "–" if r["achieved_epsilon"] is None else f"{r['achieved_epsilon']:.3f}",
+                "–" if r["delta"] is None else f"{r['delta']:.1e}",
+                f"{r['lr']:g}",
+                pm(r["metric_mean"], r["metric_sd"]),
+                pts(r["metric_mean"] - base),
+                *([pts(r["metric_mean"] - ref)] if reference else []),
+                pm(r["accuracy_mean"], r["accuracy_sd"]),
+            ]
+        )
     header = ["target ε", "achieved ε (max site)", "δ (max site)", "lr", "test AUC mean ± sd", "vs no DP"]
-    return table([*header, "accuracy"], "rrrrrrr", rows)
+    if reference:
+        header.append("vs no DP, same schedule")
+    return table([*header, "accuracy"], "r" * (len(header) + 1), rows)
 
 
 DP_MODELS = {"tabular_mlp": "tabular MLP (14-16-1)", "small_cnn": "SmallCNN 1×28×28"}

@@ -209,14 +209,19 @@ def realistic_sigma(job: AuditJob, *, epsilon: float, n_site: int, batch: int) -
 
 @contextmanager
 def _sigma(value: float | None):
-    """Within the block, the kit's DP-SGD trainer sizes its noise as ``value`` (``None``: unchanged)."""
-    original = dp_module.noise_multiplier
+    """Within the block, the kit's DP-SGD trainer adds the noise ``value`` (``None``: unchanged).
+
+    Its budget check is lifted too: the capture site's own accountant (sampling rate 1) would count
+    this one round as a whole job's ε; the real site of N patients spends a fraction of it.
+    """
+    originals = dp_module.noise_multiplier, dp_module.check_budget
     if value is not None:
         dp_module.noise_multiplier = lambda *args, **kwargs: value  # type: ignore[assignment]
+        dp_module.check_budget = lambda *args, **kwargs: 0.0  # type: ignore[assignment]
     try:
         yield
     finally:
-        dp_module.noise_multiplier = original
+        dp_module.noise_multiplier, dp_module.check_budget = originals
 
 
 def run_site_round(
