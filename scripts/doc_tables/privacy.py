@@ -38,7 +38,7 @@ def privacy_utility_cxr(results: Path) -> str:
     ref = reference["metric_mean"] if reference else None
     rows = []
     for r in [*rows_in, *([reference] if reference else [])]:
-        label = _eps(r["target_epsilon"]) + (" (no DP, the DP rows' schedule)" if r is reference else "")
+        label = "∞ (no DP, the DP rows' schedule)" if r is reference else _eps(r["target_epsilon"])
         rows.append(
             [
                 label,
