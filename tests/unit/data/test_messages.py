@@ -167,7 +167,7 @@ def heart_task(patch):
 
 
 def _moments_library_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def moments(self):
+    def moments(self, *, min_cell=None):
         return pd.DataFrame({"age": [NAME]}).astype({"age": float})  # ValueError raised inside pandas
 
     monkeypatch.setattr(HeartSite, "moments", moments)
