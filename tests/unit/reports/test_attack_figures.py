@@ -226,7 +226,7 @@ JOB_CASES = [
     ("heart_he", "heart", 16, "sgd", None, 4, None),
     ("heart_he_dp", "heart", 16, "sgd", 5.0, 4, None),
     ("heart_topk", "heart", 16, "sgd", None, None, 0.1),
-    ("cxr_dp", "cxr", 64, "adam", 5.0, None, None),
+    ("cxr_dp", "cxr", 256, "adam", 5.0, None, None),
     ("cxr_he", "cxr", 64, "adam", None, 4, None),
     ("cxr_topk", "cxr", 64, "adam", None, None, 0.1),
 ]
