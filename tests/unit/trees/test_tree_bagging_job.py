@@ -78,7 +78,11 @@ def test_three_bagging_rounds_grow_one_tree_per_site_and_every_site_scores_the_e
     assert TreeModel(saved.read_bytes()).n_trees == 9
     for runner in runners.values():
         metrics = runner.validate(learnable[ModelLearnableKey.WEIGHTS], n_bootstrap=20)
-        assert 0.0 <= metrics[C.M_AUC] <= 1.0 and metrics[C.M_N_TEST] == 20.0
+        assert metrics[C.M_N_TEST] == 20.0
+        if metrics[C.M_AUC] is None:  # a class of fewer than 5 of the 20 test rows: withheld
+            assert any(r.startswith("auc: fewer than 5") for r in metrics[C.M_SUPPRESSED])
+        else:
+            assert 0.0 <= metrics[C.M_AUC] <= 1.0
 
 
 def test_the_aggregator_refuses_what_cannot_join_the_ensemble(tmp_path: Path) -> None:
