@@ -39,11 +39,12 @@ demo-cxr: setup
 	$(VENV)/bin/fedhealth demo --job jobs/cxr_fedavg --workspace workspace/cxr --results results/demo_cxr
 
 # Lint first (fast), the strict docs build (a broken link fails), then every test: unit and the real
-# POC federations (marked slow).
+# POC federations (marked slow), on two workers (pytest-xdist; a test file stays on one worker, so a
+# file's POC federation is shared by its tests as before; each federation has its own ports and folders).
 test: setup
 	$(VENV)/bin/ruff check custom tools tests scripts
 	$(VENV)/bin/mkdocs build --strict --quiet
-	$(PY) -m pytest -q --durations=12
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -80,8 +80,9 @@ def job_plan(job: AuditJob, *, quick: bool = False) -> AuditPlan:
         protections=protections,
         steps_protections=protections,
         membership=protections,
-        lira_shadows=0 if quick else 8,
-        lira_protections=() if quick else ("none",),
+        # LiRA retrains the federation per shadow: on tables (seconds each); on images, make bench-privacy-attacks
+        lira_shadows=0 if quick or job.data != "heart" else 8,
+        lira_protections=() if quick or job.data != "heart" else ("none",),
         image_limit=1000 if quick else 2000,
         table_repeats=5 if quick else 20,
         inversion=InversionConfig(iterations=60, restarts=1) if quick else InversionConfig(),
