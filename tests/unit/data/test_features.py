@@ -172,9 +172,7 @@ def test_local_moments_withhold_small_cells_and_combine_skips_them() -> None:
     assert local_moments(x)[S_SUM][1] == 3.0  # without min_cell nothing is withheld
     other = local_moments(np.ones((10, 3)) * np.array([1.0, 1.0, 2.0]), min_cell=5)
     stats = combine_moments([out, other])
-    assert (
-        stats[S_MEAN][1] == 1.0 and stats[S_MEAN][2] == 2.0
-    )  # withheld: from the other site
+    assert stats[S_MEAN][1] == 1.0 and stats[S_MEAN][2] == 2.0  # withheld: from the other site
     assert stats[S_MEAN][0] == (190.0 + 10.0) / 30.0
 
     alone = combine_moments([out])  # one site: what it withheld stays unscaled, the rest is its own

@@ -80,7 +80,7 @@ def job_plan(job: AuditJob, *, quick: bool = False) -> AuditPlan:
         protections=protections,
         steps_protections=protections,
         membership=protections,
-        # LiRA retrains the federation per shadow: on tables (seconds each); on images, make bench-privacy-attacks
+        # LiRA retrains the federation per shadow: on tables (seconds); images: make bench-privacy-attacks
         lira_shadows=0 if quick or job.data != "heart" else 8,
         lira_protections=() if quick or job.data != "heart" else ("none",),
         image_limit=1000 if quick else 2000,
