@@ -3,10 +3,10 @@
 The federation is the job's own: its task, client algorithms, local settings, rounds and learning rate
 in the in-process loop (:func:`fedhealth_tools.federation.loop.run_loop`, the sites' own
 :class:`~fedhealth.client.runner.SiteRunner`). Members are the sites' training patients, non-members
-their held-out test patients. Two attacks: the loss threshold (Yeom et al. 2018) and LiRA (Carlini et
-al. 2022), whose shadow federations are trained exactly like the target on random halves of all
-candidates. Secure aggregation and encryption do not change the model the federation releases, so
-under ``secure_sum<k>`` the figures are those of ``none`` (marked ``same_model_as``).
+held-out patients drawn like them (:func:`holdout_split`). Two attacks: the loss threshold (Yeom et
+al. 2018) and LiRA (Carlini et al. 2022), whose shadow federations are trained exactly like the target
+on random halves of all candidates. Secure aggregation and encryption do not change the model the
+federation releases, so under ``secure_sum<k>`` the figures are those of ``none`` (marked ``same_model_as``).
 """
 
 from __future__ import annotations
@@ -68,11 +68,21 @@ def federate(job: AuditJob, data: AuditData, sites: Sequence, protection: str, *
     return result.model
 
 
+def holdout_split(site) -> str:
+    """The split whose patients are the non-members: drawn like the training patients.
+
+    Images: ``val`` (MedMNIST's validation split comes from the training pool; its test split is
+    another acquisition, and a loss threshold would then measure that shift, not membership).
+    Tables: ``test`` (each hospital's random held-out share).
+    """
+    return "val" if isinstance(site, ImageSite) else "test"
+
+
 def candidates(sites: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every site's training rows (members) then its test rows: ``x, y, is_member, site_index``."""
+    """Every site's training rows (members) then its held-out rows: ``x, y, is_member, site_index``."""
     xs, ys, member, where = [], [], [], []
     for i, site in enumerate(sites):
-        for split, is_member in (("train", True), ("test", False)):
+        for split, is_member in (("train", True), (holdout_split(site), False)):
             x, y = site.arrays(split)
             xs.append(np.asarray(x))
             ys.append(np.asarray(y).ravel())
@@ -85,7 +95,7 @@ def shadow_sites(sites: Sequence, keep: np.ndarray) -> list:
     """The sites training on the candidates ``keep`` selects (train then test rows, as :func:`candidates`)."""
     out, start = [], 0
     for site in sites:
-        n_train, n_test = len(site.arrays("train")[1]), len(site.arrays("test")[1])
+        n_train, n_test = len(site.arrays("train")[1]), len(site.arrays(holdout_split(site))[1])
         pick_train = np.flatnonzero(keep[start : start + n_train])
         pick_test = np.flatnonzero(keep[start + n_train : start + n_train + n_test])
         start += n_train + n_test
@@ -95,7 +105,7 @@ def shadow_sites(sites: Sequence, keep: np.ndarray) -> list:
 
 def _with_training(site, pick_train: np.ndarray, pick_test: np.ndarray):
     if isinstance(site, ImageSite):
-        (xt, yt), (xs, ys) = site.arrays("train"), site.arrays("test")
+        (xt, yt), (xs, ys) = site.arrays("train"), site.arrays(holdout_split(site))
         arrays = {s: site.arrays(s) for s in ("val", "test")}
         arrays["train"] = (
             np.concatenate([xt[pick_train], xs[pick_test]]),
