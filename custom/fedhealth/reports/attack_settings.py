@@ -70,8 +70,14 @@ def _site_executor_args(config: dict) -> dict | None:
     return None
 
 
-def _result_filters(config: dict) -> list[dict]:
+def result_filters(config: dict) -> list[dict]:
+    """Every filter of a client config's ``task_result_filters`` chains."""
     return [f for group in config.get("task_result_filters", []) for f in group.get("filters", [])]
+
+
+def encrypts_updates(config: dict) -> bool:
+    """Whether the client config encrypts the updates (HE): the server then sees only their sum."""
+    return any(HE_FILTER in f.get("path", "") for f in result_filters(config))
 
 
 def _is_tree_job(client_config: dict | None, record: RunRecord) -> bool:
@@ -112,7 +118,8 @@ def _record_data(job: str, record: RunRecord) -> str:
     return "cxr" if imaging or job.startswith("cxr") else "heart"
 
 
-def _data_kind(task: str) -> str | None:
+def data_kind(task: str) -> str | None:
+    """The audited data of an executor task: ``cxr`` (imaging), ``heart`` (tabular), else None."""
     if task in IMAGING_TASKS:
         return "cxr"
     return "heart" if task in TABULAR_TASKS else None
@@ -161,20 +168,20 @@ def job_settings(
     plugins = {a.get("name"): a.get("args") or {} for a in args.get("algorithms") or []}
     if DP_PLUGIN in plugins and plugins[DP_PLUGIN].get("target_epsilon") is not None:
         epsilon = float(plugins[DP_PLUGIN]["target_epsilon"])
-    filters = _result_filters(client_config)
+    filters = result_filters(client_config)
     if TOPK_PLUGIN in plugins:
         k_fraction = float(plugins[TOPK_PLUGIN].get("k_fraction", 0.01))
     for f in filters:  # a compressor filter in top-k mode sparsifies on its own
         if f.get("path", "").endswith("UpdateCompressor") and (f.get("args") or {}).get("mode") == "topk":
             k_fraction = k_fraction or float(f["args"].get("k_fraction", 0.01))
-    if summed is None and any(HE_FILTER in f.get("path", "") for f in filters):
+    if summed is None and encrypts_updates(client_config):
         summed = len(record.get("sites", [])) or None
     if steps is None and int(args.get("local_steps") or 0) > 0:
         steps = int(args["local_steps"])
     task_args = args.get("task_args") or {}
     dataset = task_args.get("dataset") if isinstance(task_args, dict) else None
     return JobSettings(
-        data=_data_kind(str(args.get("task"))),
+        data=data_kind(str(args.get("task"))),
         batch=int(args["batch_size"]) if args.get("batch_size") else None,
         local_steps=steps,
         steps_site=steps_site,

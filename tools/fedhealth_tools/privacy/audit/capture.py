@@ -255,11 +255,9 @@ def capture(
     local_steps: int,
     protection: str,
     seed: int = 0,
-    pick: Callable[[int, int, np.random.Generator], np.ndarray] | None = None,
 ) -> Capture:
     """What the server sees for ``batch`` patients of site 0 (of sites 0..k-1 under ``secure_sum<k>``).
-
-    ``pick(site_index, batch, rng)``: which training rows are attacked (default: a random draw).
+    The attacked patients are a random draw of ``batch`` training rows per site (``seed``).
     """
     parts = parse_protection(protection)
     rng = np.random.default_rng(seed)
@@ -270,9 +268,7 @@ def capture(
     deltas, xs, ys, steps, sigma = [], [], [], local_steps, None
     for index in range(n_sites):
         full = data.sites[index]
-        rows = (
-            pick(index, batch, rng) if pick else np.sort(rng.choice(full.n_train, size=batch, replace=False))
-        )
+        rows = np.sort(rng.choice(full.n_train, size=batch, replace=False))
         site = data.subset(index, rows)
         if "dp" in parts:
             sigma = realistic_sigma(job, epsilon=parts["dp"], n_site=full.n_train, batch=batch)

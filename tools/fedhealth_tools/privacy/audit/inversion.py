@@ -66,8 +66,7 @@ def image_row(
         config=config,
     )
     scores = score_reconstructions(cap.x, recon)
-    n_sites = int(parse_protection(setting.protection).get("secure_sum", 1))
-    pool = np.concatenate([data.sites[i].arrays("train")[0] for i in range(n_sites)])
+    pool = attacked_pool(data, setting.protection)
     found = reidentified(cap.x, recon[scores["matching"]], pool)
     generic = np.asarray(data.sites[0].arrays("val")[0]).mean(axis=0)  # no attacked patient in it
     baseline = score_reconstructions(cap.x, np.repeat(generic[None], n, axis=0))
@@ -96,6 +95,12 @@ def image_row(
     return row
 
 
+def attacked_pool(data: AuditData, protection: str) -> np.ndarray:
+    """Every training input of the attacked site(s): site 0, or sites 0..k-1 under ``secure_sum<k>``."""
+    n_sites = int(parse_protection(protection).get("secure_sum", 1))
+    return np.concatenate([data.sites[i].arrays("train")[0] for i in range(n_sites)])
+
+
 def _standardized(images: np.ndarray) -> np.ndarray:
     flat = np.asarray(images, np.float64).reshape(len(images), -1)
     flat = flat - flat.mean(axis=1, keepdims=True)
@@ -117,8 +122,7 @@ def reidentified(originals: np.ndarray, reconstructions: np.ndarray, pool: np.nd
 def table_row(job: AuditJob, data: AuditData, setting: Setting, *, repeats: int = 20, seed: int = 0) -> dict:
     """Invert ``repeats`` captured table updates (each a fresh draw of patients); mean recovery."""
     started = time.perf_counter()
-    n_sites = int(parse_protection(setting.protection).get("secure_sum", 1))
-    rows = np.concatenate([data.sites[i].arrays("train")[0] for i in range(n_sites)])
+    rows = attacked_pool(data, setting.protection)
     fractions, exact, sigma = [], [], None
     for r in range(repeats):
         cap = capture(

@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedhealth.reports.attack_settings import data_kind, encrypts_updates
+
 EXECUTOR = "fedhealth.executors.site_executor.SiteExecutor"
-HE_ENCRYPTOR = "nvflare.app_opt.he.model_encryptor.HEModelEncryptor"
 SCATTER_AND_GATHER = "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
 LOCAL_KEYS = ("batch_size", "local_steps", "local_epochs", "optimizer", "weight_decay")
-# The task a job names -> the audited data (the kit's two audited data kinds).
-DATA_OF_TASK = {"dicom": "cxr", "heart": "heart", "tabular": "heart"}
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,10 @@ class AuditJob:
     @property
     def data(self) -> str:
         """``cxr`` or ``heart``: which audited data this job's task trains on."""
-        if self.task not in DATA_OF_TASK:
-            raise ValueError(
-                f"job {self.name}: the audit knows tasks {sorted(DATA_OF_TASK)}, not {self.task!r}"
-            )
-        return DATA_OF_TASK[self.task]
+        kind = data_kind(self.task)  # the run report's own mapping
+        if kind is None:
+            raise ValueError(f"job {self.name}: the audit knows imaging and tabular tasks, not {self.task!r}")
+        return kind
 
     def algorithm(self, name: str) -> dict | None:
         """The job's client algorithm ``name`` (``{"name", "args"}``), if it uses it."""
@@ -115,7 +113,7 @@ class AuditJob:
             lr=_server_lr(server, server_path),
             rounds=_rounds(server, server_path),
             model_args=_model_args(server),
-            encrypted=_encrypted(client),
+            encrypted=encrypts_updates(client),
             server=server,
         )
 
@@ -146,11 +144,3 @@ def _model_args(server: Mapping) -> dict:
     if "model_args" in args:
         return dict(args["model_args"])
     return dict(args.get("model", {}).get("args", {}))
-
-
-def _encrypted(client: Mapping) -> bool:
-    return any(
-        f.get("path") == HE_ENCRYPTOR
-        for chain in client.get("task_result_filters", [])
-        for f in chain.get("filters", [])
-    )
