@@ -135,3 +135,14 @@ EVENT_TREE_MODEL = "fedhealth.tree_model_collected"  # the server holds a tree j
 PROP_TREE_MODEL = "fedhealth.tree_model"  # that event's data: a dict for the run record
 EVENT_SITE_FAILED = "fedhealth.site_failed"  # a workflow names a site that failed outside a task reply
 PROP_SITE_FAILURE = "fedhealth.site_failure"  # that event's data: {"site", "task", "reason"}
+
+# SecAgg+ (fedhealth.secagg): the protocol's tasks, the header that carries the relayed shares with the
+# train task, and the DXO kinds of a masked update and of a protocol message.
+TASK_SECAGG_ADVERTISE = "secagg_advertise"
+TASK_SECAGG_SHARE_KEYS = "secagg_share_keys"
+TASK_SECAGG_UNMASK = "secagg_unmask"
+SECAGG_TASKS = (TASK_SECAGG_ADVERTISE, TASK_SECAGG_SHARE_KEYS, TASK_SECAGG_UNMASK)
+HEADER_SECAGG = "fedhealth_secagg"
+SECAGG_MASKED_KIND = "fedhealth.SECAGG_MASKED"
+SECAGG_MESSAGE_KIND = "fedhealth.SECAGG"
+SECAGG_MASKED_KEY = "masked"
