@@ -4,6 +4,8 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
+# Flower in its own environment, for the side-by-side SecAgg+ benchmark only (never imported by the kit)
+FLOWER_VENV := .venv-flower
 
 .PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks gpu-check clean
 
@@ -17,6 +19,13 @@ $(STAMP): pyproject.toml tools/pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]' -e ./tools
 	touch $(STAMP)
+
+# Flower 1.42 (its SecAgg+ workflow and client mod) and numpy, apart from the kit's environment:
+# scripts/bench_secagg_flower.py runs with $(FLOWER_VENV)/bin/python.
+$(FLOWER_VENV)/.installed:
+	test -x $(FLOWER_VENV)/bin/python || $(PY_BOOT) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install -q flwr==1.42.0 numpy
+	touch $@
 
 # The job folders from their family specs (job_specs/*.json; READMEs stay hand-written), then the
 # class allow-list provisioning writes into every kit, which follows the jobs' components.
