@@ -22,6 +22,7 @@ from doc_tables import (
     privacy,
     reliability,
     scale,
+    secagg,
     xgboost,
 )
 
@@ -44,6 +45,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "attacks-cxr": attacks.attacks_cxr,
     "attacks-heart": attacks.attacks_heart,
     "attacks-membership": attacks.attacks_membership,
+    "secagg-poc": secagg.secagg_poc,
+    "secagg-inprocess": secagg.secagg_inprocess,
+    "secagg-aims": secagg.secagg_aims,
     "privacy-utility-cxr": privacy.privacy_utility_cxr,
     "dp-cost": privacy.dp_cost,
     "strict-scope": privacy.strict_scope,

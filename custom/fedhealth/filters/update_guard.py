@@ -22,9 +22,9 @@ infinity in the update (the message names the layers, never a value); local ``WE
 remembered global model (the filter is missing from the data chain, or sits before the decryptor
 and saw ciphertexts); a model inside a ``COLLECTION`` (SCAFFOLD), which this filter cannot check.
 
-The DXO's ``fedhealth_privacy`` meta gets ``{"filter": "UpdateGuard", "max_norm", "norm",
-"clipped"}``. DXO meta travels in clear next to the ciphertexts, so the server learns this one
-number per update (as it learns the site's round metrics); the update itself stays encrypted.
+The DXO's ``fedhealth_privacy`` meta gets ``{"filter": "UpdateGuard", "max_norm", "clipped"}``.
+DXO meta travels in clear next to the ciphertexts, so the update's norm is logged at the site and
+never stamped: the server learns only whether it was clipped.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class UpdateGuard(DXOFilter):
             else:
                 dxo.data = {k: v.astype(_dtype(dxo.data[k])) for k, v in guarded.update.items()}
         stamps = list(dxo.get_meta_prop(META_PRIVACY) or [])
-        stamp = {"filter": FILTER_NAME, "max_norm": self.max_norm, "norm": guarded.norm}
+        stamp = {"filter": FILTER_NAME, "max_norm": self.max_norm}
         stamps.append({**stamp, "clipped": guarded.clipped})
         dxo.set_meta_prop(META_PRIVACY, stamps)
         self.log_info(

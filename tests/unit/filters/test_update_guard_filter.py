@@ -113,7 +113,6 @@ def test_a_difference_is_clipped_to_max_norm(norm: float, bound: float, sent: fl
         {
             "filter": "UpdateGuard",
             "max_norm": bound,
-            "norm": pytest.approx(norm, rel=1e-6),
             "clipped": clipped,
         }
     ]
@@ -292,7 +291,7 @@ def test_heart_he_chain_sends_an_encrypted_update_clipped_to_the_bound(he_kits: 
                 nan_reply = f.process(nan_reply, ctx)
     assert all(isinstance(v, ts.CKKSVector) for v in sent.data.values())  # the server gets ciphertexts only
     assert sent.get_meta_prop(C.META_PRIVACY) == [
-        {"filter": "UpdateGuard", "max_norm": bound, "norm": pytest.approx(50.0, rel=1e-5), "clipped": True}
+        {"filter": "UpdateGuard", "max_norm": bound, "clipped": True}
     ]
     with as_participant(he_kits.kit("hungary") / "startup"):
         hungary = load_tenseal_context_from_workspace("client_context.tenseal", FLContext())

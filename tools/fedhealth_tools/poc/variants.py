@@ -134,7 +134,8 @@ def job_variant(
         min_sites: sites needed per round (ScatterAndGather ``min_clients`` and the job's ``min_clients``).
         wait_after_min_s: how long a round waits for the others once ``min_sites`` answered.
         train_timeout_s: the per-round deadline of the train task.
-        cse_timeout_s: cross-site evaluation's submit/validate timeouts (a dead site must not stall it).
+        cse_timeout_s: cross-site (or global-model) evaluation's submit/validate timeouts (a dead site
+            must not stall it).
         dead_client_grace_s: how long the server waits, once a site is reported dead, before it
             checks the job's ``min_clients`` (FLARE's ``dead_client_grace_period``, default 60 s).
         faulty_site: the site that runs a second app with the fault-drill filter (its kit must
@@ -164,6 +165,8 @@ def job_variant(
                     args["train_timeout"] = train_timeout_s
             if "submit_model_task_name" in args and cse_timeout_s is not None:
                 args.update(submit_model_timeout=cse_timeout_s, validation_timeout=cse_timeout_s)
+            elif "validation_task_name" in args and cse_timeout_s is not None:  # the global model's eval
+                args["validation_timeout"] = cse_timeout_s
 
     _edit_json(server, server_change)
     if min_sites is not None:
