@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.fedhealth-installed
 # Flower in its own environment, for the side-by-side SecAgg+ benchmark only (never imported by the kit)
 FLOWER_VENV := .venv-flower
 
-.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks gpu-check clean
+.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms gpu-check clean
 
 setup: $(STAMP)
 
@@ -107,6 +107,16 @@ privacy-utility-cxr: setup
 # DP-SGD at eps 1 and 8, the sum of 4 sites and top-k 1 %. 1,678 s here on 2 shared cores (JSON: seconds).
 bench-privacy-attacks: setup
 	$(PY) scripts/bench_privacy_attacks.py --out results/bench_privacy_attacks.json --png results/privacy_attacks.png
+
+# SecAgg+ against plain FedAvg, HE and Flower 1.42's SecAgg+ (in its own venv, $(FLOWER_VENV)): POC rounds of
+# the heart jobs at 29 / 100k / 1M parameters, and in-process rounds at 4 and 16 sites, 0 and 1 dropout
+# (about 15 min on 2 cores; run it alone: these are speed figures).
+bench-secagg: setup $(FLOWER_VENV)/.installed
+	$(PY) scripts/bench_secagg.py --out results/bench_secagg.json
+
+# The L2 norms of the HE jobs' updates, from which their UpdateGuard max_norm was chosen.
+bench-update-norms: setup
+	$(PY) scripts/bench_update_norms.py --out results/bench_update_norms.json
 
 bench-he: setup
 	$(PY) scripts/bench_he.py --out results/bench_he.json

@@ -115,6 +115,8 @@ def secagg_row(d: int, n: int, dropouts: int, repeats: int, *, bits: int = 32) -
         max_norm=round(2 * norm, 3), bits=bits, max_sites=n, max_weight=100.0 * n, neighbors=neighbors
     )
     fed = InProcessSecAgg(sorted(ups), config)
+    # the train task's global model (float32, as in plain FedAvg); the runner counts the protocol's bytes
+    model_bytes = serialized_size(DXO(DataKind.WEIGHTS, data=next(iter(ups.values()))).to_shareable())
     first = fed.run_round(0, ups, weights)  # the key epoch's start
     times, sizes, err, rnd = [], [], 0.0, 1
     dropped = sorted(ups)[:dropouts]
@@ -134,11 +136,12 @@ def secagg_row(d: int, n: int, dropouts: int, repeats: int, *, bits: int = 32) -
         "sites": n,
         "dropouts": dropouts,
         "round_s": statistics.median(times),
-        "bytes_per_site": statistics.mean(sizes),
+        "bytes_per_site": statistics.mean(sizes) + model_bytes,
+        "protocol_bytes_per_site": statistics.mean(sizes),
         "max_rel_error": err,
         "repeats": repeats,
         "setup_s": first.seconds,
-        "setup_bytes_per_site": first.bytes_per_site,
+        "setup_bytes_per_site": first.bytes_per_site + model_bytes,
         "bits": bits,
         "neighbors": config.degree(n),
         "threshold": config.threshold_for(n),
