@@ -95,8 +95,6 @@ class SecAggMask(Filter):
             + (f", clipped to {site.config.max_norm:g}" if guarded.clipped else "")
             + f"; sent masked ({masked.size} values of {site.config.bits} bits)",
         )
-        meta = {k: v for k, v in dxo.meta.items()}
-        meta[C.META_ROUND] = rnd
-        return DXO(
-            data_kind=C.SECAGG_MASKED_KIND, data={C.SECAGG_MASKED_KEY: masked}, meta=meta
-        ).to_shareable()
+        meta = {**dxo.meta, C.META_ROUND: rnd}
+        out = DXO(data_kind=C.SECAGG_MASKED_KIND, data={C.SECAGG_MASKED_KEY: masked}, meta=meta)
+        return out.update_shareable(shareable)  # the reply's headers (task id, round) stay

@@ -22,6 +22,7 @@ TABULAR_TASKS = ("heart", "tabular")
 DP_PLUGIN = "dp_sgd"
 TOPK_PLUGIN = "topk"
 TREE_MARKERS = ("tree_bagging", "FedXGB", "xgb")  # a tree job: no gradient update to invert
+SECAGG_FILTER = "SecAggMask"  # fedhealth.filters.secagg_mask: SecAgg+ masking
 HE_FILTER = "he.model_encryptor"  # FLARE's HEModelEncryptor: the server sees only the sum of updates
 CLIENT_DP_AGGREGATOR = "DPFedAvgAggregator"  # server-side clipping and noise (DP-FedAvg)
 _TOPK_LABEL = re.compile(r"^topk ([0-9.eE+-]+)")
@@ -76,8 +77,11 @@ def result_filters(config: dict) -> list[dict]:
 
 
 def encrypts_updates(config: dict) -> bool:
-    """Whether the client config encrypts the updates (HE): the server then sees only their sum."""
-    return any(HE_FILTER in f.get("path", "") for f in result_filters(config))
+    """Whether the client config encrypts (HE) or masks (SecAgg+) the updates: the server sees their sum."""
+    return any(
+        HE_FILTER in f.get("path", "") or f.get("path", "").endswith(SECAGG_FILTER)
+        for f in result_filters(config)
+    )
 
 
 def _is_tree_job(client_config: dict | None, record: RunRecord) -> bool:

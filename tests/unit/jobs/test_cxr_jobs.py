@@ -26,6 +26,7 @@ CXR_JOBS = {
     "cxr_scaffold": 0.0,
     "cxr_ditto": 0.0,
     "cxr_topk": 0.0,
+    "cxr_secagg": 0.0,
 }
 # job -> the client algorithms it names (the spec's patch; the generated job must say the same)
 ALGORITHMS = {
@@ -35,7 +36,7 @@ ALGORITHMS = {
     "cxr_topk": ["topk"],
 }
 # HE jobs evaluate the global model only: no site model is submitted to the server in clear.
-NO_SUBMIT = {"cxr_he"}
+NO_SUBMIT = {"cxr_he", "cxr_secagg"}  # only the global model is evaluated: no local model in clear
 ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit
 
 
@@ -64,7 +65,7 @@ def _specs(node: object):
 
 @pytest.mark.parametrize(("job", "mu"), CXR_JOBS.items())
 def test_executor_and_model_agree_and_build(job: str, mu: object) -> None:
-    (entry,) = _config(job, "config_fed_client.json")["executors"]
+    entry = _config(job, "config_fed_client.json")["executors"][0]  # the site executor (then SecAgg+'s)
     expected = {C.TASK_TRAIN, C.TASK_VALIDATE} | (set() if job in NO_SUBMIT else {C.TASK_SUBMIT_MODEL})
     assert set(entry["tasks"]) == expected
     args = entry["executor"]["args"]

@@ -101,7 +101,7 @@ def _build(spec: dict) -> object:
 
 def _executor_spec(job: str) -> dict:
     client = dict(_configs(job))[JOBS_DIR / job / "app" / "config" / "config_fed_client.json"]
-    (entry,) = client["executors"]
+    (entry,) = [e for e in client["executors"] if e["executor"]["id"] == "executor"]  # the site executor
     return entry["executor"]
 
 
@@ -190,10 +190,12 @@ def test_sites_and_server_align_on_the_one_dictionary_file(job: str) -> None:
 @pytest.mark.parametrize("job", HEART_JOBS)
 def test_task_names_are_the_kit_constants(job: str) -> None:
     client = json.loads((JOBS_DIR / job / "app" / "config" / "config_fed_client.json").read_text())
-    (entry,) = client["executors"]
-    # An HE job evaluates only the global model: no site sends its local model in clear.
+    entry, *protocol = client["executors"]
+    # An HE or SecAgg+ job evaluates only the global model: no site sends its local model in clear.
     he = any(s["path"].startswith(HE_PREFIX) for s in _component_specs(client))
-    submit = "" if he else C.TASK_SUBMIT_MODEL
+    secagg = any(e["executor"]["path"].endswith("SecAggExecutor") for e in protocol)
+    assert [e["tasks"] for e in protocol] == ([list(C.SECAGG_TASKS)] if secagg else [])
+    submit = "" if he or secagg else C.TASK_SUBMIT_MODEL
     assert set(entry["tasks"]) == {
         C.TASK_EHR_PROFILE,
         C.TASK_SET_SCHEMA,

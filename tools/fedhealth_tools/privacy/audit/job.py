@@ -16,6 +16,7 @@ from fedhealth.reports.attack_settings import data_kind, encrypts_updates
 
 EXECUTOR = "fedhealth.executors.site_executor.SiteExecutor"
 SCATTER_AND_GATHER = "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
+SECAGG_CONTROLLER = "fedhealth.workflows.secagg_controller.SecAggController"  # FedAvg under SecAgg+
 LOCAL_KEYS = ("batch_size", "local_steps", "local_epochs", "optimizer", "weight_decay")
 
 
@@ -32,7 +33,7 @@ class AuditJob:
         lr: the learning rate the server sends in round 0 (its scheduled generator's ``lr``).
         rounds: ``ScatterAndGather``'s ``num_rounds``.
         model_args: the persistor's model arguments (``model.args`` or ``model_args``).
-        encrypted: the sites encrypt their updates (HE): the server sees only the aggregate.
+        encrypted: the sites encrypt (HE) or mask (SecAgg+) their updates: the server sees only the sum.
         server: the server config (the alignment policy of a tabular job).
     """
 
@@ -63,8 +64,8 @@ class AuditJob:
     def protection(self) -> str:
         """What the job itself does against an honest-but-curious server, in the audit's words.
 
-        ``dp_eps<ε>`` (DP-SGD at each site), ``secure_sum`` (encrypted aggregation: the server sees
-        the sum), ``topk<k %>`` (sparsified updates), ``none``; joined by ``+`` when several apply.
+        ``dp_eps<ε>`` (DP-SGD at each site), ``secure_sum`` (encrypted or masked aggregation: the server
+        sees the sum), ``topk<k %>`` (sparsified updates), ``none``; joined by ``+`` when several apply.
         """
         parts = []
         dp = self.algorithm("dp_sgd")
@@ -134,9 +135,11 @@ def _server_lr(server: Mapping, path: Path) -> float:
 
 def _rounds(server: Mapping, path: Path) -> int:
     for workflow in server.get("workflows", []):
-        if workflow.get("path") == SCATTER_AND_GATHER:
+        if workflow.get("path") in (SCATTER_AND_GATHER, SECAGG_CONTROLLER):
             return int(workflow.get("args", {}).get("num_rounds", 1))
-    raise ValueError(f"{path}: no {SCATTER_AND_GATHER} workflow (the audit reads num_rounds there)")
+    raise ValueError(
+        f"{path}: no {SCATTER_AND_GATHER} or SecAggController workflow (the audit reads num_rounds there)"
+    )
 
 
 def _model_args(server: Mapping) -> dict:
