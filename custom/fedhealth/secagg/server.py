@@ -10,7 +10,10 @@ A round fails (:class:`SecAggRoundError`, no model change) when fewer than ``thr
 masked updates, when a secret cannot be recovered from the answers, when recovered secrets are
 inconsistent (a forged share), or when the unmasked sum is above what clipped updates can add up to.
 After a dropout the dropped site's mask key is known to the server, so the next round starts a new
-key epoch.
+key epoch. A site that drops out in a later round of an epoch than the first cannot be recovered:
+its mask key would also remove its pairwise masks from the rounds it took part in, whose self-masks
+were revealed, and so unmask its updates of those rounds; the sites refuse, the round fails and
+the next one starts a new epoch.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class SecAggRoundError(RuntimeError):
 
 @dataclass
 class _Round:
+    epoch: int = 0
     contributors: list[str] = field(default_factory=list)
     deals: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sender -> receiver -> sealed b share
     masked: dict[str, np.ndarray] = field(default_factory=dict)
@@ -96,6 +100,7 @@ class SecAggServer:
     def accept_deals(self, rnd: int, deals: dict[str, dict[str, bytes]]) -> list[str]:
         """Self-mask deals for round ``rnd`` (``sender -> receiver -> sealed``); returns its contributors."""
         state = self.rounds.setdefault(int(rnd), _Round())
+        state.epoch = self.epoch
         state.deals = {s: dict(d) for s, d in deals.items() if s in self.adverts and s in self._key_deals}
         state.contributors = sorted(state.deals)
         return state.contributors
@@ -136,6 +141,20 @@ class SecAggServer:
             raise SecAggRoundError(
                 f"round {rnd}: {len(survivors)} sites sent masked updates ({survivors}), fewer than the "
                 f"threshold {self.threshold}; the round cannot be unmasked and the global model is unchanged"
+            )
+        gone = set(dropped)
+        earlier = [
+            r
+            for r, st in sorted(self.rounds.items())
+            if r != int(rnd) and st.epoch == self.epoch and st.reveals and gone & set(st.masked)
+        ]
+        if earlier:
+            self.needs_setup = True
+            raise SecAggRoundError(
+                f"round {rnd}: {dropped} dropped out of key epoch {self.epoch} after its round(s) {earlier}, "
+                "whose self-masks were revealed: their mask keys would unmask those updates, so the sites "
+                "will not reveal them. The round cannot be unmasked and the global model is unchanged; "
+                "the next round starts a new key epoch"
             )
         return {
             "epoch": self.epoch,

@@ -15,8 +15,10 @@ messages a round; keys live for a key epoch (until a dropout reveals a site's ma
    part, ``±PRG(s_ij)``, which cancel in the sum.
 4. :meth:`SecAggSite.reveal` (every round): for each neighbour that sent its masked update, its
    share of ``b``; for each that dropped out after the shares went round, its share of ``s_sk``;
-   never both for one neighbour in a round, and nothing if fewer than ``threshold`` sites remain.
-   The next round's self-mask is dealt with this answer.
+   never both for one neighbour in a key epoch (the mask key unmasks every round of the epoch, so
+   with a self-mask seed of any round it would unmask that round's update), and nothing if fewer
+   than ``threshold`` sites remain. The next round's self-mask is dealt with this answer, unless a
+   neighbour dropped out (its mask key is then known and the epoch ends).
 
 Threat model: an honest-but-curious server and up to ``threshold - 1`` colluding sites learn
 nothing of a remaining site's update beyond the sum; the server cannot substitute keys (they are
@@ -91,7 +93,8 @@ class _Epoch:
     held: dict[tuple[str, int, str], bytes] = field(default_factory=dict)  # (kind, round, sender) -> share
     seeds: dict[int, bytes] = field(default_factory=dict)  # round -> own self-mask seed
     contributors: dict[int, list[str]] = field(default_factory=dict)
-    revealed: dict[int, dict[str, str]] = field(default_factory=dict)  # round -> peer -> kind revealed
+    revealed: dict[str, str] = field(default_factory=dict)  # peer -> the kind of secret revealed
+    masked: set[int] = field(default_factory=set)  # rounds this site masked an update for
 
 
 class SecAggSite:
@@ -202,8 +205,14 @@ class SecAggSite:
     def mask(self, encoded: np.ndarray, *, rnd: int) -> np.ndarray:
         """The fixed-point update plus the self-mask and the pairwise masks of round ``rnd``."""
         ep = self._ready()
-        if rnd not in ep.contributors:
+        if rnd not in ep.contributors or rnd not in ep.seeds:
             raise ValueError(f"round {rnd}: no shares were received for it; refused to mask")
+        if rnd in ep.masked:
+            raise ValueError(
+                f"round {rnd}: an update was already masked for it (two updates under the same masks "
+                "would reveal their difference); refused"
+            )
+        ep.masked.add(int(rnd))
         dtype = self.config.fixed_point.dtype
         out = np.asarray(encoded, dtype).copy()
         out += crypto.prg(ep.seeds[rnd], out.size, dtype)
@@ -231,18 +240,21 @@ class SecAggSite:
         contributors = set(ep.contributors.get(int(rnd), []))
         if not (set(survivors) | set(dropped)) <= contributors:
             raise ValueError(f"round {rnd}: the server names sites that were not contributors; refused")
-        done = ep.revealed.setdefault(int(rnd), {})
         out: dict = {B_SHARE: {}, S_SHARE: {}}
         for names, kind, share_round in ((survivors, B_SHARE, rnd), (dropped, S_SHARE, EPOCH_ROUND)):
             for j in names:
                 held = ep.held.get((kind, share_round, j))
                 if held is None:
                     continue
-                if done.get(j, kind) != kind:
-                    raise ValueError(f"round {rnd}: {j}'s other secret was already revealed; refused")
-                done[j] = kind
+                # for the whole key epoch: the mask key with any round's self-mask unmasks that round
+                if ep.revealed.get(j, kind) != kind:
+                    raise ValueError(
+                        f"round {rnd}: {j}'s other secret was already revealed in key epoch {ep.number}; "
+                        "refused"
+                    )
                 out[kind][j] = held
-        out["next"] = self.deal_self_mask(rnd + 1) if deal_next else None
+        ep.revealed.update({j: kind for kind in (B_SHARE, S_SHARE) for j in out[kind]})
+        out["next"] = self.deal_self_mask(rnd + 1) if deal_next and not dropped else None
         ep.seeds.pop(int(rnd), None)
         return out
 
