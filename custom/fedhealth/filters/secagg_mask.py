@@ -2,9 +2,10 @@
 
 List it on the site's ``train`` task data chain and result chain (as the job does):
 
-- data chain: it opens the self-mask shares (and, at a key epoch's start, the mask-key shares) that
-  the server relayed in the ``fedhealth_secagg`` header (each sealed for its receiver; a forged or
-  replayed share fails the task), and remembers the global weights the task carries;
+- data chain: it checks the round's mask keys (each signed by its site's certified identity) and
+  opens the shares of the round's mask keys and self-mask seeds that the server relayed in the
+  ``fedhealth_secagg`` header (each sealed for its receiver; a forged or replayed key or share
+  fails the task), and remembers the global weights the task carries;
 - result chain: the update (local weights minus those global weights, or the ``WEIGHT_DIFF``) is
   checked for NaN and clipped to ``max_norm`` (:func:`fedhealth.privacy.update_guard.guard_update`),
   multiplied by the site's FedAvg weight ratio, encoded into the ring and masked
@@ -54,6 +55,7 @@ class SecAggMask(Filter):
             epoch=payload["epoch"],
             rnd=payload["rnd"],
             contributors=payload["contributors"],
+            keys=payload["keys"],
             shares=payload["shares"].get(me, {}),
         )
         dxo = model_dxo(shareable)

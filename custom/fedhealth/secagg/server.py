@@ -9,11 +9,9 @@ and the summed weight ratios, :mod:`fedhealth.secagg.encoding`).
 A round fails (:class:`SecAggRoundError`, no model change) when fewer than ``threshold`` sites sent
 masked updates, when a secret cannot be recovered from the answers, when recovered secrets are
 inconsistent (a forged share), or when the unmasked sum is above what clipped updates can add up to.
-After a dropout the dropped site's mask key is known to the server, so the next round starts a new
-key epoch. A site that drops out in a later round of an epoch than the first cannot be recovered:
-its mask key would also remove its pairwise masks from the rounds it took part in, whose self-masks
-were revealed, and so unmask its updates of those rounds; the sites refuse, the round fails and
-the next one starts a new epoch.
+A site that drops out in any round is recovered: the mask key the server reconstructs for it was
+used in that round only (mask keys are fresh every round, :mod:`fedhealth.secagg.messages`), and
+the dropped site deals nothing more in the key epoch.
 """
 
 from __future__ import annotations
@@ -26,7 +24,14 @@ import numpy as np
 from fedhealth.privacy.update_guard import sum_within_bound
 from fedhealth.secagg import crypto, shamir
 from fedhealth.secagg.config import SecAggConfig, neighbour_graph
-from fedhealth.secagg.site import B_SHARE, S_SHARE, check_adverts, mask_seed, pair_info, pair_sign
+from fedhealth.secagg.messages import (
+    B_SHARE,
+    S_SHARE,
+    check_adverts,
+    check_round_key,
+    pair_mask_seed,
+    pair_sign,
+)
 
 
 class SecAggRoundError(RuntimeError):
@@ -37,7 +42,10 @@ class SecAggRoundError(RuntimeError):
 class _Round:
     epoch: int = 0
     contributors: list[str] = field(default_factory=list)
-    deals: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sender -> receiver -> sealed b share
+    keys: dict[str, dict] = field(default_factory=dict)  # sender -> {"s_pk", "sig"} (checked)
+    deals: dict[str, dict[str, dict[str, bytes]]] = field(
+        default_factory=dict
+    )  # sender -> kind -> receiver -> sealed
     masked: dict[str, np.ndarray] = field(default_factory=dict)
     reveals: dict[str, dict] = field(default_factory=dict)
 
@@ -48,7 +56,7 @@ class SecAggServer:
     Args:
         job: the job id.
         config: the job's SecAgg settings (sent to the sites, which check them against their own).
-        root_pem: the project's root CA certificate, to check the sites' key advertisements.
+        root_pem: the project's root CA certificate, to check the sites' keys.
         min_sites: fewer sites with valid keys fail the set-up.
     """
 
@@ -59,15 +67,14 @@ class SecAggServer:
         self.graph: dict[str, list[str]] = {}
         self.threshold = 0
         self.needs_setup = True
-        self._key_deals: dict[str, dict[str, bytes]] = {}  # sender -> receiver -> sealed s share
-        self._delivered: set[str] = set()  # sites that got their s shares this epoch
         self.rounds: dict[int, _Round] = {}
+        self.refused: dict[str, str] = {}  # site -> why its last deal was refused
 
     # ------------------------------------------------------------------ epoch set-up
     def setup_request(self) -> dict:
         """Start a new key epoch: what the advertise task carries."""
         self.epoch += 1
-        self.adverts, self.graph, self._key_deals, self._delivered = {}, {}, {}, set()
+        self.adverts, self.graph = {}, {}
         return {"epoch": self.epoch, "config": self.config.as_dict()}
 
     def accept_adverts(self, adverts: dict[str, dict], *, rnd: int) -> tuple[dict, dict[str, str]]:
@@ -92,31 +99,55 @@ class SecAggServer:
         return request, refused
 
     def accept_key_deals(self, rnd: int, deals: dict[str, dict]) -> list[str]:
-        """The share-keys answers (``site -> {"s": ..., "b": ...}``); returns round ``rnd``'s contributors."""
+        """The share-keys answers (each site's deal of round ``rnd``); returns the round's contributors."""
         self.needs_setup = False
-        self._key_deals = {s: dict(d[S_SHARE]) for s, d in deals.items() if s in self.adverts}
-        return self.accept_deals(rnd, {s: d[B_SHARE] for s, d in deals.items() if s in self.adverts})
+        return self.accept_deals(rnd, deals)
 
-    def accept_deals(self, rnd: int, deals: dict[str, dict[str, bytes]]) -> list[str]:
-        """Self-mask deals for round ``rnd`` (``sender -> receiver -> sealed``); returns its contributors."""
+    def accept_deals(self, rnd: int, deals: dict[str, dict]) -> list[str]:
+        """Round ``rnd``'s deals (``sender -> {"s_pk", "sig", "s", "b"}``); returns its contributors.
+
+        A deal whose round key is not signed by its sender's certified identity for this round is
+        refused (:attr:`refused` says why) and its sender takes no part in the round.
+        """
         state = self.rounds.setdefault(int(rnd), _Round())
         state.epoch = self.epoch
-        state.deals = {s: dict(d) for s, d in deals.items() if s in self.adverts and s in self._key_deals}
+        state.keys, state.deals, self.refused = {}, {}, {}
+        for sender, deal in deals.items():
+            if sender not in self.adverts:
+                continue
+            try:
+                check_round_key(
+                    deal,
+                    site=sender,
+                    job=self.job,
+                    epoch=self.epoch,
+                    rnd=int(rnd),
+                    advert=self.adverts[sender],
+                    root_pem=self.root_pem,
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                self.refused[sender] = str(exc)
+                continue
+            state.keys[sender] = {"s_pk": deal["s_pk"], "sig": deal["sig"]}
+            state.deals[sender] = {B_SHARE: dict(deal[B_SHARE]), S_SHARE: dict(deal[S_SHARE])}
         state.contributors = sorted(state.deals)
         return state.contributors
 
     # ------------------------------------------------------------------ a round
     def routed(self, site: str, rnd: int) -> dict:
-        """What the train task carries to ``site``: the shares sealed for it and the contributors."""
+        """What the train task carries to ``site``: the round's keys and contributors, its sealed shares."""
         state = self.rounds[int(rnd)]
-        shares: dict[str, dict[str, bytes]] = {B_SHARE: {}}
-        for sender in state.contributors:
-            if site in state.deals[sender]:
-                shares[B_SHARE][sender] = state.deals[sender][site]
-        if site not in self._delivered:
-            shares[S_SHARE] = {s: d[site] for s, d in self._key_deals.items() if site in d}
-            self._delivered.add(site)
-        return {"epoch": self.epoch, "rnd": int(rnd), "contributors": state.contributors, "shares": shares}
+        shares = {
+            kind: {s: d[kind][site] for s, d in state.deals.items() if site in d[kind]}
+            for kind in (B_SHARE, S_SHARE)
+        }
+        return {
+            "epoch": self.epoch,
+            "rnd": int(rnd),
+            "contributors": state.contributors,
+            "keys": state.keys,
+            "shares": shares,
+        }
 
     def accept_masked(self, rnd: int, site: str, vector: np.ndarray, *, size: int) -> None:
         """A site's masked update (``size`` ring elements: the model's values and the weight)."""
@@ -124,7 +155,7 @@ class SecAggServer:
         dtype = self.config.fixed_point.dtype
         array = np.asarray(vector)
         if site not in state.contributors:
-            raise ValueError(f"round {rnd}: {site} dealt no self-mask for this round; its update is refused")
+            raise ValueError(f"round {rnd}: {site} dealt nothing for this round; its update is refused")
         if array.dtype != dtype or array.shape != (size,):
             raise ValueError(
                 f"round {rnd}: {site}'s masked update is {array.dtype} {array.shape}, "
@@ -142,36 +173,18 @@ class SecAggServer:
                 f"round {rnd}: {len(survivors)} sites sent masked updates ({survivors}), fewer than the "
                 f"threshold {self.threshold}; the round cannot be unmasked and the global model is unchanged"
             )
-        gone = set(dropped)
-        earlier = [
-            r
-            for r, st in sorted(self.rounds.items())
-            if r != int(rnd) and st.epoch == self.epoch and st.reveals and gone & set(st.masked)
-        ]
-        if earlier:
-            self.needs_setup = True
-            raise SecAggRoundError(
-                f"round {rnd}: {dropped} dropped out of key epoch {self.epoch} after its round(s) {earlier}, "
-                "whose self-masks were revealed: their mask keys would unmask those updates, so the sites "
-                "will not reveal them. The round cannot be unmasked and the global model is unchanged; "
-                "the next round starts a new key epoch"
-            )
         return {
             "epoch": self.epoch,
             "rnd": int(rnd),
             "survivors": survivors,
             "dropped": dropped,
-            "deal_next": bool(deal_next and not dropped),
+            "deal_next": bool(deal_next),
         }
 
     def accept_reveals(self, rnd: int, reveals: dict[str, dict]) -> None:
-        """The unmask answers (``site -> {"b": ..., "s": ..., "next": ...}``)."""
+        """The unmask answers (``site -> {"b": ..., "s": ..., "next": deal of the next round or None}``)."""
         state = self.rounds[int(rnd)]
         state.reveals = {s: r for s, r in reveals.items() if s in state.masked}
-        dropped = set(state.contributors) - set(state.masked)
-        if dropped:
-            self.needs_setup = True  # the dropped sites' mask keys are about to be known here
-            return
         nxt = {s: r["next"] for s, r in state.reveals.items() if r.get("next")}
         if nxt:
             self.accept_deals(rnd + 1, nxt)
@@ -194,10 +207,8 @@ class SecAggServer:
             raise SecAggRoundError(f"round {rnd}: the shares of {site}'s secret are invalid ({exc})") from exc
         if secret != check:
             raise SecAggRoundError(f"round {rnd}: the shares of {site}'s secret disagree (a share is forged)")
-        if kind == S_SHARE and crypto.public_of(secret) != self.adverts[site]["s_pk"]:
-            raise SecAggRoundError(
-                f"round {rnd}: the recovered mask key of {site} is not the one it advertised"
-            )
+        if kind == S_SHARE and crypto.public_of(secret) != state.keys[site]["s_pk"]:
+            raise SecAggRoundError(f"round {rnd}: the recovered mask key of {site} is not the one it signed")
         return secret
 
     def aggregate(self, rnd: int) -> tuple[np.ndarray, float, list[str]]:
@@ -216,10 +227,10 @@ class SecAggServer:
             s_sk = self._recover(rnd, S_SHARE, gone)
             for peer in self.graph[gone]:
                 if peer in state.masked:
-                    shared = crypto.agree(
-                        s_sk, self.adverts[peer]["s_pk"], info=pair_info(self.job, self.epoch)
+                    seed = pair_mask_seed(
+                        s_sk, state.keys[peer]["s_pk"], job=self.job, epoch=state.epoch, rnd=rnd
                     )
-                    p = crypto.prg(mask_seed(shared, rnd), total.size, fp.dtype)
+                    p = crypto.prg(seed, total.size, fp.dtype)
                     total = total - p if pair_sign(peer, gone) > 0 else total + p
         values, weight = fp.decode(total)
         norm = float(np.linalg.norm(values))

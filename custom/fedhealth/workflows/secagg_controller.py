@@ -4,20 +4,21 @@ FLARE 2.9 has no masking protocol. This controller runs the server's side of
 :mod:`fedhealth.secagg` (Bonawitz et al. 2017; Bell et al. 2020) around the kit's ordinary ``train``
 task. A round is two exchanges (four at a key epoch's start):
 
-1. key epoch start (round 0, and after a dropout revealed a site's mask key): ``secagg_advertise``
-   (signed public keys) and ``secagg_share_keys`` (the roster goes out; sealed shares come back);
+1. key epoch start (round 0, and after a round that could not be unmasked): ``secagg_advertise``
+   (signed share-sealing keys) and ``secagg_share_keys`` (the roster goes out; each site's signed
+   mask key of the round and its sealed shares come back);
 2. ``train``: the global model (from the job's shareable generator, learning-rate schedule included)
-   with every site's sealed shares in the ``fedhealth_secagg`` header; each site trains, then its
-   ``SecAggMask`` filter clips, encodes and masks the update;
+   with the round's signed mask keys and every site's sealed shares in the ``fedhealth_secagg``
+   header; each site trains, then its ``SecAggMask`` filter clips, encodes and masks the update;
 3. ``secagg_unmask``: who sent a masked update and who dropped out; the sites answer with the shares
-   that remove the masks of the sum, and deal the next round's self-mask.
+   that remove the masks of the sum, and deal the next round (a fresh mask key and self-mask seed).
 
 The unmasked weighted sum is checked against what clipped updates can add up to, averaged, applied
 to the global model through the shareable generator (``WEIGHT_DIFF``) and saved by the persistor.
 A round that cannot be unmasked (fewer than ``threshold`` survivors, missing or forged shares, a sum
 out of bounds) is logged with its reason, announced as a rejected update, and leaves the global
-model unchanged; the next round starts a new key epoch. Fewer than ``min_clients`` sites able to
-take part ends the job.
+model unchanged; the next round starts a new key epoch (so does the round after a site dropped out,
+to let it back in once it returns). Fewer than ``min_clients`` sites able to take part ends the job.
 """
 
 from __future__ import annotations
@@ -175,15 +176,9 @@ class SecAggController(StepController):
         data.set_header(AppConstants.CURRENT_ROUND, rnd)
         data.set_header(AppConstants.NUM_ROUNDS, self.num_rounds)
         routed = {s: self.core.routed(s, rnd) for s in contributors}
-        data.set_header(
-            C.HEADER_SECAGG,
-            {
-                "epoch": self.core.epoch,
-                "rnd": rnd,
-                "contributors": contributors,
-                "shares": {s: r["shares"] for s, r in routed.items()},
-            },
-        )
+        payload = {"epoch": self.core.epoch, "rnd": rnd, "contributors": contributors}
+        payload.update(keys=self.core.rounds[rnd].keys, shares={s: r["shares"] for s, r in routed.items()})
+        data.set_header(C.HEADER_SECAGG, payload)  # each share is sealed for its receiver
         weights = model[ModelLearnableKey.WEIGHTS]
         shapes = {k: tuple(np.shape(weights[k])) for k in sorted(weights)}
         size = sum(int(np.prod(s)) for s in shapes.values()) + 1
@@ -203,6 +198,8 @@ class SecAggController(StepController):
         )
         self.core.accept_reveals(rnd, {s: dict(d.data) for s, d in got.items()})
         values, weight, survivors = self.core.aggregate(rnd)
+        if request["dropped"]:
+            self.core.needs_setup = True  # a new key epoch lets the dropped sites back in when they return
         self.log_info(
             fl_ctx,
             f"round {rnd}: unmasked the sum of {len(survivors)} sites ({', '.join(survivors)})"
