@@ -12,6 +12,7 @@ RSA (FLARE's provisioning), EC and Ed25519 keys are accepted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
@@ -82,7 +83,13 @@ class Identity:
 
     def sign(self, data: bytes) -> bytes:
         """``data`` signed with the site's private key."""
-        return _sign(serialization.load_pem_private_key(self.key_pem, password=None), data)
+        return _sign(_private_key(self.key_pem), data)
+
+
+@lru_cache(maxsize=64)
+def _private_key(pem: bytes):
+    """The loaded key of a PEM (loading checks an RSA key, about 30 ms: once per key, not per signature)."""
+    return serialization.load_pem_private_key(pem, password=None)
 
 
 def verify_signed(*, name: str, data: bytes, signature: bytes, cert_pem: bytes, root_pem: bytes) -> None:
