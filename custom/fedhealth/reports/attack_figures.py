@@ -74,7 +74,7 @@ def protection_label(name: str) -> str:
     kind, value = match.groups()
     return {
         "dp_eps": f"DP-SGD ε={value}",
-        "secure_sum": f"secure sum of {value} sites (HE)",
+        "secure_sum": f"secure sum of {value} sites (HE or SecAgg+)",
         "topk": f"top-k {value}% of entries",
     }[kind]
 
@@ -100,7 +100,8 @@ def job_protections(settings: JobSettings, audited: set[str]) -> list[tuple[str,
         wanted.append(("dp_eps", settings.epsilon, f"DP-SGD ε={settings.epsilon:g}", "ε"))
     if settings.secure_sum_sites is not None:
         n = settings.secure_sum_sites
-        wanted.append(("secure_sum", n, f"HE: the server sees the sum of {n} sites", "sites"))
+        by = settings.secure_sum_by
+        wanted.append(("secure_sum", n, f"{by}: the server sees the sum of {n} sites", "sites"))
     if settings.k_fraction is not None:
         wanted.append(("topk", settings.k_fraction, f"top-k {settings.k_fraction:.3g} of entries", "share"))
     out = []

@@ -42,7 +42,8 @@ class JobSettings:
         steps_site: the site that took ``local_steps`` (None: from the config).
         optimizer: ``sgd`` or ``adam``.
         epsilon: the DP-SGD plug-in's ``target_epsilon`` (None: no DP-SGD).
-        secure_sum_sites: HE: the fewest sites whose updates were summed in a round.
+        secure_sum_sites: HE or SecAgg+: the fewest sites whose updates were summed in a round.
+        secure_sum_by: what hides the single updates: ``"HE"`` or ``"SecAgg+"``.
         k_fraction: top-k: the share of each tensor's entries a site sends.
         trees: a tree job (XGBoost), which sends no gradient update.
         source: where the settings came from, for the report.
@@ -56,6 +57,7 @@ class JobSettings:
     optimizer: str | None = None
     epsilon: float | None = None
     secure_sum_sites: int | None = None
+    secure_sum_by: str = "HE"
     k_fraction: float | None = None
     trees: bool = False
     dataset: str | None = None
@@ -74,6 +76,11 @@ def _site_executor_args(config: dict) -> dict | None:
 def result_filters(config: dict) -> list[dict]:
     """Every filter of a client config's ``task_result_filters`` chains."""
     return [f for group in config.get("task_result_filters", []) for f in group.get("filters", [])]
+
+
+def masks_updates(config: dict) -> bool:
+    """Whether the client config masks the updates with SecAgg+ (``SecAggMask`` on the train results)."""
+    return any(f.get("path", "").endswith(SECAGG_FILTER) for f in result_filters(config))
 
 
 def encrypts_updates(config: dict) -> bool:
@@ -192,6 +199,7 @@ def job_settings(
         optimizer=str(args.get("optimizer", "sgd")).lower(),
         epsilon=epsilon,
         secure_sum_sites=summed,
+        secure_sum_by="SecAgg+" if masks_updates(client_config) else "HE",
         k_fraction=k_fraction,
         dataset=dataset if dataset and dataset != "heart_disease" else None,
         source="config_fed_client.json",

@@ -229,6 +229,8 @@ JOB_CASES = [
     ("cxr_dp", "cxr", 256, "adam", 5.0, None, None),
     ("cxr_he", "cxr", 64, "adam", None, 4, None),
     ("cxr_topk", "cxr", 64, "adam", None, None, 0.1),
+    ("heart_secagg", "heart", 16, "sgd", None, 4, None),
+    ("cxr_secagg", "cxr", 64, "adam", None, 4, None),
 ]
 
 
@@ -249,6 +251,7 @@ def test_settings_of_the_shipped_jobs(job, data, batch, optimizer, epsilon, summ
         k,
     )
     assert (s.local_steps, s.steps_site, s.source) == (3, "b", "config_fed_client.json")
+    assert s.secure_sum_by == ("SecAgg+" if job.endswith("_secagg") else "HE")
 
 
 def test_client_level_dp_on_the_server_is_noted_as_no_protection_from_the_server() -> None:
