@@ -32,6 +32,7 @@ FLARE_FREE = (
     "policy",
     "privacy",
     "reports",
+    "secagg",
     "tasks",
     "training",
     "trees",

@@ -108,4 +108,5 @@ def test_executor_args_are_merged_for_he_with_dp(tmp_path: Path) -> None:
     client = json.loads((job / "app" / "config" / "config_fed_client.json").read_text())
     args = client["executors"][0]["executor"]["args"]
     assert args["dp"] == dp and args["batch_size"] == 16  # the job's own settings stay
-    assert client["task_result_filters"][0]["filters"][0]["path"].endswith("HEModelEncryptor")
+    paths = [f["path"] for f in client["task_result_filters"][0]["filters"]]
+    assert paths[-1].endswith("HEModelEncryptor") and paths[0].endswith("UpdateGuard")  # checked, then encrypted
