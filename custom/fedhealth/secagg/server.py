@@ -38,6 +38,10 @@ class SecAggRoundError(RuntimeError):
     """A round that cannot be unmasked; the message says why, and the global model is not changed."""
 
 
+class SecAggSetupError(SecAggRoundError):
+    """Too few sites with valid keys to run a round at all (the job cannot go on)."""
+
+
 @dataclass
 class _Round:
     epoch: int = 0
@@ -87,7 +91,7 @@ class SecAggServer:
             except (ValueError, KeyError, TypeError) as exc:
                 refused[name] = str(exc)
         if len(good) < self.min_sites:
-            raise SecAggRoundError(
+            raise SecAggSetupError(
                 f"key epoch {self.epoch}: {len(good)} sites advertised valid keys, {self.min_sites} needed"
                 + (f"; refused: {refused}" if refused else "")
             )

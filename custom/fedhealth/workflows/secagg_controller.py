@@ -39,7 +39,7 @@ from nvflare.app_common.app_event_type import AppEventType
 from fedhealth import constants as C
 from fedhealth.secagg.config import SecAggConfig
 from fedhealth.secagg.encoding import unflatten
-from fedhealth.secagg.server import SecAggRoundError, SecAggServer
+from fedhealth.secagg.server import SecAggRoundError, SecAggServer, SecAggSetupError
 from fedhealth.workflows.step_controller import StepController
 
 
@@ -171,7 +171,7 @@ class SecAggController(StepController):
         else:
             contributors = self.core.rounds[rnd].contributors
         if len(contributors) < self.min_clients:
-            raise SecAggRoundError(f"round {rnd}: {len(contributors)} sites ready, {self.min_clients} needed")
+            raise SecAggSetupError(f"round {rnd}: {len(contributors)} sites ready, {self.min_clients} needed")
         data = self.generator.learnable_to_shareable(model, fl_ctx)
         data.set_header(AppConstants.CURRENT_ROUND, rnd)
         data.set_header(AppConstants.NUM_ROUNDS, self.num_rounds)
@@ -230,7 +230,7 @@ class SecAggController(StepController):
                 if abort_signal.triggered:
                     return
                 self._failed(rnd, str(exc), fl_ctx)
-                if "sites ready" in str(exc):
+                if isinstance(exc, SecAggSetupError):
                     self.system_panic(str(exc), fl_ctx)
                     return
                 self.fire_event(AppEventType.ROUND_DONE, fl_ctx)
