@@ -53,7 +53,7 @@ def _side(chain: str) -> SecAggMask:
 
 @pytest.fixture
 def federation(pki):
-    """A job whose four sites have agreed keys (epoch 1) and dealt round 0's self-masks."""
+    """A job whose four sites have agreed keys (epoch 1) and dealt round 0 (signed mask keys, shares)."""
     root, ids = pki
     job = f"job-{uuid.uuid4().hex[:8]}"
     sites = {s: SecAggSite(name=s, job=job, config=CONFIG, identity=ids[s]) for s in SITES}
@@ -69,11 +69,11 @@ def federation(pki):
 
 def _task(server: SecAggServer, weights: dict, rnd: int = 0) -> Shareable:
     task = DXO(DataKind.WEIGHTS, data=weights).to_shareable()
-    contributors = server.rounds[rnd].contributors
-    routed = {s: server.routed(s, rnd)["shares"] for s in contributors}
-    task.set_header(
-        C.HEADER_SECAGG, {"epoch": server.epoch, "rnd": rnd, "contributors": contributors, "shares": routed}
-    )
+    state = server.rounds[rnd]
+    shares = {s: server.routed(s, rnd)["shares"] for s in state.contributors}
+    keys = {s: dict(k) for s, k in state.keys.items()}  # the round's signed mask keys, every contributor's
+    payload = {"epoch": server.epoch, "rnd": rnd, "contributors": state.contributors}
+    task.set_header(C.HEADER_SECAGG, {**payload, "keys": keys, "shares": shares})
     return task
 
 
@@ -130,12 +130,46 @@ def test_the_server_unmasks_the_fedavg_mean_and_receives_only_masked_vectors(fed
     assert survivors == sorted(SITES)
 
 
+def test_the_next_round_masks_under_fresh_keys_and_survives_a_dropout(federation) -> None:
+    """Round 1 is dealt with round 0's unmask answers; switzerland drops out of it after the deal."""
+    job, sites, server = federation
+    global_model = _weights(0)
+    size = sum(int(np.prod(s)) for s in SHAPES.values()) + 1
+    for rnd, gone in ((0, ()), (1, ("switzerland",))):
+        updates = {s: _weights(10 * rnd + i + 1, scale=0.05) for i, s in enumerate(SITES)}
+        task = _task(server, global_model, rnd)
+        assert task.get_header(C.HEADER_SECAGG)["rnd"] == rnd
+        for s in SITES:
+            local = {k: global_model[k] + updates[s][k] for k in SHAPES}
+            sent = _mask_at(s, job, sites, task, local)
+            if s not in gone:
+                server.accept_masked(rnd, s, from_shareable(sent).data[C.SECAGG_MASKED_KEY], size=size)
+        request = server.unmask_request(rnd, deal_next=rnd == 0)
+        assert request["dropped"] == list(gone)
+        server.accept_reveals(rnd, {s: sites[s].reveal(**request) for s in request["survivors"]})
+        values, weight, survivors = server.aggregate(rnd)
+        others = [s for s in SITES if s not in gone]
+        total = sum(N_TRAIN[s] for s in others)
+        expected = {
+            k: sum(N_TRAIN[s] * updates[s][k].astype(np.float64) for s in others) / total for k in SHAPES
+        }
+        got = values / weight
+        assert survivors == others
+        np.testing.assert_allclose(got[0], expected["net.bias"][0], atol=1e-6)
+        np.testing.assert_allclose(got[1:], expected["net.weight"].ravel(), atol=1e-6)
+    keys = {rnd: server.rounds[rnd].keys for rnd in (0, 1)}
+    assert all(keys[0][s]["s_pk"] != keys[1][s]["s_pk"] for s in SITES)  # a fresh mask key every round
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ("no_header", r"carries no SecAgg\+ shares"),
-        ("tampered", "does not authenticate"),
+        ("tampered", "round 0: the b share from cleveland does not authenticate"),
         ("stale_epoch", "replayed or stale"),
+        ("no_keys", r"round 0: no mask key of \['cleveland', 'switzerland', 'va_long_beach'\]; refused"),
+        ("swapped_key", r"round 0: the mask key of cleveland: the signature does not match its certificate"),
+        ("own_key_replaced", "round 0: the relayed mask key of this site is not its own; refused"),
     ],
 )
 def test_a_bad_train_task_is_refused_on_the_data_chain(federation, change: str, message: str) -> None:
@@ -147,8 +181,14 @@ def test_a_bad_train_task_is_refused_on_the_data_chain(federation, change: str, 
     elif change == "tampered":
         sealed = payload["shares"]["hungary"]["b"]["cleveland"]
         payload["shares"]["hungary"]["b"]["cleveland"] = sealed[:-1] + bytes([sealed[-1] ^ 1])
-    else:
+    elif change == "stale_epoch":
         payload["epoch"] = 0
+    elif change == "no_keys":
+        payload["keys"] = {}
+    elif change == "swapped_key":
+        payload["keys"]["cleveland"] = payload["keys"]["switzerland"]
+    else:
+        payload["keys"]["hungary"] = payload["keys"]["cleveland"]
     secagg_executor._SITES[job] = sites["hungary"]
     with pytest.raises(ValueError, match=message):
         _side(FilterChainType.TASK_DATA_CHAIN).process(task, _ctx("hungary", job))

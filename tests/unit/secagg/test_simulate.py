@@ -68,7 +68,7 @@ def test_a_dropout_after_sharing_gives_the_mean_of_the_others(federation, n, nei
     _check_mean(result, config.fixed_point, ups, others)
     with_gone = weighted_mean(ups, WEIGHTS, sites)
     assert np.max(np.abs(result.mean - with_gone)) > 1e-3  # every site's update has its own offset
-    # the dropped sites' mask keys are now known: the next round starts a new key epoch, all sites back
+    # as the FLARE controller does, the round after a dropout starts a new key epoch, all sites back
     assert fed.server.needs_setup
     again = fed.run_round(2, ups, WEIGHTS)
     assert again.setup and fed.server.epoch == 2 and again.survivors == sites
@@ -76,28 +76,39 @@ def test_a_dropout_after_sharing_gives_the_mean_of_the_others(federation, n, nei
     _check_mean(again, config.fixed_point, ups, sites)
 
 
-def test_a_dropout_later_in_an_epoch_loses_only_that_round(federation) -> None:
-    sites = SITES[:5]
-    config = SecAggConfig(max_norm=10.0)
+@pytest.mark.parametrize(("n", "neighbors"), [(5, None), (16, 4)])
+def test_a_dropout_later_in_an_epoch_is_recovered(federation, n: int, neighbors: int | None) -> None:
+    """A site that sent its update in round 1 drops out of round 2: round 2 is the mean of the others."""
+    sites = SITES[:n]
+    config = SecAggConfig(max_norm=10.0, neighbors=neighbors)
     fed = federation(sites, config)
     ups = updates(sites, size=500)
-    fed.run_round(1, ups, WEIGHTS)
-    with pytest.raises(
-        SecAggRoundError, match=r"\['site-04'\] dropped out of key epoch 1 after its round\(s\) \[1\]"
-    ):
-        fed.run_round(2, ups, WEIGHTS, drop_after_sharing=["site-04"])
+    first = fed.run_round(1, ups, WEIGHTS)
+    _check_mean(first, config.fixed_point, ups, sites)
+    ups2 = updates(sites, size=500, seed=1)
+    second = fed.run_round(2, ups2, WEIGHTS, drop_after_sharing=["site-04"])
+    others = [s for s in sites if s != "site-04"]
+    assert not second.setup and fed.server.epoch == 1
+    assert second.dropped == ["site-04"] and second.survivors == others
+    _check_mean(second, config.fixed_point, ups2, others)
     third = fed.run_round(3, ups, WEIGHTS)
-    assert third.setup and fed.server.epoch == 2
+    assert third.setup and fed.server.epoch == 2 and third.survivors == sites
     _check_mean(third, config.fixed_point, ups, sites)
 
 
 def test_too_many_dropouts_end_the_round(federation) -> None:
     sites = SITES[:5]
     fed = federation(sites, SecAggConfig(max_norm=10.0))
+    ups = updates(sites, size=100)
     with pytest.raises(
-        SecAggRoundError, match="fewer than the threshold 3; the round cannot be unmasked and the global"
+        SecAggRoundError,
+        match=r"round 1: 2 sites sent masked updates \(\['site-01', 'site-02'\]\), fewer than the threshold "
+        "3; the round cannot be unmasked and the global model is unchanged",
     ):
-        fed.run_round(1, updates(sites, size=100), WEIGHTS, drop_after_sharing=sites[2:])
+        fed.run_round(1, ups, WEIGHTS, drop_after_sharing=sites[2:])
+    again = fed.run_round(2, ups, WEIGHTS)  # a new key epoch, every site back
+    assert again.setup and fed.server.epoch == 2 and again.survivors == sites
+    _check_mean(again, fed.config.fixed_point, ups, sites)
 
 
 def test_updates_are_clipped_before_masking(federation) -> None:

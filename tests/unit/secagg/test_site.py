@@ -12,16 +12,17 @@ from secagg_rounds import SITES, as_signed, route, setup, submit, top_bit, unmas
 from fedhealth.secagg import crypto, shamir
 from fedhealth.secagg.config import SecAggConfig
 from fedhealth.secagg.identity import verify_signed
-from fedhealth.secagg.shamir import SHARE_BYTES
-from fedhealth.secagg.site import (
+from fedhealth.secagg.messages import (
     B_SHARE,
-    EPOCH_ROUND,
     S_SHARE,
-    SecAggSite,
     advert_bytes,
-    mask_seed,
+    check_round_key,
+    pair_mask_seed,
     pair_sign,
+    round_key_bytes,
 )
+from fedhealth.secagg.shamir import SHARE_BYTES
+from fedhealth.secagg.site import SecAggSite
 
 FIVE = SITES[:5]
 SIZE = 100_000
@@ -52,6 +53,32 @@ FORGED_ADVERTS = [
     ),
     ("keys swapped by the server", "site-02: the signature does not match its certificate"),
     ("certificate of another root CA", "site-02: its certificate was not issued by the project's root CA"),
+]
+# (how site-01's routed message of round 2 is altered, the refusal's message)
+ALTERED_SHARES = [
+    ("replayed from round 1", "round 2: the b share from site-03 does not authenticate"),
+    ("one byte altered", "round 2: the b share from site-03 does not authenticate"),
+    ("sealed for another site", "round 2: the b share from site-03 does not authenticate"),
+    ("mask key share of round 1", "round 2: the s share from site-03 does not authenticate"),
+    ("unknown kind", r"round 2: unknown share kind 'x'; refused"),
+    ("unknown contributor", r"round 2: contributors \['site-16'\] are not in this epoch's roster; refused"),
+    ("round never dealt", "round 3: this site dealt nothing for it; refused"),
+    ("round 1's whole message", "round 1: this site dealt nothing for it; refused"),
+    ("previous key epoch", "a message of key epoch 0, this site is in epoch 1: replayed or stale; refused"),
+]
+_FORGED_KEY = (
+    r"round 2: the mask key of site-03: the signature does not match its certificate \(forged or altered\)"
+)
+# (how the server relays round 2's mask keys to site-01, the refusal's message)
+FORGED_ROUND_KEYS = [
+    ("site-03's key of round 1", _FORGED_KEY + r" \(replayed from another round or forged\); refused"),
+    ("site-03's key swapped with site-04's", _FORGED_KEY),
+    ("a new key signed by another site", _FORGED_KEY),
+    ("site-03's own signature for another job", _FORGED_KEY),
+    ("site-03's own signature for another key epoch", _FORGED_KEY),
+    ("no key of site-03", r"round 2: no mask key of \['site-03'\]; refused"),
+    ("site-01's own key replaced", "round 2: the relayed mask key of this site is not its own; refused"),
+    ("site-01's own key of round 1", "round 2: the relayed mask key of this site is not its own; refused"),
 ]
 
 
@@ -87,15 +114,43 @@ def test_the_identity_must_be_the_sites(pki) -> None:
 
 
 def test_the_advertisement_is_signed(pki, fed) -> None:
+    """It carries the share-sealing key only: the mask keys are dealt round by round."""
     ad = fed.sites["site-01"].advertise(epoch=7, config=CONFIG.as_dict())
-    assert (ad["site"], ad["job"], ad["epoch"]) == ("site-01", "job-a", 7)
-    assert len(ad["c_pk"]) == len(ad["s_pk"]) == 32 and ad["c_pk"] != ad["s_pk"]
+    assert sorted(ad) == ["c_pk", "cert", "epoch", "job", "sig", "site"]
+    assert (ad["site"], ad["job"], ad["epoch"]) == ("site-01", "job-a", 7) and len(ad["c_pk"]) == 32
     identity = pki[1]["site-01"]
     assert ad["cert"] == identity.cert_pem
-    data = advert_bytes(job="job-a", epoch=7, site="site-01", c_pk=ad["c_pk"], s_pk=ad["s_pk"])
+    data = advert_bytes(job="job-a", epoch=7, site="site-01", c_pk=ad["c_pk"])
     verify_signed(
         name="site-01", data=data, signature=ad["sig"], cert_pem=ad["cert"], root_pem=identity.root_pem
     )
+
+
+def test_every_round_has_a_fresh_mask_key_signed_for_that_round(fed) -> None:
+    """The deal of round 1 (``share_keys``) and of round 2 (``deal_round``): two keys, each signed for its
+    round only; a round is dealt once."""
+    request = fed.server.setup_request()
+    adverts = {s: fed.sites[s].advertise(**request) for s in FIVE}
+    share_request, _ = fed.server.accept_adverts(adverts, rnd=1)
+    site = fed.sites["site-01"]
+    first = site.share_keys(**share_request)
+    second = site.deal_round(2)
+    assert sorted(first) == sorted(second) == ["b", "s", "s_pk", "sig"]
+    assert len(first["s_pk"]) == 32 and first["s_pk"] != second["s_pk"] != adverts["site-01"]["c_pk"]
+    assert crypto.public_of(site.epoch.s_sk[1]) == first["s_pk"]
+    assert site.epoch.seeds[1] != site.epoch.seeds[2]
+    check = {"site": "site-01", "job": "job-a", "epoch": 1, "advert": adverts["site-01"]}
+    assert check_round_key(first, rnd=1, root_pem=site.identity.root_pem, **check) == first["s_pk"]
+    assert check_round_key(second, rnd=2, root_pem=site.identity.root_pem, **check) == second["s_pk"]
+    with pytest.raises(
+        ValueError,
+        match=r"round 2: the mask key of site-01: the signature does not match its certificate \(forged or "
+        r"altered\) \(replayed from another round or forged\); refused",
+    ):
+        check_round_key(first, rnd=2, root_pem=site.identity.root_pem, **check)
+    for rnd in (1, 2):
+        with pytest.raises(ValueError, match=f"round {rnd} was already dealt at this site; refused"):
+            site.deal_round(rnd)
 
 
 @pytest.mark.parametrize("changes", OTHER_SETTINGS)
@@ -124,10 +179,10 @@ def test_a_replayed_or_forged_advertisement_is_refused(
     elif forgery == "of another site":
         forged = adverts["site-03"]
     elif forgery == "signed by another site":
-        data = advert_bytes(job="job-a", epoch=2, site="site-02", c_pk=genuine["c_pk"], s_pk=genuine["s_pk"])
+        data = advert_bytes(job="job-a", epoch=2, site="site-02", c_pk=genuine["c_pk"])
         forged = {**genuine, "sig": fed.sites["site-03"].identity.sign(data)}
     elif forgery == "keys swapped by the server":
-        forged = {**genuine, "s_pk": crypto.new_keypair()[1]}
+        forged = {**genuine, "c_pk": crypto.new_keypair()[1]}
     else:
         impostor = SecAggSite(name="site-02", job="job-a", config=CONFIG, identity=other_pki[1]["site-02"])
         forged = impostor.advertise(**request)
@@ -169,7 +224,8 @@ def test_the_deal_shares_each_secret_among_the_neighbours(fed) -> None:
     sealed = deal[S_SHARE]["site-02"]
     assert len(sealed) == crypto.NONCE_BYTES + SHARE_BYTES + 16
     ep = fed.sites["site-01"].epoch
-    assert ep.threshold == 3 and ep.xs == {s: i + 1 for i, s in enumerate(FIVE)} and 1 in ep.seeds
+    assert ep.threshold == 3 and ep.xs == {s: i + 1 for i, s in enumerate(FIVE)}
+    assert sorted(ep.seeds) == sorted(ep.s_sk) == [1]
 
 
 @pytest.mark.parametrize("bits", [32, 64])
@@ -209,10 +265,13 @@ def test_a_coalition_below_the_threshold_learns_nothing(fed) -> None:
     xs = {s: _update(i) for i, s in enumerate(FIVE)}
     masked = submit(fed, 1, {s: fp.encode(xs[s], weight=fp.max_weight) for s in FIVE})
     victim = fed.sites[target].epoch
-    secrets = {S_SHARE: victim.s_sk, B_SHARE: victim.seeds[1]}
+    secrets = {S_SHARE: victim.s_sk[1], B_SHARE: victim.seeds[1]}
+    # every site's round-1 mask key (what a neighbour of the target knows of its pairwise mask)
+    s_sk = {s: fed.sites[s].epoch.s_sk[1] for s in FIVE}
+    s_pk = fed.server.rounds[1].keys
     held = {
-        kind: {fed.sites[c].epoch.xs[c]: fed.sites[c].epoch.held[(kind, rnd, target)] for c in colluders}
-        for kind, rnd in ((S_SHARE, EPOCH_ROUND), (B_SHARE, 1))
+        kind: {fed.sites[c].epoch.xs[c]: fed.sites[c].epoch.held[(kind, 1, target)] for c in colluders}
+        for kind in (S_SHARE, B_SHARE)
     }
     for kind, shares in held.items():
         assert len(shares) == fed.server.threshold - 1
@@ -226,7 +285,8 @@ def test_a_coalition_below_the_threshold_learns_nothing(fed) -> None:
 
     def pair_mask(site: str) -> np.ndarray:
         """The pairwise mask between the target and ``site`` as the target applied it (``site`` knows it)."""
-        p = crypto.prg(mask_seed(fed.sites[site]._mask_key(target), 1), SIZE + 1, fp.dtype)
+        seed = pair_mask_seed(s_sk[site], s_pk[target]["s_pk"], job="job-a", epoch=1, rnd=1)
+        p = crypto.prg(seed, SIZE + 1, fp.dtype)
         return p if pair_sign(target, site) > 0 else -p
 
     best = masked[target] - crypto.prg(b, SIZE + 1, fp.dtype)
@@ -241,51 +301,79 @@ def test_a_coalition_below_the_threshold_learns_nothing(fed) -> None:
     assert ratio == pytest.approx(1.0, abs=1e-6) and np.max(np.abs(values - xs[target])) <= fp.max_error(1)
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ("replayed from round 1", "round 2: the b share from site-03 does not authenticate"),
-        ("one byte altered", "round 2: the b share from site-03 does not authenticate"),
-        ("sealed for another site", "round 2: the b share from site-03 does not authenticate"),
-        ("key share of another epoch", "round 2: the s share from site-03 does not authenticate"),
-        ("unknown kind", r"round 2: unknown share kind 'x'; refused"),
-        (
-            "unknown contributor",
-            r"round 2: contributors \['site-16'\] are not in this epoch's roster; refused",
-        ),
-        ("round never dealt", "round 3: this site dealt no self-mask for it; refused"),
-        (
-            "previous key epoch",
-            "a message of key epoch 0, this site is in epoch 1: replayed or stale; refused",
-        ),
-    ],
-)
-def test_receive_refuses_replayed_or_altered_shares(fed, change: str, message: str) -> None:
+def _round_two(fed) -> tuple[dict, dict]:
+    """Round 1 masked and unmasked (dealing round 2); site-01's routed round 2 and the round-1 state."""
     _one_round(fed)
-    old_deals = fed.server.rounds[1].deals
-    _, _ = unmask(fed, 1, deal_next=True)
+    first = fed.server.rounds[1]
+    old = {"deals": first.deals, "keys": dict(first.keys), "routed": fed.server.routed("site-01", 1)}
+    unmask(fed, 1, deal_next=True)
     routed = fed.server.routed("site-01", 2)
-    shares = routed["shares"]
+    routed["keys"] = {s: dict(k) for s, k in routed["keys"].items()}  # the server's own stays as it is
+    return routed, old
+
+
+@pytest.mark.parametrize(("change", "message"), ALTERED_SHARES)
+def test_receive_refuses_replayed_or_altered_shares(fed, change: str, message: str) -> None:
+    routed, old = _round_two(fed)
+    shares, deals = routed["shares"], old["deals"]
     if change == "replayed from round 1":
-        shares[B_SHARE]["site-03"] = old_deals["site-03"]["site-01"]
+        shares[B_SHARE]["site-03"] = deals["site-03"][B_SHARE]["site-01"]
     elif change == "one byte altered":
         sealed = bytearray(shares[B_SHARE]["site-03"])
         sealed[30] ^= 0x80
         shares[B_SHARE]["site-03"] = bytes(sealed)
     elif change == "sealed for another site":
-        shares[B_SHARE]["site-03"] = fed.server.rounds[2].deals["site-03"]["site-02"]
-    elif change == "key share of another epoch":
-        shares[S_SHARE] = {"site-03": old_deals["site-03"]["site-01"]}
+        shares[B_SHARE]["site-03"] = fed.server.rounds[2].deals["site-03"][B_SHARE]["site-02"]
+    elif change == "mask key share of round 1":
+        shares[S_SHARE]["site-03"] = deals["site-03"][S_SHARE]["site-01"]
     elif change == "unknown kind":
         shares["x"] = {}
     elif change == "unknown contributor":
         routed["contributors"] = [*routed["contributors"], "site-16"]
     elif change == "round never dealt":
         routed["rnd"] = 3
+    elif change == "round 1's whole message":
+        routed = old["routed"]
     else:
         routed["epoch"] = 0
     with pytest.raises(ValueError, match=message):
         fed.sites["site-01"].receive(**routed)
+
+
+@pytest.mark.parametrize(("change", "message"), FORGED_ROUND_KEYS)
+def test_receive_refuses_a_replayed_or_forged_round_key(fed, change: str, message: str) -> None:
+    """A server that relays another mask key than the one a site signed for this round is caught."""
+    routed, old = _round_two(fed)
+    keys = routed["keys"]
+    s_pk = crypto.new_keypair()[1]
+
+    def signed(identity: str, *, job: str = "job-a", epoch: int = 1) -> dict:
+        data = round_key_bytes(job=job, epoch=epoch, rnd=2, site="site-03", s_pk=s_pk)
+        return {"s_pk": s_pk, "sig": fed.sites[identity].identity.sign(data)}
+
+    if change == "site-03's key of round 1":
+        keys["site-03"] = old["keys"]["site-03"]
+    elif change == "site-03's key swapped with site-04's":
+        keys["site-03"] = keys["site-04"]
+    elif change == "a new key signed by another site":
+        keys["site-03"] = signed("site-04")
+    elif change == "site-03's own signature for another job":
+        keys["site-03"] = signed("site-03", job="job-b")
+    elif change == "site-03's own signature for another key epoch":
+        keys["site-03"] = signed("site-03", epoch=2)
+    elif change == "no key of site-03":
+        del keys["site-03"]
+    elif change == "site-01's own key replaced":
+        keys["site-01"] = keys["site-02"]
+    else:
+        keys["site-01"] = old["keys"]["site-01"]
+    site = fed.sites["site-01"]
+    with pytest.raises(ValueError, match=message):
+        site.receive(**routed)
+    assert 2 not in site.epoch.contributors and 2 not in site.epoch.s_pk  # nothing of the round is kept
+    with pytest.raises(ValueError, match="round 2: no shares were received for it; refused to mask"):
+        site.mask(CONFIG.fixed_point.encode(np.zeros(10), weight=1.0), rnd=2)
+    site.receive(**fed.server.routed("site-01", 2))  # the genuine message still opens
 
 
 def test_receive_refuses_a_share_from_a_non_neighbour(federation) -> None:
@@ -313,15 +401,25 @@ def test_mask_only_once_and_only_after_the_shares(fed) -> None:
     assert not np.array_equal(first, vector)
 
 
-def test_reveal_answers_one_secret_per_neighbour(fed) -> None:
+def test_reveal_answers_one_secret_per_neighbour_and_deals_the_next_round(fed) -> None:
     _one_round(fed, drop=("site-05",))
     request = fed.server.unmask_request(1, deal_next=True)
-    assert request["dropped"] == ["site-05"] and request["deal_next"] is False
-    answer = fed.sites["site-01"].reveal(**{**request, "deal_next": True})  # a server asking anyway
+    assert request["dropped"] == ["site-05"] and request["deal_next"] is True
+    site = fed.sites["site-01"]
+    answer = site.reveal(**request)
+    assert sorted(answer) == ["b", "next", "s"]
     assert sorted(answer[B_SHARE]) == ["site-02", "site-03", "site-04"] and list(answer[S_SHARE]) == [
         "site-05"
     ]
-    assert answer["next"] is None  # a neighbour's mask key goes out: the key epoch ends, no next deal
+    # a dropout does not end the key epoch: round 2 is dealt with a fresh, signed mask key
+    nxt = answer["next"]
+    assert sorted(nxt[S_SHARE]) == sorted(nxt[B_SHARE]) == ["site-02", "site-03", "site-04", "site-05"]
+    check = {"site": "site-01", "job": "job-a", "epoch": 1, "root_pem": site.identity.root_pem}
+    s_pk = check_round_key(nxt, rnd=2, advert=fed.server.adverts["site-01"], **check)
+    assert s_pk != fed.server.rounds[1].keys["site-01"]["s_pk"]
+    assert sorted(site.epoch.seeds) == sorted(site.epoch.s_sk) == [2]  # round 1's secrets are forgotten
+    last = fed.sites["site-02"].reveal(**{**request, "deal_next": False})
+    assert last["next"] is None and list(last[S_SHARE]) == ["site-05"]
 
 
 @pytest.mark.parametrize("first_as", ["survivor", "dropped"])
@@ -333,22 +431,38 @@ def test_reveal_refuses_both_secrets_of_a_neighbour_in_a_round(fed, first_as: st
     first, second = (as_survivor, as_dropped) if first_as == "survivor" else (as_dropped, as_survivor)
     site.reveal(**first)
     with pytest.raises(
-        ValueError, match="round 1: site-05's other secret was already revealed in key epoch 1; refused"
+        ValueError, match="round 1: site-05's other secret of this round was already revealed; refused"
     ):
         site.reveal(**second)
 
 
-def test_reveal_refuses_a_mask_key_after_a_self_mask_of_the_epoch(fed) -> None:
-    """site-05 took part in round 1 (its self-mask seed was revealed): its mask key would unmask it."""
+def test_a_dropout_in_a_later_round_reveals_that_rounds_mask_key_only(fed) -> None:
+    """site-05 took part in round 1 (its self-mask seed was revealed) and dropped out in round 2.
+
+    Its neighbours reveal their shares of its round-2 mask key, a key of round 2 only; its round-1
+    mask key (which, with the round-1 self-mask seed, would unmask its round-1 update) is refused.
+    """
     _one_round(fed)
     unmask(fed, 1, deal_next=True)
     _one_round(fed, 2, drop=("site-05",))
-    request = {"epoch": 1, "rnd": 2, "survivors": FIVE[:4], "dropped": ["site-05"], "deal_next": False}
-    for site in FIVE[:4]:
-        with pytest.raises(
-            ValueError, match="round 2: site-05's other secret was already revealed in key epoch 1"
-        ):
-            fed.sites[site].reveal(**request)
+    request = fed.server.unmask_request(2, deal_next=True)
+    assert request["survivors"] == FIVE[:4] and request["dropped"] == ["site-05"]
+    answers = {s: fed.sites[s].reveal(**request) for s in FIVE[:4]}
+    for s, answer in answers.items():
+        assert list(answer[S_SHARE]) == ["site-05"]
+        assert sorted(answer[B_SHARE]) == [x for x in FIVE[:4] if x != s]
+    xs = fed.sites["site-01"].epoch.xs
+    s_sk = shamir.combine({xs[s]: answers[s][S_SHARE]["site-05"] for s in FIVE[:3]})
+    keys = {rnd: fed.server.rounds[rnd].keys["site-05"]["s_pk"] for rnd in (1, 2)}
+    assert crypto.public_of(s_sk) == keys[2] != keys[1]
+    for rnd, survivors in ((1, FIVE[:4]), (2, FIVE)):
+        dropped = ["site-05"] if rnd == 1 else []
+        again = {"epoch": 1, "rnd": rnd, "survivors": survivors, "dropped": dropped, "deal_next": False}
+        for s in FIVE[:4]:
+            with pytest.raises(
+                ValueError, match=f"round {rnd}: site-05's other secret of this round was already revealed"
+            ):
+                fed.sites[s].reveal(**again)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from nvflare.fuel.utils import fobs
 from fedhealth.privacy.update_guard import guard_update
 from fedhealth.secagg.config import SecAggConfig
 from fedhealth.secagg.encoding import flatten
-from fedhealth.secagg.server import SecAggServer
+from fedhealth.secagg.server import SecAggRoundError, SecAggServer
 from fedhealth.secagg.site import SecAggSite
 from fedhealth_tools.secagg.pki import make_pki
 
@@ -87,7 +87,11 @@ class InProcessSecAgg:
         drop_after_sharing: Collection[str] = (),
         last: bool = False,
     ) -> RoundResult:
-        """One FedAvg round under SecAgg+; sites in ``drop_after_sharing`` never send their masked update."""
+        """One FedAvg round under SecAgg+; sites in ``drop_after_sharing`` never send their masked update.
+
+        As :class:`~fedhealth.workflows.secagg_controller.SecAggController` does, the round after one
+        with a dropout, or after one that failed (:class:`SecAggRoundError`), starts a new key epoch.
+        """
         self.bytes.clear()
         start = time.perf_counter()
         setup = self.server.needs_setup
@@ -105,13 +109,18 @@ class InProcessSecAgg:
             guarded = guard_update(updates[s], max_norm=fp.max_norm, where=f"{s}'s update")
             masked = self.sites[s].mask(fp.encode(flatten(guarded.update, names), weight=weights[s]), rnd=rnd)
             self.server.accept_masked(rnd, s, self._send(s, masked), size=size)
-        request = self.server.unmask_request(rnd, deal_next=not last)
-        survivors = request["survivors"]
-        reveals = {}
-        for s in survivors:
-            reveals[s] = self._send(s, self.sites[s].reveal(**self._send(s, request)))
-        self.server.accept_reveals(rnd, reveals)
-        values, weight, survivors = self.server.aggregate(rnd)
+        try:
+            request = self.server.unmask_request(rnd, deal_next=not last)
+            reveals = {}
+            for s in request["survivors"]:
+                reveals[s] = self._send(s, self.sites[s].reveal(**self._send(s, request)))
+            self.server.accept_reveals(rnd, reveals)
+            values, weight, survivors = self.server.aggregate(rnd)
+        except SecAggRoundError:
+            self.server.needs_setup = True  # as SecAggController: the next round starts a new key epoch
+            raise
+        if request["dropped"]:
+            self.server.needs_setup = True  # as SecAggController: a new key epoch lets the dropped sites back
         seconds = time.perf_counter() - start
         return RoundResult(
             mean=values / weight,
