@@ -75,6 +75,12 @@ def check_round_key(
     key: dict, *, site: str, job: str, epoch: int, rnd: int, advert: dict, root_pem: bytes
 ) -> bytes:
     """A site's round key, checked against the certificate of its (checked) advertisement; its ``s_pk``."""
+    if (
+        not isinstance(key, dict)
+        or not isinstance(key.get("s_pk"), bytes)
+        or not isinstance(key.get("sig"), bytes)
+    ):
+        raise ValueError(f"round {rnd}: the mask key of {site} lacks its public key or signature; refused")
     data = round_key_bytes(job=job, epoch=epoch, rnd=rnd, site=site, s_pk=key["s_pk"])
     try:
         verify_signed(name=site, data=data, signature=key["sig"], cert_pem=advert["cert"], root_pem=root_pem)

@@ -148,8 +148,8 @@ class SecAggServer:
         return {
             "epoch": self.epoch,
             "rnd": int(rnd),
-            "contributors": state.contributors,
-            "keys": state.keys,
+            "contributors": list(state.contributors),
+            "keys": {k: dict(v) for k, v in state.keys.items()},
             "shares": shares,
         }
 

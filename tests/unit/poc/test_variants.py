@@ -109,4 +109,4 @@ def test_executor_args_are_merged_for_he_with_dp(tmp_path: Path) -> None:
     args = client["executors"][0]["executor"]["args"]
     assert args["dp"] == dp and args["batch_size"] == 16  # the job's own settings stay
     paths = [f["path"] for f in client["task_result_filters"][0]["filters"]]
-    assert paths[-1].endswith("HEModelEncryptor") and paths[0].endswith("UpdateGuard")  # checked, then encrypted
+    assert paths[-1].endswith("HEModelEncryptor") and paths[0].endswith("UpdateGuard")  # guard, then encrypt

@@ -53,7 +53,14 @@ def test_any_threshold_shares_recover_the_secret(threshold: int, n: int) -> None
 
 
 @pytest.mark.parametrize(
-    "secret", [bytes(32), b"\x00" * 31 + b"\x01", b"\xff" * 32, os.urandom(MAX_SECRET_BYTES)]
+    "secret",
+    [bytes(32), b"\x00" * 31 + b"\x01", b"\xff" * 32, os.urandom(MAX_SECRET_BYTES)],
+    ids=[
+        "zeros",
+        "one",
+        "all-ones",
+        "random-64-bytes",
+    ],  # fixed ids: xdist workers must collect the same tests
 )
 def test_secrets_of_every_shape(secret: bytes) -> None:
     shares = split(secret, threshold=3, xs=[1, 2, 3, 4])
