@@ -60,6 +60,8 @@ class SecAggController(StepController):
         train_task_name: the sites' train task.
         train_timeout: seconds a round waits for the masked updates (0: no limit; a dropout needs one).
         protocol_timeout: seconds each protocol exchange waits.
+        task_check_period: seconds between the controller's checks for answers (FLARE's default 0.2 s
+            would cost each of a round's two exchanges up to that much; ScatterAndGather here uses 0.05).
     """
 
     def __init__(
@@ -78,8 +80,9 @@ class SecAggController(StepController):
         train_task_name: str = C.TASK_TRAIN,
         train_timeout: int = 0,
         protocol_timeout: int = 60,
+        task_check_period: float = 0.05,
     ) -> None:
-        super().__init__()
+        super().__init__(task_check_period=task_check_period)
         if num_rounds < 1 or min_clients < 2:
             raise ValueError(
                 f"num_rounds must be at least 1 and min_clients 2, got {num_rounds}, {min_clients}."
