@@ -9,7 +9,7 @@ running). For each vector size (15, 100k, 1M float32 parameters), site count (4,
 - ``secagg``: the kit's SecAgg+ (:mod:`fedhealth.secagg`) among in-process sites with certificates
   from a throw-away root CA, every message through FOBS (:mod:`fedhealth_tools.secagg.simulate`);
   the row is a steady-state round (keys of the epoch already agreed; ``setup_s`` is the key epoch's
-  start, paid at round 0 and after a dropout); ``bits`` 32 and, at 100k, 64.
+  start, paid at round 0 and after a dropout); ``bits`` 40 (the jobs' setting) and, at 100k, 32 and 64.
 - ``he``: FLARE's CKKS components (encrypt at each site, aggregate, decrypt) with the TenSEAL
   contexts of a provisioned kit (:func:`fedhealth_tools.he.pipeline.he_fedavg_round`); HE has no
   dropout handling to measure (a missing site is simply not summed).
@@ -105,7 +105,7 @@ def plain_row(d: int, n: int, repeats: int) -> dict:
     }
 
 
-def secagg_row(d: int, n: int, dropouts: int, repeats: int, *, bits: int = 32) -> dict:
+def secagg_row(d: int, n: int, dropouts: int, repeats: int, *, bits: int = 40) -> dict:
     ups, weights = _updates(d, n)
     neighbors = None if n <= 4 else 4
     norm = max(
@@ -298,8 +298,8 @@ def main() -> None:
                 rows.append(he_row(d, n, kits, reps))
                 for k in (0, 1):
                     rows.append(secagg_row(d, n, k, reps))
-                if d == 100_000:
-                    rows.append(secagg_row(d, n, 0, reps, bits=64))
+                if d == 100_000:  # the ring's width: bytes against rounding
+                    rows += [secagg_row(d, n, 0, reps, bits=b) for b in (32, 64)]
                 print(json.dumps(rows[-1]), flush=True)
         rows += flower_rows(params, sites, [0, 1], work)
     out = {

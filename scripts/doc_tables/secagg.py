@@ -8,10 +8,15 @@ from doc_tables.fmt import load, nbytes, ratio, table
 
 NAME = "bench_secagg.json"
 MODES = ("plain", "secagg", "he", "flower_secaggplus")
+JOB_BITS = 40  # the ring width of the SecAgg+ jobs; the other widths are compared at 100k
 
 
 def _rows(results: Path, runner: str) -> list[dict]:
-    return [r for r in load(results, NAME)["rows"] if r.get("runner") == runner and r.get("bits", 32) == 32]
+    return [
+        r
+        for r in load(results, NAME)["rows"]
+        if r.get("runner") == runner and r.get("bits", JOB_BITS) == JOB_BITS
+    ]
 
 
 def _find(rows: list[dict], mode: str, d: int, n: int, k: int = 0) -> dict | None:
@@ -96,20 +101,23 @@ def secagg_aims(results: Path) -> str:
     worst = max(errs) if errs else float("nan")
     out.append(
         [
-            "aggregate = plain FedAvg within 1e-6 relative (32-bit ring)",
+            f"aggregate = plain FedAvg within 1e-6 relative ({JOB_BITS}-bit ring, every row)",
             _err(worst),
             "met" if worst <= 1e-6 else "missed",
         ]
     )
-    errs64 = [r["max_rel_error"] for r in data if r["mode"] == "secagg" and r.get("bits") == 64]
-    if errs64:
-        out.append(
-            [
-                "… with the 64-bit ring (`bits: 64`)",
-                _err(max(errs64)),
-                "met" if max(errs64) <= 1e-6 else "missed",
-            ]
-        )
+    for bits in (32, 64):
+        other = [r for r in data if r["mode"] == "secagg" and r.get("bits") == bits]
+        for r in other:
+            p = _find(inproc, "plain", r["params"], r["sites"])
+            size = f", bytes {ratio(r['bytes_per_site'] / p['bytes_per_site'], 2)} plain" if p else ""
+            out.append(
+                [
+                    f"… {bits}-bit ring, {r['params']:,} params, {r['sites']} sites",
+                    _err(r["max_rel_error"]) + size,
+                    "met" if r["max_rel_error"] <= 1e-6 else "missed",
+                ]
+            )
     slower = []
     for r in inproc:
         f = (

@@ -72,4 +72,4 @@ def test_secagg_survives_a_site_killed_mid_job(tmp_path: Path) -> None:
     # The sites sent masked ring vectors (30 values + the weight), never weights.
     site_logs = [p for p in workspace.rglob("log.txt") if C.HEART_SITES[0] in str(p)]
     text = "".join(p.read_text() for p in site_logs)
-    assert re.search(r"round 0: update norm [0-9.e-]+; sent masked \(\d+ values of 32 bits\)", text)
+    assert re.search(r"round 0: update norm [0-9.e-]+; sent masked \(\d+ values of 40 bits\)", text)

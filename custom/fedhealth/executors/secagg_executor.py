@@ -47,7 +47,7 @@ class SecAggExecutor(Executor):
 
     Args:
         max_norm: L2 bound this site clips its update to before masking.
-        bits: the ring's width (32 or 64).
+        bits: the ring's width, 32 to 64 in whole bytes (each byte more rounds 256 times finer).
         max_sites: the most sites a round may hold.
         max_weight: the largest FedAvg weight (training rows) a site may send.
         threshold: shares that recover a secret (None: a majority of the neighbours).
@@ -58,7 +58,7 @@ class SecAggExecutor(Executor):
         self,
         *,
         max_norm: float,
-        bits: int = 32,
+        bits: int = 40,
         max_sites: int = 16,
         max_weight: float = 10_000.0,
         threshold: int | None = None,

@@ -90,12 +90,12 @@ class SecAggMask(Filter):
         guarded = guard_update(update, max_norm=site.config.max_norm, where=where)
         weight = float(dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, 1.0))
         encoded = site.config.fixed_point.encode(flatten(guarded.update, sorted(received)), weight=weight)
-        masked = site.mask(encoded, rnd=rnd)
+        masked = site.config.fixed_point.to_wire(site.mask(encoded, rnd=rnd))
         self.log_info(
             fl_ctx,
             f"round {rnd}: update norm {guarded.norm:.4g}"
             + (f", clipped to {site.config.max_norm:g}" if guarded.clipped else "")
-            + f"; sent masked ({masked.size} values of {site.config.bits} bits)",
+            + f"; sent masked ({encoded.size} values of {site.config.bits} bits)",
         )
         meta = {**dxo.meta, C.META_ROUND: rnd}
         out = DXO(data_kind=C.SECAGG_MASKED_KIND, data={C.SECAGG_MASKED_KEY: masked}, meta=meta)

@@ -27,7 +27,7 @@ class SecAggConfig:
 
     Attributes:
         max_norm: L2 bound every site clips its update to before masking.
-        bits: the ring's width (32 or 64).
+        bits: the ring's width, 32 to 64 in whole bytes (each byte more rounds 256 times finer).
         max_sites: the most sites a round may hold (sizes the fixed-point scale).
         max_weight: the largest FedAvg weight (training rows) of a site.
         threshold: shares needed to recover a secret; None: a majority of the neighbours.
@@ -35,7 +35,7 @@ class SecAggConfig:
     """
 
     max_norm: float
-    bits: int = 32
+    bits: int = 40
     max_sites: int = 16
     max_weight: float = 10_000.0
     threshold: int | None = None

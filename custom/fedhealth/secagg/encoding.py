@@ -23,8 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BITS = (32, 64)
-_DTYPES = {32: (np.uint32, np.int32), 64: (np.uint64, np.int64)}
+BITS = (32, 40, 48, 56, 64)  # whole bytes on the wire; 32 computes in uint32, the others in uint64
+
+
+def _words(bits: int) -> tuple[type, type]:
+    return (np.uint32, np.int32) if bits == 32 else (np.uint64, np.int64)
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,9 @@ class FixedPoint:
     """The encoding every site and the server of one job share (from the job's config).
 
     Attributes:
-        bits: the ring's width, 32 or 64 (4 or 8 bytes a value on the wire).
+        bits: the ring's width: 32, 40, 48, 56 or 64 (``bits / 8`` bytes a value on the wire). The
+            arithmetic is modulo the machine word (2^32 or 2^64), a multiple of ``2^bits``, and the
+            values are reduced modulo ``2^bits`` before they leave: masks cancel all the same.
         max_norm: the L2 bound every site clips its update to.
         max_sites: the most sites a sum may hold.
         max_weight: the largest FedAvg weight (training rows) a site may have; weights are sent as
@@ -57,8 +62,39 @@ class FixedPoint:
 
     @property
     def dtype(self) -> type:
-        """The unsigned integer type of the ring's elements."""
-        return _DTYPES[self.bits][0]
+        """The unsigned machine word the ring's elements are computed in."""
+        return _words(self.bits)[0]
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes a value takes on the wire."""
+        return self.bits // 8
+
+    def reduce(self, values: np.ndarray) -> np.ndarray:
+        """``values`` modulo ``2^bits`` (in the machine word)."""
+        values = np.asarray(values, self.dtype)
+        if self.bits in (32, 64):
+            return values
+        return values & self.dtype((1 << self.bits) - 1)
+
+    def to_wire(self, values: np.ndarray) -> np.ndarray:
+        """Ring elements as ``bits / 8`` little-endian bytes each (a uint8 array)."""
+        words = np.ascontiguousarray(self.reduce(values).astype(np.dtype(self.dtype).newbyteorder("<")))
+        width = np.dtype(self.dtype).itemsize
+        return words.view(np.uint8).reshape(-1, width)[:, : self.wire_bytes].ravel()
+
+    def from_wire(self, data: np.ndarray, *, size: int) -> np.ndarray:
+        """The ``size`` ring elements of :meth:`to_wire`'s bytes; ``ValueError`` if they are not that."""
+        data = np.asarray(data)
+        if data.dtype != np.uint8 or data.shape != (size * self.wire_bytes,):
+            raise ValueError(
+                f"a masked update is {data.dtype} {data.shape}, expected uint8 ({size * self.wire_bytes},): "
+                f"{size} values of {self.bits} bits"
+            )
+        width = np.dtype(self.dtype).itemsize
+        words = np.zeros((size, width), np.uint8)
+        words[:, : self.wire_bytes] = data.reshape(size, self.wire_bytes)
+        return words.view(np.dtype(self.dtype).newbyteorder("<")).ravel().astype(self.dtype)
 
     @property
     def scale(self) -> float:
@@ -91,13 +127,22 @@ class FixedPoint:
                 "a coordinate of the update is above max_norm: clip the update (guard_update) first."
             )
         r = self.ratio(weight)
-        return np.concatenate(
-            [self._to_ring(flat * r, self.scale), self._to_ring(np.array([r]), self.weight_scale)]
+        return self.reduce(
+            np.concatenate(
+                [self._to_ring(flat * r, self.scale), self._to_ring(np.array([r]), self.weight_scale)]
+            )
         )
 
     def decode(self, total: np.ndarray) -> tuple[np.ndarray, float]:
         """The unmasked sum as ``(Σ r_i x_i, Σ r_i)`` in floats (the ring read as signed integers)."""
-        signed = np.asarray(total, self.dtype).view(_DTYPES[self.bits][1]).astype(np.float64)
+        reduced = self.reduce(total)
+        if self.bits in (32, 64):
+            signed = reduced.view(_words(self.bits)[1]).astype(np.float64)
+        else:
+            signed = reduced.astype(np.int64)
+            signed = np.where(signed >= 1 << (self.bits - 1), signed - (1 << self.bits), signed).astype(
+                np.float64
+            )
         return signed[:-1] / self.scale, float(signed[-1] / self.weight_scale)
 
     def max_error(self, sites: int) -> float:

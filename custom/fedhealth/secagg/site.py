@@ -224,7 +224,7 @@ class SecAggSite:
             seed = pair_mask_seed(ep.s_sk[rnd], s_pk, job=self.job, epoch=ep.number, rnd=rnd)
             p = crypto.prg(seed, out.size, dtype)
             out = out + p if pair_sign(self.name, j) > 0 else out - p
-        return out
+        return self.config.fixed_point.reduce(out)
 
     def reveal(
         self, *, epoch: int, rnd: int, survivors: list[str], dropped: list[str], deal_next: bool

@@ -50,7 +50,7 @@ class SecAggController(StepController):
         num_rounds: training rounds.
         min_clients: sites that must take part in a round (and the fewest with valid keys).
         max_norm: L2 bound each site clips its update to (the sites' own setting must match).
-        bits: the ring's width, 32 or 64.
+        bits: the ring's width, 32 to 64 in whole bytes (each byte more rounds 256 times finer).
         max_sites: the most sites a round may hold.
         max_weight: the largest FedAvg weight (training rows) of a site.
         threshold: shares that recover a secret (None: a majority of each site's neighbours).
@@ -70,7 +70,7 @@ class SecAggController(StepController):
         num_rounds: int,
         min_clients: int,
         max_norm: float,
-        bits: int = 32,
+        bits: int = 40,
         max_sites: int = 16,
         max_weight: float = 10_000.0,
         threshold: int | None = None,
@@ -192,7 +192,8 @@ class SecAggController(StepController):
             try:
                 if dxo.data_kind != C.SECAGG_MASKED_KIND:
                     raise ValueError(f"{site} sent a {dxo.data_kind} result, not a masked update; refused")
-                self.core.accept_masked(rnd, site, dxo.data[C.SECAGG_MASKED_KEY], size=size)
+                vector = self.config.fixed_point.from_wire(dxo.data[C.SECAGG_MASKED_KEY], size=size)
+                self.core.accept_masked(rnd, site, vector, size=size)
             except (ValueError, KeyError) as exc:
                 self.log_error(fl_ctx, f"round {rnd}: {exc}")
         request = self.core.unmask_request(rnd, deal_next=rnd + 1 < self.num_rounds)

@@ -91,6 +91,11 @@ def _result(weights: dict, site: str) -> Shareable:
     return result
 
 
+def _ring(sent: Shareable, size: int) -> np.ndarray:
+    """The ring elements of a masked result, as the server reads them off the wire."""
+    return CONFIG.fixed_point.from_wire(from_shareable(sent).data[C.SECAGG_MASKED_KEY], size=size)
+
+
 def _mask_at(site: str, job: str, sites: dict, task: Shareable, local: dict) -> Shareable:
     secagg_executor._SITES[job] = sites[site]  # one process per site in FLARE: the site's own state
     ctx = _ctx(site, job)
@@ -108,17 +113,17 @@ def test_the_server_unmasks_the_fedavg_mean_and_receives_only_masked_vectors(fed
         sent = _mask_at(s, job, sites, _task(server, global_model), local)
         dxo = from_shareable(sent)
         assert dxo.data_kind == C.SECAGG_MASKED_KIND and list(dxo.data) == [C.SECAGG_MASKED_KEY]
-        assert dxo.data[C.SECAGG_MASKED_KEY].dtype == np.uint32 and dxo.data[C.SECAGG_MASKED_KEY].shape == (
-            size,
-        )
+        wire = dxo.data[C.SECAGG_MASKED_KEY]
+        assert wire.dtype == np.uint8 and wire.shape == (size * 4,)  # 32-bit ring: 4 bytes a value
         assert dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == N_TRAIN[s]  # the meta goes as it came
         assert dxo.get_meta_prop(C.META_SITE_METRICS) == {"train_loss": 0.5}
         assert sent.get_header("task_id") == f"t-{s}"  # the reply's headers are kept
         plain = CONFIG.fixed_point.encode(
             np.concatenate([updates[s]["net.bias"], updates[s]["net.weight"].ravel()]), weight=N_TRAIN[s]
         )
-        assert np.mean(dxo.data[C.SECAGG_MASKED_KEY] == plain) < 0.01  # masked in (almost) every value
-        server.accept_masked(0, s, dxo.data[C.SECAGG_MASKED_KEY], size=size)
+        ring = _ring(sent, size)
+        assert np.mean(ring == plain) < 0.01  # masked in (almost) every value
+        server.accept_masked(0, s, ring, size=size)
     request = server.unmask_request(0, deal_next=False)
     server.accept_reveals(0, {s: sites[s].reveal(**request) for s in request["survivors"]})
     values, weight, survivors = server.aggregate(0)
@@ -143,7 +148,7 @@ def test_the_next_round_masks_under_fresh_keys_and_survives_a_dropout(federation
             local = {k: global_model[k] + updates[s][k] for k in SHAPES}
             sent = _mask_at(s, job, sites, task, local)
             if s not in gone:
-                server.accept_masked(rnd, s, from_shareable(sent).data[C.SECAGG_MASKED_KEY], size=size)
+                server.accept_masked(rnd, s, _ring(sent, size), size=size)
         request = server.unmask_request(rnd, deal_next=rnd == 0)
         assert request["dropped"] == list(gone)
         server.accept_reveals(rnd, {s: sites[s].reveal(**request) for s in request["survivors"]})
@@ -211,7 +216,7 @@ def test_an_update_above_max_norm_is_clipped_to_it(federation) -> None:
         sent = _mask_at(
             s, job, sites, _task(server, global_model), local if s == "cleveland" else global_model
         )
-        server.accept_masked(0, s, from_shareable(sent).data[C.SECAGG_MASKED_KEY], size=16)
+        server.accept_masked(0, s, _ring(sent, 16), size=16)
     request = server.unmask_request(0, deal_next=False)
     server.accept_reveals(0, {s: sites[s].reveal(**request) for s in request["survivors"]})
     values, _, _ = server.aggregate(0)

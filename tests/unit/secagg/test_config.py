@@ -75,10 +75,10 @@ def test_settings_refused(changes: dict, message: str) -> None:
 
 def test_defaults_and_plain_data() -> None:
     config = SecAggConfig(max_norm=2.5)
-    assert config.fixed_point == FixedPoint(bits=32, max_norm=2.5, max_sites=16, max_weight=10_000.0)
+    assert config.fixed_point == FixedPoint(bits=40, max_norm=2.5, max_sites=16, max_weight=10_000.0)
     assert config.as_dict() == {
         "max_norm": 2.5,
-        "bits": 32,
+        "bits": 40,
         "max_sites": 16,
         "max_weight": 10_000.0,
         "threshold": None,

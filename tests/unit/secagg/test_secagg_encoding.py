@@ -13,7 +13,8 @@ from fedhealth.secagg.encoding import FixedPoint, flatten, unflatten
 FP = {"max_norm": 10.0, "max_sites": 16, "max_weight": 1000.0}
 # (settings that differ from FP, the refusal's message)
 BAD = [
-    ({"bits": 16}, r"bits must be one of \(32, 64\), got 16"),
+    ({"bits": 16}, r"bits must be one of \(32, 40, 48, 56, 64\), got 16"),
+    ({"bits": 44}, r"bits must be one of \(32, 40, 48, 56, 64\), got 44"),
     ({"max_norm": 0.0}, "max_norm must be a positive finite number, got 0.0"),
     ({"max_norm": -1.0}, "max_norm must be a positive finite number"),
     ({"max_norm": float("inf")}, "max_norm must be a positive finite number"),
@@ -150,3 +151,42 @@ def test_flatten_refuses_other_layers(update: dict, names: list[str]) -> None:
 def test_unflatten_refuses_another_size() -> None:
     with pytest.raises(ValueError, match="the vector has 5 values, the layers 4"):
         unflatten(np.zeros(5), {"w": (2, 2)})
+
+
+# A ring of whole bytes narrower than the machine word: computed modulo 2^64, reduced, sent packed.
+PACKED = [40, 48, 56]
+
+
+@pytest.mark.parametrize("bits", [32, *PACKED, 64])
+def test_the_wire_holds_bits_over_8_bytes_a_value_and_round_trips(bits: int) -> None:
+    fp = FixedPoint(bits=bits, max_norm=1.0, max_sites=4, max_weight=100.0)
+    values = fp.encode(np.linspace(-1.0, 1.0, 101), weight=50.0)
+    wire = fp.to_wire(values)
+    assert wire.dtype == np.uint8 and wire.shape == (102 * bits // 8,)
+    np.testing.assert_array_equal(fp.from_wire(wire, size=102), values)
+    with pytest.raises(ValueError, match=rf"expected uint8 \({101 * bits // 8},\)"):
+        fp.from_wire(wire[: 101 * bits // 8 + 1], size=101)
+
+
+@pytest.mark.parametrize("bits", PACKED)
+def test_a_packed_ring_sums_masked_values_exactly(bits: int) -> None:
+    """Masks drawn over the whole machine word cancel modulo 2^bits: the sum decodes to the plain sum."""
+    fp = FixedPoint(bits=bits, max_norm=1.0, max_sites=3, max_weight=10.0)
+    rng = np.random.default_rng(bits)
+    xs = [rng.uniform(-1, 1, size=50) for _ in range(3)]
+    masks = [rng.integers(0, 2**63, size=51, dtype=np.uint64) * np.uint64(2) for _ in range(3)]
+    masked = [fp.reduce(fp.encode(x, weight=10.0) + m) for x, m in zip(xs, masks, strict=True)]
+    assert all(int(v.max()) < 2**bits for v in masked)  # what leaves fits the ring
+    total = masked[0] + masked[1] + masked[2] - masks[0] - masks[1] - masks[2]
+    values, weight = fp.decode(total)
+    np.testing.assert_allclose(values, sum(xs), atol=fp.max_error(3))
+    assert weight == pytest.approx(3.0, abs=3 / fp.weight_scale)
+
+
+@pytest.mark.parametrize("bits", [32, 40, 48, 56, 64])
+def test_each_extra_byte_rounds_256_times_finer(bits: int) -> None:
+    fp = FixedPoint(bits=bits, max_norm=1.0, max_sites=16, max_weight=1.0)
+    assert fp.max_error(16) == pytest.approx(16 * 0.5 * 16 / 2 ** (bits - 2))  # 2^-26 at 32 bits
+    assert fp.max_error(16) == pytest.approx(
+        FixedPoint(32, 1.0, 16, 1.0).max_error(16) / 256 ** ((bits - 32) // 8)
+    )

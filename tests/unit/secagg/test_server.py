@@ -23,7 +23,7 @@ from fedhealth.secagg.server import SecAggRoundError
 from fedhealth.secagg.shamir import PRIME, SHARE_BYTES, combine
 
 FIVE = SITES[:5]
-CONFIG = SecAggConfig(max_norm=10.0)
+CONFIG = SecAggConfig(max_norm=10.0, bits=32)  # the masking tests read the ring as uint32
 WEIGHTS = {s: 100.0 * (i + 1) for i, s in enumerate(SITES)}
 # (whose reveal answers arrive, which secret is forged, how, the error). Four answers give site-03's
 # seed three shares (the threshold: one combination), five give it four: the server combines the

@@ -26,7 +26,7 @@ from fedhealth.secagg.site import SecAggSite
 
 FIVE = SITES[:5]
 SIZE = 100_000
-CONFIG = SecAggConfig(max_norm=10.0)
+CONFIG = SecAggConfig(max_norm=10.0, bits=32)  # the masking tests read the ring as uint32
 # (a change to the server's settings, as the advertise request carries them)
 OTHER_SETTINGS = [
     {"max_norm": 1.0},

@@ -108,7 +108,8 @@ class InProcessSecAgg:
                 continue
             guarded = guard_update(updates[s], max_norm=fp.max_norm, where=f"{s}'s update")
             masked = self.sites[s].mask(fp.encode(flatten(guarded.update, names), weight=weights[s]), rnd=rnd)
-            self.server.accept_masked(rnd, s, self._send(s, masked), size=size)
+            wire = self._send(s, fp.to_wire(masked))  # bits / 8 bytes a value, as the FLARE filter sends
+            self.server.accept_masked(rnd, s, fp.from_wire(wire, size=size), size=size)
         try:
             request = self.server.unmask_request(rnd, deal_next=not last)
             reveals = {}
