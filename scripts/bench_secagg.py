@@ -276,7 +276,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-poc", action="store_true", help="the in-process rows and Flower's only")
-    parser.add_argument("--poc-rounds", type=int, default=5)
+    parser.add_argument("--poc-rounds", type=int, default=12, help="rounds per POC job (round 0 is left out)")
     args = parser.parse_args()
     params = [15, 100_000] if args.quick else [15, 100_000, 1_000_000]
     sites = [4] if args.quick else [4, 16]
