@@ -34,7 +34,7 @@ from nvflare.apis.shareable import Shareable
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth.constants import DP_UPDATE_DECLINED, DP_UPDATE_LEDGER_FILE, META_PRIVACY, TASK_TRAIN
-from fedhealth.filters.model_update import MODEL_KINDS, model_dxo, nested_model
+from fedhealth.filters.model_update import MODEL_KINDS, local_update, model_dxo, nested_model
 from fedhealth.policy.update_rules import dp_release, noise_std
 from fedhealth.privacy.release_ledger import ReleaseEntry, ReleaseLedger
 
@@ -115,7 +115,7 @@ class DPUpdate(DXOFilter):
                     "DPUpdate: no global model was received in this job, so the update cannot be formed; "
                     "refusing to send local weights. List the filter under the scope's task_data_filters too."
                 )
-            update = _difference(dxo.data, received)
+            update = local_update(dxo.data, received, who=FILTER_NAME)
         else:
             update = {k: np.asarray(v) for k, v in dxo.data.items()}
         task = str(fl_ctx.get_prop(FLContextKey.TASK_NAME) or "")
@@ -170,19 +170,6 @@ class DPUpdate(DXOFilter):
             ledger = _LEDGERS[job_id] = ReleaseLedger.load(path, max_epsilon=self.max_epsilon)
         ledger.max_epsilon = self.max_epsilon
         return ledger
-
-
-def _difference(local: dict, received: dict) -> dict[str, np.ndarray]:
-    missing = sorted(set(local) - set(received))
-    if missing:
-        raise ValueError(f"DPUpdate: layers {missing} are not in the global model this site received.")
-    out = {}
-    for name, value in local.items():
-        array, ref = np.asarray(value), np.asarray(received[name])
-        if array.shape != ref.shape:
-            raise ValueError(f"DPUpdate: layer {name!r} has shape {array.shape}, the received {ref.shape}.")
-        out[name] = array.astype(np.float64) - ref.astype(np.float64)
-    return out
 
 
 def _pinned_layers(dxo: DXO) -> list[str]:

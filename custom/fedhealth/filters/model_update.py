@@ -8,6 +8,7 @@ result, so the scope filters look at the top-level DXO first and let everything 
 
 from __future__ import annotations
 
+import numpy as np
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.shareable import ReturnCode, Shareable
 
@@ -38,3 +39,24 @@ def nested_model(shareable: Shareable) -> bool:
         and dxo.data_kind == DataKind.COLLECTION
         and any(isinstance(v, DXO) and v.data_kind in MODEL_KINDS for v in (dxo.data or {}).values())
     )
+
+
+def local_update(local: dict, received: dict, *, who: str, hint: str = "") -> dict[str, np.ndarray]:
+    """Local weights minus the global weights the site received, per layer (float64).
+
+    Raises:
+        ValueError: a local layer is not in the received model or has another shape; the message
+            opens with ``who`` (the filter) and ends with ``hint``.
+    """
+    missing = sorted(set(local) - set(received))
+    if missing:
+        raise ValueError(f"{who}: layers {missing} are not in the global model this site received.")
+    out = {}
+    for name, value in local.items():
+        array, ref = np.asarray(value), np.asarray(received[name])
+        if array.shape != ref.shape:
+            raise ValueError(
+                f"{who}: layer {name!r} has shape {array.shape}, the received global model {ref.shape}.{hint}"
+            )
+        out[name] = array.astype(np.float64) - ref.astype(np.float64)
+    return out

@@ -28,7 +28,7 @@ from nvflare.apis.shareable import Shareable
 
 from fedhealth import constants as C
 from fedhealth.executors.secagg_executor import site_for
-from fedhealth.filters.model_update import model_dxo, nested_model, result_dxo
+from fedhealth.filters.model_update import local_update, model_dxo, nested_model, result_dxo
 from fedhealth.privacy.update_guard import guard_update
 from fedhealth.secagg.encoding import flatten
 
@@ -79,10 +79,10 @@ class SecAggMask(Filter):
         received, rnd = _RECEIVED[job]
         local = {k: np.asarray(v, np.float64) for k, v in dxo.data.items()}
         if dxo.data_kind == DataKind.WEIGHTS:
-            missing = sorted(set(received) ^ set(local))
+            missing = sorted(set(received) - set(local))
             if missing:
-                raise ValueError(f"the local and global models differ in layers {missing}")
-            update = {k: local[k] - received[k] for k in received}
+                raise ValueError(f"SecAggMask: the local model lacks layers {missing} of the global model")
+            update = local_update(local, received, who="SecAggMask")
         else:
             update = local
         site = site_for(job)

@@ -39,13 +39,14 @@ from nvflare.apis.shareable import Shareable
 from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth.constants import META_PRIVACY, TASK_TRAIN
-from fedhealth.filters.model_update import MODEL_KINDS, model_dxo, nested_model
+from fedhealth.filters.model_update import MODEL_KINDS, local_update, model_dxo, nested_model
 from fedhealth.privacy.update_guard import check_max_norm, guard_update
 
 # job id -> the plaintext global weights of the last train task. The data-chain and result-chain
 # instances of the filter are separate objects in the same job process.
 _RECEIVED: dict[str, dict[str, np.ndarray]] = {}
 FILTER_NAME = "UpdateGuard"
+HINT = " List the filter after HEShapeRestorer in task_data_filters."  # a shape mismatch: HE flattened it
 
 
 class UpdateGuard(DXOFilter):
@@ -100,7 +101,7 @@ class UpdateGuard(DXOFilter):
                     "cannot be checked; refusing to send local weights. List the filter in the job's "
                     "task_data_filters too, after HEModelDecryptor and HEShapeRestorer."
                 )
-            update = _difference(dxo.data, received)
+            update = local_update(dxo.data, received, who=FILTER_NAME, hint=HINT)
         else:
             update = {k: np.asarray(v) for k, v in dxo.data.items()}
         round_index = shareable.get_header(AppConstants.CURRENT_ROUND)
@@ -131,19 +132,3 @@ def _dtype(value: object) -> np.dtype:
     """The dtype to send a layer back in: the local layer's float type, float32 for anything else."""
     dtype = np.asarray(value).dtype
     return dtype if dtype.kind == "f" else np.dtype(np.float32)
-
-
-def _difference(local: dict, received: dict) -> dict[str, np.ndarray]:
-    missing = sorted(set(local) - set(received))
-    if missing:
-        raise ValueError(f"UpdateGuard: layers {missing} are not in the global model this site received.")
-    out = {}
-    for name, value in local.items():
-        array, ref = np.asarray(value), np.asarray(received[name])
-        if array.shape != ref.shape:
-            raise ValueError(
-                f"UpdateGuard: layer {name!r} has shape {array.shape}, the received global model "
-                f"{ref.shape}; list the filter after HEShapeRestorer in task_data_filters."
-            )
-        out[name] = array.astype(np.float64) - ref.astype(np.float64)
-    return out
