@@ -55,7 +55,7 @@ def _ctx(name: str, current_round: int = 0) -> FLContext:
 def wire(shareable: Shareable) -> Shareable:
     """The shareable as the other side receives it (FOBS round trip)."""
     decomposers.register()
-    serialized_size(shareable)  # registers FLARE's common and numpy decomposers
+    serialized_size(shareable)  # registers FLARE's own, common and numpy decomposers first
     return fobs.loads(fobs.dumps(shareable))
 
 

@@ -18,18 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 from nvflare.fuel.utils import fobs
 
+from fedhealth.filters.wire import register_decomposers
 from fedhealth.privacy.update_guard import guard_update
 from fedhealth.secagg.config import SecAggConfig
 from fedhealth.secagg.encoding import flatten
 from fedhealth.secagg.server import SecAggRoundError, SecAggServer
 from fedhealth.secagg.site import SecAggSite
 from fedhealth_tools.secagg.pki import make_pki
-
-
-def _register() -> None:
-    from nvflare.app_common.decomposers import numpy_decomposers
-
-    numpy_decomposers.register()
 
 
 @dataclass
@@ -55,7 +50,7 @@ class InProcessSecAgg:
     """
 
     def __init__(self, sites: list[str], config: SecAggConfig, *, job: str = "inprocess") -> None:
-        _register()
+        register_decomposers()
         root, ids = make_pki(list(sites))
         self.config = config
         self.sites = {s: SecAggSite(name=s, job=job, config=config, identity=ids[s]) for s in sites}
