@@ -13,9 +13,10 @@ List it on the site's ``train`` task data chain and result chain (as the job doe
   (kind ``fedhealth.SECAGG_MASKED``); the meta keeps the round's released metrics and the FedAvg
   weight, as every job sends. The update's norm is logged at the site, never sent.
 
-DP-SGD composes (the noise is in the update before masking); a top-k update does not (a sparse
-update is masked densely, so the compression is lost: the job refuses nothing but gains nothing).
-A ``COLLECTION`` (SCAFFOLD's control variates) is refused: this filter masks one model update.
+DP-SGD composes (the noise is in the update before masking); the fixed-point encoding is the
+quantizer. Refused, with the reason: a compressed update (``UpdateCompressor`` before this filter:
+masks are dense and uniform, so a sparse or quantized payload cannot be masked and stay small), and
+a ``COLLECTION`` (SCAFFOLD's control variates: this filter masks one model update).
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ class SecAggMask(Filter):
             return shareable  # a failed task: its error reply goes as it is
         if nested_model(shareable):
             raise ValueError("SecAggMask masks one model update; a COLLECTION (e.g. SCAFFOLD's) is refused")
+        if result_dxo(shareable).data_kind == C.COMPRESSED_KIND:
+            raise ValueError(
+                "SecAggMask masks a dense update; a compressed one (UpdateCompressor) cannot be masked and "
+                "stay small, so it is refused: drop the compressor (the fixed-point ring is SecAgg+'s "
+                "quantizer)"
+            )
         dxo = model_dxo(shareable)
         if dxo is None:
             raise ValueError("the train result holds no model update to mask; nothing is sent in the clear")

@@ -224,7 +224,7 @@ def test_an_update_above_max_norm_is_clipped_to_it(federation) -> None:
     assert np.linalg.norm(values) == pytest.approx(ratio * CONFIG.max_norm, rel=1e-5)
 
 
-def test_failed_replies_pass_and_collections_are_refused(federation) -> None:
+def test_failed_replies_pass_and_collections_and_compressed_updates_are_refused(federation) -> None:
     job, sites, server = federation
     secagg_executor._SITES[job] = sites["hungary"]
     result_side = _side(FilterChainType.TASK_RESULT_CHAIN)
@@ -234,6 +234,9 @@ def test_failed_replies_pass_and_collections_are_refused(federation) -> None:
     collection = DXO(DataKind.COLLECTION, data={"_model_weights_": part, "c": part}).to_shareable()
     with pytest.raises(ValueError, match="COLLECTION"):
         result_side.process(collection, _ctx("hungary", job))
+    compressed = DXO(C.COMPRESSED_KIND, data={"payload": np.zeros(3, np.uint8)}).to_shareable()
+    with pytest.raises(ValueError, match=r"a compressed one \(UpdateCompressor\) cannot be masked"):
+        result_side.process(compressed, _ctx("hungary", job))
 
 
 def test_the_executor_refuses_a_server_whose_settings_differ(federation) -> None:
