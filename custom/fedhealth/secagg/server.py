@@ -10,8 +10,9 @@ A round fails (:class:`SecAggRoundError`, no model change) when fewer than ``thr
 masked updates, when a secret cannot be recovered from the answers, when recovered secrets are
 inconsistent (a forged share), or when the unmasked sum is above what clipped updates can add up to.
 A site that drops out in any round is recovered: the mask key the server reconstructs for it was
-used in that round only (mask keys are fresh every round, :mod:`fedhealth.secagg.messages`), and
-the dropped site deals nothing more in the key epoch.
+used in that round only (mask keys are fresh every round, :mod:`fedhealth.secagg.messages`).
+After a dropout or a failed round :attr:`SecAggServer.needs_setup` is set: the next round starts a
+new key epoch, which lets a returning site back in.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class SecAggServer:
         self.needs_setup = True
         self.rounds: dict[int, _Round] = {}
         self.refused: dict[str, str] = {}  # site -> why its last deal was refused
+
+    def _fail(self, message: str) -> SecAggRoundError:
+        """A round that cannot be unmasked: the next one starts a new key epoch."""
+        self.needs_setup = True
+        return SecAggRoundError(message)
 
     # ------------------------------------------------------------------ epoch set-up
     def setup_request(self) -> dict:
@@ -173,7 +179,7 @@ class SecAggServer:
         survivors = sorted(state.masked)
         dropped = sorted(set(state.contributors) - set(survivors))
         if len(survivors) < self.threshold:
-            raise SecAggRoundError(
+            raise self._fail(
                 f"round {rnd}: {len(survivors)} sites sent masked updates ({survivors}), fewer than the "
                 f"threshold {self.threshold}; the round cannot be unmasked and the global model is unchanged"
             )
@@ -199,7 +205,7 @@ class SecAggServer:
         shares = {xs[h]: r[kind][site] for h, r in state.reveals.items() if site in r.get(kind, {})}
         if len(shares) < self.threshold:
             what = "self-mask seed" if kind == B_SHARE else "mask key (it dropped out)"
-            raise SecAggRoundError(
+            raise self._fail(
                 f"round {rnd}: {len(shares)} shares of {site}'s {what} arrived, {self.threshold} needed; the "
                 "round cannot be unmasked and the global model is unchanged"
             )
@@ -208,11 +214,11 @@ class SecAggServer:
             secret = shamir.combine({x: shares[x] for x in points[: self.threshold]})
             check = shamir.combine({x: shares[x] for x in points[-self.threshold :]})
         except ValueError as exc:
-            raise SecAggRoundError(f"round {rnd}: the shares of {site}'s secret are invalid ({exc})") from exc
+            raise self._fail(f"round {rnd}: the shares of {site}'s secret are invalid ({exc})") from exc
         if secret != check:
-            raise SecAggRoundError(f"round {rnd}: the shares of {site}'s secret disagree (a share is forged)")
+            raise self._fail(f"round {rnd}: the shares of {site}'s secret disagree (a share is forged)")
         if kind == S_SHARE and crypto.public_of(secret) != state.keys[site]["s_pk"]:
-            raise SecAggRoundError(f"round {rnd}: the recovered mask key of {site} is not the one it signed")
+            raise self._fail(f"round {rnd}: the recovered mask key of {site} is not the one it signed")
         return secret
 
     def aggregate(self, rnd: int) -> tuple[np.ndarray, float, list[str]]:
@@ -221,7 +227,7 @@ class SecAggServer:
         fp = self.config.fixed_point
         survivors = sorted(state.masked)
         if not survivors:
-            raise SecAggRoundError(f"round {rnd}: no masked update arrived")
+            raise self._fail(f"round {rnd}: no masked update arrived")
         total = np.zeros_like(state.masked[survivors[0]])
         for vector in state.masked.values():
             total += vector
@@ -237,11 +243,13 @@ class SecAggServer:
                     p = crypto.prg(seed, total.size, fp.dtype)
                     total = total - p if pair_sign(peer, gone) > 0 else total + p
         values, weight = fp.decode(total)
+        if len(survivors) < len(state.contributors):
+            self.needs_setup = True  # a new key epoch lets the dropped sites back in when they return
         norm = float(np.linalg.norm(values))
         rounding = fp.max_error(len(survivors)) * np.sqrt(values.size)  # the fixed-point error's largest norm
         honest = sum_within_bound(max(norm - rounding, 0.0), weight_sum=weight, max_norm=fp.max_norm)
         if not (0 < weight <= len(survivors) * (1 + 1e-9)) or not honest:
-            raise SecAggRoundError(
+            raise self._fail(
                 f"round {rnd}: the unmasked sum has norm {norm:.4g} for summed weight {weight:.4g}, "
                 f"above what updates clipped to {fp.max_norm:g} can reach; refused, the global model is "
                 "unchanged"

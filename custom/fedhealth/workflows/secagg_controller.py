@@ -202,8 +202,6 @@ class SecAggController(StepController):
         )
         self.core.accept_reveals(rnd, {s: dict(d.data) for s, d in got.items()})
         values, weight, survivors = self.core.aggregate(rnd)
-        if request["dropped"]:
-            self.core.needs_setup = True  # a new key epoch lets the dropped sites back in when they return
         self.log_info(
             fl_ctx,
             f"round {rnd}: unmasked the sum of {len(survivors)} sites ({', '.join(survivors)})"
@@ -247,7 +245,6 @@ class SecAggController(StepController):
 
     def _failed(self, rnd: int, reason: str, fl_ctx: FLContext) -> None:
         """A round that could not be unmasked: logged, recorded, announced; the model is unchanged."""
-        self.core.needs_setup = True
         record = {"site": "secure aggregation", "round": rnd, "reason": reason}
         self.failed_rounds.append(record)
         self.log_error(fl_ctx, f"SecAgg+ {reason}")

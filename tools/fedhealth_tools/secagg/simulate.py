@@ -22,7 +22,7 @@ from fedhealth.filters.wire import register_decomposers
 from fedhealth.privacy.update_guard import guard_update
 from fedhealth.secagg.config import SecAggConfig
 from fedhealth.secagg.encoding import flatten
-from fedhealth.secagg.server import SecAggRoundError, SecAggServer
+from fedhealth.secagg.server import SecAggServer
 from fedhealth.secagg.site import SecAggSite
 from fedhealth_tools.secagg.pki import make_pki
 
@@ -84,8 +84,8 @@ class InProcessSecAgg:
     ) -> RoundResult:
         """One FedAvg round under SecAgg+; sites in ``drop_after_sharing`` never send their masked update.
 
-        As :class:`~fedhealth.workflows.secagg_controller.SecAggController` does, the round after one
-        with a dropout, or after one that failed (:class:`SecAggRoundError`), starts a new key epoch.
+        The round after one with a dropout, or after one that failed (``SecAggRoundError``),
+        starts a new key epoch (the server's :attr:`~fedhealth.secagg.server.SecAggServer.needs_setup`).
         """
         self.bytes.clear()
         start = time.perf_counter()
@@ -105,18 +105,12 @@ class InProcessSecAgg:
             masked = self.sites[s].mask(fp.encode(flatten(guarded.update, names), weight=weights[s]), rnd=rnd)
             wire = self._send(s, fp.to_wire(masked))  # bits / 8 bytes a value, as the FLARE filter sends
             self.server.accept_masked(rnd, s, fp.from_wire(wire, size=size), size=size)
-        try:
-            request = self.server.unmask_request(rnd, deal_next=not last)
-            reveals = {}
-            for s in request["survivors"]:
-                reveals[s] = self._send(s, self.sites[s].reveal(**self._send(s, request)))
-            self.server.accept_reveals(rnd, reveals)
-            values, weight, survivors = self.server.aggregate(rnd)
-        except SecAggRoundError:
-            self.server.needs_setup = True  # as SecAggController: the next round starts a new key epoch
-            raise
-        if request["dropped"]:
-            self.server.needs_setup = True  # as SecAggController: a new key epoch lets the dropped sites back
+        request = self.server.unmask_request(rnd, deal_next=not last)
+        reveals = {}
+        for s in request["survivors"]:
+            reveals[s] = self._send(s, self.sites[s].reveal(**self._send(s, request)))
+        self.server.accept_reveals(rnd, reveals)
+        values, weight, survivors = self.server.aggregate(rnd)
         seconds = time.perf_counter() - start
         return RoundResult(
             mean=values / weight,
