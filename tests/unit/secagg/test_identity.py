@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
-from cryptography.x509.oid import NameOID
 
 from fedhealth.secagg.identity import Identity, verify_signed
+from fedhealth_tools.secagg.pki import make_pki, pem_key
 
 DATA = b"fedhealth-secagg-advert|job-a|1|site-01|c|s"
 # (how the message is altered, the refusal's message)
@@ -22,35 +19,6 @@ FORGERIES = [
     ("other root's certificate", "site-01: its certificate was not issued by the project's root CA"),
     ("not a certificate", "site-01: its certificate is not a PEM X.509 certificate"),
 ]
-
-
-def _pem_key(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _identity(name: str, key) -> Identity:
-    """``name``'s identity with ``key`` (EC, Ed25519, ...) under a fresh Ed25519 root CA."""
-    root_key = ed25519.Ed25519PrivateKey.generate()
-    now = dt.datetime.now(dt.UTC)
-
-    def cert(subject: str, public, ca: bool) -> x509.Certificate:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "root")]))
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(root_key, None)
-        )
-
-    pem = serialization.Encoding.PEM
-    root = cert("root", root_key.public_key(), True).public_bytes(pem)
-    return Identity(name, _pem_key(key), cert(name, key.public_key(), False).public_bytes(pem), root)
 
 
 def _check(
@@ -77,7 +45,8 @@ def test_rsa_identity_from_the_pki(pki) -> None:
     "make_key", [lambda: ec.generate_private_key(ec.SECP256R1()), ed25519.Ed25519PrivateKey.generate]
 )
 def test_ec_and_ed25519_identities(make_key) -> None:
-    identity = _identity("site-01", make_key())
+    _, ids = make_pki(["site-01"], new_key=make_key)  # the root's key of the same kind
+    identity = ids["site-01"]
     _check(identity)
     with pytest.raises(ValueError, match="the signature does not match"):
         _check(identity, data=DATA + b"x")
@@ -103,7 +72,7 @@ def test_forged_messages_are_refused(pki, other_pki, forgery: str, message: str)
 
 
 def test_a_key_that_cannot_sign_is_refused() -> None:
-    identity = Identity("site-01", _pem_key(x25519.X25519PrivateKey.generate()), b"", b"")
+    identity = Identity("site-01", pem_key(x25519.X25519PrivateKey.generate()), b"", b"")
     with pytest.raises(ValueError, match="unsupported identity key type X25519PrivateKey"):
         identity.sign(DATA)
 
