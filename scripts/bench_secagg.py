@@ -91,6 +91,9 @@ def plain_row(d: int, n: int, repeats: int) -> dict:
     sent = statistics.mean(
         serialized_size(DXO(DataKind.WEIGHTS, data=u).to_shareable()) for u in ups.values()
     )
+    received = serialized_size(
+        DXO(DataKind.WEIGHTS, data=dict(result)).to_shareable()
+    )  # the new global model
     return {
         "runner": "inprocess",
         "mode": "plain",
@@ -98,7 +101,7 @@ def plain_row(d: int, n: int, repeats: int) -> dict:
         "sites": n,
         "dropouts": 0,
         "round_s": statistics.median(times),
-        "bytes_per_site": 2 * sent,
+        "bytes_per_site": sent + received,
         "max_rel_error": err,
         "repeats": repeats,
         "note": "update sent + global model received (FOBS); FLARE's InTimeAccumulateWeightedAggregator",
@@ -162,7 +165,7 @@ def he_row(d: int, n: int, kits: Path, repeats: int) -> dict:
             initial=initial,
         )
         times.append(time.perf_counter() - start)
-        sizes.append(statistics.mean(he.bytes_sent.values()))
+        sizes.append(statistics.mean(he.bytes_sent.values()) + serialized_size(he.global_model))
         got = np.concatenate(
             [np.asarray(he.result["b"], np.float64).ravel(), np.asarray(he.result["w"], np.float64).ravel()]
         )
@@ -174,10 +177,10 @@ def he_row(d: int, n: int, kits: Path, repeats: int) -> dict:
         "sites": n,
         "dropouts": 0,
         "round_s": statistics.median(times),
-        "bytes_per_site": 2 * statistics.mean(sizes),
+        "bytes_per_site": statistics.mean(sizes),
         "max_rel_error": err,
         "repeats": repeats,
-        "note": "encrypted update sent + encrypted global model received (taken equal); one site decrypts",
+        "note": "encrypted update sent + encrypted global model received (both FOBS); one site decrypts",
     }
 
 

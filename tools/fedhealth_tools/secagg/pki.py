@@ -41,6 +41,7 @@ def _cert(subject: str, key, issuer: str, issuer_key, *, ca: bool) -> x509.Certi
 
 
 def pem_key(key) -> bytes:
+    """A private key as PKCS#8 PEM (unencrypted: a throw-away test key)."""
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
