@@ -59,8 +59,6 @@ class UpdateGuard(DXOFilter):
 
     def __init__(self, max_norm: float) -> None:
         super().__init__(supported_data_kinds=list(MODEL_KINDS), data_kinds_to_filter=list(MODEL_KINDS))
-        if isinstance(max_norm, bool):
-            raise ValueError(f"UpdateGuard: max_norm must be a positive finite number, got {max_norm!r}.")
         self.max_norm = check_max_norm(max_norm, where="UpdateGuard")
 
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
@@ -117,8 +115,7 @@ class UpdateGuard(DXOFilter):
             else:
                 dxo.data = {k: v.astype(_dtype(dxo.data[k])) for k, v in guarded.update.items()}
         stamps = list(dxo.get_meta_prop(META_PRIVACY) or [])
-        stamp = {"filter": FILTER_NAME, "max_norm": self.max_norm}
-        stamps.append({**stamp, "clipped": guarded.clipped})
+        stamps.append({"filter": FILTER_NAME, "max_norm": self.max_norm, "clipped": guarded.clipped})
         dxo.set_meta_prop(META_PRIVACY, stamps)
         self.log_info(
             fl_ctx,

@@ -40,7 +40,7 @@ class GuardedUpdate:
 def check_max_norm(max_norm: float, *, where: str) -> float:
     """``max_norm`` as a float, or a ``ValueError`` naming ``where`` it was set."""
     try:
-        value = float(max_norm)
+        value = float("nan") if isinstance(max_norm, bool) else float(max_norm)  # True is no bound
     except (TypeError, ValueError):
         value = float("nan")
     if not (np.isfinite(value) and value > 0):

@@ -24,7 +24,7 @@ BAD_VALUE_CASES = [
     ({"conv.bias": [0, 3]}, np.inf, "conv.bias (2 values)"),
     ({"conv.bias": [1], "fc.weight": [2, 5, 7]}, -np.inf, "conv.bias (1 values), fc.weight (3 values)"),
 ]
-BAD_BOUNDS = [0.0, -1.0, float("nan"), float("inf"), "large", None]
+BAD_BOUNDS = [0.0, -1.0, float("nan"), float("inf"), "large", None, True]  # True is a flag, not a bound
 # (total norm, weight sum, max_norm, within)
 SUM_CASES = [
     (3.9, 4.0, 1.0, True),
