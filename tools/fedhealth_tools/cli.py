@@ -11,6 +11,7 @@ from fedhealth.onboarding.cli import add_site_commands, run_site_command
 from fedhealth_tools.imaging.convert_cli import FORMATTER as CONVERT_FORMATTER
 from fedhealth_tools.imaging.convert_cli import add_arguments as add_convert_arguments
 from fedhealth_tools.imaging.convert_cli import run as run_convert
+from fedhealth_tools.netlab.cli import add_netlab_arguments, run_netlab_command
 from fedhealth_tools.poc.task_data import DEMO_IMAGES
 from fedhealth_tools.poc.workspace import PocError
 from fedhealth_tools.provision.command import add_provision_arguments, run_provision_command
@@ -85,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         "provision", help="production startup kits: what was made for whom, fingerprints, secrets"
     )
     add_provision_arguments(provision, root)
+    netlab = sub.add_parser(
+        "netlab",
+        help="run a job with the server, admin and each hospital in its own network namespace, over "
+        "links shaped by a profile (bandwidth, delay, jitter, loss); needs root",
+    )
+    add_netlab_arguments(netlab, root)
     curve = sub.add_parser(
         "privacy-utility",
         help="test metric against epsilon (DP-SGD at each site): heart (5 seeds, tuned by cross-validation) "
@@ -122,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return site
     if args.command == "provision":
         return run_provision_command(args)
+    if args.command == "netlab":
+        return run_netlab_command(args)
     if args.command == "privacy-utility":
         stem = "privacy_utility" if args.dataset == "heart" else "privacy_utility_cxr"
         root = _repo_root()

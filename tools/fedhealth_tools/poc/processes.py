@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -63,6 +64,10 @@ class PocProcesses:
             puts it first on the import path of the FLARE processes and their job processes.
         env: environment variables set over this process's own (e.g. ``PATH`` to a Python the
             ``run_as`` user may execute).
+        prefix: a command each participant's start is run under, by name (the network lab's
+            ``ip netns exec NS``: each host in its own network namespace).
+        listening: whether the server listens on a port (default: on 127.0.0.1 here); the network
+            lab asks inside the server's namespace.
     """
 
     def __init__(
@@ -74,6 +79,8 @@ class PocProcesses:
         home: Path | None = None,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
+        prefix: Mapping[str, Sequence[str]] | None = None,
+        listening: Callable[[int], bool] | None = None,
     ) -> None:
         self.layout = layout
         self.log_dir = Path(log_dir)
@@ -81,6 +88,8 @@ class PocProcesses:
         self.home = home
         self.cwd = cwd
         self.extra_env = dict(env or {})
+        self.prefix = {name: list(command) for name, command in (prefix or {}).items()}
+        self.listening = listening or port_in_use
         self._procs: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> PocProcesses:
@@ -115,6 +124,7 @@ class PocProcesses:
                 f"HOME={self.home or '/nonexistent'}",
                 *command,
             ]
+        command = [*self.prefix.get(name, []), *command]
         self._procs[name] = subprocess.Popen(
             command,
             cwd=self.cwd or self.layout.kit(name),
@@ -129,7 +139,7 @@ class PocProcesses:
     def start(self, timeout: float = 60.0) -> None:
         """Start the server, wait until it listens, then start every site."""
         port = self.layout.port
-        if port_in_use(port):
+        if self.listening(port):
             raise PocError(
                 f"port {port} on 127.0.0.1 is taken by {port_holder(port)}; stop it or change "
                 f"fed_learn_port/admin_port in project.yml"
@@ -142,10 +152,10 @@ class PocProcesses:
     def _wait_for_server_port(self, timeout: float) -> None:
         port = self.layout.port
         deadline = time.monotonic() + timeout
-        while not port_in_use(port):
+        while not self.listening(port):
             self._check_alive()
             if time.monotonic() > deadline:
-                raise PocError(f"the FLARE server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+                raise PocError(f"the FLARE server did not listen on its port {port} within {timeout:.0f} s")
             time.sleep(0.3)
 
     def start_participant(self, name: str) -> None:
@@ -171,7 +181,7 @@ class PocProcesses:
             self.kill(name)
         if name == self.layout.server:
             deadline = time.monotonic() + timeout
-            while port_in_use(self.layout.port):  # the killed server's socket closes with it
+            while self.listening(self.layout.port):  # the killed server's socket closes with it
                 if time.monotonic() > deadline:
                     raise PocError(f"port {self.layout.port} still taken after killing {name}")
                 time.sleep(0.2)
