@@ -84,6 +84,10 @@ CLIENT_DP_LEDGER_FILE = "fedhealth_client_dp_ledger.json"  # server run folder: 
 # Server-side events and props.
 EVENT_UPDATE_REJECTED = "fedhealth.update_rejected"  # fired by the robust aggregator
 PROP_REJECTION = "fedhealth.rejection"  # {"site", "round", "reason"} of a rejected update
+EVENT_SITES_SAMPLED = "fedhealth.sites_sampled"  # a sampling workflow chose the round's train targets
+PROP_SITES_SAMPLED = "fedhealth.sample_draw"  # that event's data: {"round", "sampled", "connected", ...}
+EVENT_CLIENT_DP_ROUND = "fedhealth.client_dp_round"  # DP-FedAvg released a round: its ledger entry
+PROP_CLIENT_DP_ROUND = "fedhealth.client_dp_entry"  # that event's data: the ledger entry (ε, q, ...)
 
 # Server-side run record (in the server's run folder; downloaded with the job result).
 RUN_RECORD_FILE = "fedhealth_run.json"

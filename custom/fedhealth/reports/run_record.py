@@ -54,6 +54,28 @@ class RoundEntry(TypedDict, total=False):
     global_auc: float | None
 
 
+class SampledRound(TypedDict, total=False):
+    """One round's client sampling: the sites asked to train, those connected, the round's real rate."""
+
+    round: int
+    sampled: list[str]
+    connected: list[str]
+    rate: float
+    short: bool
+    min_responses: int
+
+
+class Sampling(TypedDict, total=False):
+    """A sampling workflow's plan (K of N, mode, planned q) and every round's draw."""
+
+    mode: str
+    k: int
+    n: int
+    rate: float
+    seeded: bool
+    rounds: list[SampledRound]
+
+
 class RunRecord(TypedDict, total=False):
     """Everything the server keeps of a run, as written to ``fedhealth_run.json``."""
 
@@ -79,6 +101,8 @@ class RunRecord(TypedDict, total=False):
     round_times: list[dict]
     update_privacy: list[dict]
     model: dict  # a tree job's model: family, trees, features, sha256, sites, file (TreeModelCollector)
+    sampling: Sampling  # only a job whose workflow samples sites (SampledScatterAndGather)
+    client_dp: list[dict]  # DP-FedAvg's ledger entries, one per released round (DPFedAvgAggregator)
 
 
 def new_record(job_id: str, gate: Gate) -> RunRecord:
@@ -135,3 +159,31 @@ def eval_split(record: RunRecord) -> str | None:
 def had_task(record: RunRecord, task: str) -> bool:
     """Whether any site answered ``task`` in this run."""
     return task in record.get("tasks", [])
+
+
+def add_draw(record: RunRecord, draw: dict) -> None:
+    """Keep a sampling workflow's draw of one round (its ``fedhealth.sites_sampled`` event data).
+
+    The plan (mode, K, N, planned rate, seeded) comes with every draw and is kept once; a round
+    drawn again (a resumed job) replaces its earlier draw.
+    """
+    sampling = record.setdefault("sampling", Sampling(rounds=[]))
+    for key, source in (
+        ("mode", "mode"),
+        ("k", "k"),
+        ("n", "n"),
+        ("rate", "planned_rate"),
+        ("seeded", "seeded"),
+    ):
+        if source in draw:
+            sampling[key] = draw[source]
+    entry = SampledRound(
+        round=int(draw["round"]),
+        sampled=sorted(draw.get("sampled", [])),
+        connected=sorted(draw.get("connected", [])),
+        rate=float(draw.get("rate", 0.0)),
+        short=bool(draw.get("short", False)),
+        min_responses=int(draw.get("min_responses", 0)),
+    )
+    rounds = [r for r in sampling.setdefault("rounds", []) if r.get("round") != entry["round"]]
+    sampling["rounds"] = sorted([*rounds, entry], key=lambda r: r["round"])

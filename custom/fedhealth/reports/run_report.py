@@ -22,6 +22,7 @@ from fedhealth.constants import (
 )
 from fedhealth.reports.attack_figures import attack_figures, default_audit_path, load_audit, run_epsilon
 from fedhealth.reports.attack_settings import job_settings
+from fedhealth.reports.client_dp_report import client_dp_markdown, client_dp_section
 from fedhealth.reports.communication import communication_markdown, communication_section
 from fedhealth.reports.ehr_alignment import alignment_markdown, plot_missingness
 from fedhealth.reports.encryption import encryption_markdown, encryption_section
@@ -30,6 +31,7 @@ from fedhealth.reports.personalization import format_personal, personal_from_rec
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.privacy_report import attack_markdown, plot_privacy, privacy_markdown, privacy_section
 from fedhealth.reports.run_record import RunRecord, eval_split, load_record
+from fedhealth.reports.sampling_report import sampling_markdown, sampling_section
 from fedhealth.reports.site_report import (
     cross_site_matrix,
     decision,
@@ -149,6 +151,7 @@ def build_report(
         "flags": section["flags"],
         "curves": site_curves(record),
         "participation": participation(record),
+        "sampling": sampling_section(record),
         "rejected_updates": record.get("rejected_updates", []),
         "status": record.get("status"),
         "abort_reason": record.get("abort_reason"),
@@ -157,6 +160,7 @@ def build_report(
         "failures": record.get("failures", []),
         "communication": communication_section(record),
         "privacy": privacy_section(record),
+        "client_dp": client_dp_section(record),
         "update_privacy": update_privacy_section(record),
         "attack_figures": _attack_figures(job, record, client_config, server_config, audit),
         "encryption": encryption_section(record),
@@ -231,8 +235,13 @@ def model_line(model: dict | None) -> str:
 
 
 def participation_markdown(report: dict) -> str:
-    """One line per site that missed rounds (a dropped or late site); empty when all took part."""
+    """One line per site that missed rounds (a dropped or late site); empty when all took part.
+
+    With client sampling, a table of every site's sampled, contributed, missed and not-sampled rounds.
+    """
     rows = report.get("participation", {})
+    if report.get("sampling"):
+        return sampling_markdown(report)
     if not report.get("rounds"):  # no training rounds (a tree job boosts in lock-step, or none ran)
         return ""
     missed = {site: p for site, p in rows.items() if p["missed_rounds"] or p.get("rejected_rounds")}
@@ -271,6 +280,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         operating_point_markdown(report.get("operating_point")),
         communication_markdown(report.get("communication")),
         privacy_markdown(report.get("privacy")),
+        client_dp_markdown(report.get("client_dp")),
         attack_markdown(report.get("attack_figures"), under_dp=bool(report.get("privacy"))),
         update_privacy_markdown(report.get("update_privacy")),
         encryption_markdown(report.get("encryption")),

@@ -41,23 +41,41 @@ def site_curves(record: RunRecord) -> dict[str, dict[str, list]]:
 
 def participation(record: RunRecord) -> dict[str, dict]:
     """Per site: rounds its update went into the global model, the share of all rounds, and the
-    rounds it missed (no result in time) or had rejected by the server's validation."""
+    rounds it missed (no result in time) or had rejected by the server's validation.
+
+    With client sampling (``sampling`` in the record) a round a site was not sampled for is neither
+    missed nor counted: it is listed under ``not_sampled_rounds``, ``sampled`` counts the others and
+    ``rate_when_sampled`` is the share of those its update went into. A round whose draw took no site
+    (Poisson sampling) still counts among all rounds.
+    """
     rounds = record.get("rounds", [])
-    names = sorted({site for r in rounds for site in r.get("sites", {})} | set(record.get("sites", [])))
+    reported = {r.get("round", i): set(r.get("sites", {})) for i, r in enumerate(rounds)}
+    draws = {d["round"]: set(d.get("sampled", [])) for d in (record.get("sampling") or {}).get("rounds", [])}
+    numbers = sorted(set(reported) | set(draws))
+    names = sorted(set().union(*reported.values(), *draws.values()) | set(record.get("sites", [])))
     rejected: dict[str, set] = {}
     for item in record.get("rejected_updates", []):
         rejected.setdefault(item.get("site"), set()).add(item.get("round"))
     out = {}
     for site in names:
-        missed = [r.get("round", i) for i, r in enumerate(rounds) if site not in r.get("sites", {})]
+        sent = {n for n in numbers if site in reported.get(n, set())}
+        not_sampled = [n for n in numbers if n in draws and site not in draws[n] and n not in sent]
+        missed = [n for n in numbers if n not in sent and n not in not_sampled]
         refused = sorted(rejected.get(site, set()) - set(missed))
-        counted = len(rounds) - len(missed) - len(refused)
+        counted = len(numbers) - len(missed) - len(refused) - len(not_sampled)
         out[site] = {
             "rounds": counted,
-            "rate": counted / len(rounds) if rounds else None,
+            "rate": counted / len(numbers) if numbers else None,
             "missed_rounds": missed,
             "rejected_rounds": refused,
         }
+        if draws:
+            sampled = len(numbers) - len(not_sampled)
+            out[site].update(
+                sampled=sampled,
+                not_sampled_rounds=not_sampled,
+                rate_when_sampled=counted / sampled if sampled else None,
+            )
     return out
 
 

@@ -4,7 +4,9 @@ It writes ``fedhealth_run.json`` into the server's run folder (downloaded with t
 after every round, and answers ``show_stats`` so an admin sees live progress: round i of N, which
 sites reported, the current global validation metric and any site that failed, with its reason.
 Every DP release a site's privacy scope stamped on a result (``DPUpdate``: ε, δ, noise, clip, round)
-is kept under ``update_privacy``, whatever the task, so the report shows ε per site and round.
+is kept under ``update_privacy``, whatever the task, so the report shows ε per site and round. A
+sampling workflow's draw of each round (``fedhealth.sites_sampled``) is kept under ``sampling`` and
+server-side DP-FedAvg's ledger (``fedhealth.client_dp_round``) under ``client_dp``.
 """
 
 from __future__ import annotations
@@ -25,15 +27,19 @@ from nvflare.app_common.app_event_type import AppEventType
 from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
 from fedhealth.constants import (
+    EVENT_CLIENT_DP_ROUND,
     EVENT_SITE_FAILED,
+    EVENT_SITES_SAMPLED,
     EVENT_TREE_MODEL,
     EVENT_UPDATE_REJECTED,
     HEADER_ERROR,
     M_TRAIN_LOSS,
     META_PRIVACY,
     META_SITE_METRICS,
+    PROP_CLIENT_DP_ROUND,
     PROP_REJECTION,
     PROP_SITE_FAILURE,
+    PROP_SITES_SAMPLED,
     PROP_TREE_MODEL,
     RUN_RECORD_FILE,
     STATS_GROUP,
@@ -41,7 +47,7 @@ from fedhealth.constants import (
 )
 from fedhealth.reports.fairness import loss_divergence
 from fedhealth.reports.finding_gate import check_finding_thresholds
-from fedhealth.reports.run_record import NEVER_STARTED, Failure, Gate, RunRecord, new_record
+from fedhealth.reports.run_record import NEVER_STARTED, Failure, Gate, RunRecord, add_draw, new_record
 from fedhealth.reports.summary import round_summary
 from fedhealth.training.site_metrics import METRICS
 
@@ -125,6 +131,18 @@ class RunRecorder(FLComponent):
                             reason=str(failure.get("reason", "")),
                         )
                     )
+                    self._write_locked()
+        elif event_type == EVENT_SITES_SAMPLED:  # a sampling workflow chose this round's sites
+            draw = fl_ctx.get_prop(PROP_SITES_SAMPLED)
+            if isinstance(draw, dict) and draw.get("round") is not None:
+                with self._lock:
+                    add_draw(self._record, draw)
+                    self._write_locked()
+        elif event_type == EVENT_CLIENT_DP_ROUND:  # DP-FedAvg's ledger entry of a released round
+            entry = fl_ctx.get_prop(PROP_CLIENT_DP_ROUND)
+            if isinstance(entry, dict):
+                with self._lock:
+                    self._record.setdefault("client_dp", []).append(dict(entry))
                     self._write_locked()
         elif event_type == EVENT_TREE_MODEL:
             info = fl_ctx.get_prop(PROP_TREE_MODEL)
@@ -258,7 +276,9 @@ class RunRecorder(FLComponent):
         with self._lock:
             rounds = self._record.get("rounds", [])
             last = rounds[-1] if rounds else {}
+            draws = (self._record.get("sampling") or {}).get("rounds") or [{}]
             return {
+                "sites_sampled": draws[-1].get("sampled"),  # None: the workflow asks every site
                 "current_round": self._record.get("current_round"),
                 "num_rounds": self._record.get("num_rounds"),
                 "sites_reported": sorted(last.get("sites", {})),

@@ -73,3 +73,32 @@ def test_noise_for_a_target_ends_at_the_target() -> None:
     sigma = client_noise_multiplier(target_epsilon=5.0, delta=1e-3, rounds=15)
     accountant = ClientDPAccountant(sigma, 1.0, 1e-3, rounds=15)
     assert 4.9 < accountant.epsilon() <= 5.0
+
+
+def test_rounds_at_another_rate_are_composed_at_their_own_rate() -> None:
+    sigma, delta = 1.7, 1e-3
+    accountant = ClientDPAccountant(sigma, 0.75, delta)
+    for rate in (0.75, 1.0, 0.75, None, 1.0):  # None: the planned rate
+        accountant.step(rate)
+    reference = RDPAccountant()
+    reference.history = [(sigma, 0.75, 3), (sigma, 1.0, 2)]
+    assert accountant.rounds == 5 and accountant.off_rate == {1.0: 2}
+    assert accountant.epsilon() == pytest.approx(reference.get_epsilon(delta), rel=1e-9)
+    planned_only = ClientDPAccountant(sigma, 0.75, delta, rounds=5)
+    assert planned_only.epsilon() < accountant.epsilon()  # a round that took everyone costs more
+    assert accountant.epsilon(5) == pytest.approx(planned_only.epsilon())  # planning: the planned rate
+
+
+def test_epsilon_after_one_more_round_changes_nothing() -> None:
+    accountant = ClientDPAccountant(1.7, 0.75, 1e-3, rounds=4)
+    reference = RDPAccountant()
+    reference.history = [(1.7, 0.75, 4), (1.7, 1.0, 1)]
+    assert accountant.epsilon_after(1.0) == pytest.approx(reference.get_epsilon(1e-3), rel=1e-9)
+    assert accountant.epsilon_after() == pytest.approx(accountant.epsilon(5))
+    assert accountant.rounds == 4 and accountant.off_rate == {}
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.5, -0.2])
+def test_a_round_rate_outside_0_1_is_refused(rate: float) -> None:
+    with pytest.raises(ValueError, match=f"A round's sample rate must be in \\(0, 1\\], got {rate}"):
+        ClientDPAccountant(1.0, 0.5, 1e-3).step(rate)

@@ -234,3 +234,57 @@ def test_finding_thresholds_reach_the_record_only_when_set(tmp_path: Path) -> No
         "flag_sd": 2.0,
         "finding_thresholds": {"Hernia": 0.6, "Mass": 0.9},
     }
+
+
+# round -> (sampled, the sampled sites that sent a result)
+DRAWS = {
+    0: (["cleveland", "hungary", "switzerland"], ["cleveland", "hungary", "switzerland"]),
+    1: (["cleveland", "hungary", "va_long_beach"], ["cleveland", "va_long_beach"]),  # hungary missed
+    2: (["hungary", "switzerland", "va_long_beach"], ["hungary", "switzerland", "va_long_beach"]),
+}
+
+
+def test_sampled_rounds_and_client_dp_ledger_are_recorded(tmp_path: Path) -> None:
+    fl_ctx = _ctx(tmp_path)
+    recorder = RunRecorder()
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    sites = sorted({s for sampled, _ in DRAWS.values() for s in sampled})
+    for rnd, (sampled, sent) in DRAWS.items():
+        fl_ctx.set_prop(AppConstants.CURRENT_ROUND, rnd, private=True, sticky=True)
+        recorder.handle_event(AppEventType.ROUND_STARTED, fl_ctx)
+        draw = {"round": rnd, "sampled": sampled, "connected": sites, "rate": 0.75, "short": False}
+        draw.update(k=3, n=4, planned_rate=0.75, mode="fixed", seeded=True, min_responses=3)
+        fl_ctx.set_prop(C.PROP_SITES_SAMPLED, draw, private=True, sticky=False)
+        recorder.handle_event(C.EVENT_SITES_SAMPLED, fl_ctx)
+        assert recorder.progress()["sites_sampled"] == sampled
+        for site in sent:
+            _submit(recorder, fl_ctx, site, rnd, 0.5)
+        entry = {"round": rnd, "epsilon": 1.0 + rnd, "sample_rate": 0.75, "planned_sample_rate": 0.75}
+        fl_ctx.set_prop(C.PROP_CLIENT_DP_ROUND, entry, private=True, sticky=False)
+        recorder.handle_event(C.EVENT_CLIENT_DP_ROUND, fl_ctx)
+        recorder.handle_event(AppEventType.ROUND_DONE, fl_ctx)
+
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    sampling = record["sampling"]
+    assert {k: sampling[k] for k in ("mode", "k", "n", "rate", "seeded")} == {
+        "mode": "fixed",
+        "k": 3,
+        "n": 4,
+        "rate": 0.75,
+        "seeded": True,
+    }
+    assert [(d["round"], d["sampled"]) for d in sampling["rounds"]] == [(r, s) for r, (s, _) in DRAWS.items()]
+    assert [sorted(r["sites"]) for r in record["rounds"]] == [sent for _, sent in DRAWS.values()]
+    assert [e["epsilon"] for e in record["client_dp"]] == [1.0, 2.0, 3.0]
+
+
+def test_a_round_drawn_again_replaces_its_draw(tmp_path: Path) -> None:
+    fl_ctx = _ctx(tmp_path)
+    recorder = RunRecorder()
+    recorder.handle_event(EventType.START_RUN, fl_ctx)
+    for sampled in (["a", "b"], ["b", "c"]):  # a resumed job draws round 0 again
+        draw = {"round": 0, "sampled": sampled, "connected": ["a", "b", "c"], "rate": 2 / 3}
+        fl_ctx.set_prop(C.PROP_SITES_SAMPLED, draw, private=True, sticky=False)
+        recorder.handle_event(C.EVENT_SITES_SAMPLED, fl_ctx)
+    record = json.loads((tmp_path / JOB_ID / C.RUN_RECORD_FILE).read_text())
+    assert [d["sampled"] for d in record["sampling"]["rounds"]] == [["b", "c"]]
