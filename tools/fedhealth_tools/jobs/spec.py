@@ -11,8 +11,11 @@ Each ``job_specs/<family>.json`` holds::
 ``defaults.meta``, ``.client`` and ``.server`` are a whole ``meta.json``,
 ``app/config/config_fed_client.json`` and ``config_fed_server.json``; a job's patch is merged into
 them by :func:`fedhealth_tools.jobs.merge.merge` (objects merge, lists are replaced, component lists
-are patched by id). An object ``{"$file": "dictionaries/x.json"}`` anywhere in a spec is that file's
-JSON (relative to the spec's folder), inlined when the spec loads. ``meta.json``'s ``name`` is
+are patched by id). An optional ``defaults.federation`` (the site count and how a round treats a
+slow or missing site, :mod:`fedhealth_tools.jobs.federation`) is patched the same way; its values
+replace each ``{"$federation": "min_clients"}`` reference in the job's files. An object
+``{"$file": "dictionaries/x.json"}`` anywhere in a spec is that file's JSON (relative to the spec's
+folder), inlined when the spec loads. ``meta.json``'s ``name`` is
 always the job's name. :func:`write` writes the files (indent 2, the spec's key order, a trailing
 newline) and nothing else: a job's ``README.md`` is hand-written. :func:`check` lists every way
 the committed ``jobs/`` differ from what the specs generate; ``make jobs`` (``python -m
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fedhealth_tools.jobs import federation
 from fedhealth_tools.jobs.merge import SpecError, merge
 
 REPO = Path(__file__).resolve().parents[3]
@@ -58,8 +62,10 @@ def load_family(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise SpecError(f"{path} is not valid JSON: {e}") from e
     defaults = spec.get("defaults") if isinstance(spec, dict) else None
-    if not isinstance(defaults, dict) or set(defaults) != set(FILES):
-        raise SpecError(f"{path}: 'defaults' must hold exactly {sorted(FILES)}.")
+    if not isinstance(defaults, dict) or set(defaults) - {federation.SECTION} != set(FILES):
+        raise SpecError(
+            f"{path}: 'defaults' must hold exactly {sorted(FILES)} (and optionally {federation.SECTION!r})."
+        )
     if not isinstance(spec.get("jobs"), dict) or not spec["jobs"]:
         raise SpecError(f"{path}: 'jobs' must map each job name to its overrides.")
     return include_files(spec, Path(path).parent, where=Path(path).name)
@@ -100,22 +106,35 @@ def render_job(spec: dict[str, Any], name: str, *, source: str = "the spec") -> 
     """The contents of one job's generated files: relative path -> JSON data.
 
     Raises:
-        SpecError: the job is not in the spec, or its patch does not apply.
+        SpecError: the job is not in the spec, its patch does not apply, or its federation block is
+            invalid or missing where a ``$federation`` reference needs it.
     """
     patches = _chain(spec, name, source, ())
+    sections = {*FILES, federation.SECTION}
     for patch in patches:
-        unknown = sorted(set(patch) - set(FILES) - {"$extends"})
+        unknown = sorted(set(patch) - sections - {"$extends"})
         if unknown:
-            raise SpecError(f"{source}: job {name!r} has section(s) {unknown}; use {sorted(FILES)}.")
+            raise SpecError(f"{source}: job {name!r} has section(s) {unknown}; use {sorted(sections)}.")
+    values = _federation(spec, patches, f"{source}: {name}.{federation.SECTION}")
     out = {}
     for section, rel in FILES.items():
-        data = spec["defaults"][section]
+        where = f"{source}: {name}.{section}"
+        data = federation.resolve(spec["defaults"][section], values, where=where)
         for patch in patches:
-            data = merge(data, patch.get(section, {}), where=f"{source}: {name}.{section}")
+            data = merge(data, federation.resolve(patch.get(section, {}), values, where=where), where=where)
         if section == "meta":
             data = {"name": name, **{k: v for k, v in data.items() if k != "name"}}
         out[rel] = data
     return out
+
+
+def _federation(spec: dict[str, Any], patches: list[dict[str, Any]], where: str) -> dict[str, Any] | None:
+    """The job's federation values (defaults, then each patch), or None if neither has a block."""
+    block = spec["defaults"].get(federation.SECTION)
+    for patch in patches:
+        if federation.SECTION in patch:
+            block = merge(block if block is not None else {}, patch[federation.SECTION], where=where)
+    return None if block is None else federation.federation_values(block, where=where)
 
 
 def _chain(spec: dict[str, Any], name: str, source: str, seen: tuple[str, ...]) -> list[dict[str, Any]]:
