@@ -9,6 +9,11 @@ update's norm is far above the median, and then averages each part as FLARE does
 mean, each part weighted by its own ``NUM_STEPS_CURRENT_ROUND``. The workflow adds the control part to
 the server's control variate, so a NaN there would poison every site's gradient correction for good.
 
+With ``total_sites`` set (the federation's N), a round with |S| < N accepted sites moves the server's
+variate by |S|/N of their mean change, as Algorithm 1 of the paper does with partial participation
+(``c <- c + (1/N) sum_S dc_i``); FLARE's workflow adds the mean whole, which overshoots by N/|S| when
+a site is slow, missing or rejected.
+
 The control-variate differences are not norm-checked: they shrink towards zero as a site's control
 variate settles, at different rates per site, so a ratio to the median would reject honest sites late
 in training.
@@ -42,10 +47,15 @@ class ScaffoldAggregator(RobustAggregator):
     Args:
         max_norm_ratio: reject a site whose weight update's norm is above this multiple of the median
             (needs 3 or more sites); ``None`` turns the check off.
+        total_sites: N, the sites of the federation: a round aggregated from fewer moves the control
+            variate by their share (partial participation); ``None``: the whole mean, as FLARE does.
     """
 
-    def __init__(self, *, max_norm_ratio: float | None = 10.0) -> None:
+    def __init__(self, *, max_norm_ratio: float | None = 10.0, total_sites: int | None = None) -> None:
         super().__init__(rule="mean", max_norm_ratio=max_norm_ratio, expected_data_kind=DataKind.WEIGHTS)
+        if total_sites is not None and (isinstance(total_sites, bool) or int(total_sites) < 1):
+            raise ValueError(f"total_sites must be a whole number >= 1 or None, got {total_sites!r}.")
+        self.total_sites = None if total_sites is None else int(total_sites)
         # site -> collection key -> (arrays, sample weight)
         self._parts: dict[str, dict[str, tuple[Arrays, float]]] = {}
 
@@ -130,6 +140,8 @@ class ScaffoldAggregator(RobustAggregator):
             control = weighted_mean(
                 [received[s][c_key][0] for s in sites], [received[s][c_key][1] for s in sites]
             )
+            share = self._share(len(sites), current_round, fl_ctx)
+            control = {k: v * share for k, v in control.items()}
             self.log_info(fl_ctx, f"Round {current_round}: SCAFFOLD mean of {', '.join(sites)}.")
         else:
             weights_part, control = zeros, zeros
@@ -142,3 +154,22 @@ class ScaffoldAggregator(RobustAggregator):
             c_key: DXO(DataKind.WEIGHT_DIFF, data={k: v.astype(dtypes[k]) for k, v in control.items()}),
         }
         return DXO(data_kind=DataKind.COLLECTION, data=parts).to_shareable()
+
+    def _share(self, n_sites: int, current_round: int | None, fl_ctx: FLContext) -> float:
+        """|S|/N, the part of the sites' mean control change the server's variate takes (1 without N)."""
+        if self.total_sites is None:
+            return 1.0
+        if n_sites > self.total_sites:
+            self.log_warning(
+                fl_ctx,
+                f"Round {current_round}: {n_sites} sites contributed but total_sites is {self.total_sites}; "
+                "the control variate takes their whole mean change (raise total_sites).",
+            )
+            return 1.0
+        if n_sites < self.total_sites:
+            self.log_info(
+                fl_ctx,
+                f"Round {current_round}: {n_sites} of {self.total_sites} sites; the control variate moves "
+                f"by {n_sites}/{self.total_sites} of their mean change.",
+            )
+        return n_sites / self.total_sites

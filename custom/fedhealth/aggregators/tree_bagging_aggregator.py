@@ -5,7 +5,8 @@ Each accepted contribution is a site's new trees (XGBoost JSON, :func:`fedhealth
 order they arrived in), to the global model of the round and returns the whole ensemble, which
 FLARE's ``FullModelShareableGenerator`` takes as the new global model. A contribution that is not a
 tree model, cannot be added to the global model (another base score, feature count, objective) or
-comes twice in a round is rejected and named in the run record, never aggregated.
+comes twice in a round is rejected and named in the run record, never aggregated; so are trees grown
+for an earlier round (a late result: they were boosted from another ensemble's margin).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class TreeBaggingAggregator(Aggregator):
     def accept(self, shareable: Shareable, fl_ctx: FLContext) -> bool:
         site = shareable.get_peer_prop(key=ReservedKey.IDENTITY_NAME, default="?")
         current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
-        reason, trees = self._check(shareable, fl_ctx)
+        reason, trees = self._check(shareable, current_round, fl_ctx)
         if reason is None:
             with self._lock:
                 if self._round != current_round:
@@ -54,10 +55,15 @@ class TreeBaggingAggregator(Aggregator):
             return False
         return True
 
-    def _check(self, shareable: Shareable, fl_ctx: FLContext) -> tuple[str | None, bytes | None]:
+    def _check(
+        self, shareable: Shareable, current_round: int | None, fl_ctx: FLContext
+    ) -> tuple[str | None, bytes | None]:
         rc = shareable.get_return_code(ReturnCode.OK)
         if rc != ReturnCode.OK:
             return f"The site returned {rc}.", None
+        contribution_round = shareable.get_cookie(AppConstants.CONTRIBUTION_ROUND)
+        if contribution_round != current_round:
+            return f"It was grown for round {contribution_round}, not the current {current_round}.", None
         try:
             dxo = from_shareable(shareable)
             if dxo.data_kind != DataKind.WEIGHTS:

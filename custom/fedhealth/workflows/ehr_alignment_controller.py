@@ -6,7 +6,10 @@ policy (:mod:`fedhealth.ehr.alignment`), keeps the schema and the received profi
 folder (``ehr_schema.json``, ``ehr_profiles.json``: what the report reads and what an auditor
 checks), and sends the schema, with imputation values and scaling, back (without the per-site
 counts: no site learns another's). A site that declines (too few rows, an unusable table) is named;
-the job goes on while ``min_clients`` sites take part.
+the job goes on while ``min_clients`` sites take part, unless ``ignore_result_error`` is false: then a
+site's error ends the job at once with its reason, as ScatterAndGather's strict mode does in training
+(where a site left out of the schema would fail every round). A site that does not answer within
+``task_timeout`` is left out either way.
 
 FLARE's ``StatisticsController`` is not used: its results stay in a file at the server, while here the
 sites need the outcome before training, and its min-count check removes a feature everywhere rather
@@ -19,6 +22,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from nvflare.apis.controller_spec import ClientTask
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
@@ -28,7 +32,7 @@ from fedhealth.constants import EHR_SCHEMA_FILE, TASK_EHR_PROFILE, TASK_SET_SCHE
 from fedhealth.ehr.alignment import AlignmentPolicy, align
 from fedhealth.ehr.dictionary import DataDictionary
 from fedhealth.ehr.profile import check_profile
-from fedhealth.workflows.fed_stats_controller import FedStatsController
+from fedhealth.workflows.fed_stats_controller import FedStatsController, task_failures
 
 PROFILES_FILE = "ehr_profiles.json"
 
@@ -46,6 +50,11 @@ def aligned_sites(fl_ctx: FLContext) -> list[str] | None:
     return sorted(json.loads(path.read_text()).get("sites", {}))
 
 
+def _answered_with_error(client_tasks: list[ClientTask]) -> list[str]:
+    """The reasons of the sites that answered with an error (not of those that did not answer)."""
+    return task_failures([ct for ct in client_tasks if ct.result is not None])
+
+
 class EhrAlignmentController(FedStatsController):
     """Collects the sites' profiles, aligns the features, broadcasts the schema.
 
@@ -57,6 +66,8 @@ class EhrAlignmentController(FedStatsController):
             :class:`~fedhealth.ehr.alignment.AlignmentPolicy`.
         wait_time_after_min_received: seconds to wait for the other sites once ``min_clients`` answered
             (a site that declines is named; one that is slower than this is left out).
+        ignore_result_error: ``True``: a site that declines or fails is left out while ``min_clients``
+            sites remain; ``False``: it ends the job, with its reason.
     """
 
     def __init__(
@@ -72,6 +83,7 @@ class EhrAlignmentController(FedStatsController):
         imputation: str = "mean",
         min_cell: int = 5,
         wait_time_after_min_received: int = 10,
+        ignore_result_error: bool = True,
     ) -> None:
         super().__init__(min_clients=min_clients, task_timeout=task_timeout)
         self.dictionary = DataDictionary.from_dict(dictionary)
@@ -84,6 +96,7 @@ class EhrAlignmentController(FedStatsController):
             min_cell=min_cell,
         )
         self.wait_after_min = wait_time_after_min_received
+        self.ignore_result_error = bool(ignore_result_error)
         self.schema: dict | None = None
 
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
@@ -94,6 +107,7 @@ class EhrAlignmentController(FedStatsController):
         if abort_signal.triggered:
             return
         failures = self._failures(client_tasks)
+        errors = _answered_with_error(client_tasks)  # failures less the sites that did not answer
         profiles = {}
         for ct in client_tasks:
             if ct.result is None or ct.result.get_return_code(ReturnCode.OK) != ReturnCode.OK:
@@ -102,6 +116,10 @@ class EhrAlignmentController(FedStatsController):
                 profiles[ct.client.name] = check_profile(from_shareable(ct.result).data, self.dictionary)
             except ValueError as exc:
                 failures.append(f"site {ct.client.name} sent an unusable profile: {exc}")
+                errors.append(failures[-1])
+        if errors and not self.ignore_result_error:
+            self.system_panic(f"feature alignment failed: {'; '.join(errors)}", fl_ctx)
+            return
         for reason in failures:
             self.log_warning(fl_ctx, f"alignment without a site: {reason}")
         if len(profiles) < self.min_clients:
@@ -134,5 +152,6 @@ class EhrAlignmentController(FedStatsController):
             wait_after_min=self.wait_after_min,
         )
         failures = self._failures(acks)
-        if len(targets) - len(failures) < self.min_clients:
+        strict = bool(_answered_with_error(acks)) and not self.ignore_result_error
+        if strict or len(targets) - len(failures) < self.min_clients:
             self.system_panic(f"sites could not take the aligned schema: {'; '.join(failures)}", fl_ctx)

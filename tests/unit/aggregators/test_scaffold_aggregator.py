@@ -158,3 +158,33 @@ def test_a_plain_weights_result_is_rejected_and_all_rejected_changes_nothing() -
     out = from_shareable(aggregator.aggregate(fl_ctx)).data
     _assert_close({W: out[W].data}, {W: _global()})
     assert all(not np.any(v) for v in out[CTRL].data.values())
+
+
+# (sites that contribute, total_sites, the share of their mean control change the variate takes)
+PARTIAL_CASES = [
+    (HEART_SITES, 4, 1.0),
+    (HEART_SITES[:3], 4, 0.75),
+    (HEART_SITES[:2], 4, 0.5),
+    (HEART_SITES[:3], None, 1.0),  # FLARE's behaviour
+    (HEART_SITES, 3, 1.0),  # more sites than declared: the whole mean, with a warning
+]
+
+
+@pytest.mark.parametrize(
+    ("sites", "total", "share"), PARTIAL_CASES, ids=["4-of-4", "3-of-4", "2-of-4", "3-no-total", "4-of-3"]
+)
+def test_partial_participation_moves_the_control_variate_by_the_sites_share(
+    sites: tuple[str, ...], total: int | None, share: float
+) -> None:
+    contributions = {s: p for s, p in _contributions().items() if s in sites}
+    accepted, out = _run(ScaffoldAggregator(total_sites=total), contributions)
+    assert accepted == [True] * len(sites)
+    flare = _flare(contributions)
+    _assert_close({W: out[W]}, {W: flare[W]})  # the weights are the plain mean whatever N
+    _assert_close({CTRL: out[CTRL]}, {CTRL: {k: v * share for k, v in flare[CTRL].items()}})
+
+
+@pytest.mark.parametrize("total", [0, -1, True])
+def test_total_sites_must_be_a_positive_whole_number(total: object) -> None:
+    with pytest.raises(ValueError, match="total_sites must be a whole number >= 1 or None"):
+        ScaffoldAggregator(total_sites=total)  # type: ignore[arg-type]

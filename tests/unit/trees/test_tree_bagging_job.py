@@ -42,9 +42,11 @@ def _server(tmp_path: Path, schema: dict) -> FLContext:
     return fl_ctx
 
 
-def _contribution(site: str, weights: dict) -> object:
+def _contribution(site: str, weights: dict, rnd: int | None = None) -> object:
+    """A site's trees as ScatterAndGather hands them over: the round they were grown for in a cookie."""
     shareable = DXO(data_kind=DataKind.WEIGHTS, data=weights).to_shareable()
     shareable.set_peer_props({ReservedKey.IDENTITY_NAME: site})
+    shareable.add_cookie(AppConstants.CONTRIBUTION_ROUND, rnd)
     return shareable
 
 
@@ -69,7 +71,7 @@ def test_three_bagging_rounds_grow_one_tree_per_site_and_every_site_scores_the_e
             sent = TreeModel(model_json(state.update))
             assert sent.n_trees == 1  # only the site's new tree leaves it
             assert state.lr == pytest.approx(0.1) and state.metrics[C.M_TRAIN_LOSS] > 0
-            assert aggregator.accept(_contribution(name, state.update), fl_ctx)
+            assert aggregator.accept(_contribution(name, state.update, rnd), fl_ctx)
         merged = from_shareable(aggregator.aggregate(fl_ctx)).data
         learnable = make_model_learnable(merged, {})
         persistor.save_model(learnable, fl_ctx)
@@ -124,3 +126,22 @@ def test_tree_bagging_refuses_a_network_from_the_server(tmp_path: Path) -> None:
     network = to_numpy(task.build_model(site))
     with pytest.raises(ValueError, match="tree_bagging needs a tree model from the server"):
         runner.run_round(RoundInput(weights=network, lr=None, round_index=0))
+
+
+def test_late_trees_of_an_earlier_round_are_refused_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    task, sites, schema = tree_federation(tmp_path)
+    fl_ctx = _server(tmp_path, schema)
+    learnable = TreeModelPersistor().load_model(fl_ctx)
+    fl_ctx.set_prop(AppConstants.GLOBAL_MODEL, learnable, private=True, sticky=True)
+    fl_ctx.set_prop(AppConstants.CURRENT_ROUND, 2, private=True, sticky=True)
+    runner = SiteRunner(task, sites["site-1"], algorithms=[BAGGING], local=LOCAL, seed=0, settings={})
+    state = runner.run_round(RoundInput(weights=learnable[ModelLearnableKey.WEIGHTS], lr=None, round_index=1))
+    aggregator = TreeBaggingAggregator()
+    assert not aggregator.accept(_contribution("site-1", state.update, 1), fl_ctx)
+    reason = "It was grown for round 1, not the current 2."
+    assert f"Rejected the trees of site-1 in round 2: {reason}" in caplog.text
+    assert aggregator.accept(_contribution("site-1", state.update, 2), fl_ctx)  # the same trees, on time
+    merged = from_shareable(aggregator.aggregate(fl_ctx)).data
+    assert TreeModel(model_json(merged)).n_trees == 1  # the late copy was not appended
