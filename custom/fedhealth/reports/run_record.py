@@ -45,6 +45,23 @@ class Failure(TypedDict):
     reason: str
 
 
+class LateResult(TypedDict):
+    """A result that arrived after the server had closed its task (a slow site).
+
+    ``round`` is the round it was computed for (None: a task outside the training rounds),
+    ``during_round`` the round in progress when it arrived, ``used`` whether the workflow still
+    counted it (ScatterAndGather hands a late train result to its aggregator, which takes it only
+    for the round in progress), ``reason`` why it was dropped (empty when used).
+    """
+
+    site: str
+    task: str
+    round: int | None
+    during_round: int | None
+    used: bool
+    reason: str
+
+
 class RoundEntry(TypedDict, total=False):
     """One round: each site's metrics and the size-weighted summaries of ``round_summary``."""
 
@@ -93,6 +110,7 @@ class RunRecord(TypedDict, total=False):
     gate: Gate
     divergence: dict | None
     rejected_updates: list[dict]
+    late_results: list[LateResult]
     sites: list[str]
     asked: list[str]
     tasks: list[str]
@@ -118,6 +136,7 @@ def new_record(job_id: str, gate: Gate) -> RunRecord:
         gate=gate,
         divergence=None,
         rejected_updates=[],
+        late_results=[],
         sites=[],
         asked=[],
         tasks=[],

@@ -31,13 +31,14 @@ from fedhealth.reports.personalization import format_personal, personal_from_rec
 from fedhealth.reports.plots import write_plots
 from fedhealth.reports.privacy_report import attack_markdown, plot_privacy, privacy_markdown, privacy_section
 from fedhealth.reports.run_record import RunRecord, eval_split, load_record
-from fedhealth.reports.sampling_report import sampling_markdown, sampling_section
+from fedhealth.reports.sampling_report import sampling_section
 from fedhealth.reports.site_report import (
     cross_site_matrix,
     decision,
     fairness_markdown,
     fairness_section,
     participation,
+    participation_markdown,
     site_curves,
     site_rows,
 )
@@ -153,6 +154,7 @@ def build_report(
         "participation": participation(record),
         "sampling": sampling_section(record),
         "rejected_updates": record.get("rejected_updates", []),
+        "late_results": record.get("late_results", []),
         "status": record.get("status"),
         "abort_reason": record.get("abort_reason"),
         "disconnected": record.get("disconnected", []),
@@ -232,28 +234,6 @@ def model_line(model: dict | None) -> str:
         f"columns, the same at {len(model['sites'])} sites (SHA-256 {model['sha256'][:12]}...); "
         f"exported as `{model['file']}` in the job result.\n"
     )
-
-
-def participation_markdown(report: dict) -> str:
-    """One line per site that missed rounds (a dropped or late site); empty when all took part.
-
-    With client sampling, a table of every site's sampled, contributed, missed and not-sampled rounds.
-    """
-    rows = report.get("participation", {})
-    if report.get("sampling"):
-        return sampling_markdown(report)
-    if not report.get("rounds"):  # no training rounds (a tree job boosts in lock-step, or none ran)
-        return ""
-    missed = {site: p for site, p in rows.items() if p["missed_rounds"] or p.get("rejected_rounds")}
-    if not missed:
-        return f"All {len(rows)} sites contributed to every round.\n" if rows else ""
-    lines = ["Participation (sites that missed rounds):", ""]
-    for site, p in missed.items():
-        lines.append(
-            f"- {site}: {p['rounds']} of {report['rounds']} rounds ({p['rate']:.0%}); "
-            f"missed {p['missed_rounds']}, rejected {p.get('rejected_rounds', [])}"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def to_markdown(report: dict, seconds: float | None = None) -> str:

@@ -7,12 +7,13 @@ job config. The overall decision follows the minimum site, never the mean.
 
 from __future__ import annotations
 
-from fedhealth.constants import M_INTERVALS, M_SUPPRESSED, STREAMED_METRICS
+from fedhealth.constants import M_INTERVALS, M_SUPPRESSED, STREAMED_METRICS, TASK_TRAIN
 from fedhealth.reports.fairness import deployment_gate, flag_sites, site_values
 from fedhealth.reports.finding_gate import finding_gate, site_findings
 from fedhealth.reports.finding_table import failing_text, finding_markdown
 from fedhealth.reports.positive_class import positive_class, sensitivity_label
 from fedhealth.reports.run_record import RunRecord
+from fedhealth.reports.sampling_report import sampling_markdown
 from fedhealth.training.site_metrics import METRICS
 
 SUPPRESSED_TEXT = "suppressed"  # a value a site withheld as a small cell
@@ -40,8 +41,9 @@ def site_curves(record: RunRecord) -> dict[str, dict[str, list]]:
 
 
 def participation(record: RunRecord) -> dict[str, dict]:
-    """Per site: rounds its update went into the global model, the share of all rounds, and the
-    rounds it missed (no result in time) or had rejected by the server's validation.
+    """Per site: rounds its update went into the global model, the share of all rounds, and the rounds
+    it missed (no result), was late for (its result came after the round had closed and was dropped)
+    or had rejected by the server's validation. The three lists do not overlap.
 
     With client sampling (``sampling`` in the record) a round a site was not sampled for is neither
     missed nor counted: it is listed under ``not_sampled_rounds``, ``sampled`` counts the others and
@@ -56,17 +58,21 @@ def participation(record: RunRecord) -> dict[str, dict]:
     rejected: dict[str, set] = {}
     for item in record.get("rejected_updates", []):
         rejected.setdefault(item.get("site"), set()).add(item.get("round"))
+    late = late_rounds(record)
     out = {}
     for site in names:
-        sent = {n for n in numbers if site in reported.get(n, set())}
-        not_sampled = [n for n in numbers if n in draws and site not in draws[n] and n not in sent]
-        missed = [n for n in numbers if n not in sent and n not in not_sampled]
-        refused = sorted(rejected.get(site, set()) - set(missed))
-        counted = len(numbers) - len(missed) - len(refused) - len(not_sampled)
+        too_late = sorted(late.get(site, set()) & set(numbers))
+        sent = {n for n in numbers if site in reported.get(n, set())} - set(too_late)
+        gone = sent | set(too_late)  # rounds it sent something for, in time or not
+        not_sampled = [n for n in numbers if n in draws and site not in draws[n] and n not in gone]
+        missed = [n for n in numbers if n not in gone and n not in not_sampled]
+        refused = sorted(rejected.get(site, set()) - set(missed) - set(too_late))
+        counted = len(numbers) - len(missed) - len(too_late) - len(refused) - len(not_sampled)
         out[site] = {
             "rounds": counted,
             "rate": counted / len(numbers) if numbers else None,
             "missed_rounds": missed,
+            "late_rounds": too_late,
             "rejected_rounds": refused,
         }
         if draws:
@@ -76,6 +82,57 @@ def participation(record: RunRecord) -> dict[str, dict]:
                 not_sampled_rounds=not_sampled,
                 rate_when_sampled=counted / sampled if sampled else None,
             )
+    return out
+
+
+def participation_markdown(report: dict) -> str:
+    """One line per site that missed rounds (a dropped, late or rejected site); empty when all took part.
+
+    Late results (after their round had closed, dropped) are listed again by the round in progress
+    when they came: a site late every round is one whose rounds take longer than the job waits.
+    """
+    rows = report.get("participation", {})
+    if report.get("sampling"):  # a table of every site's sampled, contributed, missed, not-sampled rounds
+        return sampling_markdown(report) + _late_lines(report)
+    if not report.get("rounds"):  # no training rounds (a tree job boosts in lock-step, or none ran)
+        return ""
+    missed = {
+        site: p
+        for site, p in rows.items()
+        if p["missed_rounds"] or p.get("late_rounds") or p.get("rejected_rounds")
+    }
+    if not missed:
+        return f"All {len(rows)} sites contributed to every round.\n" if rows else ""
+    lines = ["Participation (sites that missed rounds):", ""]
+    for site, p in missed.items():
+        lines.append(
+            f"- {site}: {p['rounds']} of {report['rounds']} rounds ({p['rate']:.0%}); "
+            f"missed {p['missed_rounds']}, late {p.get('late_rounds', [])}, "
+            f"rejected {p.get('rejected_rounds', [])}"
+        )
+    return "\n".join(lines) + "\n" + _late_lines(report)
+
+
+def _late_lines(report: dict) -> str:
+    """Each late result that was not used: site, task, its round, the round in progress, why."""
+    late = [x for x in report.get("late_results", []) if not x.get("used")]
+    if not late:
+        return ""
+    lines = ["", "Late results (arrived after their round had closed; not used):", ""]
+    lines += [
+        f"- {x['site']}: {x.get('task') or 'task'} of round {x.get('round')}, arrived during round "
+        f"{x.get('during_round')} ({x.get('reason')})"
+        for x in late
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def late_rounds(record: RunRecord) -> dict[str, set]:
+    """Per site, the training rounds whose result arrived after the round closed and was not used."""
+    out: dict[str, set] = {}
+    for item in record.get("late_results", []):
+        if item.get("task") == TASK_TRAIN and not item.get("used") and item.get("round") is not None:
+            out.setdefault(item["site"], set()).add(item["round"])
     return out
 
 

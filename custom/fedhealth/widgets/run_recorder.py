@@ -7,6 +7,9 @@ Every DP release a site's privacy scope stamped on a result (``DPUpdate``: ε, �
 is kept under ``update_privacy``, whatever the task, so the report shows ε per site and round. A
 sampling workflow's draw of each round (``fedhealth.sites_sampled``) is kept under ``sampling`` and
 server-side DP-FedAvg's ledger (``fedhealth.client_dp_round``) under ``client_dp``.
+A result that arrives after its task closed is kept under ``late_results``
+(:mod:`fedhealth.widgets.late_results`); an aggregator's rejection of it goes there, not under
+``rejected_updates`` (whose round is the round in progress, not the late result's).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from fedhealth.reports.finding_gate import check_finding_thresholds
 from fedhealth.reports.run_record import NEVER_STARTED, Failure, Gate, RunRecord, add_draw, new_record
 from fedhealth.reports.summary import round_summary
 from fedhealth.training.site_metrics import METRICS
+from fedhealth.widgets.late_results import LateResults
 
 
 class RunRecorder(FLComponent):
@@ -86,6 +90,7 @@ class RunRecorder(FLComponent):
         self._record: RunRecord = {}
         self._path: Path | None = None
         self._abort_signal = None
+        self._late = LateResults()
 
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
         if event_type == EventType.START_RUN:
@@ -113,9 +118,19 @@ class RunRecorder(FLComponent):
                 self._record["start_round"] = fl_ctx.get_prop(AppConstants.START_ROUND)
             self._check_divergence(fl_ctx)
             self._write()
+        elif event_type == EventType.BEFORE_PROCESS_RESULT_OF_UNKNOWN_TASK:
+            with self._lock:
+                during = self._record.get("current_round")
+            self._late.start(fl_ctx, during_round=during)
+        elif event_type == AppEventType.AFTER_CONTRIBUTION_ACCEPT:
+            self._late.accepted(fl_ctx)
+        elif event_type == EventType.AFTER_PROCESS_RESULT_OF_UNKNOWN_TASK:
+            self._on_late_result(fl_ctx)
         elif event_type == EVENT_UPDATE_REJECTED:
             rejection = fl_ctx.get_prop(PROP_REJECTION)
-            if isinstance(rejection, dict):
+            if not isinstance(rejection, dict):
+                return
+            if not self._late.rejected(fl_ctx, str(rejection.get("reason", ""))):  # else kept with it
                 with self._lock:
                     self._record["rejected_updates"].append(dict(rejection))
                     self._write_locked()
@@ -176,6 +191,21 @@ class RunRecorder(FLComponent):
             with self._lock:
                 if site not in self._record.setdefault("asked", []):
                     self._record["asked"].append(site)
+
+    def _on_late_result(self, fl_ctx: FLContext) -> None:
+        """A late result the workflow has handled: recorded, used or dropped, and logged."""
+        late = self._late.end(fl_ctx)
+        if late is None:
+            return
+        with self._lock:
+            self._record.setdefault("late_results", []).append(late)
+            self._write_locked()
+        what = "used" if late["used"] else f"dropped: {late['reason']}"
+        self.log_warning(
+            fl_ctx,
+            f"late {late['task'] or 'task'} result of {late['site']} for round {late['round']} arrived "
+            f"during round {late['during_round']}; {what}",
+        )
 
     def _on_end(self, fl_ctx: FLContext) -> None:
         """Final status; participants whose job never asked for a task become failures with the reason."""
@@ -287,6 +317,7 @@ class RunRecorder(FLComponent):
                 "failures": list(self._record.get("failures", [])),
                 "divergence": (self._record.get("divergence") or {}).get("message"),
                 "rejected_updates": list(self._record.get("rejected_updates", [])),
+                "late_results": list(self._record.get("late_results", [])),
             }
 
     def _write(self) -> None:

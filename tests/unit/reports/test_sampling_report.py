@@ -87,7 +87,30 @@ def test_not_sampled_rounds_are_neither_missed_nor_counted(site: str) -> None:
 def test_without_sampling_the_rows_are_as_before() -> None:
     record = {k: v for k, v in _record().items() if k != "sampling"}
     rows = participation(record)
-    assert rows["d"] == {"rounds": 2, "rate": 0.5, "missed_rounds": [0, 4], "rejected_rounds": []}
+    assert rows["d"] == {
+        "rounds": 2,
+        "rate": 0.5,
+        "missed_rounds": [0, 4],
+        "late_rounds": [],
+        "rejected_rounds": [],
+    }
+
+
+def test_a_sampled_site_whose_result_came_late_is_late_not_missed() -> None:
+    record = _record()
+    record["late_results"] = [
+        {"site": "b", "task": "train", "round": 1, "during_round": 2, "used": False, "reason": "too late"}
+    ]
+    row = participation(record)["b"]
+    assert (row["rounds"], row["missed_rounds"], row["late_rounds"], row["not_sampled_rounds"]) == (
+        1,
+        [],
+        [1],
+        [3, 4],
+    )
+    assert row["sampled"] == 3 and row["rate_when_sampled"] == pytest.approx(1 / 3)
+    text = participation_markdown(build_report("job", record, {}))
+    assert "- b: train of round 1, arrived during round 2 (too late)" in text
 
 
 def test_the_section_names_the_plan_the_short_and_the_empty_rounds() -> None:

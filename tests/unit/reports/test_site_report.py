@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from fedhealth.reports.run_report import build_report, to_markdown
-from fedhealth.reports.site_report import cross_site_matrix, participation, site_curves
+from fedhealth.reports.site_report import (
+    cross_site_matrix,
+    participation,
+    participation_markdown,
+    site_curves,
+)
 from fedhealth.training.site_metrics import evaluate_with_intervals
 
 GLOBAL = "SRV_FL_global_model.pt"
@@ -107,7 +112,13 @@ def test_curves_and_matrix_shapes() -> None:
 def test_a_site_that_never_contributed_has_zero_participation() -> None:
     record = {**_record(), "sites": [*SITES, "slow"]}
     rows = participation(record)
-    assert rows["slow"] == {"rounds": 0, "rate": 0.0, "missed_rounds": [0, 1, 2], "rejected_rounds": []}
+    assert rows["slow"] == {
+        "rounds": 0,
+        "rate": 0.0,
+        "missed_rounds": [0, 1, 2],
+        "late_rounds": [],
+        "rejected_rounds": [],
+    }
     assert rows["a"]["rate"] == 1.0
 
 
@@ -116,3 +127,74 @@ def test_rejected_updates_do_not_count_as_participation() -> None:
     rows = participation(record)
     assert rows["b"]["rounds"] == 2 and rows["b"]["rejected_rounds"] == [1]
     assert rows["b"]["rate"] == pytest.approx(2 / 3)
+
+
+def _late(site: str, rnd: int | None, during: int, *, used: bool = False, task: str = "train") -> dict:
+    reason = "" if used else f"It was trained for round {rnd}, not the current {during}."
+    return {"site": site, "task": task, "round": rnd, "during_round": during, "used": used, "reason": reason}
+
+
+# (case, late results, the site's participation row for site "d")
+LATE_CASES = [
+    (
+        "late once, dropped",
+        [_late("d", 1, 2)],
+        {"rounds": 2, "missed_rounds": [], "late_rounds": [1], "rejected_rounds": []},
+    ),
+    (
+        "late twice",
+        [_late("d", 0, 1), _late("d", 2, 2)],
+        {"rounds": 1, "missed_rounds": [], "late_rounds": [0, 2], "rejected_rounds": []},
+    ),
+    (
+        "late but still used by the aggregator",
+        [_late("d", 1, 1, used=True)],
+        {"rounds": 3, "missed_rounds": [], "late_rounds": [], "rejected_rounds": []},
+    ),
+    (
+        "late alignment profile: not a training round",
+        [_late("d", None, None, task="ehr_profile")],  # type: ignore[arg-type]
+        {"rounds": 3, "missed_rounds": [], "late_rounds": [], "rejected_rounds": []},
+    ),
+    (
+        "late for a round the record does not hold",
+        [_late("d", 7, 8)],
+        {"rounds": 3, "missed_rounds": [], "late_rounds": [], "rejected_rounds": []},
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "late", "row"), LATE_CASES, ids=[c[0] for c in LATE_CASES])
+def test_late_rounds_are_counted_apart_from_missed_and_rejected(case: str, late: list, row: dict) -> None:
+    rows = participation({**_record(), "late_results": late})
+    assert {k: v for k, v in rows["d"].items() if k != "rate"} == row
+    assert rows["d"]["rate"] == pytest.approx(row["rounds"] / 3)
+    assert rows["a"]["rounds"] == 3 and rows["a"]["late_rounds"] == []
+
+
+def test_a_round_without_a_result_is_missed_and_one_with_a_late_result_late() -> None:
+    record = _record()
+    del record["rounds"][0]["sites"]["d"]  # no result at all in round 0
+    record["late_results"] = [_late("d", 1, 2)]  # round 1's came late (its metrics are in the round)
+    record["rejected_updates"] = [{"site": "d", "round": 2, "reason": "NaN"}]
+    assert participation(record)["d"] == {
+        "rounds": 0,
+        "rate": 0.0,
+        "missed_rounds": [0],
+        "late_rounds": [1],
+        "rejected_rounds": [2],
+    }
+
+
+def test_the_report_names_late_rounds_and_each_late_result() -> None:
+    record = {**_record(), "late_results": [_late("d", 1, 2), _late("c", 0, 0, used=True)]}
+    report = build_report("job", record, _cross())
+    text = participation_markdown(report)
+    assert "- d: 2 of 3 rounds (67%); missed [], late [1], rejected []" in text
+    assert "- c:" not in text  # its late result was still used
+    late = "- d: train of round 1, arrived during round 2 (It was trained for round 1, not the current 2.)"
+    assert late in text
+    assert text in to_markdown(report)
+    assert report["late_results"] == record["late_results"]
+    on_time = build_report("job", _record(), _cross())
+    assert participation_markdown(on_time) == "All 4 sites contributed to every round.\n"

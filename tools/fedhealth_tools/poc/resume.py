@@ -82,6 +82,7 @@ def merge_records(lost: dict, resumed: dict) -> dict:
         + list(resumed.get("completed_rounds", [])),
         failures=lost.get("failures", []) + resumed.get("failures", []),
         rejected_updates=lost.get("rejected_updates", []) + resumed.get("rejected_updates", []),
+        late_results=lost.get("late_results", []) + resumed.get("late_results", []),
         resumed_from={"job_id": lost.get("job_id"), "after_round": cut},
     )
     return merged
