@@ -289,10 +289,23 @@ def test_poc_xgboost_histogram_equals_pooled_training_and_reports_like_a_neural_
 
 
 def _job_one_site_cannot_build(tmp_path: Path, site: str) -> Path:
-    """heart_fedprox where ``site`` gets an app whose executor has an argument it does not take."""
+    """heart_fedprox where ``site`` gets an app whose executor has an argument it does not take.
+
+    The copy needs all 4 sites (``meta.json``, the alignment and ScatterAndGather ``min_clients``), as the
+    shipped heart jobs did before they went on without one site (``job_specs/README.md``, "Slow and
+    missing sites"): a site whose job never starts then ends the job, which this test checks is named.
+    """
     job = job_variant(
-        ROOT / "jobs" / "heart_fedprox", tmp_path / "jobs" / "heart_bad_arg", rounds=2, executor_args=BATCH_16
+        ROOT / "jobs" / "heart_fedprox",
+        tmp_path / "jobs" / "heart_bad_arg",
+        rounds=2,
+        min_sites=len(HEART_SITES),
+        executor_args=BATCH_16,
     )
+    server = job / "app" / "config" / "config_fed_server.json"
+    config = json.loads(server.read_text())
+    next(w for w in config["workflows"] if w["id"] == "alignment")["args"]["min_clients"] = len(HEART_SITES)
+    server.write_text(json.dumps(config, indent=2))
     shutil.copytree(job / "app", job / "app_bad")
     config_path = job / "app_bad" / "config" / "config_fed_client.json"
     config = json.loads(config_path.read_text())

@@ -27,6 +27,7 @@ CXR_JOBS = {
     "cxr_ditto": 0.0,
     "cxr_topk": 0.0,
     "cxr_secagg": 0.0,
+    "cxr_fednova": 0.0,
 }
 # job -> the client algorithms it names (the spec's patch; the generated job must say the same)
 ALGORITHMS = {
@@ -34,6 +35,7 @@ ALGORITHMS = {
     "cxr_scaffold": ["scaffold"],
     "cxr_ditto": ["ditto"],
     "cxr_topk": ["topk"],
+    "cxr_fednova": ["step_cap"],
 }
 # HE jobs evaluate the global model only: no site model is submitted to the server in clear.
 NO_SUBMIT = {"cxr_he", "cxr_secagg"}  # only the global model is evaluated: no local model in clear
@@ -118,6 +120,11 @@ def test_each_algorithm_job_names_its_algorithm_and_server_side(job: str, names:
         assert args["batch_size"] >= MIN_BATCH_SIZE and workflow["args"]["num_rounds"] == 40
         assert (args["batch_size"], args["local_steps"]) == (256, 2)  # the CXR curve's DP_SETTINGS
         assert workflow["args"]["ignore_result_error"] is None  # a site at its budget is left out
+    elif job == "cxr_fednova":  # heterogeneous sites: capped local work, FedNova's step normalization
+        assert components["aggregator"]["args"]["rule"] == "fednova"
+        assert args["algorithms"][0]["args"] == {"max_local_steps": 32}
+        assert (args["optimizer"], args["batch_size"], args["local_steps"]) == ("sgd", 32, 0)
+        assert workflow["path"].endswith(".ScatterAndGather") and workflow["args"]["min_clients"] == 3
     else:
         assert workflow["path"].endswith(".ScatterAndGather")
 

@@ -11,19 +11,11 @@ from fedhealth_tools.poc.fast_settings import SCATTER_AND_GATHER, fast_settings_
 
 JOBS_DIR = Path(__file__).resolve().parents[3] / "jobs"
 JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())  # each one a submittable job
-# Deliberate exceptions, each explained in the job's README.
-EXCEPTIONS = {
-    # min_clients 2 of 4: without a wait, a round would close as soon as two sites answered (in
-    # indo_rct_fedavg the two small centres' refusals would close it before the others' updates);
-    # heart_xgboost_bagging (min_clients 3): a round waits 10 s for a late site's tree.
-    job: ["app/config/config_fed_server.json: ScatterAndGather wait_time_after_min_received should be 0"]
-    for job in ("heart_dp", "cxr_dp", "indo_rct_fedavg", "heart_xgboost_bagging")
-}
 
 
 @pytest.mark.parametrize("job", JOBS)
 def test_shipped_job_uses_the_fast_settings(job: str) -> None:
-    assert fast_settings_missing(JOBS_DIR / job) == EXCEPTIONS.get(job, [])
+    assert fast_settings_missing(JOBS_DIR / job) == []
 
 
 def test_stock_variant_lacks_every_fast_setting(tmp_path: Path) -> None:

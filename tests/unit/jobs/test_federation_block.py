@@ -51,7 +51,13 @@ WHERE = "spec.json: job_x.federation"
 # Jobs that keep every site, each for a reason job_specs/README.md gives under "Slow and missing sites".
 NEEDS_EVERY_SITE = {"heart_clustered", "heart_xgboost"}
 # Workflows that train in rounds, by the kit's and FLARE's class names.
-TRAINING = ("ScatterAndGather", "ScatterAndGatherScaffold", "SecAggController", "ClusteredController")
+TRAINING = (
+    "ScatterAndGather",
+    "ScatterAndGatherScaffold",
+    "SampledScatterAndGather",
+    "SecAggController",
+    "ClusteredController",
+)
 
 
 @pytest.mark.parametrize(("sites", "fraction", "expected"), SHARES)
@@ -211,12 +217,28 @@ def test_the_readme_explains_each_job_that_needs_every_site() -> None:
         assert f"`{job}`" in section, job
 
 
+def _literal_min_clients(node: Any, out: list[int]) -> list[int]:
+    """Every ``min_clients`` in a spec that is a plain number, not a ``$federation`` reference."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "min_clients" and not isinstance(value, dict):
+                out.append(value)
+            _literal_min_clients(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _literal_min_clients(value, out)
+    return out
+
+
 def test_the_shipped_specs_reference_the_block_instead_of_repeating_the_site_count() -> None:
-    """No shipped spec hard-codes ``min_clients`` 4: each takes it from its federation block."""
-    for path in SPECS_DIR.glob("*.json"):
-        text = path.read_text()
-        assert '"min_clients": 4' not in text and '"min_clients": 3' not in text, path.name
-        assert '"$federation": "min_clients"' in text, path.name
+    """``min_clients`` comes from the federation block; the one plain number is a sampling job's K."""
+    found = {}
+    for path in sorted(SPECS_DIR.glob("*.json")):
+        spec = json.loads(path.read_text())
+        found[("defaults", path.name)] = _literal_min_clients(spec["defaults"], [])
+        for job, patch in spec["jobs"].items():
+            found[(job, path.name)] = _literal_min_clients(patch, [])
+    assert {k: v for k, v in found.items() if v} == {("heart_client_dp_sampled", "heart.json"): [3]}
 
 
 def test_copying_the_specs_and_changing_the_site_count_moves_every_min_clients(tmp_path: Path) -> None:

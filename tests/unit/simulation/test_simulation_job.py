@@ -36,6 +36,7 @@ def test_simulation_job(
         assert workflow["args"]["min_clients"] == sites
         if workflow["path"] not in PRE_TRAINING:
             assert workflow["args"]["num_rounds"] == rounds
+            assert workflow["args"]["train_timeout"] == 0  # every site, however long a round takes
     assert json.loads((out / "meta.json").read_text())["min_clients"] == sites
     (persistor,) = [c for c in server["components"] if c["id"] == "persistor"]
     model = persistor["args"]["model_args"]  # TabularModelPersistor: the width comes from the schema

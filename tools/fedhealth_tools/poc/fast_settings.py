@@ -12,6 +12,11 @@ Measured in POC and in simulation (``make bench-scale``); each saves idle time i
   also avoids exhausting FLARE's shared streaming thread pools.
   Measured on a quiet machine, inline is slower than the chunked download at 10M weights (round
   overhead 3.02 s vs 2.66 s): for models of millions of weights keep FLARE's default chunk size.
+
+``wait_time_after_min_received`` is not one of them: FLARE's broadcast ends as soon as every target
+site has answered (``BcastTaskManager.check_task_exit`` in ``nvflare/apis/impl/bcast_manager.py``),
+so the wait only runs when a site is slow or missing. The shipped jobs take it, with ``min_clients``
+and ``train_timeout``, from their family's ``federation`` block (``job_specs/README.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 SCATTER_AND_GATHER = "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
 SERVER_SECTION = {"task_request_interval": 0.2}
-WORKFLOW_ARGS = {"task_check_period": 0.05, "wait_time_after_min_received": 0}
+WORKFLOW_ARGS = {"task_check_period": 0.05}
 APP_VARS = {"np_download_chunk_size": 0}
 STOCK = {"task_request_interval": 2.0, "task_check_period": 0.5, "np_download_chunk_size": 2 * 1024 * 1024}
 

@@ -8,7 +8,8 @@ simulation process's peak memory. Each site gets a synthetic share of the heart 
 
 The job is the shipped job with only what a federation of ``n`` sites changes: every site is needed
 (``min_clients`` of the step before training, federated statistics or feature alignment, of
-``ScatterAndGather`` and of the job), the number of rounds, and no cross-site evaluation
+``ScatterAndGather`` and of the job) with no round deadline (``train_timeout`` 0: a round of many
+simulated clients can take minutes), the number of rounds, and no cross-site evaluation
 (``n x (n + 1)`` validations; it is not part of a round). Each synthetic site holds its files and
 the ``mapping.json`` that reads them for task ``tabular``. Options ``hidden`` (a wider model,
 :class:`fedhealth.models.tabular.TabularNet` as an MLP) and ``stock`` (FLARE's own simulator client
@@ -55,7 +56,7 @@ def simulation_job(
         local_steps: the executor's optimizer steps per round (benchmarks of wide models: the
             round's overhead, not its training, is what they measure).
     """
-    job = job_variant(Path(src), Path(dest), rounds=rounds, min_sites=n_sites)
+    job = job_variant(Path(src), Path(dest), rounds=rounds, min_sites=n_sites, train_timeout_s=0)
     config_file = job / "app" / "config" / "config_fed_server.json"
     config = json.loads(config_file.read_text())
     config["workflows"] = [w for w in config["workflows"] if w["path"] != CROSS_SITE_EVAL]
