@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.fedhealth-installed
 # Flower in its own environment, for the side-by-side SecAgg+ benchmark only (never imported by the kit)
 FLOWER_VENV := .venv-flower
 
-.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms gpu-check clean
+.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms bench-wan gpu-check clean
 
 setup: $(STAMP)
 
@@ -113,6 +113,12 @@ bench-privacy-attacks: setup
 # (about 15 min on 2 cores; run it alone: these are speed figures).
 bench-secagg: setup $(FLOWER_VENV)/.installed
 	$(PY) scripts/bench_secagg.py --out results/bench_secagg.json
+
+# The heart and chest X-ray jobs over emulated WAN links (fedhealth_tools/netlab: each host in its own network
+# namespace, production kits, links shaped by netlab.json): none / int8 / top-k 1 % + EF, all sites vs
+# min_clients 3 + wait, and a 10x slower site (about 25 min on 2 cores; needs root; run it alone).
+bench-wan: setup
+	$(PY) scripts/bench_wan.py --out results/bench_wan.json
 
 # The L2 norms of the HE jobs' updates, from which their UpdateGuard max_norm was chosen.
 bench-update-norms: setup

@@ -11,6 +11,7 @@ removes everything it made on the way out, on an error too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import subprocess
@@ -28,6 +29,7 @@ from fedhealth_tools.netlab.profiles import DEFAULT_CONFIG, load_config, site_pr
 from fedhealth_tools.netlab.topology import SERVER_ADDRESS, NetlabError, Topology
 from fedhealth_tools.poc.processes import PocProcesses
 from fedhealth_tools.poc.task_data import DEMO_IMAGES, place_task_data
+from fedhealth_tools.poc.variants import project_allowing
 from fedhealth_tools.poc.workspace import PocLayout, read_project
 from fedhealth_tools.provision.kits import run_provision
 
@@ -86,6 +88,117 @@ def _reader(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
+class Lab:
+    """A running lab federation: provisioned, namespaces and links up, server and sites started.
+
+    ``with Lab(...) as lab: lab.run(job)`` runs jobs one after another on the same federation (the
+    links' counters are read before and after each, so a run's bytes are its own); leaving the block
+    stops every process and removes every namespace, on an error too.
+
+    Args:
+        workspace: the kits, logs and downloads (inside the checkout, git-ignored).
+        project_file: the production project (``project.yml``).
+        lab: the lab of ``config`` that gives each link its profile.
+        allow: extra classes the kits' allow-list accepts (the fault drills' straggler filter).
+        probe: measure each site's round-trip time and upload goodput before the federation starts.
+    """
+
+    def __init__(
+        self,
+        *,
+        workspace: Path,
+        project_file: Path,
+        lab: str = "consortium",
+        config: Path = DEFAULT_CONFIG,
+        seed: int = 0,
+        allow: list[str] | None = None,
+        probe: bool = False,
+    ) -> None:
+        self.workspace = Path(workspace).resolve()
+        self.project_file = Path(project_file)
+        self.seed = seed
+        self.allow = list(allow or [])
+        self.probe = probe
+        self.profiles, labs = load_config(config)
+        if lab not in labs:
+            raise NetlabError(f"no lab {lab!r} in {config} (labs: {', '.join(labs)})")
+        self.lab = labs[lab]
+        self.probes: dict[str, dict] = {}
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Lab:
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        project = self.project_file
+        if self.allow:
+            project = project_allowing(project, self.workspace / "project_allowing.yml", self.allow)
+        self.layout = provision_lab(project, self.workspace)
+        self.chosen = site_profiles(self.lab, self.profiles, self.layout.sites)
+        logs = self.workspace / "logs"
+        try:
+            self.topo = self._stack.enter_context(
+                Topology(self.chosen, self.profiles[self.lab.server], logs, seed=self.seed)
+            )
+            self.probes = self.topo.probe_links() if self.probe else {}
+            prefix = {self.layout.server: self.topo.exec_prefix(self.topo.server_ns)}
+            prefix.update({site: self.topo.exec_prefix(link.netns) for site, link in self.topo.links.items()})
+            server_ns = self.topo.server_ns
+            self.procs = self._stack.enter_context(
+                PocProcesses(
+                    self.layout, logs, prefix=prefix, listening=lambda port: _listening(server_ns, port)
+                )
+            )
+            self.procs.start(timeout=120)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def run(
+        self, job_dir: Path, *, cut: LinkCut | None = None, timeout: float = 900.0, images: int = DEMO_IMAGES
+    ) -> LabRun:
+        """Place the job's data at each site, run it as the project admin, return what happened."""
+        started = time.monotonic()
+        if cut is not None and cut.site not in self.layout.sites:
+            raise NetlabError(f"cannot cut {cut.site}: not a site of {self.project_file}")
+        place_task_data(self.layout, job_dir, images=images, seed=self.seed)
+        before = {site: self.topo.counters(site) for site in self.topo.links}
+        outcome, progress, cuts = _drive(
+            self.topo, self.procs, self.layout, job_dir, self.workspace, cut, timeout
+        )
+        after = {site: self.topo.counters(site) for site in self.topo.links}
+        result = Path(outcome["result"])
+        try:
+            record, cross = find_run_files(result)
+        except (FileNotFoundError, ValueError) as exc:
+            raise NetlabError(
+                f"job {outcome['job_id']} ended {outcome['status']} without a run record ({exc}); "
+                f"the server's and sites' logs are in {self.workspace / 'logs'}"
+            ) from exc
+        return LabRun(
+            status=outcome["status"],
+            job_id=outcome["job_id"],
+            result=result,
+            seconds=time.monotonic() - started,
+            profiles={site: name for site, (name, _) in self.chosen.items()},
+            links={site: _difference(before[site], after[site]) for site in after},
+            report=build_report(Path(job_dir).name, record, cross),
+            cuts=cuts,
+            progress=progress,
+            probes=self.probes,
+        )
+
+
+def _difference(before: dict, after: dict) -> dict:
+    """A link's counters over one job: ``after`` minus ``before``, per direction (``queued``: as after)."""
+    return {
+        way: {key: after[way][key] - (0 if key == "queued" else before[way][key]) for key in after[way]}
+        for way in after
+    }
+
+
 def run_in_lab(
     job_dir: Path,
     *,
@@ -99,49 +212,15 @@ def run_in_lab(
     seed: int = 0,
     probe: bool = False,
 ) -> LabRun:
-    """Run ``job_dir`` over the lab ``lab`` of ``config``; returns what happened.
-
-    ``probe``: first measure each site's round-trip time and upload goodput to the server's address.
+    """Run one job over the lab ``lab`` of ``config`` (a :class:`Lab` for that job alone).
 
     Raises:
         NetlabError: the lab could not be built, a process died, or the job did not finish in time.
     """
-    started = time.monotonic()
-    workspace = Path(workspace).resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
-    profiles, labs = load_config(config)
-    if lab not in labs:
-        raise NetlabError(f"no lab {lab!r} in {config} (labs: {', '.join(labs)})")
-    layout = provision_lab(project_file, workspace)
-    chosen = site_profiles(labs[lab], profiles, layout.sites)
-    if cut is not None and cut.site not in layout.sites:
-        raise NetlabError(f"cannot cut {cut.site}: not a site of {project_file}")
-    place_task_data(layout, job_dir, images=images, seed=seed)
-    logs = workspace / "logs"
-    with Topology(chosen, profiles[labs[lab].server], logs, seed=seed) as topo:
-        probes = topo.probe_links() if probe else {}
-        prefix = {layout.server: topo.exec_prefix(topo.server_ns)}
-        prefix.update({site: topo.exec_prefix(link.netns) for site, link in topo.links.items()})
-        with PocProcesses(
-            layout, logs, prefix=prefix, listening=lambda port: _listening(topo.server_ns, port)
-        ) as procs:
-            procs.start(timeout=120)
-            outcome, progress, cuts = _drive(topo, procs, layout, job_dir, workspace, cut, timeout)
-            links = {site: topo.counters(site) for site in topo.links}
-    result = Path(outcome["result"])
-    record, cross = find_run_files(result)
-    return LabRun(
-        status=outcome["status"],
-        job_id=outcome["job_id"],
-        result=result,
-        seconds=time.monotonic() - started,
-        profiles={site: name for site, (name, _) in chosen.items()},
-        links=links,
-        report=build_report(Path(job_dir).name, record, cross),
-        cuts=cuts,
-        progress=progress,
-        probes=probes,
-    )
+    with Lab(
+        workspace=workspace, project_file=project_file, lab=lab, config=config, seed=seed, probe=probe
+    ) as run:
+        return run.run(job_dir, cut=cut, timeout=timeout, images=images)
 
 
 def _drive(
