@@ -112,7 +112,9 @@ def measure(run: LabRun, *, job: str, lab: str, compression: str, min_clients: i
             f"{job} {lab} {compression}: no site's update was aggregated; the row would be void"
         )
     record, _ = find_run_files(run.result)
-    walls = [r["wall_s"] for r in round_timings(record)]
+    timings = round_timings(record)
+    walls = [r["wall_s"] for r in timings]
+    overheads = [r["overhead_s"] for r in timings if r.get("overhead_s") is not None]
     rounds = max(len(walls), 1)
     per_site = {s: (c["up"]["bytes"] + c["down"]["bytes"]) / rounds for s, c in run.links.items()}
     upload = {s: c["up"]["bytes"] / rounds for s, c in run.links.items()}
@@ -125,6 +127,12 @@ def measure(run: LabRun, *, job: str, lab: str, compression: str, min_clients: i
         "rounds": len(walls),
         "round_s": statistics.median(walls) if walls else None,
         "round_s_all": [round(w, 3) for w in walls],
+        "overhead_s": statistics.median(overheads) if overheads else None,
+        "slowest_site_s": statistics.median(
+            t["slowest_site_s"] for t in timings if t["slowest_site_s"] is not None
+        )
+        if overheads
+        else None,
         "bytes_per_site": statistics.mean(per_site.values()),
         "upload_bytes_per_site": statistics.mean(upload.values()),
         "bytes_by_site": {s: round(b) for s, b in per_site.items()},

@@ -23,6 +23,7 @@ from doc_tables import (
     reliability,
     scale,
     secagg,
+    wan,
     xgboost,
 )
 
@@ -48,6 +49,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "secagg-poc": secagg.secagg_poc,
     "secagg-inprocess": secagg.secagg_inprocess,
     "secagg-aims": secagg.secagg_aims,
+    "wan-rows": wan.wan_rows,
+    "wan-links": wan.wan_links,
+    "wan-aims": wan.wan_aims,
     "privacy-utility-cxr": privacy.privacy_utility_cxr,
     "dp-cost": privacy.dp_cost,
     "strict-scope": privacy.strict_scope,
