@@ -79,6 +79,7 @@ class RunRecord(TypedDict, total=False):
     round_times: list[dict]
     update_privacy: list[dict]
     model: dict  # a tree job's model: family, trees, features, sha256, sites, file (TreeModelCollector)
+    asynchronous: dict  # FedBuff: settings, each version's buffer (site, staleness), dropped/late results
 
 
 def new_record(job_id: str, gate: Gate) -> RunRecord:

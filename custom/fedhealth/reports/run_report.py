@@ -20,6 +20,7 @@ from fedhealth.constants import (
     M_SUPPRESSED,
     RUN_RECORD_FILE,
 )
+from fedhealth.reports.asynchronous import async_markdown, async_section
 from fedhealth.reports.attack_figures import attack_figures, default_audit_path, load_audit, run_epsilon
 from fedhealth.reports.attack_settings import job_settings
 from fedhealth.reports.communication import communication_markdown, communication_section
@@ -149,6 +150,7 @@ def build_report(
         "flags": section["flags"],
         "curves": site_curves(record),
         "participation": participation(record),
+        "asynchronous": async_section(record),
         "rejected_updates": record.get("rejected_updates", []),
         "status": record.get("status"),
         "abort_reason": record.get("abort_reason"),
@@ -266,6 +268,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         "![global metric per round](rounds.png)",
         "",
         participation_markdown(report),
+        async_markdown(report.get("asynchronous")),
         alignment_markdown(report.get("alignment")),
         fairness_markdown(report),
         operating_point_markdown(report.get("operating_point")),

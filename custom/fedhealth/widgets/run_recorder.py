@@ -5,6 +5,8 @@ after every round, and answers ``show_stats`` so an admin sees live progress: ro
 sites reported, the current global validation metric and any site that failed, with its reason.
 Every DP release a site's privacy scope stamped on a result (``DPUpdate``: ε, δ, noise, clip, round)
 is kept under ``update_privacy``, whatever the task, so the report shows ε per site and round.
+An asynchronous workflow (:class:`~fedhealth.workflows.fedbuff_controller.FedBuffController`) sends
+its own record (versions, staleness, dropped and late results), kept under ``asynchronous``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from nvflare.app_common.app_event_type import AppEventType
 from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
 from fedhealth.constants import (
+    EVENT_ASYNC_PROGRESS,
     EVENT_SITE_FAILED,
     EVENT_TREE_MODEL,
     EVENT_UPDATE_REJECTED,
@@ -32,6 +35,7 @@ from fedhealth.constants import (
     M_TRAIN_LOSS,
     META_PRIVACY,
     META_SITE_METRICS,
+    PROP_ASYNC_PROGRESS,
     PROP_REJECTION,
     PROP_SITE_FAILURE,
     PROP_TREE_MODEL,
@@ -125,6 +129,12 @@ class RunRecorder(FLComponent):
                             reason=str(failure.get("reason", "")),
                         )
                     )
+                    self._write_locked()
+        elif event_type == EVENT_ASYNC_PROGRESS:
+            progress = fl_ctx.get_prop(PROP_ASYNC_PROGRESS)
+            if isinstance(progress, dict):
+                with self._lock:
+                    self._record["asynchronous"] = dict(progress)  # FedBuff: versions, staleness, drops
                     self._write_locked()
         elif event_type == EVENT_TREE_MODEL:
             info = fl_ctx.get_prop(PROP_TREE_MODEL)
