@@ -218,6 +218,8 @@ def _when(report: dict) -> str:
 
 def _rounds_text(report: dict) -> str:
     model = report.get("model")
+    if report.get("asynchronous"):
+        return f"{report['asynchronous']['versions']} versions (asynchronous, FedBuff)"
     return f"{model['trees']} boosting rounds" if model else f"{report['rounds']} rounds"
 
 
@@ -237,6 +239,16 @@ def participation_markdown(report: dict) -> str:
     rows = report.get("participation", {})
     if not report.get("rounds"):  # no training rounds (a tree job boosts in lock-step, or none ran)
         return ""
+    if report.get("asynchronous"):  # no site waits for a round: it trains from the version it is sent
+        lines = ["Participation (asynchronous: the versions each site trained from):", ""]
+        for site, p in rows.items():
+            refused = len(p.get("rejected_rounds") or [])
+            trained, total = p["rounds"] + refused, report["rounds"]
+            lines.append(
+                f"- {site}: trained from {trained} of {total} versions ({trained / total:.0%})"
+                + (f"; {refused} of those updates not used (rejected updates below)" if refused else "")
+            )
+        return "\n".join(lines) + "\n"
     missed = {site: p for site, p in rows.items() if p["missed_rounds"] or p.get("rejected_rounds")}
     if not missed:
         return f"All {len(rows)} sites contributed to every round.\n" if rows else ""

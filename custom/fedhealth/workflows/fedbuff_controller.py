@@ -12,7 +12,8 @@ An update is weighted by its site's training rows times ``(1 + staleness) ** -st
 one more than ``max_staleness`` versions old is dropped, one with NaN/Inf or other parameters is
 refused, each announced with ``fedhealth.update_rejected`` (its round: the version it trained from).
 A task with no answer within ``train_timeout`` is counted and sent again (a site reported dead gets
-its next task after a pause); its result, if it still comes, is counted as late and not used. A site
+its next task after a pause
+that doubles while it stays dead); its result, if it still comes, is counted as late and not used. A site
 whose task fails is sent no more; the job stops only when no site is left.
 
 For the run record each version is a round: ``ROUND_STARTED`` when version ``v`` becomes current,
@@ -43,7 +44,8 @@ from fedhealth import constants as C
 from fedhealth.algorithms.fedbuff import AppliedVersion, FedBuff, FedBuffConfig, FedBuffUpdateError
 from fedhealth.workflows.step_controller import StepController
 
-DEAD_SITE_RETRY_S = 10.0  # a site FLARE reports dead gets its next task after this pause
+DEAD_SITE_RETRY_S = 10.0  # a site FLARE reports dead gets its next task after this pause, doubled
+MAX_RETRY_S = 300.0  # each time it is still dead, up to this
 _SITE, _VERSION = "fedhealth_site", "fedhealth_version"  # Task props
 
 
@@ -105,8 +107,9 @@ class FedBuffController(StepController):
         self.record: dict = {}
         self._inbox: queue.Queue = queue.Queue()
         self._tasks: dict[str, Task] = {}  # site -> its current task
-        self._timed_out: dict[str, tuple[str, int]] = {}  # client task id -> (site, start version)
+        self._timed_out: dict[str, tuple[str, int, str]] = {}  # client task id -> (site, start, status)
         self._retry: dict[str, float] = {}  # site -> when to send it a task again
+        self._dead: dict[str, int] = {}  # site -> its tasks in a row that ended with the site dead
         self._active: set[str] = set()
         self._dtypes: dict[str, np.dtype] = {}
         self._started = 0.0
@@ -204,10 +207,13 @@ class FedBuffController(StepController):
     def _handle(self, item: tuple, fl_ctx: FLContext) -> None:
         kind = item[0]
         if kind == "late":
-            site, start = item[1], item[2]
+            site, start, state = item[1:]
             self.record["late"].append({"site": site, "start_version": start})
-            timeout = f"its train_timeout of {self.train_timeout} s"
-            self._reject(site, start, f"Its result arrived after {timeout}; not used.", fl_ctx)
+            reason = (
+                f"The result of site {site!r} (trained from version {start}) arrived after its task "
+                f"had ended ({state}, train_timeout {self.train_timeout} s); not used."
+            )
+            self._reject(site, start, reason, fl_ctx)
             return
         task = item[1]
         site, start = task.props[_SITE], task.props[_VERSION]
@@ -230,6 +236,7 @@ class FedBuffController(StepController):
                     f"FedBuff: no site left to train; the last, {site}, failed: {reason}", fl_ctx
                 )
             return
+        self._dead.pop(site, None)
         self._take(site, start, result, fl_ctx)
         self._dispatch(site, fl_ctx)
 
@@ -238,17 +245,17 @@ class FedBuffController(StepController):
         try:
             dxo = from_shareable(result)
             if dxo.data_kind not in (DataKind.WEIGHTS, DataKind.WEIGHT_DIFF):
-                self.core.abandon(site)
-                raise FedBuffUpdateError(
-                    f"The update of site {site!r} is a {dxo.data_kind} result; FedBuff takes WEIGHTS or "
-                    "WEIGHT_DIFF."
-                )
+                raise ValueError(f"it is a {dxo.data_kind} result; FedBuff takes WEIGHTS or WEIGHT_DIFF")
             part = "weights" if dxo.data_kind == DataKind.WEIGHTS else "delta"
             n = dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, 1)
             done = self.core.submit(site, sample_weight=n, **{part: dxo.data or {}})
-        except FedBuffUpdateError as exc:
+        except ValueError as exc:  # FedBuffUpdateError names the site; a malformed result does not
+            self.core.abandon(site)  # no-op after submit: the task is over either way
+            reason = str(exc)
+            if not isinstance(exc, FedBuffUpdateError):
+                reason = f"The result of site {site!r} (trained from version {start}) is refused: {reason}."
             self.record["refused"] += 1
-            self._reject(site, start, str(exc), fl_ctx)
+            self._reject(site, start, reason, fl_ctx)
             return
         update = done.update
         if done.status == "dropped":
@@ -270,15 +277,20 @@ class FedBuffController(StepController):
     def _ended(self, site: str, start: int, task: Task, status, fl_ctx: FLContext) -> None:
         """A task that ended without a result: count it, and send the site another."""
         self.core.abandon(site)
-        for ct in task.client_tasks:
-            self._timed_out[ct.id] = (site, start)
         state = getattr(status, "value", str(status))
+        for ct in task.client_tasks:
+            self._timed_out[ct.id] = (site, start, state)
         self.record["timeouts"].append({"site": site, "start_version": start, "status": state})
+        pause = 0.0
+        if status == TaskCompletionStatus.CLIENT_DEAD:  # 10 s, 20 s, ... up to 5 minutes while it stays dead
+            self._dead[site] = self._dead.get(site, 0) + 1
+            pause = min(DEAD_SITE_RETRY_S * 2 ** (self._dead[site] - 1), MAX_RETRY_S)
         self.log_warning(
-            fl_ctx, f"FedBuff: {site}'s task from version {start} ended without a result ({state})"
+            fl_ctx,
+            f"FedBuff: {site}'s task from version {start} ended without a result ({state}); "
+            f"sent again in {pause:g} s",
         )
-        dead = status == TaskCompletionStatus.CLIENT_DEAD
-        self._retry[site] = time.monotonic() + (DEAD_SITE_RETRY_S if dead else 0.0)
+        self._retry[site] = time.monotonic() + pause
         self._publish(fl_ctx)
 
     def _new_version(self, applied: AppliedVersion, fl_ctx: FLContext) -> None:

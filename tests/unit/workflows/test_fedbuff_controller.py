@@ -81,12 +81,13 @@ class Federation:
     ``lag``: the slow site answers a task only after this many other results arrived since it got
     it; ``silent``: sites whose first task ends in a timeout (their result then comes late);
     ``failing``: sites whose every task fails with an error reply; ``poison``: sites that send NaN;
-    ``mute``: sites that never answer.
+    ``mute``: sites that never answer; ``dead``: sites whose first task ends with the site reported
+    dead; ``junk``: sites whose results hold no DXO.
     """
 
-    def __init__(self, engine: Engine, *, lag=0, silent=(), failing=(), poison=(), mute=()) -> None:
+    def __init__(self, engine: Engine, *, lag=0, silent=(), failing=(), poison=(), mute=(), dead=(), junk=()):
         self.engine, self.lag, self.silent, self.failing = engine, lag, set(silent), set(failing)
-        self.poison, self.mute = set(poison), set(mute)
+        self.poison, self.mute, self.dead, self.junk = set(poison), set(mute), set(dead), set(junk)
         self.sent: list[tuple[str, int]] = []
         self.held: list[tuple[Task, int]] = []  # slow site's tasks and the results count when sent
         self.answered = 0
@@ -95,11 +96,13 @@ class Federation:
     def send(self, task: Task, fl_ctx: FLContext, targets, send_order=None, task_assignment_timeout=0):
         site = targets[0]
         self.sent.append((site, task.data.get_header(AppConstants.CURRENT_ROUND)))
-        if site in self.silent:
+        if site in self.silent or site in self.dead:
+            status = TaskCompletionStatus.CLIENT_DEAD if site in self.dead else TaskCompletionStatus.TIMEOUT
             self.silent.discard(site)
+            self.dead.discard(site)
             ct = ClientTask(Client(site, None), task)
             task.client_tasks.append(ct)
-            task.completion_status = TaskCompletionStatus.TIMEOUT
+            task.completion_status = status
             self.timed_out.append(ct)
             task.task_done_cb(task=task, fl_ctx=fl_ctx)
         elif site in self.mute:
@@ -125,6 +128,8 @@ class Federation:
             reply = make_reply(ReturnCode.EXECUTION_EXCEPTION)
             reply.set_header(C.HEADER_ERROR, f"site {site} failed task 'train': no data")
             return reply
+        if site in self.junk:
+            return make_reply(ReturnCode.OK)
         sent = from_shareable(data)
         step = float("nan") if site in self.poison else DELTA[site]
         out = DXO(DataKind.WEIGHTS, data={k: v + step for k, v in sent.data.items()})
@@ -148,7 +153,7 @@ class Federation:
         self.engine.fire_event(EventType.BEFORE_PROCESS_SUBMISSION, fl_ctx)
 
 
-def _run(tmp_path: Path, *, lag=0, silent=(), failing=(), poison=(), mute=(), **kwargs):
+def _run(tmp_path: Path, *, lag=0, silent=(), failing=(), poison=(), mute=(), dead=(), junk=(), **kwargs):
     (tmp_path / "startup").mkdir()
     (tmp_path / "local").mkdir()
     workspace = Workspace(str(tmp_path), site_name="server")
@@ -164,7 +169,9 @@ def _run(tmp_path: Path, *, lag=0, silent=(), failing=(), poison=(), mute=(), **
     fl_ctx = FLContext()
     fl_ctx.set_prop(ReservedKey.ENGINE, engine, private=True, sticky=True)
     fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB_ID, private=False, sticky=True)
-    federation = Federation(engine, lag=lag, silent=silent, failing=failing, poison=poison, mute=mute)
+    federation = Federation(
+        engine, lag=lag, silent=silent, failing=failing, poison=poison, mute=mute, dead=dead, junk=junk
+    )
     controller.send = federation.send
     controller.cancel_all_tasks = lambda *a, **k: None
     engine.fire_event(EventType.START_RUN, fl_ctx)
@@ -216,6 +223,8 @@ def test_a_slow_site_gets_stale_and_weighted_down_and_the_report_says_so(tmp_pat
     text = to_markdown(report)
     assert "## Asynchronous aggregation (FedBuff)" in text
     assert "| slow | 2 | 12% | 3.0 | 3 | 0.500 | 0 | 0 | 0 |" in text
+    assert "8 versions (asynchronous, FedBuff)" in text
+    assert "- slow: trained from 2 of 8 versions (25%)\n" in text
 
 
 def test_the_learning_rate_follows_the_version(tmp_path):
@@ -240,6 +249,8 @@ def test_too_stale_results_are_dropped_and_reported(tmp_path):
     report = build_report("heart_fedbuff", record, {})
     assert report["participation"]["slow"]["rate"] == 0.0
     assert report["participation"]["slow"]["rejected_rounds"] == [0, 3]
+    text = to_markdown(report)
+    assert "- slow: trained from 2 of 8 versions (25%); 2 of those updates not used" in text
 
 
 def test_a_timed_out_task_is_sent_again_and_its_late_result_refused(tmp_path):
@@ -256,6 +267,28 @@ def test_a_timed_out_task_is_sent_again_and_its_late_result_refused(tmp_path):
     federation.submit(late, fl_ctx)
     controller._handle(controller._inbox.get_nowait(), fl_ctx)
     assert controller.record["late"] == [{"site": "b", "start_version": 0}]
+    written = json.loads((Path(engine.get_workspace().get_run_dir(JOB_ID)) / C.RUN_RECORD_FILE).read_text())
+    assert [r["reason"] for r in written["rejected_updates"]] == [
+        "The result of site 'b' (trained from version 0) arrived after its task had ended (timeout, "
+        "train_timeout 0 s); not used."
+    ]
+    assert written["rejected_updates"][0]["round"] == 0
+
+
+def test_a_site_reported_dead_is_sent_again_only_after_a_pause(tmp_path):
+    controller, federation, persistor, engine, record = _run(tmp_path, dead={"b"}, num_versions=3)
+    assert record["asynchronous"]["timeouts"] == [{"site": "b", "start_version": 0, "status": "client_dead"}]
+    assert [s for s, _ in federation.sent].count("b") == 1  # the others made 3 versions within the pause
+    assert controller._dead == {"b": 1} and controller._retry["b"] > 0
+
+
+def test_a_result_without_a_model_is_refused_by_site(tmp_path):
+    controller, federation, persistor, engine, record = _run(tmp_path, junk={"a"}, num_versions=2)
+    refused = [r for r in record["rejected_updates"] if r["site"] == "a"]
+    assert refused and refused[0]["reason"].startswith(
+        "The result of site 'a' (trained from version 0) is refused: "
+    )
+    assert len(record["asynchronous"]["versions"]) == 2
 
 
 def test_a_failing_site_gets_no_more_tasks_and_the_others_go_on(tmp_path):
