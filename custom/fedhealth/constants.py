@@ -139,6 +139,8 @@ EVENT_TREE_MODEL = "fedhealth.tree_model_collected"  # the server holds a tree j
 PROP_TREE_MODEL = "fedhealth.tree_model"  # that event's data: a dict for the run record
 EVENT_SITE_FAILED = "fedhealth.site_failed"  # a workflow names a site that failed outside a task reply
 PROP_SITE_FAILURE = "fedhealth.site_failure"  # that event's data: {"site", "task", "reason"}
+EVENT_ASYNC_PROGRESS = "fedhealth.async_progress"  # the asynchronous (FedBuff) workflow's record
+PROP_ASYNC_PROGRESS = "fedhealth.async_record"  # that event's data: settings, versions, staleness
 
 # SecAgg+ (fedhealth.secagg): the protocol's tasks, the header that carries the relayed shares with the
 # train task, and the DXO kinds of a masked update and of a protocol message.

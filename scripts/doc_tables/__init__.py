@@ -42,6 +42,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "xgboost-setup": xgboost.xgboost_setup,
     "faults": reliability.faults,
     "robust-rules": reliability.robust_rules,
+    "fedbuff": reliability.fedbuff,
     "privacy-utility": privacy.privacy_utility,
     "attacks-cxr": attacks.attacks_cxr,
     "attacks-heart": attacks.attacks_heart,

@@ -49,3 +49,35 @@ def robust_rules(results: Path) -> str:
             ]
         )
     return table(["rule (in-process twin, 5 seeds)", "clean", "one site sends ×100 weights"], "lrr", rows)
+
+
+FEDBUFF_LABELS = {
+    "fedavg_waits": "FedAvg, waits for VA every round (25 rounds)",
+    "fedavg_without_slow": "FedAvg without VA (25 rounds)",
+    "fedbuff_k3_a0.5": "FedBuff K=3, a=0.5 (35 versions; heart_fedbuff)",
+    "fedbuff_k3_a0": "FedBuff K=3, no staleness weighting (35 versions)",
+    "fedbuff_k2_a0.5": "FedBuff K=2, a=0.5 (50 versions)",
+}
+
+
+def fedbuff(results: Path) -> str:
+    data = load(results, "bench_fedbuff.json")
+    rows = []
+    for key, row in data["rows"].items():
+        _, _, name = key.partition("_")
+        share = row["slow_site_share"]
+        stale = row.get("slow_site_mean_staleness")
+        rows.append(
+            [
+                f"{row['slow_factor']:g}×",
+                FEDBUFF_LABELS.get(name, name),
+                pm(row["client_avg"], row["client_avg_sd"]),
+                f3(row["per_site"][data["slow_site"]]),
+                f"{row['sim_time']:.0f}",
+                f"{share:.0%}",
+                "–" if stale is None else f"{stale:.1f}",
+            ]
+        )
+    header = ["VA slower by", "method (in-process, 5 seeds)", "client-avg accuracy", "VA accuracy"]
+    header += ["time (fast tasks)", "VA's share of updates", "VA's mean staleness"]
+    return table(header, "llrrrrr", rows)

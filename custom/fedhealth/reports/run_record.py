@@ -121,6 +121,7 @@ class RunRecord(TypedDict, total=False):
     model: dict  # a tree job's model: family, trees, features, sha256, sites, file (TreeModelCollector)
     sampling: Sampling  # only a job whose workflow samples sites (SampledScatterAndGather)
     client_dp: list[dict]  # DP-FedAvg's ledger entries, one per released round (DPFedAvgAggregator)
+    asynchronous: dict  # FedBuff: settings, each version's buffer (site, staleness), dropped/late results
 
 
 def new_record(job_id: str, gate: Gate) -> RunRecord:

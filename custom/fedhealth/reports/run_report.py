@@ -20,6 +20,7 @@ from fedhealth.constants import (
     M_SUPPRESSED,
     RUN_RECORD_FILE,
 )
+from fedhealth.reports.asynchronous import async_markdown, async_section
 from fedhealth.reports.attack_figures import attack_figures, default_audit_path, load_audit, run_epsilon
 from fedhealth.reports.attack_settings import job_settings
 from fedhealth.reports.client_dp_report import client_dp_markdown, client_dp_section
@@ -153,6 +154,7 @@ def build_report(
         "curves": site_curves(record),
         "participation": participation(record),
         "sampling": sampling_section(record),
+        "asynchronous": async_section(record),
         "rejected_updates": record.get("rejected_updates", []),
         "late_results": record.get("late_results", []),
         "status": record.get("status"),
@@ -222,6 +224,8 @@ def _when(report: dict) -> str:
 
 def _rounds_text(report: dict) -> str:
     model = report.get("model")
+    if report.get("asynchronous"):
+        return f"{report['asynchronous']['versions']} versions (asynchronous, FedBuff)"
     return f"{model['trees']} boosting rounds" if model else f"{report['rounds']} rounds"
 
 
@@ -255,6 +259,7 @@ def to_markdown(report: dict, seconds: float | None = None) -> str:
         "![global metric per round](rounds.png)",
         "",
         participation_markdown(report),
+        async_markdown(report.get("asynchronous")),
         alignment_markdown(report.get("alignment")),
         fairness_markdown(report),
         operating_point_markdown(report.get("operating_point")),

@@ -96,6 +96,8 @@ def participation_markdown(report: dict) -> str:
         return sampling_markdown(report) + _late_lines(report)
     if not report.get("rounds"):  # no training rounds (a tree job boosts in lock-step, or none ran)
         return ""
+    if report.get("asynchronous"):  # no site waits for a round: it trains from the version it is sent
+        return _async_lines(rows, report["rounds"]) + _late_lines(report)
     missed = {
         site: p
         for site, p in rows.items()
@@ -111,6 +113,19 @@ def participation_markdown(report: dict) -> str:
             f"rejected {p.get('rejected_rounds', [])}"
         )
     return "\n".join(lines) + "\n" + _late_lines(report)
+
+
+def _async_lines(rows: dict, total: int) -> str:
+    """Asynchronous participation: how many versions each site trained from, and how many were not used."""
+    lines = ["Participation (asynchronous: the versions each site trained from):", ""]
+    for site, p in rows.items():
+        refused = len(p.get("rejected_rounds") or [])
+        trained = p["rounds"] + refused
+        lines.append(
+            f"- {site}: trained from {trained} of {total} versions ({trained / total:.0%})"
+            + (f"; {refused} of those updates not used (rejected updates below)" if refused else "")
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _late_lines(report: dict) -> str:

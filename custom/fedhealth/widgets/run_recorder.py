@@ -10,6 +10,8 @@ server-side DP-FedAvg's ledger (``fedhealth.client_dp_round``) under ``client_dp
 A result that arrives after its task closed is kept under ``late_results``
 (:mod:`fedhealth.widgets.late_results`); an aggregator's rejection of it goes there, not under
 ``rejected_updates`` (whose round is the round in progress, not the late result's).
+An asynchronous workflow (:class:`~fedhealth.workflows.fedbuff_controller.FedBuffController`) sends
+its own record (versions, staleness, dropped and late results), kept under ``asynchronous``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from nvflare.app_common.app_event_type import AppEventType
 from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
 from fedhealth.constants import (
+    EVENT_ASYNC_PROGRESS,
     EVENT_CLIENT_DP_ROUND,
     EVENT_SITE_FAILED,
     EVENT_SITES_SAMPLED,
@@ -39,6 +42,7 @@ from fedhealth.constants import (
     M_TRAIN_LOSS,
     META_PRIVACY,
     META_SITE_METRICS,
+    PROP_ASYNC_PROGRESS,
     PROP_CLIENT_DP_ROUND,
     PROP_REJECTION,
     PROP_SITE_FAILURE,
@@ -158,6 +162,12 @@ class RunRecorder(FLComponent):
             if isinstance(entry, dict):
                 with self._lock:
                     self._record.setdefault("client_dp", []).append(dict(entry))
+                    self._write_locked()
+        elif event_type == EVENT_ASYNC_PROGRESS:
+            progress = fl_ctx.get_prop(PROP_ASYNC_PROGRESS)
+            if isinstance(progress, dict):
+                with self._lock:
+                    self._record["asynchronous"] = dict(progress)  # FedBuff: versions, staleness, drops
                     self._write_locked()
         elif event_type == EVENT_TREE_MODEL:
             info = fl_ctx.get_prop(PROP_TREE_MODEL)

@@ -44,6 +44,7 @@ CHECKED_CLASSES = (
     "fedhealth.workflows.he_global_model_eval.HEGlobalModelEval",
     "fedhealth.shareables.fedopt_generator.FedOptShareableGenerator",
     "fedhealth.workflows.clustered_controller.ClusteredController",
+    "fedhealth.workflows.fedbuff_controller.FedBuffController",
     "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator",
 )
 HE_PREFIX = "nvflare.app_opt.he."

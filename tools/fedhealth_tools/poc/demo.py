@@ -30,8 +30,9 @@ from fedhealth_tools.poc.workspace import PocError, PocLayout, prepare_workspace
 def _job_rounds(job_dir: Path) -> int:
     config = json.loads((job_dir / "app" / "config" / "config_fed_server.json").read_text())
     for wf in config.get("workflows", []):
-        if "num_rounds" in wf.get("args", {}):
-            return int(wf["args"]["num_rounds"])
+        for key in ("num_rounds", "num_versions"):  # an asynchronous workflow's versions are its rounds
+            if key in wf.get("args", {}):
+                return int(wf["args"][key])
     return 0
 
 
