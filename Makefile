@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.fedhealth-installed
 # Flower in its own environment, for the side-by-side SecAgg+ benchmark only (never imported by the kit)
 FLOWER_VENV := .venv-flower
 
-.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-fedbuff bench-compression bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms bench-wan gpu-check clean
+.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-fedbuff bench-compression bench-topk-schedule bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms bench-wan gpu-check clean
 
 setup: $(STAMP)
 
@@ -97,6 +97,9 @@ bench-fedbuff: setup
 
 bench-compression: setup
 	$(PY) scripts/bench_compression.py --out results/bench_compression.json
+
+bench-topk-schedule: setup
+	$(PY) scripts/bench_topk_schedule.py --out results/bench_topk_schedule.json
 
 bench-dp: setup
 	$(PY) scripts/bench_dp.py --out results/bench_dp.json

@@ -4,8 +4,10 @@ Chest X-rays (PneumoniaMNIST, real pediatric radiographs, 28x28) split over 4 ho
 Dirichlet(alpha=1) label skew; the seed's small CNN (105k parameters); FedAvg with E local epochs.
 Every mode starts from the same initial model, split and seeds; each site's update
 (``weights - global``) goes through :class:`fedhealth_tools.compression.channel.CompressedChannel`, the
-same codec the FLARE filters use, and both message sizes are FOBS-serialized and measured. The
-heart-disease job (4 real hospitals, tiny models) is measured too, to show where framing dominates.
+same codec the FLARE filters use, and both message sizes are FOBS-serialized and measured. Each final
+model is scored on PneumoniaMNIST's validation split (for choosing a setting, see
+``scripts/bench_topk_schedule.py``) and its test split (reported). The heart-disease job (4 real
+hospitals, tiny models) is measured too, to show where framing dominates.
 
 Usage: ``make bench-compression`` (writes ``results/bench_compression.json``).
 """
@@ -42,12 +44,28 @@ MODES = {
     "topk_1pct": {"mode": "topk", "k_fraction": 0.01, "error_feedback": False},
     "topk_0.1pct_ef": {"mode": "topk", "k_fraction": 0.001},
     "topk_0.1pct": {"mode": "topk", "k_fraction": 0.001, "error_feedback": False},
+    # Top-k schedules (chosen on validation AUC by scripts/bench_topk_schedule.py).
+    "topk_1pct_ef_warm1": {"mode": "topk", "k_fraction": 0.01, "warmup_rounds": 1},
+    "topk_1pct_ef_warm2": {"mode": "topk", "k_fraction": 0.01, "warmup_rounds": 2},
+    "topk_1pct_ef_warm3": {"mode": "topk", "k_fraction": 0.01, "warmup_rounds": 3},
+    "topk_10to1pct_ef_10r": {"mode": "topk", "k_fraction": 0.01, "k_start": 0.1, "decay_rounds": 10},
+    "topk_10to1pct_ef_20r": {"mode": "topk", "k_fraction": 0.01, "k_start": 0.1, "decay_rounds": 20},
+    "topk_1pct_ef_warm2_10to1pct_10r": {
+        "mode": "topk",
+        "k_fraction": 0.01,
+        "warmup_rounds": 2,
+        "k_start": 0.1,
+        "decay_rounds": 10,
+    },
 }
 # (local epochs E, rounds) -> modes run. 40 rounds of E = 1 is the main block (the baseline has
 # about levelled off); E = 5 over 8 rounds trains as many local epochs with a fifth of the
 # messages (periodic averaging); 10 rounds show how far error feedback lags early in training.
+# The top-k schedule scripts/bench_topk_schedule.py chose on validation AUC (3 seeds): 10% decaying
+# geometrically to 1% over the first 20 rounds.
+CHOSEN_SCHEDULE = "topk_10to1pct_ef_20r"
 SCHEDULES = {
-    (1, 40): list(MODES),
+    (1, 40): [m for m in MODES if not m.startswith(("topk_1pct_ef_", "topk_10to1pct"))] + [CHOSEN_SCHEDULE],
     (5, 8): ["none", "int8", "topk_1pct_ef", "topk_1pct"],
     (1, 10): ["none", "topk_1pct_ef"],
 }
@@ -55,6 +73,8 @@ MAIN = (1, 40)
 AIMS = {
     "topk_1pct_ef": {"bytes_ratio": 50.0, "auc_loss": 0.005},
     "int8": {"bytes_ratio": 3.9, "auc_loss": 0.002},
+    # the issue's 0.5 points; 10x fewer bytes is the schedule study's guard (the >= 3x round-time aim)
+    CHOSEN_SCHEDULE: {"bytes_ratio": 10.0, "auc_loss": 0.005},
 }
 
 
@@ -82,6 +102,13 @@ def load(seed: int):
     return sites, tensors("test")
 
 
+def load_val():
+    """PneumoniaMNIST's validation split (images, labels): for choosing a setting, never reported as test."""
+    data = np.load(DATA)
+    x = torch.as_tensor(data["val_images"], dtype=torch.float32).unsqueeze(1) / 255.0
+    return x, torch.as_tensor(data["val_labels"].ravel(), dtype=torch.float32)
+
+
 def train_local(model: torch.nn.Module, x, y, epochs: int, gen: torch.Generator) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -100,7 +127,8 @@ def score(model: torch.nn.Module, x, y) -> dict[str, float]:
     return {"auc": float(roc_auc_score(y.numpy(), p)), "accuracy": float(np.mean((p >= 0.5) == y.numpy()))}
 
 
-def run_cxr(mode: str, epochs: int, rounds: int, sites, test, seed: int) -> dict:
+def run_cxr(mode: str, epochs: int, rounds: int, sites, test, seed: int, val=None) -> dict:
+    """One federation in ``mode``; the final model's test AUC (and validation AUC when ``val`` is given)."""
     torch.manual_seed(seed)
     model = SmallCNN()
     channel = CompressedChannel(CompressionConfig(**MODES[mode]))
@@ -123,6 +151,7 @@ def run_cxr(mode: str, epochs: int, rounds: int, sites, test, seed: int) -> dict
         "local_epochs": epochs,
         "rounds": rounds,
         **score(model, *test),
+        **({"val_auc": score(model, *val)["auc"]} if val is not None else {}),
         **channel.totals(),
         "wall_s": time.perf_counter() - start_time,
     }
@@ -181,13 +210,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sites, test = load(args.seed)
+    val = load_val()
     rows = []
     for (epochs, rounds), modes in SCHEDULES.items():
         for mode in modes:
-            row = run_cxr(mode, epochs, rounds, sites, test, args.seed)
+            row = run_cxr(mode, epochs, rounds, sites, test, args.seed, val=val)
             rows.append(row)
             print(
-                f"cxr E={epochs} R={rounds} {mode:15s} auc {row['auc']:.4f} acc {row['accuracy']:.3f} "
+                f"cxr E={epochs} R={rounds} {mode:15s} auc {row['auc']:.4f} val {row['val_auc']:.4f} "
+                f"acc {row['accuracy']:.3f} "
                 f"bytes/round/site {row['bytes_per_round_per_site']:9.0f} x{row['bytes_ratio']:.1f} "
                 f"({row['wall_s']:.0f} s)",
                 flush=True,

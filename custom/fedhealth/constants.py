@@ -38,6 +38,7 @@ M_BYTES_RAW = "bytes_raw"  # the update's serialized size before compression
 M_BYTES_SENT = "bytes_sent"  # ... as the site sent it (after compression)
 M_BYTES_RECEIVED = "bytes_received"  # ... as the server measured it on arrival
 M_COMPRESSION = "compression"  # the compression label, e.g. "topk 0.01 +EF"
+M_TOPK_K_FRACTION = "topk_k_fraction"  # the share of each tensor a top-k round sent (1.0: a dense round)
 M_INTERVALS = "intervals"  # metrics with 95% bootstrap intervals (training/site_metrics.py)
 M_OPERATING_POINT = "operating_point"  # a site's threshold chosen on val (training/site_operating_point.py)
 # Per-round curves each site streams to the server (FLARE analytics -> TensorBoard).

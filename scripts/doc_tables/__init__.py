@@ -63,6 +63,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "compression-periodic": compression.compression_periodic,
     "compression-short": compression.compression_short,
     "compression-heart": compression.compression_heart,
+    "compression-schedule": compression.compression_schedule,
     "noniid-heart": noniid.noniid_heart,
     "noniid-cxr-sites": noniid.noniid_cxr_sites,
     "noniid-cxr-0.1": noniid.noniid_cxr_01,

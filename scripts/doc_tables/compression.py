@@ -1,4 +1,5 @@
-"""Compression tables: `make bench-compression` (bytes against AUC, heart models)."""
+"""Compression tables: `make bench-compression` (bytes against AUC, heart models) and `make
+bench-topk-schedule` (top-k schedules, chosen on validation AUC)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ COMPRESSION_LABELS = {
     "topk_1pct": "top-k 1%, no feedback",
     "topk_0.1pct_ef": "top-k 0.1% + error feedback",
     "topk_0.1pct": "top-k 0.1%, no feedback",
+    "topk_1pct_ef_warm1": "top-k 1% + EF, 1 dense round first",
+    "topk_1pct_ef_warm2": "top-k 1% + EF, 2 dense rounds first",
+    "topk_1pct_ef_warm3": "top-k 1% + EF, 3 dense rounds first",
+    "topk_10to1pct_ef_10r": "top-k 10% → 1% over 10 rounds + EF",
+    "topk_10to1pct_ef_20r": "top-k 10% → 1% over 20 rounds + EF",
+    "topk_1pct_ef_warm2_10to1pct_10r": "top-k 2 dense rounds, then 10% → 1% over 10 + EF",
 }
 
 
@@ -66,3 +73,33 @@ def compression_heart(results: Path) -> str:
         )
     header = ["model", "mode", "bytes per site per round", "fewer bytes than FLARE's dense message"]
     return table([*header, "client-avg accuracy"], "llrrr", rows)
+
+
+def compression_schedule(results: Path) -> str:
+    """Each top-k schedule against dense: validation and test AUC gaps (mean over seeds), bytes."""
+    study = load(results, "bench_topk_schedule.json")
+    rows = []
+    for mode, m in study["summary"].items():
+        if mode == "none":
+            continue
+        label = COMPRESSION_LABELS[mode] + (" **(chosen)**" if mode == study["chosen"] else "")
+        rows.append(
+            [
+                label,
+                pts(m["val_gap_pts"] / 100, 2),
+                pts(m["test_gap_pts"] / 100, 2),
+                " / ".join(pts(g / 100, 2).replace(" pts", "") for g in m["test_gap_pts_per_seed"]),
+                f"{m['bytes_vs_dense']:.2%}",
+                ratio(1 / m["bytes_vs_dense"]),
+            ]
+        )
+    seeds = ", ".join(map(str, study["seeds"]))
+    header = [
+        "top-k setting (E = 1, 40 rounds)",
+        "val AUC vs dense",
+        "test AUC vs dense",
+        f"test, seeds {seeds}",
+        "bytes vs dense",
+        "fewer bytes",
+    ]
+    return table(header, "lrrrrr", rows)

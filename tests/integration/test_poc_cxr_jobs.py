@@ -207,13 +207,17 @@ def test_topk_sites_send_fewer_bytes_than_their_raw_updates(runs) -> None:
     layout, record, report = _run(runs, "cxr_topk")
     comm = report["communication"]
     # The topk algorithm chose the entries and kept the error; the filter only encoded them.
-    assert comm["modes"] == ["topk 0.1 +EF"] and set(comm["sites"]) == set(layout.sites)
+    assert comm["modes"] == ["topk 0.1 to 0.01 +EF (0.1 decaying over 20 rounds)"]
+    assert set(comm["sites"]) == set(layout.sites)
     for entry in record["rounds"]:  # error feedback: what was not sent waits for the next round
         for site, metrics in entry["sites"].items():
             assert metrics["ef_residual_norm"] > 0, (entry["round"], site)
+            # the schedule's share of the round: 10% in round 0, decaying towards 1% over 20 rounds
+            share = 0.1 * 0.1 ** (entry["round"] / 20)
+            assert metrics[C.M_TOPK_K_FRACTION] == pytest.approx(share), (entry["round"], site)
     for site, row in comm["sites"].items():
         assert row["rounds"] == ROUNDS, site
-        assert row[C.M_BYTES_SENT] < row[C.M_BYTES_RAW] / 2, site  # 10% of 105k weights, float16
+        assert row[C.M_BYTES_SENT] < row[C.M_BYTES_RAW] / 2, site  # at most 10% of 105k weights, float16
 
 
 def test_densenet_asks_a_gpu_and_the_cpu_only_sites_run_it(runs) -> None:

@@ -36,9 +36,15 @@ def encode_update(
         new residual is ``update + residual - sent``).
 
     Raises:
-        ValueError: when a tensor holds NaN or infinity (a broken update is never compressed), or
-            the residual does not match the update.
+        ValueError: when a tensor holds NaN or infinity (a broken update is never compressed), the
+            residual does not match the update, or ``config`` has a schedule (encode one round's
+            setting, ``config.at_round(round_index)``).
     """
+    if config.scheduled:
+        raise ValueError(
+            f"the compression setting {config.describe()!r} changes with the round; encode one round's "
+            "setting, config.at_round(round_index)."
+        )
     parts: list[bytes] = []
     index: list[dict] = []
     sent: dict[str, np.ndarray] = {}

@@ -4,6 +4,11 @@
 residual (float64, so that sent plus residual equals what was to be sent, exactly). The residual is
 written to the site's own workspace after every round (atomically: a crash never leaves half a
 file) and read back when the site process restarts within the same job. It never leaves the site.
+
+With a top-k schedule (:meth:`CompressionConfig.at_round`) each round is compressed at its own
+setting and the residual carries across the switches: a dense warm-up round sends everything but the
+float32 rounding, so the first sparse round starts from an all but empty residual; a k that decays
+only changes how much of the residual each round sends.
 """
 
 from __future__ import annotations
@@ -35,13 +40,25 @@ class ErrorFeedback:
         if self.path is not None and self.path.is_file():
             self._load()
 
-    def step(self, update: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    def step(
+        self, update: dict[str, np.ndarray], *, round_index: int | None = None
+    ) -> tuple[dict, dict[str, np.ndarray]]:
         """Compress ``update`` plus the residual; update and persist the residual.
+
+        Args:
+            update: the round's raw update, by name.
+            round_index: the job's round (0-based); needed when the config has a schedule.
 
         Returns:
             ``(payload, sent)`` as :func:`fedhealth.compression.codec.encode_update`.
         """
-        payload, sent = encode_update(update, self.config, self.residual or None)
+        if self.config.scheduled and round_index is None:
+            raise ValueError(
+                f"the compression setting {self.config.describe()!r} changes with the round: "
+                "ErrorFeedback.step needs the round_index."
+            )
+        config = self.config.at_round(round_index) if round_index is not None else self.config
+        payload, sent = encode_update(update, config, self.residual or None)
         new = {}
         for name, value in update.items():
             array = np.asarray(value)

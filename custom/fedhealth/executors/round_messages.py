@@ -4,7 +4,8 @@ A train task carries the global model as a ``WEIGHTS`` DXO (the round's learning
 a ``COLLECTION`` whose ``_model_weights_`` part is that DXO and whose other parts are the algorithm's
 extras (SCAFFOLD's server control variate). The reply is the update DXO, or a collection of it and the
 algorithm's extra parts, with the round's metrics, the step count (FedNova's tau_i) and the FedAvg
-weight (training rows) in its meta.
+weight (training rows) in its meta, and the round in its ``CURRENT_ROUND`` header (as FLARE's own
+``FLModelUtils.to_shareable`` sets it; a top-k schedule in the compression filter reads it).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def round_reply(state: RoundState, *, n_train: int, metrics: dict, metadata: dic
     if metadata:
         out.set_meta_prop(C.META_SITE_METADATA, metadata)  # declared by the site; no patient data
     if not state.extras:
-        return out.to_shareable()
+        return _with_round(out.to_shareable(), state)
     parts = {C.MODEL_PART: out}
     for name, weights in state.extras.items():
         part = DXO(data_kind=DataKind.WEIGHT_DIFF, data=weights)
@@ -67,4 +68,9 @@ def round_reply(state: RoundState, *, n_train: int, metrics: dict, metadata: dic
         parts[name] = part
     collection = DXO(data_kind=DataKind.COLLECTION, data=parts)
     collection.set_meta_prop(C.META_SITE_METRICS, metrics)
-    return collection.to_shareable()
+    return _with_round(collection.to_shareable(), state)
+
+
+def _with_round(reply: Shareable, state: RoundState) -> Shareable:
+    reply.set_header(AppConstants.CURRENT_ROUND, state.rnd.round_index)
+    return reply

@@ -6,6 +6,12 @@ it quantizes the global model sent to the sites. The receiving side runs
 :class:`~fedhealth.filters.update_decompressor.UpdateDecompressor`. The FLARE-free work is in
 :mod:`fedhealth.compression`.
 
+A top-k schedule (``warmup_rounds`` dense rounds, a ``k_start`` decaying to ``k_fraction`` over
+``decay_rounds``) reads the round from the reply's ``CURRENT_ROUND`` header (the site executor sets
+it). Behind the site's ``topk`` algorithm the filter only encodes, so it must carry the algorithm's
+schedule: a round whose share differs from the algorithm's ``topk_k_fraction`` metric is refused
+(encoding it would drop entries the algorithm's residual counts as sent).
+
 Byte accounting: the filter serializes the message as FLARE does (FOBS) before and after
 compression and records both sizes in the DXO meta (``fedhealth_compression``) and, for a site's
 update, in the site metrics that the run report totals.
@@ -21,6 +27,7 @@ from nvflare.apis.dxo_filter import DXOFilter
 from nvflare.apis.fl_constant import JobConstants
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
+from nvflare.app_common.app_constant import AppConstants
 
 from fedhealth import constants as C
 from fedhealth.compression.codec import encode_update
@@ -40,6 +47,9 @@ class UpdateCompressor(DXOFilter):
             the residual is kept in the site's run folder and survives a restart.
         block_size: values per quantization block.
         value_dtype: ``float16`` or ``float32`` for top-k values.
+        warmup_rounds: top-k only: the job's first rounds go dense (float32).
+        k_start: top-k only: the share of the first sparse round, decaying to ``k_fraction``.
+        decay_rounds: top-k only: rounds over which ``k_start`` decays to ``k_fraction``.
     """
 
     def __init__(
@@ -50,6 +60,9 @@ class UpdateCompressor(DXOFilter):
         error_feedback: bool = True,
         block_size: int = 512,
         value_dtype: str = "float16",
+        warmup_rounds: int = 0,
+        k_start: float | None = None,
+        decay_rounds: int = 0,
     ) -> None:
         super().__init__(
             supported_data_kinds=[DataKind.WEIGHTS, DataKind.WEIGHT_DIFF],
@@ -61,6 +74,9 @@ class UpdateCompressor(DXOFilter):
             error_feedback=error_feedback,
             block_size=block_size,
             value_dtype=value_dtype,
+            warmup_rounds=warmup_rounds,
+            k_start=k_start,
+            decay_rounds=decay_rounds,
         )
         self._feedback: ErrorFeedback | None = None
         self._checked_job: str | None = None
@@ -87,20 +103,52 @@ class UpdateCompressor(DXOFilter):
                 "client algorithm, which sends WEIGHT_DIFF (and set the server aggregator's "
                 "expected_data_kind to WEIGHT_DIFF)."
             )
+        round_index = self._round(shareable)
+        self._check_algorithm(dxo, round_index)
         if self.config.error_feedback and self.config.lossy and diff:
             feedback = self._residual(fl_ctx)
-            payload, _ = feedback.step(dxo.data)
+            payload, _ = feedback.step(dxo.data, round_index=round_index)
             self.log_info(
                 fl_ctx, f"error feedback: residual L2 norm {feedback.residual_norm():.4g} held back"
             )
         else:
-            payload, _ = encode_update(dxo.data, self.config)
+            config = self.config.at_round(round_index) if round_index is not None else self.config
+            payload, _ = encode_update(dxo.data, config)
         meta = dict(dxo.meta or {})
         meta[C.META_COMPRESSION] = {"mode": self.config.describe(), "kind": _kind_name(dxo.data_kind)}
         self.log_debug(
             fl_ctx, f"compressed a {meta[C.META_COMPRESSION]['kind']} DXO: {self.config.describe()}"
         )
         return DXO(data_kind=C.COMPRESSED_KIND, data=payload, meta=meta)
+
+    def _round(self, shareable: Shareable) -> int | None:
+        """The reply's round when the setting has a schedule (``None`` without one)."""
+        if not self.config.scheduled:
+            return None
+        value = shareable.get_header(AppConstants.CURRENT_ROUND)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(
+                f"the compression setting {self.config.describe()!r} changes with the round, but the "
+                f"train result's {AppConstants.CURRENT_ROUND!r} header is {value!r}: the executor must "
+                "set it (fedhealth's SiteExecutor does)."
+            )
+        return value
+
+    def _check_algorithm(self, dxo: DXO, round_index: int | None) -> None:
+        """Refuse a round whose top-k share differs from the one the site's algorithm sent."""
+        metrics = dxo.get_meta_prop(C.META_SITE_METRICS, None)
+        chosen = metrics.get(C.M_TOPK_K_FRACTION) if isinstance(metrics, dict) else None
+        if chosen is None or self.config.mode != "topk":
+            return
+        mine = (
+            self.config.round_k_fraction(round_index) if round_index is not None else self.config.k_fraction
+        )
+        if abs(mine - float(chosen)) > 1e-9 * max(mine, float(chosen)):
+            raise ValueError(
+                f"round {round_index}: the topk algorithm sent {float(chosen):.4g} of each tensor but "
+                f"this UpdateCompressor ({self.config.describe()}) would encode {mine:.4g}: give the "
+                "filter the algorithm's k_fraction, warmup_rounds, k_start and decay_rounds."
+            )
 
     def _residual(self, fl_ctx: FLContext) -> ErrorFeedback:
         """The site's error-feedback memory, loaded from its run folder on first use."""

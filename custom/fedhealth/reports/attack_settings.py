@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from fedhealth.compression.config import largest_topk_share
 from fedhealth.constants import M_COMPRESSION, M_HE, M_IMAGES_PER_S, M_N_QUARANTINED, M_PRIVACY, M_STEPS
 from fedhealth.reports.run_record import RunRecord
 
@@ -180,11 +181,11 @@ def job_settings(
     if DP_PLUGIN in plugins and plugins[DP_PLUGIN].get("target_epsilon") is not None:
         epsilon = float(plugins[DP_PLUGIN]["target_epsilon"])
     filters = result_filters(client_config)
-    if TOPK_PLUGIN in plugins:
-        k_fraction = float(plugins[TOPK_PLUGIN].get("k_fraction", 0.01))
+    if TOPK_PLUGIN in plugins:  # with a schedule, the largest share any round sends
+        k_fraction = largest_topk_share(plugins[TOPK_PLUGIN])
     for f in filters:  # a compressor filter in top-k mode sparsifies on its own
         if f.get("path", "").endswith("UpdateCompressor") and (f.get("args") or {}).get("mode") == "topk":
-            k_fraction = k_fraction or float(f["args"].get("k_fraction", 0.01))
+            k_fraction = k_fraction or largest_topk_share(f["args"])
     if summed is None and encrypts_updates(client_config):
         summed = len(record.get("sites", [])) or None
     if steps is None and int(args.get("local_steps") or 0) > 0:

@@ -3,7 +3,8 @@
 It does what the FLARE filters do to one update, in one call: the site's weight difference is
 compressed (with the site's own error-feedback memory), serialized as FLARE would send it, and
 decoded at the server into new weights. Both message sizes are measured, not computed from a
-formula.
+formula. A top-k schedule follows each site's round (its count of updates so far, unless the caller
+names the round).
 """
 
 from __future__ import annotations
@@ -38,18 +39,32 @@ class CompressedChannel:
         self.bytes_sent: dict[str, list[int]] = defaultdict(list)
 
     def __call__(
-        self, site: str, weights: dict[str, np.ndarray], global_weights: dict[str, np.ndarray]
+        self,
+        site: str,
+        weights: dict[str, np.ndarray],
+        global_weights: dict[str, np.ndarray],
+        *,
+        round_index: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """What the server reconstructs from ``site``'s locally trained ``weights``."""
+        """What the server reconstructs from ``site``'s locally trained ``weights``.
+
+        Args:
+            site: the site's name (each site keeps its own error-feedback memory).
+            weights: the site's weights after local training.
+            global_weights: the global model it started from.
+            round_index: the job's round (0-based); default: how many updates ``site`` sent before.
+        """
+        if round_index is None:
+            round_index = len(self.bytes_sent[site])
         diff = {
             k: np.asarray(weights[k], np.float32) - np.asarray(global_weights[k], np.float32) for k in weights
         }
         if self.config.error_feedback and self.config.lossy:
             if site not in self._feedback:
                 self._feedback[site] = ErrorFeedback(self.config)
-            payload, _ = self._feedback[site].step(diff)
+            payload, _ = self._feedback[site].step(diff, round_index=round_index)
         else:
-            payload, _ = encode_update(diff, self.config)
+            payload, _ = encode_update(diff, self.config.at_round(round_index))
         self.bytes_raw[site].append(serialized_size(DXO(DataKind.WEIGHT_DIFF, data=diff).to_shareable()))
         self.bytes_sent[site].append(serialized_size(DXO(C.COMPRESSED_KIND, data=payload).to_shareable()))
         decoded = decode_update(payload)

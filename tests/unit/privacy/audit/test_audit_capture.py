@@ -36,6 +36,7 @@ JOBS = ROOT / "jobs"
         ("heart_he_dp", "heart", "dp_eps5+secure_sum", 16, "sgd"),
         ("cxr_fedavg", "cxr", "none", 64, "adam"),
         ("cxr_dp", "cxr", "dp_eps5", None, "adam"),
+        ("cxr_topk", "cxr", "topk10", 64, "adam"),  # 10% decaying to 1%: read at its largest share
     ],
 )
 def test_the_shipped_jobs_are_read_as_their_sites_run_them(job, data, protection, batch, optimizer) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedhealth.compression.config import largest_topk_share
 from fedhealth.reports.attack_settings import data_kind, encrypts_updates
 
 EXECUTOR = "fedhealth.executors.site_executor.SiteExecutor"
@@ -75,7 +76,7 @@ class AuditJob:
             parts.append("secure_sum")
         topk = self.algorithm("topk")
         if topk is not None:
-            parts.append(f"topk{100 * float(topk['args'].get('k_fraction', 0.01)):g}")
+            parts.append(f"topk{100 * largest_topk_share(topk['args']):g}")  # a schedule's largest share
         return "+".join(parts) or "none"
 
     @classmethod
