@@ -36,8 +36,12 @@ from fedhealth_tools.poc.variants import FAULT_FILTER, job_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"heart": ROOT / "jobs" / "heart_topk", "cxr": ROOT / "jobs" / "cxr_topk"}
-ROUNDS = {"heart": 6, "cxr": 6}
+ROUNDS = {"heart": 6, "cxr": 10}
 COMPRESSIONS = ("none", "int8", "topk")
+# the CXR job's shipped schedule (cxr_topk: 10 % decaying to 1 % over 20 rounds), as a fourth upload
+SCHEDULED = "topk_schedule"
+SCHEDULE_KEYS = ("warmup_rounds", "k_start", "decay_rounds")
+LABELS = {"topk": "topk 1% +EF", SCHEDULED: "topk 10%→1% +EF"}
 TOPK_FRACTION = 0.01
 WAIT_AFTER_MIN_S = 1  # FLARE takes whole seconds; the slow-site run waits 0 (closes at 3 of 4)
 SLOW_FACTOR = 10
@@ -59,33 +63,36 @@ def _compressors(config: dict, direction: str):
 
 
 def compression_job(src: Path, dest: Path, compression: str, **variant: object) -> Path:
-    """``src`` (a ``*_topk`` job: compressors both ways), uploads ``none``, ``int8`` or top-k 1 % + EF.
+    """``src`` (a ``*_topk`` job: compressors both ways), uploads ``none``, ``int8``, top-k 1 % + EF
+    (flat) or ``topk_schedule`` (the job's own top-k schedule, unchanged).
 
     Downloads (the server's global model): dense for ``none``, int8 otherwise (as the shipped job).
     """
     job = job_variant(src, dest, **variant)
+    sparse = compression in ("topk", SCHEDULED)
+
+    def topk_args(args: dict) -> dict:
+        if compression == "topk":  # flat 1 %: no warm-up, no decay
+            args = {k: v for k, v in args.items() if k not in SCHEDULE_KEYS}
+            args["k_fraction"] = TOPK_FRACTION
+        return args
 
     def client(config: dict) -> None:
         for f in _compressors(config, "task_result_filters"):
-            if compression == "topk":
-                f["args"]["k_fraction"] = TOPK_FRACTION
-            else:
-                f["args"] = {"mode": compression, "error_feedback": False}
+            f["args"] = topk_args(f["args"]) if sparse else {"mode": compression, "error_feedback": False}
         for executor in config["executors"]:
             args = executor["executor"]["args"]
-            algorithms = [
-                a for a in args.get("algorithms", []) if a["name"] != "topk" or compression == "topk"
-            ]
+            algorithms = [a for a in args.get("algorithms", []) if a["name"] != "topk" or sparse]
             for a in algorithms:
                 if a["name"] == "topk":
-                    a["args"]["k_fraction"] = TOPK_FRACTION
+                    a["args"] = topk_args(a["args"])
             args["algorithms"] = algorithms
 
     def server(config: dict) -> None:
         for f in _compressors(config, "task_data_filters"):
             f["args"] = {"mode": "none" if compression == "none" else "int8", "error_feedback": False}
         for component in config["components"]:  # without the top-k plug-in the sites send WEIGHTS
-            if component["id"] == "aggregator" and compression != "topk":
+            if component["id"] == "aggregator" and not sparse:
                 component["args"]["expected_data_kind"] = "WEIGHTS"
 
     _edit(job / "app" / "config" / "config_fed_client.json", client)
@@ -121,7 +128,7 @@ def measure(run: LabRun, *, job: str, lab: str, compression: str, min_clients: i
     return {
         "job": job,
         "profile": lab,
-        "compression": "topk 1% +EF" if compression == "topk" else compression,
+        "compression": LABELS.get(compression, compression),
         "min_clients": min_clients,
         "status": run.status,
         "rounds": len(walls),
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         ) as lab:
             payload["probes"][lab_name] = lab.probes
             for job in args.jobs:
-                settings = [(c, 4) for c in COMPRESSIONS]
+                settings = [(c, 4) for c in COMPRESSIONS] + ([(SCHEDULED, 4)] if job == "cxr" else [])
                 if lab_name == "rural":
                     settings += [("none", 3), ("topk", 3)]
                 for compression, min_clients in settings:

@@ -90,6 +90,18 @@ def wan_aims(results: Path) -> str:
         diff = topk["auc"] - dense["auc"]
         met = "met" if diff >= -0.005 else "not met"
         out.append(["rural CXR: top-k 1 % + EF vs none, AUC", "≥ −0.5 pts", pts(diff), met])
+    scheduled = _find(rows, "cxr", "rural", "topk 10%→1% +EF")
+    if dense and scheduled:
+        diff = scheduled["auc"] - dense["auc"]
+        speed = dense["round_s"] / scheduled["round_s"]
+        out.append(
+            [
+                f"rural CXR: cxr_topk's schedule (10 %→1 % over 20 rounds) vs none, {scheduled['rounds']} rounds",
+                "≥ −0.5 pts, ≥ 3× faster",
+                f"{pts(diff)}; {ratio(speed, 2)} faster",
+                "met" if diff >= -0.005 and speed >= 3 else "not met",
+            ]
+        )
     slow = data.get("slow_site")
     if slow:
         r = slow["ratio_to_fast"]
