@@ -96,7 +96,8 @@ def wan_aims(results: Path) -> str:
         speed = dense["round_s"] / scheduled["round_s"]
         out.append(
             [
-                f"rural CXR: cxr_topk's schedule (10 %→1 % over 20 rounds) vs none, {scheduled['rounds']} rounds",
+                f"rural CXR: cxr_topk's schedule (10 %→1 % over 20 rounds) vs none, "
+                f"{scheduled['rounds']} rounds",
                 "≥ −0.5 pts, ≥ 3× faster",
                 f"{pts(diff)}; {ratio(speed, 2)} faster",
                 "met" if diff >= -0.005 and speed >= 3 else "not met",
