@@ -206,7 +206,7 @@ class Topology:
         ]  # fmt: skip
         with open(self.log_dir / f"link_{site}.log", "wb") as log:
             link.emulator = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=_env()
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
             )
         ready = link.emulator.stdout.readline() if link.emulator.stdout else ""
         if '"ready"' not in ready:
@@ -295,7 +295,3 @@ def _kill_namespace_processes(netns: str) -> None:
                 os.kill(pid, sig)
         if sig == signal.SIGTERM and pids:
             time.sleep(1.0)
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ)
