@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fedhealth.onboarding.cli import add_site_commands, run_site_command
+from fedhealth_tools.export_model import add_export_arguments, run_export
 from fedhealth_tools.imaging.convert_cli import FORMATTER as CONVERT_FORMATTER
 from fedhealth_tools.imaging.convert_cli import add_arguments as add_convert_arguments
 from fedhealth_tools.imaging.convert_cli import run as run_convert
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         default=root / "results" / "bench_privacy_attacks.json",
         help="the privacy audit's results, for the report's measured attacks (default: %(default)s)",
     )
+    export = sub.add_parser(
+        "export-model",
+        help="the global model of a job result as TorchScript and ONNX (checked) and its model card",
+    )
+    add_export_arguments(export)
     status = sub.add_parser("status", help="a POC job's status and, if it failed, which site and why")
     status.add_argument("job_id")
     status.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
@@ -158,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_convert(args)
     if args.command == "report":
         return _report(args.result, args.out, args.audit)
+    if args.command == "export-model":
+        return run_export(args)
     if args.command == "status":
         from fedhealth_tools.poc.status import job_status, poc_layout
 

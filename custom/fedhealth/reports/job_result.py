@@ -15,6 +15,7 @@ from pathlib import Path
 from fedhealth.constants import TB_DIR
 from fedhealth.reports.ehr_alignment import alignment_section, find_ehr_schema
 from fedhealth.reports.finding_table import decision_line
+from fedhealth.reports.model_card import build_model_card, write_model_card
 from fedhealth.reports.run_record import RunRecord
 from fedhealth.reports.run_report import build_report, failure_line, find_run_files, site_table, write_report
 
@@ -95,9 +96,9 @@ def report_job_result(
     ``results/bench_privacy_attacks.json`` of the checkout; without one the subsection says how to
     make it).
 
-    The files: ``report.json``, ``report.md``, the plots, the missingness heat map where the job
-    aligned EHR features (``ehr_schema.json`` in the result), and the sites' TensorBoard curves
-    (``tb_events/``) where the run streamed them.
+    The files: ``report.json``, ``report.md``, ``model_card.md`` and ``model_card.json``, the plots,
+    the missingness heat map where the job aligned EHR features (``ehr_schema.json`` in the result),
+    and the sites' TensorBoard curves (``tb_events/``) where the run streamed them.
     """
     result = read_job_result(folder)
     report = build_report(
@@ -111,6 +112,8 @@ def report_job_result(
     if result.schema is not None:
         report["alignment"] = alignment_section(result.schema)
     paths = write_report(report, out_dir, seconds)
+    card = build_model_card(report, client_config=result.client_config, server_config=result.server_config)
+    paths += write_model_card(card, Path(out_dir))
     tb = copy_tensorboard(result.folder, Path(out_dir))
     return report, paths + ([tb] if tb else [])
 

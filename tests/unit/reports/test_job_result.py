@@ -56,6 +56,8 @@ def test_report_of_a_downloaded_result_matches_its_inputs(result: Path, tmp_path
         "site_metrics.png",
         "site_curves.png",
         "cross_site.png",
+        "model_card.md",
+        "model_card.json",
     ]
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "# fedhealth run report: heart_fedprox" in markdown and AUC_NOTE in markdown
