@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fedhealth.reports.run_report import model_line
+
 MODEL_CARD_MD = "model_card.md"
 MODEL_CARD_JSON = "model_card.json"
 
@@ -167,7 +169,11 @@ def build_model_card(
         "rounds": report.get("rounds"),
         "status": report.get("status"),
         "intended_use": intended_use(report["job"]),
-        "model": {"file": (report.get("global") or {}).get("model"), "export": export},
+        "model": {
+            "file": (report.get("global") or {}).get("model"),
+            "trees": report.get("model"),  # a tree job's ensemble (family, trees, sha256, file); else None
+            "export": export,
+        },
         "sites": sites,
         "global": {k: v for k, v in (report.get("global") or {}).items() if k != "model"},
         "gate": {
@@ -202,6 +208,8 @@ def model_card_markdown(card: dict) -> str:
         "",
         f"Global model: `{card['model']['file'] or 'n/a'}` in the job result.",
     ]
+    if card["model"].get("trees"):
+        lines[-1] = model_line(card["model"]["trees"]).strip()
     export = card["model"].get("export")
     if export:
         lines.append(

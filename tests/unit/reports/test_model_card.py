@@ -139,3 +139,20 @@ def test_export_model_command_exports_and_names_the_files_in_the_card(tmp_path: 
 def test_export_model_command_without_a_model_says_so(tmp_path: Path, capsys) -> None:
     assert main(["export-model", str(RESULT), "--out", str(tmp_path)]) == 1
     assert f"fedhealth export-model failed: {RESULT}: no {GLOBAL_MODEL_FILE}" in capsys.readouterr().err
+
+
+def test_card_of_a_tree_job_names_its_ensemble(report: dict) -> None:
+    variant = copy.deepcopy(report)
+    variant["model"] = {
+        "family": "XGBoost",
+        "trees": 30,
+        "features": 13,
+        "sites": ["cleveland", "hungary"],
+        "sha256": "ab" * 32,
+        "file": "xgboost_model.json",
+    }
+    text = model_card_markdown(build_model_card(variant))
+    assert (
+        "Model: XGBoost tree ensemble, 30 boosting rounds on 13 columns, the same at 2 sites "
+        "(SHA-256 abababababab...); exported as `xgboost_model.json` in the job result." in text
+    )
