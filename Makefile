@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.fedhealth-installed
 # Flower in its own environment, for the side-by-side SecAgg+ benchmark only (never imported by the kit)
 FLOWER_VENV := .venv-flower
 
-.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-fedbuff bench-compression bench-topk-schedule bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms bench-wan gpu-check clean
+.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-fedbuff bench-compression bench-topk-schedule bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms bench-wan gpu-check wheelhouse clean
 
 setup: $(STAMP)
 
@@ -163,6 +163,12 @@ bench-strict-scope: setup
 # Every shipped heart job as it ships, in one real POC federation (the job READMEs quote it).
 bench-jobs: setup
 	$(PY) scripts/bench_jobs.py --out results/bench_jobs.json
+
+# Offline install: every wheel a site needs (torch CPU build, the fedhealth site runtime, all dependencies,
+# at the versions installed here) in wheelhouse/ (git-ignored) with wheelhouse/requirements.lock (sha256
+# hashes) for `pip install --no-index --find-links wheelhouse --require-hashes -r ...` (docs/deployment.md).
+wheelhouse: setup
+	$(PY) scripts/wheelhouse.py --out wheelhouse
 
 clean:
 	rm -rf workspace results/demo results/demo_he results/demo_cxr site
