@@ -66,9 +66,18 @@ def spec_hash(files: dict[str, bytes]) -> dict:
 
 
 def config_files(app_dir: Path) -> dict[str, bytes]:
-    """The job config files of a deployed app folder (``config/*.json``, by name relative to the app)."""
+    """The job config files of a deployed app folder (``config/*.json``, by name relative to the app).
+
+    Hidden files are left out: FLARE adds its own signature of the submitted folder
+    (``config/.__nvfl_sig.json``), which differs at each submission; without it the spec hash is the
+    hash of the job folder's files, so anyone can recompute it from the job as committed.
+    """
     app_dir = Path(app_dir)
-    return {p.relative_to(app_dir).as_posix(): p.read_bytes() for p in sorted(app_dir.glob("config/*.json"))}
+    return {
+        p.relative_to(app_dir).as_posix(): p.read_bytes()
+        for p in sorted(app_dir.glob("config/*.json"))
+        if not p.name.startswith(".")
+    }
 
 
 def build_pack(

@@ -93,6 +93,14 @@ def test_spec_hash_changes_with_any_config_byte() -> None:
     assert spec_hash(files) == spec_hash(dict(reversed(list(files.items()))))
 
 
+def test_config_files_leave_out_flares_signature(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config_fed_server.json").write_text("{}")
+    (tmp_path / "config" / ".__nvfl_sig.json").write_text('{"sig": 1}')
+    (tmp_path / "config" / "notes.txt").write_text("x")
+    assert config_files(tmp_path) == {"config/config_fed_server.json": b"{}"}
+
+
 def test_canonical_bytes_are_strict_json_and_key_order_free() -> None:
     assert canonical_bytes({"b": float("nan"), "a": [1.5, float("inf")]}) == b'{"a":[1.5,null],"b":null}'
     assert canonical_bytes({"x": 1, "y": 2}) == canonical_bytes({"y": 2, "x": 1})
