@@ -4,7 +4,8 @@ On ``END_RUN`` it reads what the other server widgets wrote into the run folder 
 :class:`~fedhealth.widgets.run_recorder.RunRecorder`, FLARE's cross-site results), the job's meta
 (``meta.json`` in the run folder, else the job meta FLARE put in the context) and the server app's
 config files, builds the pack (:mod:`fedhealth.reports.audit_pack`) and signs it with the server's
-startup kit. The file lands in the run folder, so it is downloaded with the job result.
+startup kit. The file lands in the run folder, so it is downloaded with the job result, with a
+one-page HTML rendering of it (``audit_pack.html``, not signed: the JSON is the record).
 
 List it after ``run_recorder`` and ``json_generator``: FLARE fires ``END_RUN`` to components in
 the config's order, and those two write their files on ``END_RUN`` too. A failure here is logged
@@ -24,6 +25,7 @@ from nvflare.apis.fl_context import FLContext
 
 import fedhealth
 from fedhealth.constants import CROSS_VAL_DIR, CROSS_VAL_FILE, RUN_RECORD_FILE
+from fedhealth.reports.audit_html import AUDIT_HTML_FILE, audit_html
 from fedhealth.reports.audit_pack import AUDIT_PACK_FILE, build_pack, config_files, server_identity, sign_pack
 
 JOB_META_FILE = "meta.json"
@@ -106,4 +108,5 @@ class AuditPacker(FLComponent):
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(signed, indent=2, sort_keys=True))
         tmp.replace(out)
+        (run_dir / AUDIT_HTML_FILE).write_text(audit_html(signed["pack"], signed["signature"]["signer"]))
         return out

@@ -62,6 +62,7 @@ def test_end_run_writes_a_pack_the_root_ca_verifies(tmp_path: Path) -> None:
         "config/config_fed_server.json",
     ]
     assert pack["deploy_decision"] == "DO NOT DEPLOY"
+    assert "<td>deployment decision</td><td>DO NOT DEPLOY</td>" in (run_dir / "audit_pack.html").read_text()
 
 
 def test_other_events_write_nothing(tmp_path: Path) -> None:
