@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the global model of a job result as TorchScript and ONNX (checked) and its model card",
     )
     add_export_arguments(export)
+    verify = sub.add_parser(
+        "verify-audit",
+        help="check a run's signed audit pack (audit_pack.json): signed by the server, not altered",
+    )
+    verify.add_argument("pack", type=Path, help="the audit_pack.json, or the downloaded job result folder")
+    verify.add_argument(
+        "--root-ca", type=Path, required=True, help="the project's rootCA.pem (in every startup kit)"
+    )
+    verify.add_argument("--server", help="the server's name as provisioned; the signer must be it")
     status = sub.add_parser("status", help="a POC job's status and, if it failed, which site and why")
     status.add_argument("job_id")
     status.add_argument("--project", type=Path, default=root / "provision" / "poc.yml")
@@ -166,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args.result, args.out, args.audit)
     if args.command == "export-model":
         return run_export(args)
+    if args.command == "verify-audit":
+        return _verify_audit(args.pack, args.root_ca, args.server)
     if args.command == "status":
         from fedhealth_tools.poc.status import job_status, poc_layout
 
@@ -213,6 +224,22 @@ def _report(result: Path, out: Path | None, audit: Path | None = None) -> int:
     print(f"# {report['job']} (job {report['job_id']}, {report['rounds']} rounds)")
     print(summary_text(report))
     print("report: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _verify_audit(pack: Path, root_ca: Path, server: str | None) -> int:
+    """``fedhealth verify-audit PACK --root-ca rootCA.pem``: exit 0 and a summary, or 1 and what failed."""
+    from fedhealth.reports.audit_pack import load_signed, summary_lines, verify_pack
+
+    try:
+        doc, path = load_signed(pack)
+        root_pem = Path(root_ca).read_bytes()
+        checked = verify_pack(doc, root_pem, server=server)
+    except (OSError, ValueError) as exc:
+        print(f"fedhealth verify-audit: INVALID: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: valid")
+    print("\n".join(summary_lines(checked, doc["signature"]["signer"])))
     return 0
 
 

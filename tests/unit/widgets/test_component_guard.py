@@ -31,7 +31,7 @@ WRITE_SITE = "fedhealth.data.site_data.write_site"
 PLANTED = {"path": WRITE_SITE, "args": {"data_root": "planted", "train": [], "test": []}}
 # (where the function is planted, FLARE's node path of the refused component)
 PLANTS = [
-    ("component", "components.#8"),
+    ("component", "components.#9"),
     ("nested_model", "components.#1.args.model"),  # FLARE asks about the persistor's model itself
 ]
 
@@ -95,7 +95,7 @@ def test_flare_asks_the_guard_about_every_component_nested_included(tmp_path: Pa
     assert seen["components.#1"] == "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"
     assert seen["components.#1.args.model"] == "fedhealth.models.image_model.ImageModel"
     assert seen["workflows.#1"] == "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
-    assert len(seen) == 10  # 7 components + the persistor's model + 2 workflows
+    assert len(seen) == 11  # 8 components + the persistor's model + 2 workflows
     assert not (tmp_path / "server" / "planted").exists()
 
 
