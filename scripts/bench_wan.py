@@ -27,12 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from fedhealth.reports.run_report import find_run_files
 from fedhealth.reports.timing import round_timings
 from fedhealth_tools.netlab.lab import Lab, LabRun
-from fedhealth_tools.poc.variants import FAULT_FILTER, job_variant
+from fedhealth_tools.poc.variants import FAULT_FILTER, job_variant, project_with_default_scopes
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"heart": ROOT / "jobs" / "heart_topk", "cxr": ROOT / "jobs" / "cxr_topk"}
@@ -100,18 +98,6 @@ def compression_job(src: Path, dest: Path, compression: str, **variant: object) 
     return job
 
 
-def project_with_standard_scopes(project_file: Path, dest: Path) -> Path:
-    """``project.yml`` with every site offering the default scopes: the shipped file gives switzerland only
-    ``strict``, whose layer filter names the heart model's ``net.bias`` (a chest X-ray job fails there)."""
-    project = yaml.safe_load(project_file.read_text())
-    for builder in project["builders"]:
-        if builder.get("path", "").endswith("SitePolicyBuilder"):
-            builder["args"]["sites"] = {}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(yaml.safe_dump(project, sort_keys=False))
-    return dest
-
-
 def measure(run: LabRun, *, job: str, lab: str, compression: str, min_clients: int) -> dict:
     """One row: median round time, wire bytes per site per round, AUC, participation."""
     if not any(p["rate"] for p in run.report["participation"].values()):
@@ -163,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", nargs="+", default=list(JOBS))
     args = parser.parse_args(argv)
     started = time.monotonic()
-    project = project_with_standard_scopes(ROOT / "project.yml", args.workspace / "project_standard.yml")
+    project = project_with_default_scopes(ROOT / "project.yml", args.workspace / "project_standard.yml")
     payload: dict = {
         "command": "make bench-wan",
         "machine": f"{platform.machine()} {platform.release()}, 2 cores shared by every host",

@@ -8,7 +8,14 @@ from pathlib import Path
 import yaml
 
 from fedhealth.constants import HEART_SITES
-from fedhealth_tools.poc.variants import FAULT_FILTER, job_variant, project_on_port
+from fedhealth_tools.poc.variants import (
+    FAULT_FILTER,
+    SITE_POLICY_BUILDER,
+    job_variant,
+    project_on_port,
+    project_with_default_scopes,
+    project_without_gpus,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 JOB = ROOT / "jobs" / "heart_fedprox"
@@ -110,3 +117,23 @@ def test_executor_args_are_merged_for_he_with_dp(tmp_path: Path) -> None:
     assert args["dp"] == dp and args["batch_size"] == 16  # the job's own settings stay
     paths = [f["path"] for f in client["task_result_filters"][0]["filters"]]
     assert paths[-1].endswith("HEModelEncryptor") and paths[0].endswith("UpdateGuard")  # guard, then encrypt
+
+
+def test_project_without_gpus_drops_only_the_sites_capacity(tmp_path: Path) -> None:
+    source = yaml.safe_load((ROOT / "project.yml").read_text())
+    assert any("capacity" in p for p in source["participants"])  # the shipped file has GPU sites
+    copy = yaml.safe_load(project_without_gpus(ROOT / "project.yml", tmp_path / "p.yml").read_text())
+    assert not any("capacity" in p for p in copy["participants"])
+    strip = [{k: v for k, v in p.items() if k != "capacity"} for p in source["participants"]]
+    assert copy["participants"] == strip and copy["builders"] == source["builders"]
+
+
+def test_project_with_default_scopes_gives_switzerland_the_default(tmp_path: Path) -> None:
+    def policy(project: dict) -> dict:
+        return next(b for b in project["builders"] if b["path"] == SITE_POLICY_BUILDER)["args"]
+
+    source = yaml.safe_load((ROOT / "project.yml").read_text())
+    assert policy(source)["sites"]["switzerland"]["scopes"] == ["strict"]
+    copy = yaml.safe_load(project_with_default_scopes(ROOT / "project.yml", tmp_path / "p.yml").read_text())
+    assert policy(copy)["sites"] == {}
+    assert policy(copy)["default"] == policy(source)["default"]

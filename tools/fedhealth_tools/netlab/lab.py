@@ -21,15 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from fedhealth.reports.run_report import build_report, find_run_files
 from fedhealth_tools.netlab.driver import MARK
 from fedhealth_tools.netlab.profiles import DEFAULT_CONFIG, load_config, site_profiles
 from fedhealth_tools.netlab.topology import SERVER_ADDRESS, NetlabError, Topology
 from fedhealth_tools.poc.processes import PocProcesses
 from fedhealth_tools.poc.task_data import DEMO_IMAGES, place_task_data
-from fedhealth_tools.poc.variants import project_allowing
+from fedhealth_tools.poc.variants import project_allowing, project_without_gpus
 from fedhealth_tools.poc.workspace import PocLayout, read_project
 from fedhealth_tools.provision.kits import run_provision
 
@@ -73,11 +71,7 @@ def provision_lab(project_file: Path, workspace: Path) -> PocLayout:
     is left out of the copy that is provisioned; everything else is the project file's.
     """
     info = read_project(project_file)
-    project = yaml.safe_load(Path(project_file).read_text())
-    for participant in project.get("participants", []):
-        participant.pop("capacity", None)
-    copy = workspace / "project_lab.yml"
-    copy.write_text(yaml.safe_dump(project, sort_keys=False))
+    copy = project_without_gpus(project_file, workspace / "project_lab.yml")
     prod_dir = run_provision(copy, workspace / "provision", server_host=SERVER_ADDRESS)
     return PocLayout(workspace, prod_dir, SERVER_ADDRESS, info["admin"], info["sites"], info["port"])
 

@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     impairment.update(json.loads(args.profile))
     side_a = tuple(args.a.split(":", 1))
     side_b = tuple(args.b.split(":", 1))
-    run(side_a, side_b, impairment, args.seed)  # type: ignore[arg-type]
+    counters = run(side_a, side_b, impairment, args.seed)  # type: ignore[arg-type]
+    print(json.dumps({"final": counters}), file=sys.stderr)  # into the lab's link log
     return 0
 
 

@@ -16,12 +16,17 @@ from fedhealth_tools.poc.workspace import PocLayout
 
 FAULT_FILTER = "fedhealth_tools.poc.fault_injector.FaultInjector"  # POC only: not in the site runtime
 # The builders that write the class allow-list (SitePolicyBuilder extends AllowListBuilder).
-ALLOW_LIST_BUILDERS = (
-    "fedhealth_tools.provision.allow_list_builder.AllowListBuilder",
-    "fedhealth_tools.provision.site_policy_builder.SitePolicyBuilder",
-)
+SITE_POLICY_BUILDER = "fedhealth_tools.provision.site_policy_builder.SitePolicyBuilder"
+ALLOW_LIST_BUILDERS = ("fedhealth_tools.provision.allow_list_builder.AllowListBuilder", SITE_POLICY_BUILDER)
 HE_BUILDER = "nvflare.lighter.impl.he.HEBuilder"
 SIGNATURE_BUILDER = "nvflare.lighter.impl.signature.SignatureBuilder"
+
+
+def _write_project(project: dict, dest: Path) -> Path:
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(project, sort_keys=False))
+    return dest
 
 
 def project_on_port(project_file: Path, dest: Path, port: int) -> Path:
@@ -30,10 +35,7 @@ def project_on_port(project_file: Path, dest: Path, port: int) -> Path:
     for participant in project["participants"]:
         if participant["type"] == "server":
             participant["fed_learn_port"] = participant["admin_port"] = port
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(yaml.safe_dump(project))
-    return dest
+    return _write_project(project, dest)
 
 
 def project_with_he(project_file: Path, dest: Path, **he_args: object) -> Path:
@@ -56,10 +58,7 @@ def project_with_he(project_file: Path, dest: Path, **he_args: object) -> Path:
         if he_args:
             entry["args"] = dict(he_args)
         builders.insert(paths.index(SIGNATURE_BUILDER), entry)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(yaml.safe_dump(project, sort_keys=False))
-    return dest
+    return _write_project(project, dest)
 
 
 def project_allowing(project_file: Path, dest: Path, classes: list[str]) -> Path:
@@ -74,10 +73,29 @@ def project_allowing(project_file: Path, dest: Path, classes: list[str]) -> Path
         raise ValueError(f"{project_file}: needs exactly one of {ALLOW_LIST_BUILDERS} to allow {classes}.")
     args = builders[0].setdefault("args", {})
     args["extra"] = [*args.get("extra", []), *(c for c in classes if c not in args.get("extra", []))]
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(yaml.safe_dump(project, sort_keys=False))
-    return dest
+    return _write_project(project, dest)
+
+
+def project_without_gpus(project_file: Path, dest: Path) -> Path:
+    """A copy of ``project_file`` with no site's ``capacity``: every site CPU-only (hosts that share
+    one machine's CPUs and have no GPU, as the network lab's)."""
+    project = yaml.safe_load(Path(project_file).read_text())
+    for participant in project.get("participants", []):
+        participant.pop("capacity", None)
+    return _write_project(project, dest)
+
+
+def project_with_default_scopes(project_file: Path, dest: Path) -> Path:
+    """A copy of ``project_file`` whose sites all offer the site policy builder's default scopes.
+
+    The shipped ``project.yml`` gives switzerland only ``strict``, whose layer filter names the heart
+    model's ``net.bias``: a chest X-ray job fails there. Benchmarks that run every task use this copy.
+    """
+    project = yaml.safe_load(Path(project_file).read_text())
+    for builder in project["builders"]:
+        if builder.get("path") == SITE_POLICY_BUILDER:
+            builder.setdefault("args", {})["sites"] = {}
+    return _write_project(project, dest)
 
 
 def heart_poc(
