@@ -124,7 +124,7 @@ bench-secagg: setup $(FLOWER_VENV)/.installed
 
 # The heart and chest X-ray jobs over emulated WAN links (fedhealth_tools/netlab: each host in its own network
 # namespace, production kits, links shaped by netlab.json): none / int8 / top-k 1 % + EF, all sites vs
-# min_clients 3 + wait, and a 10x slower site (about 25 min on 2 cores; needs root; run it alone).
+# min_clients 3 + wait, and a 10x slower site (1200 s here on 2 cores; needs root; run it alone).
 bench-wan: setup
 	$(PY) scripts/bench_wan.py --out results/bench_wan.json
 
