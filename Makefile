@@ -4,7 +4,8 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.fedhealth-installed
-# Flower in its own environment, for the side-by-side SecAgg+ benchmark only (never imported by the kit)
+# Flower 1.42 in its own environment (its pins move protobuf, cryptography and packaging below the kit's):
+# the side-by-side benchmarks and the Flower-under-FLARE job run there; the kit's .venv never imports flwr.
 FLOWER_VENV := .venv-flower
 
 .PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-fedbuff bench-compression bench-topk-schedule bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms bench-wan gpu-check wheelhouse clean
@@ -20,11 +21,14 @@ $(STAMP): pyproject.toml tools/pyproject.toml
 	$(PIP) install -q -e '.[dev]' -e ./tools
 	touch $(STAMP)
 
-# Flower 1.42 (its SecAgg+ workflow and client mod) and numpy, apart from the kit's environment:
-# scripts/bench_secagg_flower.py runs with $(FLOWER_VENV)/bin/python.
-$(FLOWER_VENV)/.installed:
+# Flower 1.42 beside the kit (CPU torch first, then fedhealth[flower] and the tools), apart from the kit's
+# environment: the Flower apps (custom/fedhealth/flower), FLARE's Flower integration in POC and the
+# Flower sides of bench-secagg and bench-peers run with $(FLOWER_VENV)/bin/python.
+$(FLOWER_VENV)/.installed: pyproject.toml tools/pyproject.toml
 	test -x $(FLOWER_VENV)/bin/python || $(PY_BOOT) -m venv $(FLOWER_VENV)
-	$(FLOWER_VENV)/bin/pip install -q flwr==1.42.0 numpy
+	$(FLOWER_VENV)/bin/pip install -q --upgrade pip
+	$(FLOWER_VENV)/bin/pip install -q torch==2.13.0
+	$(FLOWER_VENV)/bin/pip install -q -e '.[flower]' -e ./tools
 	touch $@
 
 # The job folders from their family specs (job_specs/*.json; READMEs stay hand-written), then the
