@@ -128,17 +128,18 @@ def simulate(
     stock: bool = False,
     model: str | None = None,
     timeout: float = 900,
+    job: Path = JOB,
 ) -> dict:
-    """One simulation in a fresh process (so its peak memory is its own); FLARE's logs go to a file."""
+    """One simulation of ``job`` in a fresh process (its peak memory its own); FLARE's logs go to a file."""
     work.mkdir(parents=True, exist_ok=True)
-    name = f"sim_{'stock' if stock else 'inproc'}_{sites}{'_' + model if model else ''}"
+    name = f"sim_{'stock' if stock else 'inproc'}_{job.name}_{sites}{'_' + model if model else ''}"
     out, log = work / f"{name}.json", work / f"{name}.log"
     command = [
         sys.executable,
         "-m",
         "fedhealth_tools.simulation.run",
         "--job",
-        str(JOB),
+        str(job),
         "--sites",
         str(sites),
     ]

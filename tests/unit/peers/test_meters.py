@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fedhealth_tools.peers.meters import LinkBytes, TreeMemory, parse_ss, tree_pids
+from fedhealth_tools.peers.meters import LinkBytes, TreeMemory, parse_ss, run_measured, tree_pids
 
 SS_TEXT = """0      0      127.0.0.1:42604 127.0.0.1:8002 users:(("python3",pid=101,fd=3))
 \t cubic wscale:7,7 rto:204 bytes_sent:1259 bytes_acked:1260 bytes_received:214440 segs_out:16
@@ -105,3 +105,13 @@ def test_tree_of_an_exited_process_is_empty():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert tree_pids(proc.pid) == set()
+
+
+def test_run_measured_reports_the_tree_peak_and_kills_a_command_past_its_timeout(tmp_path):
+    done = run_measured(["sh", "-c", f'"{sys.executable}" -c "{ALLOC}"'], tmp_path / "a.log", timeout=30)
+    assert done["returncode"] == 0
+    assert 200 <= done["peak_mem_mb"] < 320
+    assert 3.0 <= done["wall_s"] < 20
+    late = run_measured(["sh", "-c", "sleep 30"], tmp_path / "b.log", timeout=0.5)
+    assert late["returncode"] is None
+    assert late["wall_s"] < 5

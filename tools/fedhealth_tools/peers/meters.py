@@ -18,11 +18,16 @@ measured the same way:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -192,3 +197,33 @@ class LinkBytes(_Sampler):
             row["bytes_received"] += sock["bytes_received"]
             row["sockets"] += 1
         return dict(sorted(out.items()))
+
+
+def run_measured(
+    command: list[str], log: Path, *, timeout: float, env: Mapping[str, str] | None = None
+) -> dict:
+    """Run ``command`` in its own session under :class:`TreeMemory`; output to ``log``.
+
+    Returns ``returncode`` (None when it ran past ``timeout`` and was killed), ``wall_s`` and
+    ``peak_mem_mb`` (the peak PSS of the command's whole process tree, e.g. Ray's workers too).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+        with TreeMemory({"run": proc.pid}) as memory:
+            try:
+                returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                returncode = None
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return {
+        "returncode": returncode,
+        "wall_s": time.time() - started,
+        "peak_mem_mb": memory.result()["peak_total_mb"],
+    }
