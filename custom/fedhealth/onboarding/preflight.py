@@ -30,6 +30,8 @@ from fedhealth.onboarding.permissions import Identity, permission_warnings
 
 SIGNATURE_FILE = "signature.json"
 SITE_STARTUP_FILE = "fed_client.json"  # in startup/ of a site kit (a server kit has fed_server.json)
+# The file that makes startup/ a startup kit: a site's, the server's or an admin console's.
+KIT_FILES = (SITE_STARTUP_FILE, "fed_server.json", "fed_admin.json")
 # A site's own file that replaces a provisioned one (FLARE reads it instead, not merged).
 OVERRIDES = {
     "authorization.json": "authorization.json.default (roles, BYOC)",
@@ -135,6 +137,9 @@ def check_kit(kit: Path, *, timeout: float = 120.0, user: Identity | None = None
     result = KitCheck(kit=Path(kit))
     if not (result.kit / "startup").is_dir():
         result.tampered = [f"{kit} is not a startup kit (no startup/ folder)"]
+        return result
+    if not any((result.kit / "startup" / name).is_file() for name in KIT_FILES):
+        result.tampered = [f"{kit} is not a startup kit (startup/ holds none of {', '.join(KIT_FILES)})"]
         return result
     result.signed, result.tampered = check_signatures(result.kit)
     result.notes = site_files(result.kit)
