@@ -17,7 +17,7 @@ on 127.0.0.1. Every container, the images (with the daemon's data root) and the 
 at the end.
 
 Skipped, with the reason, without root, docker, dockerd or debootstrap (CI's machine), or when the
-daemon does not start. Marked ``slow`` (about 4 minutes here, most of it the runtime image's
+daemon does not start. Marked ``slow`` (4 to 5 minutes here, most of it the runtime image's
 offline pip install).
 """
 

@@ -1,6 +1,7 @@
 """``fedhealth preflight``: check startup kits before deployment, with a readable summary.
 
-For each kit, two checks:
+A folder is a startup kit when its ``startup/`` holds ``fed_client.json``, ``fed_server.json`` or
+``fed_admin.json`` (an empty ``startup/`` fails at once). For each kit, two checks:
 
 1. Integrity: every file in the kit's signed folders (``startup/`` and ``local/``, signed by
    FLARE's ``SignatureBuilder`` with the root CA's key) still matches its signature, checked
