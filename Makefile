@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.fedhealth-installed
 # the side-by-side benchmarks and the Flower-under-FLARE job run there; the kit's .venv never imports flwr.
 FLOWER_VENV := .venv-flower
 
-.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-fedbuff bench-compression bench-topk-schedule bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms bench-wan gpu-check wheelhouse clean
+.PHONY: setup jobs demo demo-he demo-cxr test test-fast lint format docs docs-tables bench-heart bench-ehr bench-xgboost bench-faults bench-fedbuff bench-compression bench-topk-schedule bench-dp privacy-utility privacy-utility-cxr bench-he bench-noniid bench-noniid-cxr bench-cxr bench-decode bench-scale bench-jobs bench-strict-scope bench-densenet-cpu bench-privacy-attacks bench-secagg bench-update-norms bench-wan gpu-check wheelhouse wheelhouse-gpu images images-gpu clean
 
 setup: $(STAMP)
 
@@ -173,6 +173,22 @@ bench-jobs: setup
 # hashes) for `pip install --no-index --find-links wheelhouse --require-hashes -r ...` (docs/deployment.md).
 wheelhouse: setup
 	$(PY) scripts/wheelhouse.py --out wheelhouse
+
+# A GPU site's wheelhouse: torch's CUDA build (with its nvidia-* wheels) from this index.
+CUDA_INDEX ?= https://download.pytorch.org/whl/cu128
+wheelhouse-gpu: setup
+	$(PY) scripts/wheelhouse.py --out wheelhouse-gpu --cuda $(CUDA_INDEX)
+
+# Container images (docker/*.Dockerfile), offline from the wheelhouse: a Debian base made with
+# debootstrap (cached in workspace/containers/), the runtime, then server, CPU site and admin;
+# `images-gpu` adds the GPU site (GPU_BASE: e.g. an nvidia/cuda image with Python 3.11 and venv).
+# Needs a Docker daemon (DOCKER_HOST) and, the first time, debootstrap as root. docs/deployment.md.
+GPU_BASE ?= fedhealth/debian-base:bookworm
+images: wheelhouse
+	$(PY) scripts/images.py --report workspace/containers/images.json
+
+images-gpu: wheelhouse wheelhouse-gpu
+	$(PY) scripts/images.py --gpu --gpu-base $(GPU_BASE) --report workspace/containers/images.json
 
 clean:
 	rm -rf workspace results/demo results/demo_he results/demo_cxr site

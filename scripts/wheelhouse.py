@@ -14,6 +14,11 @@ By default the versions are those of the environment running this script (``make
 ``.venv``, where the tests ran): its ``pip freeze`` is passed to pip as constraints, so a site gets
 what was tested (a fresh resolve might take e.g. a newer pandas major). ``--fresh`` resolves anew.
 
+``--cuda URL`` makes a GPU site's wheelhouse (``make wheelhouse-gpu``, into ``wheelhouse-gpu/``):
+torch comes from the CUDA index at ``URL`` (e.g. ``https://download.pytorch.org/whl/cu128``), with
+the ``nvidia-*`` wheels that carry CUDA's user-space libraries; the other versions stay those of
+this environment (its CPU torch pin is left out). Not run on the machine that wrote this.
+
 The wheels are for the interpreter and platform this runs on (here CPython 3.11, Linux x86_64):
 build the wheelhouse with the same Python minor version and architecture the sites run.
 """
@@ -58,19 +63,34 @@ def clean_copy(project: Path, dest: Path) -> Path:
 
 
 def build(
-    out: Path, *, project: Path = ROOT, python: str = sys.executable, pins: list[str] | None = None
+    out: Path,
+    *,
+    project: Path = ROOT,
+    python: str = sys.executable,
+    pins: list[str] | None = None,
+    cuda_index: str | None = None,
 ) -> list[Path]:
     """Wheels of ``torch`` and of ``project`` with all its dependencies into ``out``; the wheel paths.
 
     ``pip wheel`` resolves the whole set in one go (so the lock is consistent), copies wheels it
     finds on an index or local disk and builds a wheel for anything that only ships an sdist.
     ``pins`` (``name==version`` lines) constrain the versions. Files already in ``out`` are reused.
+    ``cuda_index``: the index of torch's CUDA build, added to those pip searches; the ``torch*``
+    and ``nvidia-*`` pins are dropped so that build can be chosen (``2.13.0+cu128`` sorts above
+    ``2.13.0+cpu``, so pip takes it where both are found).
     Raises ``RuntimeError`` naming pip's exit code on failure.
     """
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         source = clean_copy(project, Path(tmp) / "src")
         cmd = [python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(out), TORCH, str(source)]
+        if cuda_index:
+            cmd += ["--extra-index-url", cuda_index]
+            pins = [
+                p
+                for p in pins or []
+                if not canonicalize_name(p.split("==")[0]).startswith(("torch", "nvidia-"))
+            ]
         if pins:
             constraints = Path(tmp) / "constraints.txt"
             constraints.write_text("\n".join(pins) + "\n")
@@ -127,11 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fresh", action="store_true", help="resolve anew instead of the versions installed here"
     )
+    parser.add_argument("--cuda", metavar="URL", help="torch's CUDA build from this index (GPU sites)")
     args = parser.parse_args(argv)
     if args.clean and args.out.exists():
         shutil.rmtree(args.out)
     try:
-        wheels = build(args.out, pins=None if args.fresh else installed_pins())
+        pins = None if args.fresh else installed_pins()
+        wheels = build(args.out, pins=pins, cuda_index=args.cuda)
         lock = write_lock(args.out, wheels)
     except (RuntimeError, ValueError) as exc:
         print(f"wheelhouse: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``fedhealth preflight``: check startup kits before deployment, with a readable summary.
 
-For each kit, two checks:
+A folder is a startup kit when its ``startup/`` holds ``fed_client.json``, ``fed_server.json`` or
+``fed_admin.json`` (an empty ``startup/`` fails at once). For each kit, two checks:
 
 1. Integrity: every file in the kit's signed folders (``startup/`` and ``local/``, signed by
    FLARE's ``SignatureBuilder`` with the root CA's key) still matches its signature, checked
@@ -30,6 +31,8 @@ from fedhealth.onboarding.permissions import Identity, permission_warnings
 
 SIGNATURE_FILE = "signature.json"
 SITE_STARTUP_FILE = "fed_client.json"  # in startup/ of a site kit (a server kit has fed_server.json)
+# The file that makes startup/ a startup kit: a site's, the server's or an admin console's.
+KIT_FILES = (SITE_STARTUP_FILE, "fed_server.json", "fed_admin.json")
 # A site's own file that replaces a provisioned one (FLARE reads it instead, not merged).
 OVERRIDES = {
     "authorization.json": "authorization.json.default (roles, BYOC)",
@@ -135,6 +138,9 @@ def check_kit(kit: Path, *, timeout: float = 120.0, user: Identity | None = None
     result = KitCheck(kit=Path(kit))
     if not (result.kit / "startup").is_dir():
         result.tampered = [f"{kit} is not a startup kit (no startup/ folder)"]
+        return result
+    if not any((result.kit / "startup" / name).is_file() for name in KIT_FILES):
+        result.tampered = [f"{kit} is not a startup kit (startup/ holds none of {', '.join(KIT_FILES)})"]
         return result
     result.signed, result.tampered = check_signatures(result.kit)
     result.notes = site_files(result.kit)

@@ -206,3 +206,21 @@ def test_preflight_warns_for_site_kits_without_failing_them(
 def test_the_summary_prints_each_warning_on_its_own_line() -> None:
     check = KitCheck(kit=Path("site-1"), flare_ok=True, warnings=["a", "b"])
     assert summary([check]).splitlines()[-2:] == ["  warning    a", "  warning    b"]
+
+
+@pytest.mark.parametrize("contents", ["empty", "only_root_ca"])
+def test_preflight_fails_a_startup_folder_without_a_kit_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, contents: str
+) -> None:
+    kit = tmp_path / "site-1"
+    (kit / "startup").mkdir(parents=True)
+    if contents == "only_root_ca":
+        (kit / "startup" / "rootCA.pem").write_text("not a certificate")
+    monkeypatch.setattr(preflight, "flare_preflight", lambda kit, timeout: (True, [], ""))
+    check = check_kit(kit)
+    assert not check.ok
+    assert summary([check]).splitlines() == [
+        "site-1: NOT READY",
+        f"  integrity  FAIL  {kit} is not a startup kit "
+        "(startup/ holds none of fed_client.json, fed_server.json, fed_admin.json)",
+    ]
