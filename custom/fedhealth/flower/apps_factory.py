@@ -39,6 +39,7 @@ them):
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from fedhealth.flower.wire import metric_record, pack, unpack
 ARRAYS, CONFIG, METRICS, SITE, STATE = "arrays", "config", "metrics", "site", "fedhealth.site"
 PROFILE = f"query.{C.TASK_EHR_PROFILE}"
 SCHEMA = f"query.{C.TASK_SET_SCHEMA}"
+log = logging.getLogger(__name__)
 _SITES: dict[tuple[int, str, str], FlowerSite] = {}  # (run, site, job folder) -> loaded site, per process
 
 
@@ -284,6 +286,7 @@ def run_server(grid: Grid, run_config: dict[str, Any], default_job: str) -> dict
             s: (from_arrays(c[ARRAYS]), float(c[METRICS]["num-examples"])) for s, c in step.replies.items()
         }
         weights, rejected = aggregate(weights, results, job.aggregation)
+        log.info("%s round %d: %d sites, %.3f s", job.name, r, len(results), step.ended - step.started)
         out["round_times"].append({"round": r, "started": step.started, "done": step.ended})
         out["rounds"].append(
             {
