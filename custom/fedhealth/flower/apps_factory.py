@@ -17,8 +17,11 @@ Node config (a site's own setting; the app never names a hospital's path):
 * ``site-root``: the site's folder; its ``local/fedhealth_site.json`` names ``data_root`` (as a FLARE
   site's workspace does).
 
-Without them (Flower's simulation engine gives a node only ``partition-id``), the run config key
-``sites-file`` names a JSON list ``[{"name": ..., "root": ...}, ...]`` indexed by ``partition-id``.
+Without them: the environment's ``FEDHEALTH_SITE_NAME`` and ``FEDHEALTH_SITE_ROOT``; under FLARE's
+Flower integration (which gives a SuperNode only ``partition-id``) the FLARE site itself (the app
+runs in ``<site root>/<job>/app_<site>``); in Flower's simulation engine the run config key
+``sites-file``, a JSON list ``[{"name": ..., "root": ...}, ...]`` indexed by ``partition-id``
+(:func:`fedhealth.flower.site.site_location`).
 
 Run config (all optional; ``pyproject.toml`` of the FAB folders under ``fedhealth/flower/apps`` lists
 them):
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +56,7 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from fedhealth import constants as C
 from fedhealth.flower.job import JobSettings, kit_job_folder, read_job
-from fedhealth.flower.site import FlowerSite, aggregate, align_schema, initial_weights
+from fedhealth.flower.site import FlowerSite, aggregate, align_schema, initial_weights, site_location
 from fedhealth.flower.wire import metric_record, pack, unpack
 
 ARRAYS, CONFIG, METRICS, SITE, STATE = "arrays", "config", "metrics", "site", "fedhealth.site"
@@ -86,25 +90,10 @@ def job_of(run_config: dict[str, Any], default_job: str) -> tuple[Path, JobSetti
 
 
 # ---------------------------------------------------------------------------- ClientApp
-def _where(context: Context, run_config: dict) -> tuple[str, Path]:
-    node = context.node_config
-    if "site-name" in node and "site-root" in node:
-        return str(node["site-name"]), Path(str(node["site-root"]))
-    sites_file = run_config.get("sites-file")
-    if not sites_file or "partition-id" not in node:
-        raise ValueError(
-            "this SuperNode names no site: give node config 'site-name' and 'site-root' "
-            "(or, in simulation, the run config 'sites-file')."
-        )
-    sites = json.loads(Path(str(sites_file)).read_text())
-    entry = sites[int(node["partition-id"])]
-    return str(entry["name"]), Path(str(entry["root"]))
-
-
 def _site(context: Context, default_job: str, overrides: dict) -> FlowerSite:
     run_config = {**context.run_config, **overrides}
     folder, job = job_of(run_config, default_job)
-    name, root = _where(context, run_config)
+    name, root = site_location(context.node_config, run_config, cwd=Path.cwd(), environ=os.environ)
     key = (int(context.run_id), name, str(folder))
     site = _SITES.get(key)
     if site is None:

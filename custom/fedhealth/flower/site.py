@@ -17,6 +17,7 @@ result in the global model's dtypes).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,43 @@ from fedhealth.training.robust import aggregate_updates, norm_outliers, update_n
 from fedhealth.training.schedule import lr_for_round
 
 Weights = dict[str, np.ndarray]
+ENV_NAME, ENV_ROOT = "FEDHEALTH_SITE_NAME", "FEDHEALTH_SITE_ROOT"
+FLARE_APP_PREFIX = "app_"  # FLARE runs a job's app in <site root>/<job id>/app_<site>
+
+
+def site_location(
+    node_config: Mapping[str, Any],
+    run_config: Mapping[str, Any],
+    *,
+    cwd: Path,
+    environ: Mapping[str, str],
+) -> tuple[str, Path]:
+    """Which site this client is and where its folder is: ``(name, site root)``.
+
+    In order: the node config's ``site-name`` and ``site-root`` (a SuperNode's own setting); the
+    environment's ``FEDHEALTH_SITE_NAME`` and ``FEDHEALTH_SITE_ROOT``; a FLARE site running the app
+    through FLARE's Flower integration (the working folder is ``<site root>/<job>/app_<site>`` and
+    the site root holds ``local/``); the simulation's ``sites-file`` entry ``partition-id``.
+
+    Raises:
+        ValueError: none of these names the site.
+    """
+    if node_config.get("site-name") and node_config.get("site-root"):
+        return str(node_config["site-name"]), Path(str(node_config["site-root"]))
+    if environ.get(ENV_NAME) and environ.get(ENV_ROOT):
+        return environ[ENV_NAME], Path(environ[ENV_ROOT])
+    cwd = Path(cwd)
+    if cwd.name.startswith(FLARE_APP_PREFIX) and (cwd.parents[1] / "local").is_dir():
+        return cwd.name[len(FLARE_APP_PREFIX) :], cwd.parents[1]
+    sites_file = run_config.get("sites-file")
+    if sites_file and "partition-id" in node_config:
+        sites = json.loads(Path(str(sites_file)).read_text())
+        entry = sites[int(node_config["partition-id"])]
+        return str(entry["name"]), Path(str(entry["root"]))
+    raise ValueError(
+        "this client names no site: give the SuperNode node config 'site-name' and 'site-root' "
+        f"(or the environment's {ENV_NAME} and {ENV_ROOT}; in simulation, the run config 'sites-file')."
+    )
 
 
 @dataclass

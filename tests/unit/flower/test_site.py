@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fedhealth.flower.job import kit_job_folder, read_job
-from fedhealth.flower.site import FlowerSite, aggregate, align_schema, initial_weights
+from fedhealth.flower.site import FlowerSite, aggregate, align_schema, initial_weights, site_location
 from fedhealth.models.image_model import ImageModel
 from fedhealth_tools.peers.sites import heart_sites
 
@@ -118,3 +118,23 @@ def test_aggregate_leaves_out_an_extreme_update_and_a_malformed_one() -> None:
     new, rejected = aggregate(start, results, MEAN)
     assert sorted(rejected) == ["bad", "big"]
     np.testing.assert_allclose(new["w"], np.full(3, 1.0), rtol=1e-6)
+
+
+def test_site_location_in_order_node_config_environment_flare_simulation(tmp_path: Path) -> None:
+    flare_app = tmp_path / "kit" / "job-1" / "app_hungary"
+    flare_app.mkdir(parents=True)
+    (tmp_path / "kit" / "local").mkdir()
+    sites = tmp_path / "sites.json"
+    sites.write_text('[{"name": "a", "root": "/r/a"}, {"name": "b", "root": "/r/b"}]')
+    node = {"site-name": "cleveland", "site-root": "/srv/site"}
+    env = {"FEDHEALTH_SITE_NAME": "switzerland", "FEDHEALTH_SITE_ROOT": "/srv/ch"}
+    run = {"sites-file": str(sites)}
+    assert site_location(node, run, cwd=flare_app, environ=env) == ("cleveland", Path("/srv/site"))
+    assert site_location({"partition-id": 1}, run, cwd=flare_app, environ=env) == (
+        "switzerland",
+        Path("/srv/ch"),
+    )
+    assert site_location({"partition-id": 1}, run, cwd=flare_app, environ={}) == ("hungary", tmp_path / "kit")
+    assert site_location({"partition-id": 1}, run, cwd=tmp_path, environ={}) == ("b", Path("/r/b"))
+    with pytest.raises(ValueError, match="names no site"):
+        site_location({"partition-id": 1}, {}, cwd=tmp_path, environ={})
