@@ -50,6 +50,10 @@ FLARE_LAYER = (
     "shareables",
 )
 FORBIDDEN_IN_CORE = ("nvflare",) + tuple(f"fedhealth.{name}" for name in FLARE_LAYER)
+# Flower apps (flwr): only ever imported in the Flower environment (.venv-flower). They sit on the
+# FLARE-free core, never on the FLARE layer, and nothing else in the kit imports them.
+FLOWER = ("flower",)
+FLOWER_IMPORTS = ("flwr", "fedhealth.flower")
 
 
 def _files(top: Path, names: tuple[str, ...]) -> list[Path]:
@@ -108,7 +112,7 @@ PROVISION_FILES = _files(TOOLS, ("provision",))
 def test_the_lists_name_real_packages_and_cover_the_runtime() -> None:
     missing = [name for name in FLARE_FREE + FLARE_LAYER if not (RUNTIME / name).exists()]
     assert missing == []
-    listed = set(FLARE_FREE) | set(FLARE_LAYER) | {"executors", "onboarding", "__init__.py"}
+    listed = set(FLARE_FREE) | set(FLARE_LAYER) | set(FLOWER) | {"executors", "onboarding", "__init__.py"}
     unlisted = sorted(p.name for p in RUNTIME.iterdir() if p.name not in listed and p.name != "__pycache__")
     assert unlisted == [], f"decide whether {unlisted} is FLARE-free and add it to FLARE_FREE or FLARE_LAYER"
     assert len(CORE_FILES) > 50 and len(PROVISION_FILES) > 5  # the walks below see real code
@@ -154,6 +158,32 @@ def test_core_imports_without_flare_installed() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str(len(names))  # every core module was imported
+
+
+FLOWER_FILES = _files(RUNTIME, FLOWER)
+# Plain-Python parts of the Flower package: the kit's tests import them in .venv (no flwr there).
+FLOWER_PLAIN = ("job.py", "site.py", "wire.py", "__init__.py")
+
+
+@pytest.mark.parametrize("path", FLOWER_FILES, ids=lambda p: str(p.relative_to(RUNTIME)))
+def test_flower_apps_sit_on_the_core_not_on_flare(path: Path) -> None:
+    assert _violations(path, FORBIDDEN_IN_CORE) == []
+    if path.name in FLOWER_PLAIN:
+        assert _violations(path, ("flwr",)) == []
+
+
+FLOWER_RUNNERS = (TOOLS / "peers" / "flower_sim.py", TOOLS / "peers" / "flower_deploy.py")
+NOT_FLOWER = [
+    p
+    for p in sorted(RUNTIME.rglob("*.py")) + sorted(TOOLS.rglob("*.py"))
+    if not p.is_relative_to(RUNTIME / "flower") and p not in FLOWER_RUNNERS
+]
+
+
+@pytest.mark.parametrize("path", NOT_FLOWER, ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_flower_package_and_its_runners_import_flower(path: Path) -> None:
+    """The kit and its tools (but the Flower peer runners) never import ``flwr`` or the Flower apps."""
+    assert _violations(path, FLOWER_IMPORTS) == []
 
 
 @pytest.mark.parametrize("path", PROVISION_FILES, ids=lambda p: str(p.relative_to(TOOLS)))

@@ -21,6 +21,9 @@ RUNTIME = ROOT / "custom" / "fedhealth"
 TOOLS_PACKAGE = "fedhealth_tools"
 # Subpackages of the tools; none of these names may exist in the runtime.
 TOOLS_ONLY = ("poc", "provision", "simulation", "cli")
+# The Flower apps import flwr: they import only in the Flower environment (.venv-flower).
+FLOWER_ONLY = ("fedhealth.flower.apps_factory", "fedhealth.flower.heart", "fedhealth.flower.cxr")
+FLOWER_PYTHON = ROOT / ".venv-flower" / "bin" / "python"
 
 
 def _runtime_modules() -> list[str]:
@@ -57,17 +60,16 @@ def test_tools_subpackages_are_not_in_the_runtime() -> None:
     ] == []
 
 
-def test_every_runtime_module_imports_without_the_tools() -> None:
-    """In a fresh interpreter where ``fedhealth_tools`` cannot be imported at all."""
+def _imports_without_the_tools(python: str, names: list[str]) -> None:
     code = (
         "import importlib, sys\n"
         f"sys.modules[{TOOLS_PACKAGE!r}] = None\n"
-        f"for name in {_runtime_modules()!r}:\n"
+        f"for name in {names!r}:\n"
         "    importlib.import_module(name)\n"
         "print(sorted(m for m in sys.modules if m.startswith('fedhealth_tools.')))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [python, "-c", code],
         capture_output=True,
         text=True,
         timeout=300,
@@ -75,6 +77,18 @@ def test_every_runtime_module_imports_without_the_tools() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_runtime_module_imports_without_the_tools() -> None:
+    """In a fresh interpreter where ``fedhealth_tools`` cannot be imported at all."""
+    _imports_without_the_tools(sys.executable, [m for m in _runtime_modules() if m not in FLOWER_ONLY])
+
+
+@pytest.mark.skipif(not FLOWER_PYTHON.exists(), reason=".venv-flower is missing (make it: Makefile)")
+def test_the_flower_apps_import_without_the_tools() -> None:
+    """The same in the Flower environment, for the modules that need ``flwr``."""
+    assert all(m in _runtime_modules() for m in FLOWER_ONLY)
+    _imports_without_the_tools(str(FLOWER_PYTHON), list(FLOWER_ONLY))
 
 
 def test_runtime_wheel_carries_only_the_runtime(tmp_path: Path) -> None:
@@ -103,6 +117,8 @@ def test_runtime_wheel_carries_only_the_runtime(tmp_path: Path) -> None:
     assert top == {"fedhealth"}
     assert not [n for n in names if n.split("/")[1:2] and n.split("/")[1] in TOOLS_ONLY + ("cli.py",)]
     assert "fedhealth/executors/site_executor.py" in names
+    fabs = {f"fedhealth/flower/apps/{app}/pyproject.toml" for app in ("heart", "cxr")}
+    assert fabs <= set(names)  # the Flower apps' FAB folders
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "fedhealth-site = fedhealth.onboarding.cli:main" in scripts
