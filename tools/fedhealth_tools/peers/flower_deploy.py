@@ -35,7 +35,8 @@ from pathlib import Path
 import psutil
 
 from fedhealth_tools.peers.flower_sim import DEFAULT_WORK as _SIM_WORK
-from fedhealth_tools.peers.measure import TreeMemory, summary
+from fedhealth_tools.peers.measure import summary
+from fedhealth_tools.peers.meters import LinkBytes, TreeMemory
 from fedhealth_tools.peers.sites import JOBS, write_sites
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -65,7 +66,7 @@ class Deployment:
     def __init__(self, work: Path, sites: dict[str, Path]) -> None:
         self.work = Path(work)
         self.sites = sites
-        self.procs: list[subprocess.Popen] = []
+        self.procs: dict[str, subprocess.Popen] = {}
         self.port = free_port()  # Flower 1.42: the Runtime, Control and Fleet HTTP APIs share one port
         self.home = self.work / "flwr_home"
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # flower-superexec
@@ -74,15 +75,13 @@ class Deployment:
 
     def _start(self, name: str, command: list[str]) -> None:
         log = (self.work / "logs" / f"{name}.log").open("w")
-        self.procs.append(
-            subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.work,
-                start_new_session=True,
-            )
+        self.procs[name] = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.work,
+            start_new_session=True,
         )
 
     def start(self) -> None:
@@ -127,7 +126,7 @@ class Deployment:
 
     def check_alive(self) -> None:
         """Raise ``RuntimeError`` naming the log of a process that has ended."""
-        for proc in self.procs:
+        for proc in self.procs.values():
             if proc.poll() is not None:
                 raise RuntimeError(
                     f"{' '.join(proc.args[:1])} ended with {proc.returncode}; logs in {self.work / 'logs'}"
@@ -163,9 +162,13 @@ class Deployment:
             raise RuntimeError(f"flwr run failed ({done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
         return submitted
 
+    def roots(self, prefix: str = "") -> dict[str, int]:
+        """Name -> pid of the processes started whose name starts with ``prefix`` (for the meters)."""
+        return {name: proc.pid for name, proc in self.procs.items() if name.startswith(prefix)}
+
     def processes(self) -> list[psutil.Process]:
         out = []
-        for proc in self.procs:
+        for proc in self.procs.values():
             try:
                 out.append(psutil.Process(proc.pid))
             except psutil.Error:
@@ -195,7 +198,7 @@ class Deployment:
             except psutil.Error:
                 continue
         psutil.wait_procs(alive, timeout=5)
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.poll()  # reap
 
     def __enter__(self) -> Deployment:
@@ -212,8 +215,11 @@ def run(
     out: Path | None = None,
     work: Path = DEFAULT_WORK,
     timeout_s: float = 1800,
+    job_dir: Path | None = None,
 ) -> dict:
     """Run ``task``'s kit job as Flower apps on a local SuperLink and 4 SuperNodes; returns the results.
+
+    ``job_dir``: another job folder of the same task to read the settings from (e.g. a wider model).
 
     Raises:
         RuntimeError: a process ended, ``flwr run`` failed, or no results came within ``timeout_s``.
@@ -226,10 +232,16 @@ def run(
     with Deployment(work, folders) as deployment:
         deployment.start()
         deployment.wait_ready()
-        with TreeMemory(deployment.processes) as memory:
+        sites = lambda: deployment.roots("supernode_")  # noqa: E731
+        with TreeMemory(deployment.roots) as memory, LinkBytes(sites, {deployment.port}) as links:
             submitted = deployment.submit(
                 FABS / task,
-                {"results": str(results_file), "num-rounds": int(rounds), "min-sites": len(folders)},
+                {
+                    "results": str(results_file),
+                    "num-rounds": int(rounds),
+                    "min-sites": len(folders),
+                    **({"job-dir": str(Path(job_dir).resolve())} if job_dir else {}),
+                },
             )
             deadline = time.time() + timeout_s
             while not results_file.is_file():
@@ -249,7 +261,9 @@ def run(
         "wall_s": results["ended"] - deployment.started,
         "start_to_first_round_s": None if first is None else first - deployment.started,
         "submit_to_first_round_s": None if first is None else first - submitted,
-        "peak_mem_gb": memory.peak_gb,
+        "peak_mem_mb": memory.result()["peak_total_mb"],
+        "peak_mem_by_process_mb": memory.result()["peak_mb"],
+        "wire_bytes": links.result(),
         **summary(results),
         "load_avg": os.getloadavg(),
         "results": results,
@@ -266,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=0, help="rounds (0: the job's)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--job-dir", type=Path, default=None, help="a variant of the task's job folder")
     args = parser.parse_args(argv)
-    report = run(args.task, rounds=args.rounds, out=args.out, work=args.work)
+    report = run(args.task, rounds=args.rounds, out=args.out, work=args.work, job_dir=args.job_dir)
     print(json.dumps({k: v for k, v in report.items() if k not in ("results", "per_round")}, indent=1))
     return 0
 

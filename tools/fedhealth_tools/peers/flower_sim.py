@@ -31,7 +31,8 @@ from pathlib import Path
 
 import psutil
 
-from fedhealth_tools.peers.measure import TreeMemory, summary
+from fedhealth_tools.peers.measure import summary
+from fedhealth_tools.peers.meters import TreeMemory
 from fedhealth_tools.peers.sites import JOBS, sites_file, write_sites
 
 DEFAULT_WORK = Path("workspace") / "peers" / "flower_sim"
@@ -87,7 +88,7 @@ def run(
     }
     me = psutil.Process()
     started = time.time()
-    with TreeMemory(lambda: [me]) as memory:
+    with TreeMemory({"run": me.pid}) as memory:
         run_simulation(
             server_app=server_app_for(JOBS[task], overrides),
             client_app=client_app_for(JOBS[task], overrides),
@@ -108,7 +109,7 @@ def run(
         "startup_s_from_call": results["round_times"][0]["started"] - started
         if results["round_times"]
         else None,
-        "peak_mem_gb": memory.peak_gb,
+        "peak_mem_mb": memory.result()["peak_total_mb"],
         **summary(results),
         "load_avg": os.getloadavg(),
         "results": results,

@@ -23,9 +23,9 @@ from fedhealth.reports.run_report import build_report
 from fedhealth.reports.timing import round_timings, timing_summary
 from fedhealth_tools.peers.meters import LinkBytes, TreeMemory
 from fedhealth_tools.poc.admin import AdminClient
-from fedhealth_tools.poc.cxr_data import write_cxr_data
 from fedhealth_tools.poc.processes import PocProcesses
-from fedhealth_tools.poc.variants import heart_poc
+from fedhealth_tools.poc.variants import heart_poc, job_variant
+from fedhealth_tools.poc.workspace import set_site_data
 from fedhealth_tools.simulation.run import simulation_job
 
 
@@ -51,10 +51,13 @@ def client_average(report: dict, key: str) -> float | None:
 
 
 def _job_folder(plan: KitJob, work: Path, sites: int) -> Path:
+    """The job as shipped, with fewer rounds (its cross-site evaluation kept), or with a wider model."""
+    if plan.hidden is None and plan.local_steps is None:
+        if plan.rounds is None:
+            return plan.job
+        return job_variant(plan.job, work / "jobs" / plan.name / plan.job.name, rounds=plan.rounds)
     config = json.loads((plan.job / "app" / "config" / "config_fed_server.json").read_text())
     shipped_rounds = next(w["args"]["num_rounds"] for w in config["workflows"] if "num_rounds" in w["args"])
-    if plan.rounds is None and plan.hidden is None and plan.local_steps is None:
-        return plan.job
     return simulation_job(
         plan.job,
         work / "jobs" / plan.name / plan.job.name,
@@ -65,11 +68,18 @@ def _job_folder(plan: KitJob, work: Path, sites: int) -> Path:
     )
 
 
-def run_kit_jobs(plans: list[KitJob], work: Path, *, project: Path, cxr_npz: Path | None) -> dict:
-    """Each job of ``plans`` on one fresh POC federation; per job the measured row (see module doc)."""
+def run_kit_jobs(
+    plans: list[KitJob], work: Path, *, project: Path, data: dict[str, Path] | None = None
+) -> dict:
+    """Each job of ``plans`` on one fresh POC federation; per job the measured row (see module doc).
+
+    ``data``: each site's data folder (its ``data_root``), e.g. the peer runs' folders
+    (:mod:`fedhealth_tools.peers.sites`) so that both frameworks read the very same files; default:
+    the POC's own heart exports.
+    """
     layout = heart_poc(project, work / "poc")
-    if cxr_npz is not None:
-        write_cxr_data(layout, cxr_npz)
+    if data is not None:
+        set_site_data(layout, data)
     server_ports = {layout.port, layout.port + 1}
     results: dict[str, dict] = {}
     with PocProcesses(layout, work / "logs") as procs:

@@ -29,7 +29,7 @@ from fedhealth import constants as C  # noqa: E402
 from fedhealth.constants import RUN_RECORD_FILE  # noqa: E402
 from fedhealth.data.site_data import resolve_data_root  # noqa: E402
 from fedhealth.reports.timing import round_timings, timing_summary  # noqa: E402
-from fedhealth_tools.peers.measure import TreeMemory  # noqa: E402
+from fedhealth_tools.peers.meters import TreeMemory  # noqa: E402
 from fedhealth_tools.peers.sites import JOBS, write_sites  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -84,7 +84,7 @@ def run(
     cwd, me = os.getcwd(), psutil.Process()
     started = time.time()
     try:
-        with TreeMemory(lambda: [me]) as memory:
+        with TreeMemory({"run": me.pid}) as memory:
             status = runner.run()
     finally:
         os.chdir(cwd)  # FLARE's simulator changes the working folder
@@ -104,7 +104,7 @@ def run(
         "job": JOBS[task],
         "sites": len(folders),
         "wall_s": wall,
-        "peak_mem_gb": memory.peak_gb,
+        "peak_mem_mb": memory.result()["peak_total_mb"],
         **timing_summary(record),
         "per_round": round_timings(record),
         "final": final,
@@ -128,7 +128,7 @@ def _scale(sites: int, rounds: int, out: Path | None, work: Path) -> dict:
     from fedhealth_tools.simulation.run import run_simulation
 
     me = psutil.Process()
-    with TreeMemory(lambda: [me]) as memory:
+    with TreeMemory({"run": me.pid}) as memory:
         result = run_simulation(ROOT / "jobs" / JOBS["heart"], work, n_sites=sites, rounds=rounds or 3)
     report = {
         "framework": "fedhealth",
@@ -136,7 +136,7 @@ def _scale(sites: int, rounds: int, out: Path | None, work: Path) -> dict:
         "task": "heart",
         "job": JOBS["heart"],
         **{k: v for k, v in result.items() if k != "record"},
-        "peak_mem_gb": memory.peak_gb,
+        "peak_mem_mb": memory.result()["peak_total_mb"],
         "load_avg": os.getloadavg(),
     }
     if out is not None:
