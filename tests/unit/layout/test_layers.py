@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from flower_modules import FLOWER_PYTHON, needs_flower
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNTIME = ROOT / "custom" / "fedhealth"
@@ -26,6 +27,7 @@ FLARE_FREE = (
     "compression",
     "data",
     "ehr",
+    "flower",
     "he",
     "imaging",
     "models",
@@ -133,9 +135,23 @@ def test_core_module_imports_no_flare(path: Path) -> None:
     assert _violations(path, FORBIDDEN_IN_CORE) == []
 
 
-def test_core_imports_without_flare_installed() -> None:
-    """Transitively too: in a fresh interpreter where nvflare and the FLARE layer cannot be imported."""
-    names = [_module_name(p) for p in CORE_FILES]
+# (case id, interpreter, whether the core modules that need flwr are the ones imported)
+CORE_ENVIRONMENTS = [("kit", Path(sys.executable), False), ("flower", FLOWER_PYTHON, True)]
+
+
+@pytest.mark.parametrize(
+    ("python", "flower"), [e[1:] for e in CORE_ENVIRONMENTS], ids=[e[0] for e in CORE_ENVIRONMENTS]
+)
+def test_core_imports_without_flare_installed(python: Path, flower: bool) -> None:
+    """Transitively too: in a fresh interpreter where nvflare and the FLARE layer cannot be imported.
+
+    The kit's environment imports the core modules that do not need Flower; ``.venv-flower`` the
+    ones that do (:mod:`fedhealth.flower.heart`), also without FLARE.
+    """
+    if not python.is_file():
+        pytest.skip(f"{python} is missing (make .venv-flower/.installed)")
+    names = [n for n in (_module_name(p) for p in CORE_FILES) if (n in needs_flower()) == flower]
+    assert names
     blocked = ["nvflare"] + [f"fedhealth.{name}" for name in FLARE_LAYER]
     code = (
         "import importlib, sys\n"
@@ -146,7 +162,7 @@ def test_core_imports_without_flare_installed() -> None:
         f"print(sum(name in sys.modules for name in {names!r}))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [python, "-c", code],
         capture_output=True,
         text=True,
         timeout=300,

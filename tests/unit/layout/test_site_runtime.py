@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from flower_modules import FLOWER_PYTHON, needs_flower
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNTIME = ROOT / "custom" / "fedhealth"
@@ -57,17 +58,32 @@ def test_tools_subpackages_are_not_in_the_runtime() -> None:
     ] == []
 
 
-def test_every_runtime_module_imports_without_the_tools() -> None:
+# (case id, interpreter, modules): the kit's environment imports all but the Flower modules, which
+# need flwr and are imported by .venv-flower's Python.
+ENVIRONMENTS = [
+    ("kit", Path(sys.executable), lambda: [m for m in _runtime_modules() if m not in needs_flower()]),
+    ("flower", FLOWER_PYTHON, lambda: sorted(needs_flower())),
+]
+
+
+@pytest.mark.parametrize(
+    ("python", "modules"), [e[1:] for e in ENVIRONMENTS], ids=[e[0] for e in ENVIRONMENTS]
+)
+def test_every_runtime_module_imports_without_the_tools(python: Path, modules) -> None:
     """In a fresh interpreter where ``fedhealth_tools`` cannot be imported at all."""
+    if not python.is_file():
+        pytest.skip(f"{python} is missing (make .venv-flower/.installed)")
+    names = modules()
+    assert names
     code = (
         "import importlib, sys\n"
         f"sys.modules[{TOOLS_PACKAGE!r}] = None\n"
-        f"for name in {_runtime_modules()!r}:\n"
+        f"for name in {names!r}:\n"
         "    importlib.import_module(name)\n"
         "print(sorted(m for m in sys.modules if m.startswith('fedhealth_tools.')))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [python, "-c", code],
         capture_output=True,
         text=True,
         timeout=300,
