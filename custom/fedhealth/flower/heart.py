@@ -31,6 +31,7 @@ from fedhealth.data.features import feature_names
 from fedhealth.data.site_data import load_site, resolve_data_root, site_settings
 from fedhealth.flower.run_files import FlowerRunLog
 from fedhealth.models.tabular import TabularNet
+from fedhealth.policy.site_limits import TrainRequest, check_train, planned_steps, site_limits
 from fedhealth.privacy.released_metrics import release_round, release_validation
 from fedhealth.privacy.small_cells import class_counts, site_min_cell
 from fedhealth.training.heart_site import HeartSite
@@ -50,14 +51,19 @@ def _model(config: dict) -> TabularNet:
     )
 
 
-def _site(context: Context) -> tuple[str, HeartSite, int]:
-    """This site's name, data and minimum cell, from the folder the FLARE executor names."""
+def _root() -> Path:
     root = os.environ.get(FLOWER_SITE_ROOT_ENV)
     if not root:
         raise RuntimeError(
             f"{FLOWER_SITE_ROOT_ENV} is not set: the heart Flower app runs under the kit's "
             "FLARE executor (fedhealth.executors.flower_site_executor.FlowerSiteExecutor)."
         )
+    return Path(root)
+
+
+def _site(context: Context) -> tuple[str, HeartSite, int]:
+    """This site's name, data and minimum cell, from the folder the FLARE executor names."""
+    root = _root()
     name = str(context.node_config.get("client-name", "site"))
     train, test = load_site(resolve_data_root(Path(root)))
     return name, HeartSite(name, train, test, scaling="site"), site_min_cell(site_settings(Path(root)))
@@ -91,6 +97,20 @@ def train(msg: Message, context: Context) -> Message:
         local_epochs=int(config["local-epochs"]),
         mu=float(config["mu"]),
     )
+    # The site's own floor (fedhealth.policy.site_limits), as in the kit's FLARE jobs; the Flower app
+    # trains without DP-SGD, so a site that requires DP declines here.
+    steps = planned_steps(
+        site.n_train,
+        batch_size=local.batch_size,
+        local_steps=local.local_steps,
+        local_epochs=local.local_epochs,
+    )
+    request = TrainRequest(
+        batch_size=local.batch_size, steps=steps, n_train=site.n_train, learning_rate=local.lr
+    )
+    declined = check_train(request, site_limits(_root()).for_scope(None))
+    if declined:
+        raise RuntimeError(f"site {name}: " + "; ".join(declined))
     stats = site.train_round(model, local, generator=torch.Generator().manual_seed(int(config["seed"]) + rnd))
     metrics = {
         "round": rnd,
