@@ -54,7 +54,7 @@ demo-cxr: setup
 # Lint first (fast), the strict docs build (a broken link fails), then every test: unit and the real
 # POC federations (marked slow), on two workers (pytest-xdist; a test file stays on one worker, so a
 # file's POC federation is shared by its tests as before; each federation has its own ports and folders).
-test: setup
+test: setup $(FLOWER_VENV)/.installed
 	$(VENV)/bin/ruff check custom tools tests scripts
 	$(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12

@@ -153,3 +153,7 @@ HEADER_SECAGG = "fedhealth_secagg"
 SECAGG_MASKED_KIND = "fedhealth.SECAGG_MASKED"
 SECAGG_MESSAGE_KIND = "fedhealth.SECAGG"
 SECAGG_MASKED_KEY = "masked"
+
+# Flower apps under FLARE (fedhealth.flower): the site folder the kit's FLARE executor hands the
+# Flower ClientApp process (its data and settings are the site's own, found from there).
+FLOWER_SITE_ROOT_ENV = "FEDHEALTH_SITE_ROOT"

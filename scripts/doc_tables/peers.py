@@ -28,7 +28,7 @@ def verdict(row: dict) -> str:
         return "not measured"
     tolerance = row.get("tolerance")
     if tolerance is not None and abs(kit - flower) <= tolerance:
-        return f"agree (|Δ| ≤ {tolerance:.3f})"
+        return f"agree: differ by {abs(kit - flower):.3f} ≤ {tolerance:.3f}"
     ahead = kit >= flower if row["better"] == "higher" else kit <= flower
     if ahead:
         return "at or ahead"
@@ -57,6 +57,10 @@ def peers_rows(results: Path) -> str:
     return table(header, "llrrrl", rows)
 
 
+def _load(values: list[float] | None) -> str:
+    return "–" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
 def peers_setup(results: Path) -> str:
     """How the run was made: machine, load, command, what each side ran."""
     data = load(results, NAME)
@@ -64,7 +68,10 @@ def peers_setup(results: Path) -> str:
     rows = [
         ["command", f"`{data.get('command', 'make bench-peers')}`"],
         ["machine", f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, {hw.get('memory_gb', '?')} GB"],
-        ["load average at start / end", f"{data.get('load_avg_start')} / {data.get('load_avg_end')}"],
+        [
+            "load average (1, 5, 15 min) at start / end",
+            f"{_load(data.get('load_avg_start'))} / {_load(data.get('load_avg_end'))}",
+        ],
         ["run time", f"{data.get('seconds', 0):,.0f} s"],
     ]
     rows += [[k, v] for k, v in data.get("setup", {}).items()]

@@ -49,7 +49,8 @@ BAD_BLOCKS: list[tuple[str, Any, str]] = [
 ]
 WHERE = "spec.json: job_x.federation"
 # Jobs that keep every site, each for a reason job_specs/README.md gives under "Slow and missing sites".
-NEEDS_EVERY_SITE = {"heart_clustered", "heart_xgboost"}
+# heart_flower: the Flower ServerApp trains with the SuperNodes FLARE started (min-nodes = every site).
+NEEDS_EVERY_SITE = {"heart_clustered", "heart_xgboost", "heart_flower"}
 # Workflows that train in rounds, by the kit's and FLARE's class names.
 TRAINING = (
     "ScatterAndGather",

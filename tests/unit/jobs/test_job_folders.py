@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flower_modules import FLOWER_JOBS
 from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer
 
 from fedhealth import constants as C
@@ -21,7 +22,10 @@ JOBS = sorted(p.name for p in JOBS_DIR.iterdir() if p.is_dir())  # each one a su
 # The tabular jobs with a network (heart and indo_rct); image jobs: tests/unit/jobs/test_cxr_jobs.py, tree
 # jobs: tests/unit/jobs/test_tree_jobs.py
 TREE_JOBS = [job for job in JOBS if "xgboost" in job]
-HEART_JOBS = [job for job in JOBS if job.startswith(("heart_", "indo_rct_")) and job not in TREE_JOBS]
+# Flower jobs (their components need flwr): tests/unit/jobs/test_flower_jobs.py
+HEART_JOBS = [
+    job for job in JOBS if job.startswith(("heart_", "indo_rct_")) and job not in TREE_JOBS + FLOWER_JOBS
+]
 SPECS_DIR = JOBS_DIR.parent / "job_specs"
 CONFIG_FILES = ("config_fed_server.json", "config_fed_client.json")
 ALLOW_LIST = provisioned_allow_list()  # what provisioning writes into every kit

@@ -143,7 +143,7 @@ def test_every_job_folder_has_a_spec_and_the_specs_cover_the_families() -> None:
     jobs = render_all(SPECS_DIR)
     on_disk = sorted(p.name for p in JOBS_DIR.iterdir() if (p / "meta.json").is_file())
     assert sorted(jobs) == on_disk
-    assert len(jobs) == 29  # 15 heart, 10 chest X-ray, 1 indo_rct (config only), 3 XGBoost
+    assert len(jobs) == 30  # 15 heart, 10 chest X-ray, 1 indo_rct (config only), 3 XGBoost, 1 Flower
     assert all(files["meta.json"]["name"] == name for name, files in jobs.items())
 
 

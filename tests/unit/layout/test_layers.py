@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from flower_modules import FLOWER_PYTHON, needs_flower
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNTIME = ROOT / "custom" / "fedhealth"
@@ -26,6 +27,7 @@ FLARE_FREE = (
     "compression",
     "data",
     "ehr",
+    "flower",
     "he",
     "imaging",
     "models",
@@ -50,10 +52,25 @@ FLARE_LAYER = (
     "shareables",
 )
 FORBIDDEN_IN_CORE = ("nvflare",) + tuple(f"fedhealth.{name}" for name in FLARE_LAYER)
-# Flower apps (flwr): only ever imported in the Flower environment (.venv-flower). They sit on the
-# FLARE-free core, never on the FLARE layer, and nothing else in the kit imports them.
+# Flower (flwr): only ever imported in the Flower environment (.venv-flower). The Flower package sits
+# on the FLARE-free core, never on the FLARE layer. Its apps are imported by nothing else in the kit;
+# the FLARE layer's Flower integration (FLARE_FLOWER) uses FLARE's own Flower components (which need
+# flwr) and the package's site checks (fab_policy, fleet_bridge), never an app.
 FLOWER = ("flower",)
-FLOWER_IMPORTS = ("flwr", "fedhealth.flower")
+FLOWER_APPS = tuple(
+    f"fedhealth.flower.{name}" for name in ("heart", "cxr", "apps_factory", "heart_flower", "site", "job")
+)
+FLOWER_IMPORTS = ("flwr", *FLOWER_APPS)
+FLARE_FLOWER = tuple(
+    RUNTIME / path
+    for path in (
+        "executors/fab_checking_connector.py",
+        "executors/flower_site_executor.py",
+        "executors/supernode_applet.py",
+        "workflows/flower_server_controller.py",
+        "workflows/superlink_applet.py",
+    )
+)
 
 
 def _files(top: Path, names: tuple[str, ...]) -> list[Path]:
@@ -137,9 +154,23 @@ def test_core_module_imports_no_flare(path: Path) -> None:
     assert _violations(path, FORBIDDEN_IN_CORE) == []
 
 
-def test_core_imports_without_flare_installed() -> None:
-    """Transitively too: in a fresh interpreter where nvflare and the FLARE layer cannot be imported."""
-    names = [_module_name(p) for p in CORE_FILES]
+# (case id, interpreter, whether the core modules that need flwr are the ones imported)
+CORE_ENVIRONMENTS = [("kit", Path(sys.executable), False), ("flower", FLOWER_PYTHON, True)]
+
+
+@pytest.mark.parametrize(
+    ("python", "flower"), [e[1:] for e in CORE_ENVIRONMENTS], ids=[e[0] for e in CORE_ENVIRONMENTS]
+)
+def test_core_imports_without_flare_installed(python: Path, flower: bool) -> None:
+    """Transitively too: in a fresh interpreter where nvflare and the FLARE layer cannot be imported.
+
+    The kit's environment imports the core modules that do not need Flower; ``.venv-flower`` the
+    ones that do (:mod:`fedhealth.flower.heart`), also without FLARE.
+    """
+    if not python.is_file():
+        pytest.skip(f"{python} is missing (make .venv-flower/.installed)")
+    names = [n for n in (_module_name(p) for p in CORE_FILES) if (n in needs_flower()) == flower]
+    assert names
     blocked = ["nvflare"] + [f"fedhealth.{name}" for name in FLARE_LAYER]
     code = (
         "import importlib, sys\n"
@@ -150,7 +181,7 @@ def test_core_imports_without_flare_installed() -> None:
         f"print(sum(name in sys.modules for name in {names!r}))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [python, "-c", code],
         capture_output=True,
         text=True,
         timeout=300,
@@ -182,8 +213,14 @@ NOT_FLOWER = [
 
 @pytest.mark.parametrize("path", NOT_FLOWER, ids=lambda p: str(p.relative_to(ROOT)))
 def test_only_the_flower_package_and_its_runners_import_flower(path: Path) -> None:
-    """The kit and its tools (but the Flower peer runners) never import ``flwr`` or the Flower apps."""
-    assert _violations(path, FLOWER_IMPORTS) == []
+    """The kit and its tools (but the Flower peer runners) never import the Flower apps, nor ``flwr``
+    outside the FLARE layer's Flower integration."""
+    forbidden = FLOWER_APPS if path in FLARE_FLOWER else FLOWER_IMPORTS
+    assert _violations(path, forbidden) == []
+
+
+def test_the_flare_flower_integration_files_exist() -> None:
+    assert [p for p in FLARE_FLOWER if not p.is_file()] == []
 
 
 @pytest.mark.parametrize("path", PROVISION_FILES, ids=lambda p: str(p.relative_to(TOOLS)))

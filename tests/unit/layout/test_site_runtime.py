@@ -15,15 +15,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from flower_modules import FLOWER_PYTHON, needs_flower
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNTIME = ROOT / "custom" / "fedhealth"
 TOOLS_PACKAGE = "fedhealth_tools"
 # Subpackages of the tools; none of these names may exist in the runtime.
 TOOLS_ONLY = ("poc", "provision", "simulation", "cli")
-# The Flower apps import flwr: they import only in the Flower environment (.venv-flower).
-FLOWER_ONLY = ("fedhealth.flower.apps_factory", "fedhealth.flower.heart", "fedhealth.flower.cxr")
-FLOWER_PYTHON = ROOT / ".venv-flower" / "bin" / "python"
 
 
 def _runtime_modules() -> list[str]:
@@ -60,7 +58,23 @@ def test_tools_subpackages_are_not_in_the_runtime() -> None:
     ] == []
 
 
-def _imports_without_the_tools(python: str, names: list[str]) -> None:
+# (case id, interpreter, modules): the kit's environment imports all but the Flower modules, which
+# need flwr and are imported by .venv-flower's Python.
+ENVIRONMENTS = [
+    ("kit", Path(sys.executable), lambda: [m for m in _runtime_modules() if m not in needs_flower()]),
+    ("flower", FLOWER_PYTHON, lambda: sorted(needs_flower())),
+]
+
+
+@pytest.mark.parametrize(
+    ("python", "modules"), [e[1:] for e in ENVIRONMENTS], ids=[e[0] for e in ENVIRONMENTS]
+)
+def test_every_runtime_module_imports_without_the_tools(python: Path, modules) -> None:
+    """In a fresh interpreter where ``fedhealth_tools`` cannot be imported at all."""
+    if not python.is_file():
+        pytest.skip(f"{python} is missing (make .venv-flower/.installed)")
+    names = modules()
+    assert names
     code = (
         "import importlib, sys\n"
         f"sys.modules[{TOOLS_PACKAGE!r}] = None\n"
@@ -77,18 +91,6 @@ def _imports_without_the_tools(python: str, names: list[str]) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
-
-
-def test_every_runtime_module_imports_without_the_tools() -> None:
-    """In a fresh interpreter where ``fedhealth_tools`` cannot be imported at all."""
-    _imports_without_the_tools(sys.executable, [m for m in _runtime_modules() if m not in FLOWER_ONLY])
-
-
-@pytest.mark.skipif(not FLOWER_PYTHON.exists(), reason=".venv-flower is missing (make it: Makefile)")
-def test_the_flower_apps_import_without_the_tools() -> None:
-    """The same in the Flower environment, for the modules that need ``flwr``."""
-    assert all(m in _runtime_modules() for m in FLOWER_ONLY)
-    _imports_without_the_tools(str(FLOWER_PYTHON), list(FLOWER_ONLY))
 
 
 def test_runtime_wheel_carries_only_the_runtime(tmp_path: Path) -> None:
@@ -117,7 +119,7 @@ def test_runtime_wheel_carries_only_the_runtime(tmp_path: Path) -> None:
     assert top == {"fedhealth"}
     assert not [n for n in names if n.split("/")[1:2] and n.split("/")[1] in TOOLS_ONLY + ("cli.py",)]
     assert "fedhealth/executors/site_executor.py" in names
-    fabs = {f"fedhealth/flower/apps/{app}/pyproject.toml" for app in ("heart", "cxr")}
+    fabs = {f"fedhealth/flower/apps/{app}/pyproject.toml" for app in ("heart", "cxr", "heart_flower")}
     assert fabs <= set(names)  # the Flower apps' FAB folders
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()

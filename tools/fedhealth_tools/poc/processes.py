@@ -68,6 +68,10 @@ class PocProcesses:
             ``ip netns exec NS``: each host in its own network namespace).
         listening: whether the server listens on a port (default: on 127.0.0.1 here); the network
             lab asks inside the server's namespace.
+        python: the Python interpreter the participants run (default: this process's). Its ``bin``
+            folder goes first on ``PATH`` (``sub_start.sh`` calls ``python3``); FLARE starts a job's
+            processes, and its Flower integration ``flower-supernode``/``flower-superlink``, from
+            there. A Flower job needs the environment with ``flwr`` (``.venv-flower``).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class PocProcesses:
         env: dict[str, str] | None = None,
         prefix: Mapping[str, Sequence[str]] | None = None,
         listening: Callable[[int], bool] | None = None,
+        python: Path | None = None,
     ) -> None:
         self.layout = layout
         self.log_dir = Path(log_dir)
@@ -90,6 +95,9 @@ class PocProcesses:
         self.extra_env = dict(env or {})
         self.prefix = {name: list(command) for name, command in (prefix or {}).items()}
         self.listening = listening or port_in_use
+        self.python = Path(python) if python is not None else Path(sys.executable)
+        if not self.python.is_file():
+            raise PocError(f"no Python interpreter at {self.python}")
         self._procs: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> PocProcesses:
@@ -100,8 +108,8 @@ class PocProcesses:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # sub_start.sh calls `python3`: make it this environment's Python, with fedhealth installed.
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        # sub_start.sh calls `python3`: make it the chosen environment's Python, with fedhealth installed.
+        env["PATH"] = f"{self.python.parent}{os.pathsep}{env.get('PATH', '')}"
         env.pop("NVFL_WORKSPACE", None)
         env.update(self.extra_env)
         return env

@@ -148,7 +148,8 @@ def job_variant(
     """Copy the job ``src`` to ``dest`` and change the named settings.
 
     Args:
-        rounds: ScatterAndGather's ``num_rounds``.
+        rounds: ScatterAndGather's ``num_rounds`` (a Flower job: also its ``run_config``
+            ``num-server-rounds``).
         min_sites: sites needed per round (ScatterAndGather ``min_clients`` and the job's ``min_clients``).
         wait_after_min_s: how long a round waits for the others once ``min_sites`` answered.
         train_timeout_s: the per-round deadline of the train task.
@@ -175,6 +176,8 @@ def job_variant(
             if "num_rounds" in args:
                 if rounds is not None:
                     args["num_rounds"] = rounds
+                    if "num-server-rounds" in args.get("run_config", {}):  # a Flower app's own rounds
+                        args["run_config"]["num-server-rounds"] = rounds
                 if min_sites is not None:
                     args["min_clients"] = min_sites
                 if wait_after_min_s is not None:
