@@ -43,13 +43,22 @@ SIZES = {"cleveland": (199, 104), "hungary": (172, 89), "switzerland": (30, 16),
 DEAD_SITE_GRACE_S = 5
 
 
-def _flower_processes(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
-        if marker in cmd and ("flower-" in cmd or "flwr" in cmd or "sub_start" in cmd):
-            found.append(proc)
-    return found
+def _flower_processes(marker: str, wait_s: float = 0.0) -> list[psutil.Process]:
+    """Flower and FLARE processes of this test (by command line or working folder) still alive after
+    ``wait_s`` (a SuperNode's supervisor ends it within its grace once the job process is gone)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
+            cmd = " ".join(proc.info.get("cmdline") or [])
+            cwd = proc.info.get("cwd") or ""
+            ours = marker in cmd or cwd.startswith(marker)
+            kind = any(k in cmd for k in ("flower-", "flwr", "sub_start", "fedhealth.flower.supervise"))
+            if ours and kind and proc.info.get("status") != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def test_flower_app_under_flare_reports_every_site_and_refuses_unlisted_app(tmp_path: Path) -> None:
@@ -80,7 +89,7 @@ def test_flower_app_under_flare_reports_every_site_and_refuses_unlisted_app(tmp_
             refused_at = time.monotonic() - started - ran
             errors = site_error_lines(layout, job_id)
             logs = {site: (layout.kit(site) / job_id / "log.txt").read_text() for site in layout.sites}
-    assert _flower_processes(str(workspace)) == []
+    assert _flower_processes(str(workspace), wait_s=30) == []
     total = time.monotonic() - started
 
     report, paths = report_job_result(result, tmp_path / "results", seconds=ran)

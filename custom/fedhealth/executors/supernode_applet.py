@@ -6,7 +6,8 @@ neither option (its Fleet API is protobuf over HTTP, its runtime API an HTTP ser
 ``--port``). This applet starts the same process the 1.42 way: ``--superlink`` is the site's
 :class:`~fedhealth.flower.fleet_bridge.FleetBridge` on 127.0.0.1 (plain HTTP on loopback; FLARE's
 mTLS carries the traffic off the host), the runtime API on a free local port, and never
-``--allow-runtime-dependency-installation``.
+``--allow-runtime-dependency-installation``. It runs under :mod:`fedhealth.flower.supervise`, which
+ends it when the job process that started it is gone, however that process ended.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ class SuperNodeApplet(FlowerClientApplet):
             raise RuntimeError(
                 f"no {FLOWER_SUPERNODE} beside {sys.executable}: this site's Python has no flwr"
             )
+        # under the kit's supervisor: the SuperNode (and its ClientApps) end with this job process
         cmd = " ".join(
             [
+                shlex.quote(sys.executable),
+                f"-m fedhealth.flower.supervise --parent {os.getpid()} --",
                 shlex.quote(supernode),
                 "--insecure",
                 f"--superlink {shlex.quote(superlink)}",
