@@ -8,6 +8,8 @@ with ``.venv-flower``'s Python.
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +22,8 @@ def _name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
+def imports(path: Path) -> set[str]:
+    """The modules ``path`` imports (``import x``, ``from x import y``), from its source."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -32,10 +35,10 @@ def _imports(path: Path) -> set[str]:
 
 def needs_flower() -> set[str]:
     """The kit modules that import ``flwr``, directly or through another kit module."""
-    imports = {_name(p): _imports(p) for p in RUNTIME.rglob("*.py")}
-    needing = {m for m, names in imports.items() if any(n == "flwr" or n.startswith("flwr.") for n in names)}
+    graph = {_name(p): imports(p) for p in RUNTIME.rglob("*.py")}
+    needing = {m for m, names in graph.items() if any(n == "flwr" or n.startswith("flwr.") for n in names)}
     while True:
-        more = {m for m, names in imports.items() if m not in needing and names & needing}
+        more = {m for m, names in graph.items() if m not in needing and names & needing}
         if not more:
             return needing
         needing |= more
@@ -51,3 +54,16 @@ def flower_jobs() -> list[str]:
 
 
 FLOWER_JOBS = flower_jobs()
+
+
+def run_in_flower(script: str, *args: object) -> dict:
+    """Run ``script`` with ``.venv-flower``'s Python (kit and tools on the path); its last line as JSON."""
+    proc = subprocess.run(
+        [FLOWER_PYTHON, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": f"{ROOT / 'custom'}:{ROOT / 'tools'}", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -8,11 +8,10 @@ metrics, the validation carries bootstrap intervals, and the site's floor (``lim
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from flower_modules import FLOWER_PYTHON
+from flower_modules import FLOWER_PYTHON, run_in_flower
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(
@@ -58,15 +57,7 @@ print(json.dumps(out))
 
 
 def _client(tmp_path: Path, settings: dict) -> dict:
-    proc = subprocess.run(
-        [FLOWER_PYTHON, "-c", SCRIPT, tmp_path / "hungary", json.dumps(settings)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": f"{ROOT / 'custom'}:{ROOT / 'tools'}", "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_in_flower(SCRIPT, tmp_path / "hungary", json.dumps(settings))
 
 
 def test_round_and_validation_at_a_site(tmp_path: Path) -> None:

@@ -9,11 +9,10 @@ subprocess; skipped, with the reason, when that environment is missing.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from flower_modules import FLOWER_JOBS, FLOWER_PYTHON, needs_flower
+from flower_modules import FLOWER_JOBS, FLOWER_PYTHON, needs_flower, run_in_flower
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(
@@ -51,15 +50,7 @@ print(json.dumps(out))
 
 
 def _run(job: str, entries: list[str]) -> dict:
-    proc = subprocess.run(
-        [FLOWER_PYTHON, "-c", CHECK, ROOT / "jobs" / job, json.dumps(entries)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": f"{ROOT / 'custom'}:{ROOT / 'tools'}", "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_in_flower(CHECK, ROOT / "jobs" / job, json.dumps(entries))
 
 
 def test_flower_jobs_are_found() -> None:

@@ -8,14 +8,13 @@ them: a job that names a component can only reach code a hospital installed on p
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from flower_modules import FLOWER_PYTHON, needs_flower
+from flower_modules import FLOWER_PYTHON, imports, needs_flower
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNTIME = ROOT / "custom" / "fedhealth"
@@ -32,23 +31,13 @@ def _runtime_modules() -> list[str]:
     return names
 
 
-def _imported(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return found
-
-
 def test_runtime_has_many_modules() -> None:
     assert len(_runtime_modules()) > 80  # the walk below sees the whole package
 
 
 @pytest.mark.parametrize("path", sorted(RUNTIME.rglob("*.py")), ids=lambda p: str(p.relative_to(RUNTIME)))
 def test_no_runtime_module_imports_the_tools(path: Path) -> None:
-    bad = sorted(m for m in _imported(path) if m == TOOLS_PACKAGE or m.startswith(TOOLS_PACKAGE + "."))
+    bad = sorted(m for m in imports(path) if m == TOOLS_PACKAGE or m.startswith(TOOLS_PACKAGE + "."))
     assert bad == [], f"{path.relative_to(ROOT)} imports the tools: {bad}"
 
 

@@ -35,21 +35,15 @@ from pathlib import Path
 import psutil
 
 from fedhealth_tools.peers.flower_sim import DEFAULT_WORK as _SIM_WORK
-from fedhealth_tools.peers.measure import summary
+from fedhealth_tools.peers.measure import summary, write_report
 from fedhealth_tools.peers.meters import LinkBytes, TreeMemory
 from fedhealth_tools.peers.sites import JOBS, write_sites
+from fedhealth_tools.poc.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 FABS = ROOT / "custom" / "fedhealth" / "flower" / "apps"
 DEFAULT_WORK = _SIM_WORK.parent / "flower_deploy"
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _bin(name: str) -> str:
@@ -268,10 +262,7 @@ def run(
         "load_avg": os.getloadavg(),
         "results": results,
     }
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1))
-    return report
+    return write_report(report, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from fedhealth_tools.peers.measure import summary
+from fedhealth_tools.peers.measure import summary, write_report
 from fedhealth_tools.peers.meters import TreeMemory
 from fedhealth_tools.peers.sites import JOBS, sites_file, write_sites
 
@@ -114,10 +114,7 @@ def run(
         "load_avg": os.getloadavg(),
         "results": results,
     }
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1))
-    return report
+    return write_report(report, out)
 
 
 def run_heart(engine: str = "simulation", rounds: int = 0, sites: int = 4, out: Path | None = None) -> dict:

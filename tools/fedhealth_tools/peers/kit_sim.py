@@ -29,6 +29,7 @@ from fedhealth import constants as C  # noqa: E402
 from fedhealth.constants import RUN_RECORD_FILE  # noqa: E402
 from fedhealth.data.site_data import resolve_data_root  # noqa: E402
 from fedhealth.reports.timing import round_timings, timing_summary  # noqa: E402
+from fedhealth_tools.peers.measure import write_report  # noqa: E402
 from fedhealth_tools.peers.meters import TreeMemory  # noqa: E402
 from fedhealth_tools.peers.sites import JOBS, write_sites  # noqa: E402
 
@@ -113,10 +114,7 @@ def run(
     for key in (C.M_ACCURACY, C.M_AUC):
         values = [m[key] for m in final.values() if m.get(key) is not None]
         report[f"client_avg_{key}"] = float(np.mean(values)) if values else None
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1))
-    return report
+    return write_report(report, out)
 
 
 def _scale(sites: int, rounds: int, out: Path | None, work: Path) -> dict:
@@ -139,10 +137,7 @@ def _scale(sites: int, rounds: int, out: Path | None, work: Path) -> dict:
         "peak_mem_mb": memory.result()["peak_total_mb"],
         "load_avg": os.getloadavg(),
     }
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1))
-    return report
+    return write_report(report, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,9 @@ first round, the start-up cost) to a Flower app's results, which are shaped like
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 from fedhealth.reports.timing import round_timings, timing_summary
 
@@ -22,3 +24,11 @@ def summary(results: dict) -> dict:
     for key in ("client_avg_accuracy", "client_avg_auc", "sites"):
         out[key] = results.get(key)
     return out
+
+
+def write_report(report: dict, out: Path | None) -> dict:
+    """Write a runner's report as JSON to ``out`` (when given); returns the report."""
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1))
+    return report
